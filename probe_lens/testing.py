@@ -83,10 +83,11 @@ def tiny_model(
     seed: int = 0, *, n_layers: int = 2, d_model: int = 32, n_heads: int = 4, n_ctx: int = 256
 ) -> HookedTransformer:
     """A random-init tiny HookedTransformer with :func:`tiny_tokenizer`, deterministic in ``seed``."""
-    from probe_lens.models.compat import apply_fast_cpu_patches
+    from probe_lens.models.compat import apply_fast_cpu_patches, quiet_tl_deprecation
 
     cfg = tiny_config(n_layers=n_layers, d_model=d_model, n_heads=n_heads, n_ctx=n_ctx, seed=seed)
     torch.manual_seed(seed)
-    model = HookedTransformer(cfg, tokenizer=tiny_tokenizer(), default_padding_side="left")
+    with quiet_tl_deprecation():
+        model = HookedTransformer(cfg, tokenizer=tiny_tokenizer(), default_padding_side="left")
     model.eval()
     return apply_fast_cpu_patches(model)

@@ -8,7 +8,9 @@ on the stored weights. ``tests/test_compat.py`` proves the outputs equal the sto
 
 from __future__ import annotations
 
+import contextlib
 import types
+import warnings
 
 import torch
 from jaxtyping import Float
@@ -61,3 +63,11 @@ def apply_fast_cpu_patches(model: HookedTransformer) -> HookedTransformer:
 def is_patched(model: HookedTransformer) -> bool:
     """Whether :func:`apply_fast_cpu_patches` has been applied to ``model``."""
     return any(getattr(m, _PATCHED_FLAG, False) for m in model.modules())
+
+
+@contextlib.contextmanager
+def quiet_tl_deprecation():
+    """Silence TL 3.9's 'HookedTransformer is deprecated' warnings: probe_lens pins TL < 4 on purpose."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*HookedTransformer.*deprecated", category=DeprecationWarning)
+        yield

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from transformer_lens import HookedTransformer
 
-from probe_lens.models.compat import apply_fast_cpu_patches
+from probe_lens.models.compat import apply_fast_cpu_patches, quiet_tl_deprecation
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +123,10 @@ def load_embedded_hf(cache_dir: str | Path | None = None, *, dtype: torch.dtype 
 
 def _hooked_from_hf(tl_name: str, hf, tok, *, device: str, dtype: torch.dtype) -> HookedTransformer:
     tok.padding_side = "left"
-    model = HookedTransformer.from_pretrained_no_processing(
-        tl_name, hf_model=hf, tokenizer=tok, device=device, dtype=dtype, default_padding_side="left"
-    )
+    with quiet_tl_deprecation():
+        model = HookedTransformer.from_pretrained_no_processing(
+            tl_name, hf_model=hf, tokenizer=tok, device=device, dtype=dtype, default_padding_side="left"
+        )
     model.eval()
     return apply_fast_cpu_patches(model)
 
@@ -169,9 +170,10 @@ def load_model(
             + ". Use None for the embedded Gemma-3-270M."
         ) from e
     try:
-        model = HookedTransformer.from_pretrained_no_processing(
-            official, device=device, dtype=dtype, default_padding_side="left"
-        )
+        with quiet_tl_deprecation():
+            model = HookedTransformer.from_pretrained_no_processing(
+                official, device=device, dtype=dtype, default_padding_side="left"
+            )
     except Exception as e:  # network / auth / missing files: all look different, say it once
         raise ModelUnavailableError(
             f"could not load {official!r} from the Hugging Face hub ({type(e).__name__}: {str(e)[:200]}). "

@@ -1,0 +1,39 @@
+"""The TL speed patches change speed only: outputs equal the stock TransformerLens code."""
+
+import torch
+
+from probe_lens.models.compat import apply_fast_cpu_patches, is_patched
+from probe_lens.testing import tiny_config
+
+
+def _stock_and_patched():
+    from transformer_lens import HookedTransformer
+
+    from probe_lens.testing import tiny_tokenizer
+
+    torch.manual_seed(0)
+    stock = HookedTransformer(tiny_config(n_layers=3), tokenizer=tiny_tokenizer(), default_padding_side="left")
+    patched = HookedTransformer(tiny_config(n_layers=3), tokenizer=tiny_tokenizer(), default_padding_side="left")
+    patched.load_state_dict(stock.state_dict())
+    apply_fast_cpu_patches(patched)
+    return stock.eval(), patched.eval()
+
+
+def test_patched_logits_and_grads_equal_stock():
+    stock, patched = _stock_and_patched()
+    assert is_patched(patched) and not is_patched(stock)
+    tokens = stock.to_tokens(["hello world", "hi"])
+    out_s = stock(tokens)
+    out_p = patched(tokens)
+    assert torch.allclose(out_s, out_p, atol=1e-5)
+    out_s.square().mean().backward()
+    out_p.square().mean().backward()
+    for (n, p_s), (_, p_p) in zip(stock.named_parameters(), patched.named_parameters()):
+        assert torch.allclose(p_s.grad, p_p.grad, atol=1e-5, rtol=1e-4), n
+
+
+def test_patched_hooks_still_fire():
+    _, patched = _stock_and_patched()
+    _, cache = patched.run_with_cache("hello")
+    for name in ("blocks.0.mlp.hook_pre", "blocks.0.mlp.hook_post", "unembed.hook_out" if "unembed.hook_out" in patched.hook_dict else "blocks.2.hook_resid_post"):
+        assert name in cache
