@@ -11,13 +11,9 @@ fi
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
 if ! python -c "import torch" 2>/dev/null; then
-  if command -v nvidia-smi >/dev/null 2>&1; then
-    python -m pip install --quiet "torch==2.13.0"
-  else
-    # the CPU build (lies on this machine kind's disk; elsewhere from the PyTorch CPU index)
-    python -m pip install --quiet "torch==2.13.0" 2>/dev/null \
-      || python -m pip install --quiet "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
-  fi
+  # On this machine kind the CPU build of torch 2.13.0 lies on disk and pip takes it from there.
+  # Elsewhere, on a CPU-only machine, set PIP_INDEX_URL to a CPU wheel index before running this.
+  python -m pip install --quiet "torch==2.13.0"
 fi
 python -m pip install --quiet -e ".[test]"
 python -c "import probe_lens, torch; print(f'probe_lens {probe_lens.__version__} with torch {torch.__version__} in .venv')"
