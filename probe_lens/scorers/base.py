@@ -1,0 +1,105 @@
+"""The one protocol every toxicity scorer follows: ``score(texts) -> P(toxic)`` as float64 in [0, 1]."""
+
+from __future__ import annotations
+
+import abc
+from importlib import metadata
+from typing import Any, Sequence
+
+import numpy as np
+from jaxtyping import Float
+
+
+class ScorerUnavailableError(RuntimeError):
+    """An explicitly requested scorer cannot run here (missing package, weights or config)."""
+
+
+def package_version(dist: str) -> str:
+    """Installed version of distribution ``dist`` (``"unknown"`` if not installed)."""
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def validate_texts(texts: Sequence[str]) -> list[str]:
+    """Texts -> list of str, with clear errors. Empty strings are allowed (they get a score)."""
+    if isinstance(texts, (str, bytes)):
+        raise TypeError("texts must be a list of strings, got a single string; wrap it in a list")
+    try:
+        texts = list(texts)
+    except TypeError as exc:
+        raise TypeError(f"texts must be a sequence of strings, got {type(texts).__name__}") from exc
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is a {type(t).__name__}, not a str; every text must be a string")
+    return texts
+
+
+def check_scores(scores: Any, n: int, who: str) -> Float[np.ndarray, " n"]:
+    """Scores from a backend -> float64 [n] in [0, 1], or an error naming the backend."""
+    arr = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if arr.shape != (n,):
+        raise RuntimeError(f"{who} returned {arr.shape[0]} scores for {n} texts")
+    if not np.all(np.isfinite(arr)) or arr.min(initial=0.0) < 0.0 or arr.max(initial=0.0) > 1.0:
+        raise RuntimeError(f"{who} returned scores outside [0, 1] or NaN: {arr[:5]}")
+    return arr
+
+
+def label(scores: Any, threshold: float = 0.5) -> np.ndarray:
+    """Binary toxic labels (int64, 1 = toxic) from P(toxic): ``scores >= threshold``.
+
+    ``threshold`` must lie strictly between 0 and 1 (the paper uses 0.5).
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)):
+        raise TypeError(f"threshold must be a number in (0, 1), got {threshold!r}")
+    if not 0.0 < float(threshold) < 1.0:
+        raise ValueError(f"threshold must be strictly between 0 and 1, got {threshold!r} (the paper uses 0.5)")
+    arr = np.asarray(scores, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"scores must be 1-D (n,), got shape {arr.shape}")
+    if arr.size and (not np.all(np.isfinite(arr)) or arr.min() < 0 or arr.max() > 1):
+        raise ValueError("scores must be probabilities in [0, 1] without NaN")
+    return (arr >= float(threshold)).astype(np.int64)
+
+
+class Scorer(abc.ABC):
+    """A toxicity scorer. Subclasses set ``name``/``version`` and implement ``_score``.
+
+    ``score(texts)`` validates the input, returns ``np.float64`` P(toxic) of shape ``(len(texts),)``
+    (shape ``(0,)`` for an empty list) and records nothing global; ``describe()`` says which scorer
+    and version produced a result, for saving next to it.
+    """
+
+    name: str = "scorer"
+    version: str = "unknown"
+
+    def __init__(self) -> None:
+        self.chosen_by: str | None = None  # "auto" when get_scorer("auto") picked this scorer
+        self.choice_reason: str | None = None
+
+    @abc.abstractmethod
+    def _score(self, texts: list[str]) -> Any:
+        """P(toxic) for a non-empty list of validated strings."""
+
+    def score(self, texts: Sequence[str]) -> Float[np.ndarray, " n"]:
+        """P(toxic) per text, float64 [n] in [0, 1]."""
+        texts = validate_texts(texts)
+        if not texts:
+            return np.zeros(0, dtype=np.float64)
+        return check_scores(self._score(texts), len(texts), self.name)
+
+    def details(self) -> dict[str, Any]:
+        """Backend-specific facts for :meth:`describe` (checkpoint path, model type, ...)."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready record: ``name``, ``version``, ``details``, and how it was chosen."""
+        out: dict[str, Any] = {"name": self.name, "version": self.version, "details": self.details()}
+        if self.chosen_by is not None:
+            out["chosen_by"] = self.chosen_by
+            out["reason"] = self.choice_reason
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, version={self.version!r})"
