@@ -1,0 +1,162 @@
+"""Losses of the training loops: response log-probs, LM loss, probe term, KL term and DPO.
+
+Everything here acts on *response* tokens only: position ``t`` of ``response_mask`` marks a token
+whose log-probability (given tokens ``< t``) counts. Reductions are explicit so the loops can
+normalise by the size of the whole (multi-process, accumulated) batch.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+
+from probe_lens.activations import pool
+
+_IGNORE = -100
+
+
+def token_logps(
+    logits: Float[torch.Tensor, "batch pos vocab"],
+    tokens: Int[torch.Tensor, "batch pos"],
+    response_mask: Int[torch.Tensor, "batch pos"],
+) -> Float[torch.Tensor, "batch pos_minus_1"]:
+    """log p(tokens[:, t] | tokens[:, <t]) at response positions, 0 elsewhere (fp32).
+
+    Column ``t-1`` of the result holds the log-prob of ``tokens[:, t]``.
+    """
+    targets = tokens[:, 1:].masked_fill(~response_mask[:, 1:].bool(), _IGNORE)
+    flat = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
+    nll = F.cross_entropy(flat, targets.reshape(-1), ignore_index=_IGNORE, reduction="none")
+    return -nll.view(targets.shape)
+
+
+def _check(tokens: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor) -> None:
+    if tokens.ndim != 2 or attention_mask.shape != tokens.shape or response_mask.shape != tokens.shape:
+        raise ValueError(
+            f"tokens, attention_mask and response_mask must all be [batch, pos]; got "
+            f"{tuple(tokens.shape)}, {tuple(attention_mask.shape)}, {tuple(response_mask.shape)}"
+        )
+    if bool(response_mask[:, 0].any()):
+        raise ValueError("response_mask marks position 0; a response token needs at least one token before it")
+    if bool((response_mask.bool() & ~attention_mask.bool()).any()):
+        raise ValueError("response_mask marks padding (attention_mask is 0 there); the masks disagree")
+
+
+def sequence_logps(
+    model: Callable[..., torch.Tensor],
+    tokens: Int[torch.Tensor, "batch pos"],
+    attention_mask: Int[torch.Tensor, "batch pos"],
+    response_mask: Int[torch.Tensor, "batch pos"],
+) -> Float[torch.Tensor, " batch"]:
+    """Sum of the log-probs of the response tokens given everything before them (nats, fp32)."""
+    _check(tokens, attention_mask, response_mask)
+    logits = model(tokens, attention_mask=attention_mask)
+    return token_logps(logits, tokens, response_mask.to(tokens.device)).sum(dim=1)
+
+
+def lm_loss(
+    model: Callable[..., torch.Tensor],
+    tokens: Int[torch.Tensor, "batch pos"],
+    attention_mask: Int[torch.Tensor, "batch pos"],
+    response_mask: Int[torch.Tensor, "batch pos"],
+) -> Float[torch.Tensor, ""]:
+    """Mean cross-entropy over all response tokens of the batch (nats per token)."""
+    _check(tokens, attention_mask, response_mask)
+    logits = model(tokens, attention_mask=attention_mask)
+    lp = token_logps(logits, tokens, response_mask.to(tokens.device))
+    n = response_mask[:, 1:].sum()
+    if int(n) == 0:
+        raise ValueError("no response tokens in this batch; lm_loss needs at least one")
+    return -lp.sum() / n
+
+
+def kl_per_token(
+    policy_logits: Float[torch.Tensor, "batch pos vocab"],
+    ref_logits: Float[torch.Tensor, "batch pos vocab"],
+    response_mask: Int[torch.Tensor, "batch pos"],
+) -> Float[torch.Tensor, "batch pos_minus_1"]:
+    """KL(policy || reference) of the next-token distributions predicting each response token.
+
+    Column ``t-1`` is the KL at the position that predicts ``tokens[:, t]``; 0 off the response.
+    """
+    p_log = torch.log_softmax(policy_logits[:, :-1].float(), dim=-1)
+    q_log = torch.log_softmax(ref_logits[:, :-1].float(), dim=-1)
+    kl = (p_log.exp() * (p_log - q_log)).sum(dim=-1)
+    return kl * response_mask[:, 1:].to(kl.dtype)
+
+
+def probe_probability(
+    acts: dict[str, Float[torch.Tensor, "batch pos d_model"]],
+    response_mask: Int[torch.Tensor, "batch pos"],
+    probes: Sequence[tuple[str, object]],
+    *,
+    pooling: str = "mean",
+    aggregate: str = "mean",
+) -> Float[torch.Tensor, " batch"]:
+    """P(toxic) from frozen probes on pooled *live* activations (differentiable w.r.t. ``acts``).
+
+    ``probes`` is a list of ``(hook, probe)``; each probe's ``forward`` maps ``[batch, d_model]``
+    to probabilities. Several probes combine by ``aggregate`` (``mean`` or ``max``).
+    """
+    if not probes:
+        raise ValueError("no probes given")
+    pooled: dict[str, torch.Tensor] = {}
+    out = []
+    for hook, probe in probes:
+        if hook not in acts:
+            raise KeyError(f"no activation captured at {hook!r}; captured: {sorted(acts)}")
+        if hook not in pooled:
+            pooled[hook] = pool(acts[hook], response_mask.to(acts[hook].device), pooling)
+        out.append(probe.forward(pooled[hook]).float().reshape(-1))
+    stacked = torch.stack(out, dim=0)
+    if aggregate == "mean":
+        return stacked.mean(dim=0)
+    if aggregate == "max":
+        return stacked.max(dim=0).values
+    raise ValueError(f"aggregate must be 'mean' or 'max', got {aggregate!r}")
+
+
+def dpo_loss(
+    policy_chosen_logps: Float[torch.Tensor, " batch"],
+    policy_rejected_logps: Float[torch.Tensor, " batch"],
+    ref_chosen_logps: Float[torch.Tensor, " batch"],
+    ref_rejected_logps: Float[torch.Tensor, " batch"],
+    beta: float,
+    *,
+    reduction: str = "mean",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Sigmoid DPO loss (Rafailov et al. 2023) and TRL-named metrics.
+
+    ``loss_i = -log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r)))``; ``rewards/chosen`` is
+    ``beta * (pi_c - ref_c)`` (detached). ``reduction``: ``"mean"``, ``"sum"`` or ``"none"``;
+    metrics are batch means.
+    """
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    shapes = {tuple(t.shape) for t in (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)}
+    if len(shapes) != 1:
+        raise ValueError(f"all four log-prob tensors must have the same shape [batch]; got {sorted(shapes)}")
+    ref_c = ref_chosen_logps.to(policy_chosen_logps)
+    ref_r = ref_rejected_logps.to(policy_rejected_logps)
+    logits = (policy_chosen_logps - ref_c) - (policy_rejected_logps - ref_r)
+    losses = -F.logsigmoid(beta * logits)
+    chosen_rewards = beta * (policy_chosen_logps - ref_c).detach()
+    rejected_rewards = beta * (policy_rejected_logps - ref_r).detach()
+    metrics = {
+        "rewards/chosen": chosen_rewards.mean(),
+        "rewards/rejected": rejected_rewards.mean(),
+        "rewards/margins": (chosen_rewards - rejected_rewards).mean(),
+        "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean(),
+        "logps/chosen": policy_chosen_logps.detach().mean(),
+        "logps/rejected": policy_rejected_logps.detach().mean(),
+    }
+    if reduction == "mean":
+        return losses.mean(), metrics
+    if reduction == "sum":
+        return losses.sum(), metrics
+    if reduction == "none":
+        return losses, metrics
+    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")

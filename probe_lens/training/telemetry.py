@@ -1,0 +1,228 @@
+"""Drift telemetry: do the probes still work on the model being trained, and how has the geometry moved?
+
+Every measurement reads pooled activations of the *current* model on a fixed labelled drift set and
+returns flat metrics with stable names::
+
+    probe/auroc_frozen/<name>          AUROC of a trained-against probe (frozen weights)
+    probe/auroc_heldout/<name>         AUROC of a held-out probe (fit before training, never trained against)
+    probe/auroc_retrained/<hook>       AUROC of a probe re-fit on the current activations (fit half -> eval half)
+    drift/cosine/<name>                cosine(original probe direction, re-fit direction at its hook)
+    geometry/<hook>/mean_diff_norm     ||mean(toxic) - mean(clean)||
+    geometry/<hook>/mean_diff_cos_orig cosine(mean difference, original direction at that hook)
+    geometry/<hook>/proj_toxic         mean(toxic) . original direction
+    geometry/<hook>/proj_clean         mean(clean) . original direction
+    geometry/<hook>/resid_norm         mean L2 norm of the pooled activations
+    geometry/<hook>/pca_var_top<k>     variance fraction of the top-k principal components
+
+Ensemble members are named ``<name>/m<i>``. AUROCs are measured on the evaluation part of the drift
+set; re-fit probes are fit on the other part. The "original direction" at a hook is the first
+trained-against probe's (else the first held-out probe's) direction; at hooks without a probe it is
+the class-mean difference at the first measurement (kept in ``state_dict`` for resumes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from jaxtyping import Int
+from sklearn.metrics import roc_auc_score
+
+from probe_lens.activations import collect, resolve_hooks
+from probe_lens.models import Generation
+from probe_lens.training.probes_util import FlatProbe, flatten_probes, named_probes
+
+
+@dataclasses.dataclass
+class DriftSet:
+    """Fixed texts with binary labels (1 = toxic) on which telemetry reads the current model.
+
+    ``pool_mask`` marks the positions pooled (normally the response tokens); ``is_eval`` marks the
+    rows AUROCs are measured on (the others fit the re-fit probes).
+    """
+
+    tokens: Int[torch.Tensor, "n pos"]
+    attention_mask: Int[torch.Tensor, "n pos"]
+    pool_mask: Int[torch.Tensor, "n pos"]
+    labels: np.ndarray
+    is_eval: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = self.tokens.shape[0]
+        self.labels = np.asarray(self.labels).astype(np.int64).reshape(-1)
+        self.is_eval = np.asarray(self.is_eval, dtype=bool).reshape(-1)
+        if self.attention_mask.shape != self.tokens.shape or self.pool_mask.shape != self.tokens.shape:
+            raise ValueError("tokens, attention_mask and pool_mask must have the same [n, pos] shape")
+        if len(self.labels) != n or len(self.is_eval) != n:
+            raise ValueError(f"{len(self.labels)} labels / {len(self.is_eval)} eval flags for {n} texts")
+        if not np.isin(self.labels, [0, 1]).all():
+            raise ValueError("labels must be 0/1 (1 = toxic)")
+        for part, mask in (("evaluation", self.is_eval), ("fit", ~self.is_eval)):
+            if len(np.unique(self.labels[mask])) < 2:
+                raise ValueError(
+                    f"the {part} part of the drift set holds one class only; it needs toxic and clean texts "
+                    "(use more texts or a different eval_fraction)"
+                )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @classmethod
+    def from_generation(
+        cls, generation: Generation, labels: Any, *, eval_fraction: float = 0.5, seed: int = 0
+    ) -> "DriftSet":
+        """Drift set from a :class:`Generation` (pooled over its responses) and its 0/1 labels.
+
+        The eval rows are a stratified random ``eval_fraction`` of each class (seeded).
+        """
+        if not 0 < eval_fraction < 1:
+            raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+        y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).astype(np.int64).reshape(-1)
+        if len(y) != len(generation):
+            raise ValueError(f"{len(y)} labels for {len(generation)} texts")
+        rng = np.random.default_rng(seed)
+        is_eval = np.zeros(len(y), dtype=bool)
+        for c in (0, 1):
+            idx = rng.permutation(np.flatnonzero(y == c))
+            is_eval[idx[: int(round(eval_fraction * len(idx)))]] = True
+        return cls(generation.tokens, generation.attention_mask, generation.response_mask, y, is_eval)
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    return float(a @ b / (na * nb)) if na > 0 and nb > 0 else float("nan")
+
+
+def _auroc(y: np.ndarray, s: np.ndarray) -> float:
+    return float(roc_auc_score(y, s)) if len(np.unique(y)) == 2 else float("nan")
+
+
+def _default_refit():
+    from probe_lens.probes import LogisticProbe
+
+    return LogisticProbe()
+
+
+class DriftTelemetry:
+    """Measure probe reliability and residual-stream geometry of the current model on a :class:`DriftSet`.
+
+    Args:
+        drift_set: fixed labelled texts.
+        trained_probes: the probes trained against (probe, ensemble, list or ``{name: probe}``).
+        heldout_probes: probes fit before training and never trained against.
+        hooks: extra hooks/layers whose geometry to log (the probes' hooks are always logged).
+        refit_factory: ``() -> unfitted probe`` used for re-fit probes (default ``LogisticProbe()``).
+        pooling: pooling of the drift activations (default: the first probe's, else ``"mean"``).
+        pca_ks: the k of each ``pca_var_top<k>`` metric.
+        batch_size, progress: for the activation pass.
+    """
+
+    def __init__(
+        self,
+        drift_set: DriftSet,
+        trained_probes: Any = None,
+        heldout_probes: Any = None,
+        hooks: Sequence[str | int] | None = None,
+        refit_factory: Callable[[], Any] | None = None,
+        *,
+        pooling: str | None = None,
+        pca_ks: Sequence[int] = (1, 5),
+        batch_size: int = 16,
+        progress: bool = False,
+    ) -> None:
+        if not isinstance(drift_set, DriftSet):
+            raise TypeError(f"drift_set must be a DriftSet, got {type(drift_set).__name__}")
+        self.drift_set = drift_set
+        self.trained_probes = named_probes(trained_probes)
+        self.heldout_probes = named_probes(heldout_probes)
+        overlap = set(self.trained_probes) & set(self.heldout_probes)
+        if overlap:
+            raise ValueError(f"probe names {sorted(overlap)} are both trained and held out; give distinct names")
+        self.extra_hooks = list(hooks or [])
+        self.refit_factory = refit_factory or _default_refit
+        self.pooling = pooling
+        self.pca_ks = tuple(int(k) for k in pca_ks)
+        if any(k < 1 for k in self.pca_ks):
+            raise ValueError(f"pca_ks must be positive, got {self.pca_ks}")
+        self.batch_size = batch_size
+        self.progress = progress
+        self.reference_directions: dict[str, np.ndarray] = {}
+
+    # ---- state (for resuming) ----------------------------------------------------------
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {f"refdir.{h}": torch.as_tensor(v) for h, v in self.reference_directions.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for k, v in state.items():
+            if k.startswith("refdir."):
+                self.reference_directions[k[len("refdir."):]] = v.numpy()
+
+    # ---- measuring ---------------------------------------------------------------------
+
+    def _resolve(self, model) -> tuple[list[FlatProbe], list[FlatProbe], list[str]]:
+        trained = flatten_probes(model, self.trained_probes) if self.trained_probes else []
+        heldout = flatten_probes(model, self.heldout_probes) if self.heldout_probes else []
+        hooks = {p.hook for p in trained + heldout}
+        if self.extra_hooks:
+            hooks |= set(resolve_hooks(model, self.extra_hooks))
+        if not hooks:
+            raise ValueError("DriftTelemetry has no probe and no hook to measure; pass probes or hooks=[...]")
+        for p in trained + heldout:  # original direction per hook: trained first, then held out
+            self.reference_directions.setdefault(p.hook, np.asarray(p.probe.direction_, dtype=np.float64))
+        return trained, heldout, sorted(hooks)
+
+    @torch.no_grad()
+    def activations(self, model) -> dict[str, np.ndarray]:
+        """Pooled drift-set activations ``{hook: float64 [n, d_model]}`` of ``model`` now."""
+        trained, heldout, hooks = self._resolve(model)
+        pooling = self.pooling or next((p.pooling for p in trained + heldout if p.pooling), None) or "mean"
+        acts = collect(
+            model, self.drift_set.tokens, self.drift_set.attention_mask, self.drift_set.pool_mask, hooks,
+            pooling=pooling, batch_size=self.batch_size, progress=self.progress,
+        )
+        return {h: a.double().numpy() for h, a in acts.items()}
+
+    def measure(self, model, step: int | None = None) -> dict[str, float]:
+        """All metrics for ``model`` as it is now (flat names, floats)."""
+        trained, heldout, hooks = self._resolve(model)
+        acts = self.activations(model)
+        y, ev = self.drift_set.labels, self.drift_set.is_eval
+        out: dict[str, float] = {}
+        for kind, flat in (("frozen", trained), ("heldout", heldout)):
+            by_parent: dict[str, list[np.ndarray]] = {}
+            for p in flat:
+                s = np.asarray(p.probe.predict_proba(acts[p.hook][ev]))[:, 1]
+                by_parent.setdefault(p.parent, []).append(s)
+                if p.name != p.parent:
+                    out[f"probe/auroc_{kind}/{p.name}"] = _auroc(y[ev], s)
+            for parent, scores in by_parent.items():
+                out[f"probe/auroc_{kind}/{parent}"] = _auroc(y[ev], np.mean(scores, axis=0))
+        refit_dirs: dict[str, np.ndarray] = {}
+        for h in hooks:
+            probe = self.refit_factory()
+            probe.fit(acts[h][~ev], y[~ev])
+            out[f"probe/auroc_retrained/{h}"] = _auroc(y[ev], np.asarray(probe.predict_proba(acts[h][ev]))[:, 1])
+            refit_dirs[h] = np.asarray(probe.direction_, dtype=np.float64)
+        for p in trained + heldout:
+            out[f"drift/cosine/{p.name}"] = _cos(np.asarray(p.probe.direction_, dtype=np.float64), refit_dirs[p.hook])
+        for h in hooks:
+            X = acts[h]
+            mu1, mu0 = X[y == 1].mean(axis=0), X[y == 0].mean(axis=0)
+            diff = mu1 - mu0
+            if h not in self.reference_directions:
+                self.reference_directions[h] = diff / max(np.linalg.norm(diff), 1e-12)
+            u = self.reference_directions[h]
+            u = u / max(np.linalg.norm(u), 1e-12)
+            out[f"geometry/{h}/mean_diff_norm"] = float(np.linalg.norm(diff))
+            out[f"geometry/{h}/mean_diff_cos_orig"] = _cos(diff, u)
+            out[f"geometry/{h}/proj_toxic"] = float(mu1 @ u)
+            out[f"geometry/{h}/proj_clean"] = float(mu0 @ u)
+            out[f"geometry/{h}/resid_norm"] = float(np.linalg.norm(X, axis=1).mean())
+            sv = np.linalg.svd(X - X.mean(axis=0), compute_uv=False) ** 2
+            total = float(sv.sum())
+            for k in self.pca_ks:
+                out[f"geometry/{h}/pca_var_top{k}"] = float(sv[:k].sum() / total) if total > 0 else float("nan")
+        return out
