@@ -11,10 +11,11 @@ import warnings
 from typing import Sequence
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+from transformer_lens.utilities.activation_functions import apply_softcap
 
 
 @dataclasses.dataclass
@@ -139,8 +140,25 @@ def _sample(
         drop = (cum - probs) >= top_p  # keep the smallest prefix with mass >= top_p
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, sorted_idx, sorted_logits)
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+    # inverse-CDF sampling: one uniform per row (torch.multinomial is ~10x slower on a 262k vocab)
+    cdf = torch.softmax(logits, dim=-1).cumsum(dim=-1)
+    u = torch.rand((logits.shape[0], 1), generator=generator).to(logits.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u).squeeze(-1).clamp_(max=logits.shape[-1] - 1)
+
+
+def last_position_logits(
+    model: HookedTransformer,
+    tokens: Int[torch.Tensor, "batch pos"],
+    attention_mask: Int[torch.Tensor, "batch pos"],
+    past_kv_cache: TransformerLensKeyValueCache,
+) -> Float[torch.Tensor, "batch d_vocab"]:
+    """Logits of the last position only: unembedding every prompt position is wasted work."""
+    resid = model(
+        tokens, attention_mask=attention_mask, past_kv_cache=past_kv_cache, stop_at_layer=model.cfg.n_layers
+    )[:, -1:]
+    if model.cfg.normalization_type is not None:
+        resid = model.ln_final(resid)
+    return apply_softcap(model.unembed(resid), model.cfg.output_logits_soft_cap)[:, -1]
 
 
 @torch.no_grad()
@@ -165,7 +183,7 @@ def _generate_batch(
         tokens[i, width - len(t) :] = torch.tensor(t)
         attn[i, width - len(t) :] = 1
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, b)
-    logits = model(tokens.to(device), attention_mask=attn.to(device), past_kv_cache=cache)[:, -1]
+    logits = last_position_logits(model, tokens.to(device), attn.to(device), cache)
     resp = torch.full((b, max_new_tokens), pad_id, dtype=torch.long)
     resp_mask = torch.zeros((b, max_new_tokens), dtype=torch.long)
     done = torch.zeros(b, dtype=torch.bool)
@@ -179,7 +197,7 @@ def _generate_batch(
             done |= nxt == eos_id
         if bool(done.all()) or step == max_new_tokens - 1:
             break
-        logits = model(nxt.view(b, 1).to(device), attention_mask=ones, past_kv_cache=cache)[:, -1]
+        logits = last_position_logits(model, nxt.view(b, 1).to(device), ones, cache)
     return tokens, attn, resp, resp_mask
 
 
