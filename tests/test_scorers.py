@@ -234,3 +234,47 @@ def test_probe_scorer_generation_pools_response_only(tiny, fitted_probe):
         resp = gen.response_mask[i][real].bool().nonzero().flatten()
         X.append(_oracle_mean(tiny, toks, resp, hook))
     np.testing.assert_allclose(scores, fitted_probe.predict_proba(np.stack(X))[:, 1], atol=1e-5)
+
+
+@pytest.fixture
+def cached_original(tiny_detoxify, tmp_path, monkeypatch):
+    """The tiny BERT placed where detoxify's 'original' model lives once downloaded: the checkpoint
+    in torch.hub's cache under its release file name, the backbone in the HF cache as bert-base-uncased."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    from probe_lens.scorers.detoxify_scorer import hub_checkpoint_path
+
+    ckpt, cfg_dir, _, _ = tiny_detoxify
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "torch_hub"))
+    hf_cache = tmp_path / "hf_hub"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hf_cache))
+    loaded = torch.load(ckpt, weights_only=False)  # our own file
+    loaded["config"]["arch"]["args"]["model_type"] = "bert-base-uncased"
+    target = hub_checkpoint_path("original")
+    target.parent.mkdir(parents=True)
+    torch.save(loaded, target)
+    repo = hf_cache / "models--bert-base-uncased"
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(cfg_dir, repo / "snapshots" / commit)
+    yield
+    torch.hub.set_dir(old)
+
+
+def test_auto_picks_cached_detoxify_model_type(cached_original, tiny_detoxify):
+    _, _, oracle, tokenizer = tiny_detoxify
+    assert DetoxifyScorer.available("original")
+    assert not DetoxifyScorer.available("unbiased")
+    scorer = get_scorer("auto")
+    assert isinstance(scorer, DetoxifyScorer)
+    desc = scorer.describe()
+    assert desc["chosen_by"] == "auto" and "toxic_original-c1212f89.ckpt" in desc["reason"]
+    assert desc["details"]["model_type"] == "original"
+    assert desc["details"]["checkpoint_id"] == "toxic_original-c1212f89.ckpt"
+    with torch.no_grad():
+        expected = torch.sigmoid(oracle(**tokenizer(TEXTS[:2], return_tensors="pt", padding=True)).logits)[:, 1]
+    np.testing.assert_allclose(scorer.score(TEXTS[:2]), expected.numpy(), atol=1e-5)
