@@ -496,8 +496,8 @@ class BaseProbe(ProbeMetadataMixin, BaseEstimator):
         for name in self._extra_state:
             if name in arrays:
                 setattr(self, name, np.asarray(arrays[name]))
-            elif name in scalars:
-                setattr(self, name, scalars[name])
+            else:
+                setattr(self, name, scalars.get(name))
         self.library_version_ = library_version_
 
     def __sklearn_is_fitted__(self) -> bool:

@@ -1,0 +1,341 @@
+"""Save and load probes without pickle: a folder holding ``tensors.safetensors`` + ``probe.json``.
+
+Layout of ``save_probe(probe, "my_probe")``::
+
+    my_probe/
+        probe.json             class name, constructor params, fitted scalars, ProbeMetadata,
+                               format version, sha256 of the tensors file
+        tensors.safetensors    float arrays (coef_raw, bias, direction, mean, scale, ...);
+                               ensembles prefix each member's arrays with "members.{i}."
+
+The folder is written next to its destination and renamed into place, so readers never see a
+half-written probe. Loading builds objects only from a fixed registry of probe classes and plain
+JSON values; nothing is unpickled or imported by name from the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from probe_lens.probes.base import BaseProbe, ProbeMetadata, library_version
+from probe_lens.probes.ensemble import DiverseProbeEnsemble
+from probe_lens.probes.logistic import LogisticProbe
+from probe_lens.probes.mass_mean import MassMeanProbe
+
+FORMAT = "probe_lens.probe"
+FORMAT_VERSION = 1
+JSON_NAME = "probe.json"
+TENSORS_NAME = "tensors.safetensors"
+
+Probe = BaseProbe | DiverseProbeEnsemble
+
+_REGISTRY: dict[str, type] = {
+    "LogisticProbe": LogisticProbe,
+    "MassMeanProbe": MassMeanProbe,
+    "DiverseProbeEnsemble": DiverseProbeEnsemble,
+}
+
+
+def register_probe_class(cls: type) -> type:
+    """Allow ``load_probe`` to rebuild a user-defined BaseProbe subclass (usable as a decorator)."""
+    if not (isinstance(cls, type) and issubclass(cls, BaseProbe)):
+        raise TypeError(f"only BaseProbe subclasses can be registered, got {cls!r}")
+    _REGISTRY[cls.__name__] = cls
+    return cls
+
+
+# ---- encoding ---------------------------------------------------------------------------------
+
+
+def _json_value(value: Any, where: str) -> Any:
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_json_value(v, where) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_value(v, where) for k, v in value.items()}
+    raise TypeError(f"cannot save {where}={value!r} ({type(value).__name__}) as JSON")
+
+
+def _encode_params(estimator: Any) -> dict[str, Any]:
+    params = estimator.get_params(deep=False)
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, BaseProbe):
+            out[key] = {"__probe__": type(value).__name__, "params": _encode_params(value)}
+        else:
+            out[key] = _json_value(value, f"{type(estimator).__name__}.{key}")
+    return out
+
+
+def _decode_params(params: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, dict) and "__probe__" in value:
+            out[key] = _class_named(value["__probe__"])(**_decode_params(value["params"]))
+        elif isinstance(value, list):
+            out[key] = tuple(value)  # sequences are saved as JSON lists; params hold tuples
+        else:
+            out[key] = value
+    return out
+
+
+def _class_named(name: str) -> type:
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"unknown probe class {name!r} in probe file; known: {sorted(_REGISTRY)}. "
+            "Register custom classes with probe_lens.probes.io.register_probe_class."
+        )
+    return _REGISTRY[name]
+
+
+def _probe_record(probe: BaseProbe, prefix: str, tensors: dict[str, np.ndarray]) -> dict[str, Any]:
+    for key, arr in probe._state_arrays().items():
+        tensors[prefix + key] = np.ascontiguousarray(arr)
+    return {
+        "class": type(probe).__name__,
+        "params": _encode_params(probe),
+        "state": _json_value(probe._state_scalars(), "state"),
+        "library_version": getattr(probe, "library_version_", None),
+    }
+
+
+def _encode(probe: Probe) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    tensors: dict[str, np.ndarray] = {}
+    if isinstance(probe, DiverseProbeEnsemble):
+        probe._check_fitted()
+        record: dict[str, Any] = {
+            "class": "DiverseProbeEnsemble",
+            "params": _encode_params(probe),
+            "state": {
+                "n_fit": probe.n_fit_,
+                "n_positive": probe.n_positive_,
+                "orthogonality_": getattr(probe, "orthogonality_", None),
+                "n_iter_": getattr(probe, "n_iter_", None),
+            },
+            "library_version": getattr(probe, "library_version_", None),
+            "members": [
+                _probe_record(m, f"members.{i}.", tensors) for i, m in enumerate(probe.members_)
+            ],
+        }
+        tensors["member_train_auroc"] = np.asarray(probe.member_train_auroc_, dtype=np.float64)
+    elif isinstance(probe, BaseProbe):
+        record = _probe_record(probe, "", tensors)
+    else:
+        raise TypeError(f"save_probe expects a fitted probe or ensemble, got {type(probe).__name__}")
+    record["metadata"] = probe.metadata.to_dict()
+    return record, tensors
+
+
+# ---- public API -------------------------------------------------------------------------------
+
+
+def save_probe(probe: Probe, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+    """Write ``probe`` (any probe type, fitted) to the folder ``path`` atomically; returns the path.
+
+    An existing probe folder at ``path`` is replaced (``overwrite=True``); any other existing file
+    or non-empty folder is refused, so a typo cannot delete unrelated data.
+    """
+    path = Path(path)
+    record, tensors = _encode(probe)
+    if path.exists():
+        is_probe_dir = path.is_dir() and (path / JSON_NAME).is_file()
+        is_empty_dir = path.is_dir() and not any(path.iterdir())
+        if not (is_probe_dir or is_empty_dir):
+            raise FileExistsError(
+                f"{path} exists and is not a probe folder; choose another path or remove it."
+            )
+        if is_probe_dir and not overwrite:
+            raise FileExistsError(f"{path} already holds a probe; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        save_file(tensors, str(tmp / TENSORS_NAME), metadata={"format": FORMAT})
+        record = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "saved_by": library_version(),
+            "tensors_sha256": _sha256(tmp / TENSORS_NAME),
+            **record,
+        }
+        with open(tmp / JSON_NAME, "w") as f:
+            json.dump(record, f, indent=2, allow_nan=False)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            trash = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(path, trash)
+            os.replace(tmp, path)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def load_probe(
+    path: str | os.PathLike,
+    *,
+    expect_d_model: int | None = None,
+    expect_hook: str | int | None = None,
+    model: Any = None,
+) -> Probe:
+    """Load a probe saved by ``save_probe`` and check it fits where it will be used.
+
+    Args:
+        path: the probe folder.
+        expect_d_model: refuse (ValueError) a probe fit on another activation width.
+        expect_hook: refuse a probe recorded for another hook (an int L means
+            ``"blocks.{L}.hook_resid_post"``). A probe without a recorded hook only warns.
+        model: a HookedTransformer: its ``cfg.d_model`` is checked, and the probe's hook (or
+            ``expect_hook``) must exist in ``model.hook_dict``. A different ``cfg.model_name``
+            only warns (fine-tuned copies keep the base name).
+    """
+    path = Path(path)
+    json_path = path / JSON_NAME
+    if not json_path.is_file():
+        hint = " (pass the folder, not a file inside it)" if path.name in (JSON_NAME, TENSORS_NAME) else ""
+        raise FileNotFoundError(f"no probe at {path}: expected {json_path}{hint}")
+    with open(json_path) as f:
+        record = json.load(f)
+    if record.get("format") != FORMAT:
+        raise ValueError(f"{json_path} is not a probe_lens probe file (format={record.get('format')!r})")
+    if int(record.get("format_version", -1)) > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} uses probe format v{record['format_version']}, newer than this probe_lens "
+            f"(v{FORMAT_VERSION}); upgrade probe_lens."
+        )
+    tensors_path = path / TENSORS_NAME
+    if _sha256(tensors_path) != record.get("tensors_sha256"):
+        raise ValueError(f"{tensors_path} does not match the checksum in {json_path}: corrupted file")
+    tensors = load_file(str(tensors_path))
+    probe = _decode(record, tensors)
+    _check_compatible(probe, path, expect_d_model=expect_d_model, expect_hook=expect_hook, model=model)
+    return probe
+
+
+def _decode(record: dict[str, Any], tensors: dict[str, np.ndarray]) -> Probe:
+    cls = _class_named(record["class"])
+    meta = record.get("metadata", {})
+    if cls is DiverseProbeEnsemble:
+        ens = DiverseProbeEnsemble(**_decode_params(record["params"]))
+        members = [
+            _decode_single(rec, tensors, f"members.{i}.") for i, rec in enumerate(record["members"])
+        ]
+        state = record["state"]
+        ens._set_members(members, n_fit=state.get("n_fit"), n_positive=state.get("n_positive"))
+        ens.member_train_auroc_ = tensors["member_train_auroc"]
+        for key in ("orthogonality_", "n_iter_"):
+            if state.get(key) is not None:
+                setattr(ens, key, state[key])
+        ens.library_version_ = record.get("library_version")
+        probe: Probe = ens
+    else:
+        probe = _decode_single(record, tensors, "")
+    if meta.get("d_model") is not None and meta["d_model"] != probe.n_features_in_:
+        raise ValueError(
+            f"probe file is inconsistent: metadata d_model={meta['d_model']} but tensors have "
+            f"{probe.n_features_in_}"
+        )
+    return probe
+
+
+def _decode_single(record: dict[str, Any], tensors: dict[str, np.ndarray], prefix: str) -> BaseProbe:
+    cls = _class_named(record["class"])
+    probe = cls(**_decode_params(record["params"]))
+    arrays = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    missing = {"coef_raw", "bias", "direction", "mean", "scale"} - set(arrays)
+    if missing:
+        raise ValueError(f"probe file lacks tensors {sorted(prefix + m for m in missing)}")
+    probe._restore(arrays, record.get("state", {}), record.get("library_version"))
+    return probe
+
+
+def _resolve_hook_name(hook: str | int) -> str:
+    if isinstance(hook, (int, np.integer)) and not isinstance(hook, bool):
+        return f"blocks.{int(hook)}.hook_resid_post"
+    if isinstance(hook, str):
+        return hook
+    raise TypeError(f"expect_hook must be a hook name or a layer index, got {hook!r}")
+
+
+def _check_compatible(
+    probe: Probe,
+    path: Path,
+    *,
+    expect_d_model: int | None,
+    expect_hook: str | int | None,
+    model: Any,
+) -> None:
+    meta: ProbeMetadata = probe.metadata
+    desc = f"probe at {path} (model {meta.model_name!r}, hook {meta.hook!r}, d_model={meta.d_model})"
+    if model is not None:
+        cfg = getattr(model, "cfg", None)
+        if cfg is None or not hasattr(cfg, "d_model"):
+            raise TypeError("model must be a HookedTransformer (with .cfg.d_model)")
+        if expect_d_model is not None and expect_d_model != cfg.d_model:
+            raise ValueError(
+                f"expect_d_model={expect_d_model} contradicts model.cfg.d_model={cfg.d_model}"
+            )
+        expect_d_model = cfg.d_model
+        if meta.model_name and getattr(cfg, "model_name", None) and cfg.model_name != meta.model_name:
+            warnings.warn(
+                f"{desc} was fit on model {meta.model_name!r}, loading it for {cfg.model_name!r}",
+                UserWarning,
+                stacklevel=3,
+            )
+    if expect_d_model is not None and int(expect_d_model) != probe.n_features_in_:
+        raise ValueError(
+            f"{desc} cannot be used here: it was fit on d_model={probe.n_features_in_} "
+            f"activations but the target has d_model={int(expect_d_model)}. Load a probe fit on "
+            "this model, or refit one (LogisticProbe().fit(acts, y))."
+        )
+    if expect_hook is not None:
+        wanted = _resolve_hook_name(expect_hook)
+        if meta.hook is None:
+            warnings.warn(
+                f"{desc} has no recorded hook; cannot check it matches {wanted!r}. Record it with "
+                "probe.set_metadata(hook=...) before saving.",
+                UserWarning,
+                stacklevel=3,
+            )
+        elif meta.hook != wanted:
+            raise ValueError(
+                f"{desc} reads hook {meta.hook!r} but {wanted!r} was requested. Load the probe "
+                "for that hook, or pass expect_hook=None to skip the check."
+            )
+    hook_to_check = _resolve_hook_name(expect_hook) if expect_hook is not None else meta.hook
+    if model is not None and hook_to_check is not None:
+        hook_dict = getattr(model, "hook_dict", None)
+        if hook_dict is not None and hook_to_check not in hook_dict:
+            layers = getattr(model.cfg, "n_layers", "?")
+            raise ValueError(
+                f"{desc}: hook {hook_to_check!r} does not exist in this model ({layers} layers)."
+            )
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
