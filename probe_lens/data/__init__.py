@@ -1,5 +1,6 @@
 """Prompt sets: the embedded CC0 prompt set with fixed splits, and loaders for the real datasets."""
 
+from probe_lens.data.builder import ActivationDataset, BuildConfig, build_dataset
 from probe_lens.data.loaders import (
     DatasetUnavailableError,
     load_civil_comments,
@@ -19,6 +20,9 @@ from probe_lens.data.prompts import (
 
 __all__ = [
     "TAGS",
+    "ActivationDataset",
+    "BuildConfig",
+    "build_dataset",
     "DatasetUnavailableError",
     "Prompt",
     "PromptSplits",

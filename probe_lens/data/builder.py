@@ -1,0 +1,425 @@
+"""From prompts to a labelled activation set: sample, score, label, pool, balance, split, save.
+
+This is the paper's data pipeline: the model's *own* continuations of prompts, labelled toxic or
+not by an output classifier, with activations mean-pooled over the response tokens. Work is saved
+chunk by chunk, so an interrupted build resumes where it stopped and gives the same dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+
+from probe_lens.activations import collect, resolve_hooks
+from probe_lens.activations.pooling import POOLINGS
+from probe_lens.data.prompts import Prompt
+from probe_lens.models.generation import Generation, generate
+from probe_lens.scorers.base import Scorer, label
+
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass
+class BuildConfig:
+    """How to turn prompts into a labelled activation set (saved as ``meta.json`` beside the data)."""
+
+    hooks: list[str | int] = dataclasses.field(default_factory=lambda: [6, 9, 12])
+    """Hook points to pool (int L = ``blocks.L.hook_resid_post``)."""
+    pooling: str = "mean"
+    """Pooling over the response tokens: mean (the paper), last or max."""
+    samples_per_prompt: int = 4
+    """Continuations sampled per prompt per round."""
+    max_new_tokens: int = 24
+    temperature: float = 1.0
+    top_p: float = 1.0
+    threshold: float = 0.5
+    """A response is toxic when the scorer's P(toxic) >= threshold."""
+    balance: bool = True
+    """Downsample the majority class to the minority's size (the paper balances classes)."""
+    min_minority: int = 300
+    """Keep sampling extra rounds until the minority class has this many examples..."""
+    max_rounds: int = 3
+    """...or this many rounds have run (the budget). Round 0 covers every prompt."""
+    test_fraction: float = 0.3
+    """Share of *prompts* whose examples go to the test split (split by prompt: no leakage)."""
+    batch_size: int = 16
+    chunk_prompts: int = 32
+    """Prompts per saved chunk: the unit of resumption."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.hooks, (str, int)):
+            self.hooks = [self.hooks]
+        self.hooks = list(self.hooks)
+        if not self.hooks:
+            raise ValueError("BuildConfig.hooks is empty; name at least one hook or layer")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"BuildConfig.pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if not 0.0 < float(self.threshold) < 1.0:
+            raise ValueError(f"BuildConfig.threshold must be strictly between 0 and 1, got {self.threshold}")
+        if not 0.0 <= float(self.test_fraction) < 1.0:
+            raise ValueError(f"BuildConfig.test_fraction must be in [0, 1), got {self.test_fraction}")
+        for name in ("samples_per_prompt", "max_new_tokens", "max_rounds", "batch_size", "chunk_prompts"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"BuildConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.min_minority < 0:
+            raise ValueError(f"BuildConfig.min_minority must be >= 0, got {self.min_minority}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class ActivationDataset:
+    """Pooled activations with their labels, texts and scores.
+
+    ``acts[hook]`` is ``[n, d_model]``; ``examples`` has one row per example (prompt_id, prompt,
+    tag, response, score, label, round, split, balanced); ``generation`` holds the token grid so
+    the same sequences can be re-run through a changed model (drift telemetry).
+    """
+
+    acts: dict[str, torch.Tensor]
+    examples: pd.DataFrame
+    generation: Generation
+    meta: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    @property
+    def hooks(self) -> list[str]:
+        return list(self.acts)
+
+    def _rows(self, split: str | None) -> np.ndarray:
+        ex = self.examples
+        keep = ex["balanced"].to_numpy() if self.meta.get("config", {}).get("balance", True) else np.ones(len(ex), bool)
+        if split is not None:
+            if split not in ("train", "test"):
+                raise ValueError(f"split must be 'train', 'test' or None, got {split!r}")
+            keep = keep & (ex["split"].to_numpy() == split)
+        return np.flatnonzero(keep)
+
+    def X(self, hook: str | int, split: str | None = None) -> np.ndarray:
+        """Activations ``[n, d_model]`` (float32) of the balanced examples in ``split``."""
+        name = self._hook_name(hook)
+        return self.acts[name][torch.as_tensor(self._rows(split))].numpy()
+
+    def y(self, split: str | None = None) -> np.ndarray:
+        """Labels (1 = toxic) of the balanced examples in ``split``."""
+        return self.examples["label"].to_numpy()[self._rows(split)].astype(np.int64)
+
+    def rows(self, split: str | None = None) -> np.ndarray:
+        """Row indices of the balanced examples in ``split`` (into ``examples``/``generation``)."""
+        return self._rows(split)
+
+    def _hook_name(self, hook: str | int) -> str:
+        if isinstance(hook, int):
+            hook = f"blocks.{hook}.hook_resid_post"
+        if hook not in self.acts:
+            raise KeyError(f"hook {hook!r} was not collected; this dataset has {self.hooks}")
+        return hook
+
+    def counts(self) -> dict[str, int]:
+        ex = self.examples
+        return {
+            "n_examples": int(len(ex)),
+            "n_toxic": int(ex["label"].sum()),
+            "n_clean": int((ex["label"] == 0).sum()),
+            "n_balanced": int(ex["balanced"].sum()),
+        }
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> Path:
+        """Write ``activations.safetensors``, ``examples.parquet``, ``meta.json`` (atomically, meta last)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {f"acts/{h}": a.contiguous() for h, a in self.acts.items()}
+        tensors.update({f"gen/{k}": v for k, v in self.generation.state_dict().items()})
+        _atomic(path / "activations.safetensors", lambda p: save_file(tensors, str(p)))
+        _atomic(path / "examples.parquet", lambda p: self.examples.to_parquet(p, index=False))
+        meta = dict(self.meta, format_version=FORMAT_VERSION, prompt_len=self.generation.prompt_len)
+        _atomic(path / "meta.json", lambda p: p.write_text(json.dumps(meta, indent=2, default=str)))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ActivationDataset":
+        """Reload a dataset written by :meth:`save` (no recomputation)."""
+        path = Path(path)
+        if not (path / "meta.json").exists():
+            raise FileNotFoundError(
+                f"{path} holds no finished dataset (no meta.json); build it with build_dataset(..., out_dir={str(path)!r})"
+            )
+        meta = json.loads((path / "meta.json").read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{path} was written by dataset format {meta.get('format_version')}, expected {FORMAT_VERSION}")
+        tensors = load_file(str(path / "activations.safetensors"))
+        examples = pd.read_parquet(path / "examples.parquet")
+        acts = {k[len("acts/") :]: v for k, v in tensors.items() if k.startswith("acts/")}
+        acts = {h: acts[h] for h in meta["hooks"]}
+        gen = Generation(
+            prompts=examples["prompt"].tolist(),
+            tokens=tensors["gen/tokens"],
+            attention_mask=tensors["gen/attention_mask"],
+            response_mask=tensors["gen/response_mask"],
+            prompt_len=int(meta["prompt_len"]),
+            response_texts=examples["response"].tolist(),
+        )
+        return cls(acts=acts, examples=examples, generation=gen, meta=meta)
+
+
+def _atomic(target: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _as_prompts(prompts: Sequence[Prompt | str]) -> list[Prompt]:
+    if isinstance(prompts, (str, bytes)):
+        raise TypeError("prompts must be a list, got a single string; wrap it in a list")
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("the prompt list is empty; pass at least one prompt (e.g. probe_lens.data.load_prompts())")
+    out = []
+    for i, p in enumerate(prompts):
+        if isinstance(p, Prompt):
+            out.append(p)
+        elif isinstance(p, str):
+            out.append(Prompt(id=f"prompt{i:05d}", text=p, tag="provocative", topic="user"))
+        else:
+            raise TypeError(f"prompts[{i}] is a {type(p).__name__}; pass Prompt objects or strings")
+    return out
+
+
+def _chunk_seed(seed: int, round_: int, chunk: int) -> int:
+    return (seed * 1_000_003 + round_ * 10_007 + chunk) % (2**31)
+
+
+def _build_chunk(model, prompts: list[Prompt], hooks: list[str], scorer: Scorer, cfg: BuildConfig, seed: int):
+    k = cfg.samples_per_prompt
+    texts = [p.text for p in prompts for _ in range(k)]
+    gen = generate(
+        model,
+        texts,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        seed=seed,
+        batch_size=cfg.batch_size,
+        progress=False,
+    )
+    t0 = time.perf_counter()
+    scores = scorer.score(gen.response_texts)
+    t_score = time.perf_counter() - t0
+    acts = collect(
+        model, gen.tokens, gen.attention_mask, gen.response_mask, hooks,
+        pooling=cfg.pooling, batch_size=cfg.batch_size, progress=False,
+    )
+    rows = pd.DataFrame(
+        {
+            "prompt_id": [p.id for p in prompts for _ in range(k)],
+            "prompt": texts,
+            "tag": [p.tag for p in prompts for _ in range(k)],
+            "response": gen.response_texts,
+            "n_response_tokens": gen.response_mask.sum(dim=1).numpy(),
+            "score": scores,
+        }
+    )
+    return gen, acts, rows, t_score
+
+
+def _save_chunk(folder: Path, name: str, gen: Generation, acts, rows: pd.DataFrame) -> None:
+    tensors = {f"acts/{h}": a.contiguous() for h, a in acts.items()}
+    tensors.update({f"gen/{k}": v for k, v in gen.state_dict().items()})
+    _atomic(folder / f"{name}.safetensors", lambda p: save_file(tensors, str(p)))
+    payload = {"prompt_len": gen.prompt_len, "rows": rows.to_dict(orient="list")}
+    _atomic(folder / f"{name}.json", lambda p: p.write_text(json.dumps(payload, default=float)))
+
+
+def _load_chunk(folder: Path, name: str, hooks: list[str]):
+    js, st = folder / f"{name}.json", folder / f"{name}.safetensors"
+    if not (js.exists() and st.exists()):
+        return None
+    payload = json.loads(js.read_text())
+    t = load_file(str(st))
+    rows = pd.DataFrame(payload["rows"])
+    gen = Generation(
+        prompts=rows["prompt"].tolist(),
+        tokens=t["gen/tokens"],
+        attention_mask=t["gen/attention_mask"],
+        response_mask=t["gen/response_mask"],
+        prompt_len=int(payload["prompt_len"]),
+        response_texts=rows["response"].tolist(),
+    )
+    return gen, {h: t[f"acts/{h}"] for h in hooks}, rows
+
+
+def build_dataset(
+    model: HookedTransformer,
+    prompts: Sequence[Prompt | str],
+    scorer: Scorer,
+    config: BuildConfig | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> ActivationDataset:
+    """Sample, score, label, pool, balance and split; save under ``out_dir`` and resume from it.
+
+    With ``out_dir`` a finished dataset there is simply loaded (no recomputation; the config must
+    match), and an interrupted build continues from its saved chunks. Extra sampling rounds (over the
+    provocative prompts) run while the minority class is short of ``config.min_minority``, up to
+    ``config.max_rounds``; what was reached is recorded in ``meta["shortfall"]``.
+    """
+    cfg = config or BuildConfig()
+    prompts = _as_prompts(prompts)
+    hooks = resolve_hooks(model, cfg.hooks)
+    model_name = model.cfg.model_name
+    meta_base = {
+        "config": cfg.to_dict(),
+        "hooks": hooks,
+        "model_name": model_name,
+        "d_model": model.cfg.d_model,
+        "scorer": scorer.describe(),
+        "n_prompts": len(prompts),
+        "prompt_ids_sha": _ids_digest(prompts),
+    }
+    folder = Path(out_dir) if out_dir is not None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        if (folder / "meta.json").exists():
+            ds = ActivationDataset.load(folder)
+            _check_same_study(ds.meta, meta_base, folder)
+            return ds
+        spec = folder / "build_spec.json"
+        if spec.exists():
+            _check_same_study(json.loads(spec.read_text()), meta_base, folder)
+        else:
+            _atomic(spec, lambda p: p.write_text(json.dumps(meta_base, indent=2, default=str)))
+        (folder / "chunks").mkdir(exist_ok=True)
+
+    gens: list[Generation] = []
+    acts_parts: dict[str, list[torch.Tensor]] = {h: [] for h in hooks}
+    frames: list[pd.DataFrame] = []
+    timings = {"generate_collect_s": 0.0, "score_s": 0.0}
+    round_pool = prompts
+    for round_ in range(cfg.max_rounds):
+        if round_ > 0:
+            labels_so_far = label(pd.concat(frames)["score"].to_numpy(), cfg.threshold)
+            minority = int(min(labels_so_far.sum(), (1 - labels_so_far).sum()))
+            if minority >= cfg.min_minority:
+                break
+            round_pool = [p for p in prompts if p.tag == "provocative"] or prompts
+        chunks = [round_pool[i : i + cfg.chunk_prompts] for i in range(0, len(round_pool), cfg.chunk_prompts)]
+        bar = tqdm(chunks, desc=f"build dataset (round {round_ + 1}/{cfg.max_rounds})", disable=not progress)
+        for c, chunk in enumerate(bar):
+            name = f"r{round_:02d}_c{c:04d}"
+            loaded = _load_chunk(folder / "chunks", name, hooks) if folder is not None else None
+            if loaded is None:
+                t0 = time.perf_counter()
+                gen, acts, rows, t_score = _build_chunk(model, chunk, hooks, scorer, cfg, _chunk_seed(cfg.seed, round_, c))
+                timings["generate_collect_s"] += time.perf_counter() - t0 - t_score
+                timings["score_s"] += t_score
+                if folder is not None:
+                    _save_chunk(folder / "chunks", name, gen, acts, rows)
+            else:
+                gen, acts, rows = loaded
+            rows = rows.assign(round=round_)
+            gens.append(gen)
+            frames.append(rows)
+            for h in hooks:
+                acts_parts[h].append(acts[h])
+            n_toxic = int(label(pd.concat(frames)["score"].to_numpy(), cfg.threshold).sum())
+            bar.set_postfix(toxic=n_toxic, total=sum(len(f) for f in frames))
+
+    examples = pd.concat(frames, ignore_index=True)
+    examples["label"] = label(examples["score"].to_numpy(), cfg.threshold)
+    rng = np.random.default_rng(cfg.seed)
+    examples["balanced"] = _balance_mask(examples["label"].to_numpy(), rng) if cfg.balance else True
+    examples["split"] = _split_by_prompt(examples["prompt_id"].to_numpy(), cfg.test_fraction, rng)
+    counts = {
+        "n_examples": int(len(examples)),
+        "n_toxic": int(examples["label"].sum()),
+        "n_clean": int((examples["label"] == 0).sum()),
+        "n_balanced": int(examples["balanced"].sum()),
+        "rounds": int(examples["round"].max()) + 1,
+    }
+    minority = min(counts["n_toxic"], counts["n_clean"])
+    meta = dict(
+        meta_base,
+        counts=counts,
+        timings=timings,
+        shortfall=(
+            None
+            if minority >= cfg.min_minority
+            else f"minority class has {minority} examples after {counts['rounds']} round(s), "
+            f"short of min_minority={cfg.min_minority}; raise max_rounds or samples_per_prompt"
+        ),
+    )
+    pad_id = model.tokenizer.pad_token_id
+    ds = ActivationDataset(
+        acts={h: torch.cat(v) for h, v in acts_parts.items()},
+        examples=examples,
+        generation=Generation.concat(gens, pad_id),
+        meta=meta,
+    )
+    if meta["shortfall"]:
+        import warnings
+
+        warnings.warn(meta["shortfall"], stacklevel=2)
+    if folder is not None:
+        ds.save(folder)
+        ds.meta = json.loads((folder / "meta.json").read_text())
+    return ds
+
+
+def _ids_digest(prompts: list[Prompt]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in prompts:
+        h.update(f"{p.id}\x00{p.text}\x00".encode())
+    return h.hexdigest()[:16]
+
+
+def _check_same_study(saved: dict, wanted: dict, folder: Path) -> None:
+    keys = ("config", "hooks", "model_name", "prompt_ids_sha")
+    diff = [k for k in keys if json.dumps(saved.get(k), default=str) != json.dumps(wanted.get(k), default=str)]
+    if saved.get("scorer", {}).get("name") != wanted["scorer"]["name"]:
+        diff.append("scorer")
+    if diff:
+        raise ValueError(
+            f"{folder} holds a dataset built with different settings ({', '.join(diff)}); "
+            "use another out_dir or delete that folder to rebuild"
+        )
+
+
+def _balance_mask(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    keep = np.zeros(len(labels), dtype=bool)
+    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    n = min(len(pos), len(neg))
+    keep[rng.permutation(pos)[:n]] = True
+    keep[rng.permutation(neg)[:n]] = True
+    return keep
+
+
+def _split_by_prompt(prompt_ids: np.ndarray, test_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    unique = np.array(sorted(set(prompt_ids.tolist())))
+    n_test = int(round(test_fraction * len(unique)))
+    test_ids = set(rng.permutation(unique)[:n_test].tolist())
+    return np.where(np.isin(prompt_ids, list(test_ids)), "test", "train")

@@ -1,0 +1,112 @@
+"""The dataset builder on the tiny model: masks, labels, balance, split, save/load, resume."""
+
+import numpy as np
+import pytest
+import torch
+
+from probe_lens.activations import pool
+from probe_lens.data import Prompt
+from probe_lens.data.builder import ActivationDataset, BuildConfig, build_dataset
+from probe_lens.scorers import Scorer
+
+
+class ByteScorer(Scorer):
+    """A deterministic real scorer for random-byte text: share of non-ASCII characters."""
+
+    name = "byte-share"
+    version = "test"
+
+    def __init__(self, fail_after: int | None = None):
+        super().__init__()
+        self.calls = 0
+        self.fail_after = fail_after
+
+    def _score(self, texts):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt("simulated interruption")
+        return [sum(ord(c) > 127 for c in t) / max(1, len(t)) for t in texts]
+
+
+PROMPTS = [Prompt(id=f"t{i:02d}", text=f"prompt number {i} says", tag="provocative" if i % 3 else "neutral", topic="t") for i in range(10)]
+
+
+def _cfg(**kw):
+    base = dict(hooks=[0, 1], samples_per_prompt=2, max_new_tokens=4, chunk_prompts=3, batch_size=4, threshold=0.75,
+                min_minority=0, max_rounds=1, seed=3)
+    base.update(kw)
+    return BuildConfig(**base)
+
+
+def test_masks_select_exactly_the_response_tokens(tiny):
+    ds = build_dataset(tiny, PROMPTS[:4], ByteScorer(), _cfg(), progress=False)
+    gen = ds.generation
+    assert len(ds) == 8 and gen.tokens.shape[0] == 8
+    for i in range(len(ds)):
+        resp = gen.tokens[i][gen.response_mask[i].bool()]
+        assert tiny.tokenizer.decode(resp.tolist(), skip_special_tokens=True) == ds.examples["response"][i]
+        assert int(gen.response_mask[i].sum()) == ds.examples["n_response_tokens"][i]
+    # pooled activations equal a hand pooling over the response mask of a fresh forward pass
+    _, cache = tiny.run_with_cache(gen.tokens, attention_mask=gen.attention_mask)
+    expect = pool(cache["blocks.1.hook_resid_post"], gen.response_mask)
+    assert torch.allclose(ds.acts["blocks.1.hook_resid_post"], expect, atol=1e-5)
+
+
+def test_labels_balance_and_prompt_level_split(tiny):
+    ds = build_dataset(tiny, PROMPTS, ByteScorer(), _cfg(test_fraction=0.3), progress=False)
+    ex = ds.examples
+    assert (ex["label"] == (ex["score"] >= 0.75)).all()
+    bal = ex[ex["balanced"]]
+    assert bal["label"].sum() == (bal["label"] == 0).sum() == min(ex["label"].sum(), (ex["label"] == 0).sum())
+    # no prompt has examples in both splits
+    assert ex.groupby("prompt_id")["split"].nunique().max() == 1
+    assert ds.X(1, "train").shape == (len(ds.y("train")), tiny.cfg.d_model)
+
+
+def test_save_load_roundtrip_and_finished_build_is_reused(tiny, tmp_path):
+    a = build_dataset(tiny, PROMPTS, ByteScorer(), _cfg(), out_dir=tmp_path, progress=False)
+    b = ActivationDataset.load(tmp_path)
+    assert torch.equal(a.acts["blocks.0.hook_resid_post"], b.acts["blocks.0.hook_resid_post"])
+    assert a.examples.equals(b.examples)
+    scorer = ByteScorer()
+    c = build_dataset(tiny, PROMPTS, scorer, _cfg(), out_dir=tmp_path, progress=False)
+    assert scorer.calls == 0  # loaded, not recomputed
+    assert torch.equal(c.generation.tokens, a.generation.tokens)
+    with pytest.raises(ValueError, match="different settings"):
+        build_dataset(tiny, PROMPTS, ByteScorer(), _cfg(max_new_tokens=5), out_dir=tmp_path, progress=False)
+
+
+def test_resume_after_interruption_equals_uninterrupted(tiny, tmp_path):
+    full = build_dataset(tiny, PROMPTS, ByteScorer(), _cfg(), out_dir=tmp_path / "full", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        build_dataset(tiny, PROMPTS, ByteScorer(fail_after=2), _cfg(), out_dir=tmp_path / "cut", progress=False)
+    assert len(list((tmp_path / "cut" / "chunks").glob("*.json"))) == 2
+    assert not (tmp_path / "cut" / "meta.json").exists()
+    scorer = ByteScorer()
+    resumed = build_dataset(tiny, PROMPTS, scorer, _cfg(), out_dir=tmp_path / "cut", progress=False)
+    assert scorer.calls == 2  # only the two missing chunks were computed
+    assert resumed.examples.drop(columns=[]).equals(full.examples)
+    for h in full.hooks:
+        assert torch.equal(resumed.acts[h], full.acts[h])
+
+
+def test_extra_rounds_until_budget_and_shortfall_reported(tiny):
+    with pytest.warns(UserWarning, match="short of min_minority"):
+        ds = build_dataset(tiny, PROMPTS[:3], ByteScorer(), _cfg(min_minority=1000, max_rounds=2), progress=False)
+    assert set(ds.examples["round"]) == {0, 1}
+    # round 1 re-samples the provocative prompts only
+    assert set(ds.examples[ds.examples["round"] == 1]["tag"]) == {"provocative"}
+    assert "min_minority=1000" in ds.meta["shortfall"]
+
+
+def test_bad_input(tiny):
+    with pytest.raises(ValueError, match="empty"):
+        build_dataset(tiny, [], ByteScorer(), _cfg(), progress=False)
+    with pytest.raises(TypeError, match="prompts\\[1\\]"):
+        build_dataset(tiny, ["ok", 5], ByteScorer(), _cfg(), progress=False)
+    with pytest.raises(ValueError, match="threshold"):
+        BuildConfig(threshold=1.0)
+    with pytest.raises(ValueError, match="threshold"):
+        BuildConfig(threshold=0)
+    with pytest.raises(ValueError, match="unknown hook"):
+        build_dataset(tiny, ["ok"], ByteScorer(), _cfg(hooks=["blocks.0.hook_nope"]), progress=False)
