@@ -191,15 +191,15 @@ class DriftTelemetry:
         acts = self.activations(model)
         y, ev = self.drift_set.labels, self.drift_set.is_eval
         out: dict[str, float] = {}
-        for kind, flat in (("frozen", trained), ("heldout", heldout)):
-            by_parent: dict[str, list[np.ndarray]] = {}
-            for p in flat:
-                s = np.asarray(p.probe.predict_proba(acts[p.hook][ev]))[:, 1]
-                by_parent.setdefault(p.parent, []).append(s)
+        for kind, flat, named in (("frozen", trained, self.trained_probes), ("heldout", heldout, self.heldout_probes)):
+            for p in flat:  # ensemble members one by one
                 if p.name != p.parent:
+                    s = np.asarray(p.probe.predict_proba(acts[p.hook][ev]))[:, 1]
                     out[f"probe/auroc_{kind}/{p.name}"] = _auroc(y[ev], s)
-            for parent, scores in by_parent.items():
-                out[f"probe/auroc_{kind}/{parent}"] = _auroc(y[ev], np.mean(scores, axis=0))
+            for name, probe in named.items():  # each probe or whole ensemble as it predicts
+                hook = next(p.hook for p in flat if p.parent == name)
+                s = np.asarray(probe.predict_proba(acts[hook][ev]))[:, 1]
+                out[f"probe/auroc_{kind}/{name}"] = _auroc(y[ev], s)
         refit_dirs: dict[str, np.ndarray] = {}
         for h in hooks:
             probe = self.refit_factory()
