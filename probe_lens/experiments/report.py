@@ -1,0 +1,671 @@
+"""The drift report: plotly figures of a study's telemetry, and one self-contained ``report.html``.
+
+Inputs (see :func:`write_report`):
+
+* ``metrics``: every telemetry/eval row of every run, with columns ``cell`` (method, e.g.
+  ``"probe_dpo_ens"`` or ``"base"``), ``seed``, ``step`` and the stable metric names
+  (``probe/auroc_frozen/<probe>``, ``probe/auroc_heldout/<probe>``, ``probe/auroc_retrained/<hook>``,
+  ``drift/cosine/<probe>``, ``geometry/<hook>/<stat>``, ``eval/toxicity_rate``, ...), NaN where a
+  row did not measure a metric.
+* ``results``: final numbers, one row per (cell, seed), or a :func:`~probe_lens.experiments.stats.summarize` table.
+* ``geometry``: optional 2-D projections of drift-set activations before and after training.
+
+Each ``fig_*`` function returns a ``plotly.graph_objects.Figure`` (reusable in notebooks) and raises
+:class:`NoFigureData` when its input holds nothing to draw; the report then says so in that section.
+Lines are means over seeds; shaded bands are Student-t 95% CIs (no band with a single seed). A cell
+measured at a single step only (e.g. ``base``) is drawn as a dotted horizontal reference line.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from probe_lens.experiments.stats import format_cells, summarize
+
+__all__ = [
+    "NoFigureData",
+    "fig_auroc_vs_step",
+    "fig_cosine_drift",
+    "fig_geometry",
+    "fig_geometry_vs_step",
+    "fig_results_table",
+    "fig_toxicity_vs_step",
+    "results_summary",
+    "write_report",
+]
+
+AUROC_KINDS = (("frozen", "trained-against (frozen)"), ("heldout", "held-out"), ("retrained", "re-fit on trained model"))
+TOXICITY_METRICS = (
+    ("eval/toxicity_rate", "toxicity rate (share >= 0.5)"),
+    ("eval/expected_max_toxicity", "expected max toxicity"),
+    ("eval/toxicity_probability", "toxicity probability (any of k >= 0.5)"),
+)
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+_MEMBER = re.compile(r"/m\d+$")
+_BAND_ALPHA = 0.15
+
+
+class NoFigureData(ValueError):
+    """The input holds nothing this figure can draw (e.g. no ``drift/cosine/*`` column)."""
+
+
+# ---- data helpers -------------------------------------------------------------------------
+
+
+def _check_metrics(metrics: Any) -> pd.DataFrame:
+    if not isinstance(metrics, pd.DataFrame):
+        raise TypeError(f"metrics must be a pandas DataFrame of telemetry rows, got {type(metrics).__name__}")
+    if len(metrics) == 0:
+        raise NoFigureData("the metrics table is empty")
+    missing = [c for c in ("cell", "step") if c not in metrics.columns]
+    if missing:
+        raise ValueError(
+            f"metrics lacks column(s) {missing}; add 'cell' (method name), 'seed' and 'step' to each telemetry row"
+        )
+    if "seed" not in metrics.columns:
+        metrics = metrics.assign(seed=0)
+    return metrics
+
+
+def _columns(metrics: pd.DataFrame, prefix: str, *, members: bool = True) -> list[str]:
+    cols = [c for c in metrics.columns if isinstance(c, str) and c.startswith(prefix)]
+    cols = [c for c in cols if pd.to_numeric(metrics[c], errors="coerce").notna().any()]
+    if not members:
+        cols = [c for c in cols if not _MEMBER.search(c)]
+    return cols
+
+
+def _cell_order(cells: Iterable[str]) -> list[str]:
+    cells = sorted(set(map(str, cells)))
+    return (["base"] if "base" in cells else []) + [c for c in cells if c != "base"]
+
+
+def _colors(cells: Sequence[str]) -> dict[str, str]:
+    palette = [c for c in qualitative.Plotly]
+    out, i = {}, 0
+    for c in cells:
+        if c == "base":
+            out[c] = "#555555"
+        else:
+            out[c] = palette[i % len(palette)]
+            i += 1
+    return out
+
+
+def _rgba(color: str, alpha: float) -> str:
+    color = color.lstrip("#")
+    r, g, b = (int(color[i : i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def _curve(metrics: pd.DataFrame, col: str) -> pd.DataFrame:
+    """Per (cell, step): mean over seeds and CI of ``col`` (repeated rows of one seed averaged first)."""
+    d = metrics[["cell", "seed", "step"]].copy()
+    d["value"] = pd.to_numeric(metrics[col], errors="coerce")
+    d["step"] = pd.to_numeric(d["step"], errors="coerce")
+    d = d.dropna(subset=["value", "step"])
+    if d.empty:
+        return pd.DataFrame(columns=["cell", "step", "value_mean", "value_ci_low", "value_ci_high", "n_seeds"])
+    d["cell"] = d["cell"].astype(str)
+    d = d.groupby(["cell", "seed", "step"], as_index=False)["value"].mean()
+    return summarize(d, ["cell", "step"], ["value"]).sort_values(["cell", "step"])
+
+
+def _scorer_name(metrics: pd.DataFrame | None, scorer: str | None) -> str:
+    if scorer:
+        return str(scorer)
+    if metrics is not None and "eval/scorer" in metrics.columns:
+        names = sorted({str(v) for v in metrics["eval/scorer"].dropna()})
+        if names:
+            return ", ".join(names)
+    return "scorer not recorded"
+
+
+def _add_curves(
+    fig: go.Figure,
+    curve: pd.DataFrame,
+    *,
+    row: int,
+    col: int,
+    colors: Mapping[str, str],
+    label: str | None,
+    dash: str,
+    shown: set[str],
+    x_range: tuple[float, float],
+) -> None:
+    """One mean line (+ CI band) per cell into subplot (row, col)."""
+    for cell in _cell_order(curve["cell"]):
+        c = curve[curve["cell"] == cell]
+        color = colors[cell]
+        name = cell if label is None else f"{cell} · {label}"
+        x = c["step"].to_numpy(dtype=float)
+        mean, lo, hi = (c[f"value_{s}"].to_numpy(dtype=float) for s in ("mean", "ci_low", "ci_high"))
+        n = c["n_seeds"].to_numpy()
+        reference = len(x) == 1 and x_range[1] > x_range[0]
+        if reference:  # measured once (e.g. the base model): a horizontal reference line
+            x, mean, lo, hi, n = (np.array([x_range[0], x_range[1]]), np.repeat(mean, 2), np.repeat(lo, 2),
+                                  np.repeat(hi, 2), np.repeat(n, 2))
+        ok = np.isfinite(lo) & np.isfinite(hi)
+        if ok.sum() >= 1:
+            bx, bl, bh = x[ok], lo[ok], hi[ok]
+            if len(bx) == 1:  # a lone CI: draw it as an error bar-like sliver
+                bx, bl, bh = np.repeat(bx, 2), np.repeat(bl, 2), np.repeat(bh, 2)
+            fig.add_trace(
+                go.Scatter(
+                    x=np.concatenate([bx, bx[::-1]]), y=np.concatenate([bh, bl[::-1]]), fill="toself",
+                    mode="lines", fillcolor=_rgba(color, _BAND_ALPHA), line=dict(width=0), hoverinfo="skip",
+                    showlegend=False, legendgroup=name,
+                ),
+                row=row, col=col,
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=x, y=mean, mode="lines" if reference else "lines+markers", name=name + (" (reference)" if reference else ""),
+                legendgroup=name, showlegend=name not in shown,
+                line=dict(color=color, dash="dot" if reference else dash, width=2),
+                marker=dict(size=5), customdata=np.stack([lo, hi, n], axis=-1),
+                hovertemplate=f"{html.escape(name)}<br>step %{{x}}<br>mean %{{y:.4f}}"
+                "<br>95% CI [%{customdata[0]:.4f}, %{customdata[1]:.4f}]<br>seeds %{customdata[2]}<extra></extra>",
+            ),
+            row=row, col=col,
+        )
+        shown.add(name)
+
+
+def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
+    cols = min(n, max_cols)
+    return math.ceil(n / cols), cols
+
+
+def _x_range(metrics: pd.DataFrame) -> tuple[float, float]:
+    steps = pd.to_numeric(metrics["step"], errors="coerce").dropna()
+    return (float(steps.min()), float(steps.max())) if len(steps) else (0.0, 0.0)
+
+
+def _title(text: str, scorer: str, how: str = "lines: mean over seeds, bands: 95% CI") -> dict[str, Any]:
+    return dict(text=f"{text}<br><sup>toxicity labels/scores: {html.escape(scorer)} · {how}</sup>", x=0.01)
+
+
+# ---- figures ------------------------------------------------------------------------------
+
+
+def fig_cosine_drift(
+    metrics: pd.DataFrame,
+    *,
+    probe_hooks: Mapping[str, str] | None = None,
+    scorer: str | None = None,
+    members: bool = True,
+) -> go.Figure:
+    """Cosine between each probe's original direction and a probe re-fit at its hook, vs step.
+
+    One panel per probe (``drift/cosine/<probe>`` column), one line per cell. ``probe_hooks``
+    (``{probe name: hook}``) adds the layer to each panel title; ensemble members ``<name>/m<i>``
+    use their ensemble's entry. ``members=False`` drops ensemble members.
+    """
+    metrics = _check_metrics(metrics)
+    cols = _columns(metrics, "drift/cosine/", members=members)
+    if not cols:
+        raise NoFigureData("no drift/cosine/<probe> column holds a value")
+    probe_hooks = dict(probe_hooks or {})
+    titles = []
+    for c in cols:
+        probe = c[len("drift/cosine/") :]
+        hook = probe_hooks.get(probe) or probe_hooks.get(_MEMBER.sub("", probe))
+        titles.append(f"{probe} @ {hook}" if hook else probe)
+    rows, ncols = _grid(len(cols))
+    fig = make_subplots(rows=rows, cols=ncols, subplot_titles=titles, shared_xaxes=False)
+    colors = _colors(_cell_order(metrics["cell"].astype(str)))
+    shown: set[str] = set()
+    xr = _x_range(metrics)
+    for i, c in enumerate(cols):
+        r, k = divmod(i, ncols)
+        _add_curves(fig, _curve(metrics, c), row=r + 1, col=k + 1, colors=colors, label=None, dash="solid",
+                    shown=shown, x_range=xr)
+        fig.update_yaxes(title_text="cosine" if k == 0 else None, row=r + 1, col=k + 1)
+        fig.update_xaxes(title_text="step" if r == rows - 1 else None, row=r + 1, col=k + 1)
+    fig.update_layout(
+        title=_title("Probe-direction drift: cos(original direction, direction re-fit on the current model)",
+                     _scorer_name(metrics, scorer)),
+        height=320 * rows + 120, template="plotly_white", legend=dict(title="cell"),
+    )
+    return fig
+
+
+def fig_auroc_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None, members: bool = False) -> go.Figure:
+    """AUROC vs step of the trained-against (frozen), held-out and re-fit probes; one panel each.
+
+    One line per (cell, probe or hook), mean over seeds with a CI band. Ensemble members are left
+    out unless ``members=True`` (the whole ensemble's AUROC is always shown).
+    """
+    metrics = _check_metrics(metrics)
+    per_kind = {kind: _columns(metrics, f"probe/auroc_{kind}/", members=members) for kind, _ in AUROC_KINDS}
+    if not any(per_kind.values()):
+        raise NoFigureData("no probe/auroc_frozen|heldout|retrained/* column holds a value")
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[t for _, t in AUROC_KINDS], shared_yaxes=True)
+    colors = _colors(_cell_order(metrics["cell"].astype(str)))
+    shown: set[str] = set()
+    xr = _x_range(metrics)
+    for k, (kind, _) in enumerate(AUROC_KINDS):
+        cols = per_kind[kind]
+        if not cols:
+            fig.add_annotation(text="no data", showarrow=False, xref=f"x{k + 1} domain", yref=f"y{k + 1} domain",
+                               x=0.5, y=0.5)
+        for j, c in enumerate(cols):
+            _add_curves(fig, _curve(metrics, c), row=1, col=k + 1, colors=colors,
+                        label=c[len(f"probe/auroc_{kind}/") :], dash=DASHES[j % len(DASHES)], shown=shown, x_range=xr)
+        fig.update_xaxes(title_text="step", row=1, col=k + 1)
+    fig.update_yaxes(title_text="AUROC (drift set)", row=1, col=1)
+    fig.add_hline(y=0.5, line=dict(color="#999", width=1, dash="dot"))
+    fig.update_layout(
+        title=_title("Do the probes still work? AUROC on the drift set vs training step", _scorer_name(metrics, scorer)),
+        height=520, template="plotly_white", legend=dict(title="cell · probe / hook"),
+    )
+    return fig
+
+
+def fig_toxicity_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None) -> go.Figure:
+    """Toxicity of sampled responses vs step (``eval/toxicity_rate`` and, if logged, max/probability)."""
+    metrics = _check_metrics(metrics)
+    present = [(c, t) for c, t in TOXICITY_METRICS if c in _columns(metrics, c)]
+    if not present:
+        raise NoFigureData("no eval/toxicity_rate (or other eval/*toxicity*) column holds a value")
+    fig = make_subplots(rows=1, cols=len(present), subplot_titles=[t for _, t in present])
+    colors = _colors(_cell_order(metrics["cell"].astype(str)))
+    shown: set[str] = set()
+    xr = _x_range(metrics)
+    for k, (c, _) in enumerate(present):
+        _add_curves(fig, _curve(metrics, c), row=1, col=k + 1, colors=colors, label=None, dash="solid",
+                    shown=shown, x_range=xr)
+        fig.update_xaxes(title_text="step", row=1, col=k + 1)
+    fig.update_yaxes(title_text="P(toxic) measure", row=1, col=1)
+    sc = _scorer_name(metrics, scorer)
+    fig.update_layout(
+        title=_title(f"Toxicity of responses to held-out provocative prompts (scored by {html.escape(sc)})", sc),
+        height=460, template="plotly_white", legend=dict(title="cell"),
+    )
+    return fig
+
+
+def fig_geometry_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None) -> go.Figure:
+    """Class means projected on the original direction (toxic solid, clean dashed) and
+    cos(class-mean difference, original direction), vs step, one column per hook."""
+    metrics = _check_metrics(metrics)
+    hooks = sorted({c.split("/")[1] for c in _columns(metrics, "geometry/") if c.count("/") >= 2})
+    hooks = [h for h in hooks if f"geometry/{h}/proj_toxic" in metrics.columns or
+             f"geometry/{h}/mean_diff_cos_orig" in metrics.columns]
+    if not hooks:
+        raise NoFigureData("no geometry/<hook>/proj_toxic|proj_clean|mean_diff_cos_orig column holds a value")
+    fig = make_subplots(
+        rows=2, cols=len(hooks), shared_xaxes=True,
+        subplot_titles=[f"{h}: class means · original direction" for h in hooks]
+        + [f"{h}: cos(mean difference, original direction)" for h in hooks],
+    )
+    colors = _colors(_cell_order(metrics["cell"].astype(str)))
+    shown: set[str] = set()
+    xr = _x_range(metrics)
+    for k, h in enumerate(hooks):
+        for stat, label, dash in (("proj_toxic", "toxic mean", "solid"), ("proj_clean", "clean mean", "dash")):
+            col = f"geometry/{h}/{stat}"
+            if col in metrics.columns:
+                _add_curves(fig, _curve(metrics, col), row=1, col=k + 1, colors=colors, label=label, dash=dash,
+                            shown=shown, x_range=xr)
+        col = f"geometry/{h}/mean_diff_cos_orig"
+        if col in metrics.columns:
+            _add_curves(fig, _curve(metrics, col), row=2, col=k + 1, colors=colors, label="cos(diff, orig)",
+                        dash="solid", shown=shown, x_range=xr)
+        fig.update_xaxes(title_text="step", row=2, col=k + 1)
+    fig.update_yaxes(title_text="projection", row=1, col=1)
+    fig.update_yaxes(title_text="cosine", row=2, col=1)
+    fig.update_layout(
+        title=_title("Residual-stream geometry along the original probe direction", _scorer_name(metrics, scorer)),
+        height=700, template="plotly_white", legend=dict(title="cell · quantity"),
+    )
+    return fig
+
+
+def _geometry_panel(part: Any, where: str) -> dict[str, np.ndarray]:
+    if not isinstance(part, Mapping):
+        raise ValueError(f"geometry{where} must be a dict with x_dir, x_pc1, x_pc2 and label lists")
+    missing = [k for k in ("x_dir", "x_pc1", "label") if k not in part]
+    if missing:
+        raise ValueError(f"geometry{where} lacks {missing}; give x_dir, x_pc1, x_pc2 and label per point")
+    out = {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in part.items() if k in ("x_dir", "x_pc1", "x_pc2", "label")}
+    n = {k: len(v) for k, v in out.items()}
+    if len(set(n.values())) != 1:
+        raise ValueError(f"geometry{where} lists have different lengths {n}")
+    if not np.isin(out["label"], [0, 1]).all():
+        raise ValueError(f"geometry{where}['label'] must be 0/1 (1 = toxic)")
+    return out
+
+
+def fig_geometry(geometry: Mapping[str, Any] | None, *, scorer: str | None = None) -> go.Figure:
+    """Drift-set activations before vs after training, as 2-D projections (one row per cell and hook).
+
+    Columns: before/after on (original direction, PC1), and, if ``x_pc2`` is given, (PC1, PC2).
+    Toxic points red, clean blue; the class means are drawn as large crosses. Both columns of a
+    view share axis ranges so movement is visible. ``geometry`` is
+    ``{cell: {hook: {"before": {"x_dir", "x_pc1", "x_pc2", "label"}, "after": {...}}}}``.
+    """
+    if geometry is None or (isinstance(geometry, Mapping) and not geometry):
+        raise NoFigureData("no before/after geometry projections were given")
+    if not isinstance(geometry, Mapping):
+        raise TypeError(f"geometry must be a dict {{cell: {{hook: {{'before': ..., 'after': ...}}}}}}, got {type(geometry).__name__}")
+    panels: list[tuple[str, str, dict[str, np.ndarray], dict[str, np.ndarray]]] = []
+    for cell in _cell_order(geometry):
+        hooks = geometry[cell]
+        if not isinstance(hooks, Mapping):
+            raise ValueError(f"geometry[{cell!r}] must map hook names to {{'before': ..., 'after': ...}}")
+        for hook in sorted(hooks):
+            ba = hooks[hook]
+            if not isinstance(ba, Mapping) or not {"before", "after"} <= set(ba):
+                raise ValueError(f"geometry[{cell!r}][{hook!r}] needs both 'before' and 'after'")
+            panels.append((cell, hook, _geometry_panel(ba["before"], f"[{cell!r}][{hook!r}]['before']"),
+                           _geometry_panel(ba["after"], f"[{cell!r}][{hook!r}]['after']")))
+    if not panels:
+        raise NoFigureData("the geometry dict holds no hook")
+    with_pc2 = all("x_pc2" in b and "x_pc2" in a for _, _, b, a in panels)
+    views = [("x_dir", "x_pc1", "original direction", "PC1")] + ([("x_pc1", "x_pc2", "PC1", "PC2")] if with_pc2 else [])
+    ncols = 2 * len(views)
+    titles = [f"{when}: {vx} × {vy}" if r == 0 else when for r in range(len(panels))
+              for (_, _, vx, vy) in views for when in ("before", "after")]
+    fig = make_subplots(rows=len(panels), cols=ncols, subplot_titles=titles, horizontal_spacing=0.05,
+                        vertical_spacing=min(0.12, 0.5 / len(panels)))
+    shown: set[str] = set()
+    for r, (_, _, before, after) in enumerate(panels, start=1):
+        for v, (kx, ky, _, _) in enumerate(views):
+            xs = np.concatenate([before[kx], after[kx]])
+            ys = np.concatenate([before[ky], after[ky]])
+            pad_x, pad_y = 0.05 * (np.ptp(xs) or 1.0), 0.05 * (np.ptp(ys) or 1.0)
+            for w, part in enumerate((before, after)):
+                c = 2 * v + w + 1
+                for lab, name, color in ((0, "clean", "#1f77b4"), (1, "toxic", "#d62728")):
+                    m = part["label"] == lab
+                    fig.add_trace(go.Scatter(
+                        x=part[kx][m], y=part[ky][m], mode="markers", name=name, legendgroup=name,
+                        showlegend=name not in shown, marker=dict(color=color, size=5, opacity=0.5),
+                    ), row=r, col=c)
+                    shown.add(name)
+                    if m.any():
+                        mean_name = f"{name} class mean"
+                        fig.add_trace(go.Scatter(
+                            x=[part[kx][m].mean()], y=[part[ky][m].mean()], mode="markers", name=mean_name,
+                            legendgroup=mean_name, showlegend=mean_name not in shown,
+                            marker=dict(color=color, size=16, symbol="x", line=dict(width=2, color="black")),
+                        ), row=r, col=c)
+                        shown.add(mean_name)
+                fig.update_xaxes(range=[xs.min() - pad_x, xs.max() + pad_x], row=r, col=c)
+                fig.update_yaxes(range=[ys.min() - pad_y, ys.max() + pad_y], row=r, col=c)
+    for r, (cell, hook, _, _) in enumerate(panels, start=1):
+        fig.update_yaxes(title_text=f"<b>{html.escape(cell)}</b><br>{html.escape(hook)}", row=r, col=1)
+    for v, (_, _, vx, _) in enumerate(views):
+        for w in range(2):
+            fig.update_xaxes(title_text=vx, row=len(panels), col=2 * v + w + 1)
+    fig.update_layout(
+        title=_title("Residual geometry before vs after training (drift set, projected)", _scorer_name(None, scorer),
+                     "x: class means marked; axes shared before/after"),
+        height=330 * len(panels) + 120, width=None, template="plotly_white",
+    )
+    fig.update_annotations(font_size=11)
+    return fig
+
+
+def results_summary(results: pd.DataFrame, group_cols: Sequence[str] = ("cell",)) -> pd.DataFrame:
+    """``results`` as a :func:`~probe_lens.experiments.stats.summarize` table.
+
+    Per-seed rows (a ``cell`` column plus numeric metrics) are summarized over seeds; a table that
+    already has ``<metric>_mean`` columns is returned as is. ``seed`` and ``step`` are never metrics.
+    """
+    if not isinstance(results, pd.DataFrame):
+        raise TypeError(f"results must be a pandas DataFrame, got {type(results).__name__}")
+    if len(results) == 0:
+        raise NoFigureData("the results table is empty")
+    if any(str(c).endswith("_mean") for c in results.columns):
+        return results
+    group_cols = list(group_cols)
+    missing = [c for c in group_cols if c not in results.columns]
+    if missing:
+        raise ValueError(f"results lacks grouping column(s) {missing}; it has {list(results.columns)}")
+    value_cols = [
+        c for c in results.columns
+        if c not in group_cols and c not in ("seed", "step") and pd.api.types.is_numeric_dtype(results[c])
+        and not pd.api.types.is_bool_dtype(results[c])
+    ]
+    if not value_cols:
+        raise NoFigureData("the results table has no numeric metric column")
+    order = {p: i for i, p in enumerate(("eval/", "probe/", "drift/", "geometry/"))}
+    value_cols.sort(key=lambda c: (next((i for p, i in order.items() if c.startswith(p)), len(order)), c))
+    summary = summarize(results, group_cols, value_cols)
+    if "cell" in summary.columns:
+        rank = {c: i for i, c in enumerate(_cell_order(summary["cell"]))}
+        summary = summary.sort_values("cell", key=lambda s: s.map(rank)).reset_index(drop=True)
+    return summary
+
+
+def fig_results_table(results: pd.DataFrame, *, scorer: str | None = None, digits: int = 3) -> go.Figure:
+    """The results as a plotly table: mean ± 95% CI half-width over seeds per cell and metric."""
+    cells = format_cells(results_summary(results), digits=digits)
+    fig = go.Figure(go.Table(
+        header=dict(values=[f"<b>{html.escape(str(c))}</b>" for c in cells.columns], align="left", fill_color="#e8e8e8"),
+        cells=dict(values=[cells[c].tolist() for c in cells.columns], align="left"),
+    ))
+    fig.update_layout(
+        title=dict(text=f"Results: mean ± 95% CI over seeds<br><sup>toxicity scorer: {html.escape(_scorer_name(None, scorer))}</sup>", x=0.01),
+        height=140 + 32 * len(cells), width=max(900, 150 * len(cells.columns)), template="plotly_white",
+    )
+    return fig
+
+
+# ---- the HTML report ----------------------------------------------------------------------
+
+_CONFIG_KEYS = (
+    ("Model", ("model", "model_name")),
+    ("Toxicity scorer", ("scorer", "scorer_name")),
+    ("Seeds", ("seeds", "seed")),
+    ("Held-out probes", ("heldout_probes", "heldout", "held_out_probes")),
+    ("Trained-against probes", ("probes", "trained_probes")),
+    ("Cells", ("cells", "methods")),
+)
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1400px;padding:0 1rem;color:#222}
+h1{margin-bottom:.2rem} section{margin:2.5rem 0} .no-data{color:#a33;font-style:italic}
+table.results,table.config{border-collapse:collapse;font-size:.9rem} .results th,.results td,.config th,.config td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}
+.results th,.config th{background:#f2f2f2} pre{background:#f7f7f7;padding:.8rem;overflow:auto;font-size:.8rem}
+.note{color:#555;font-size:.9rem}
+"""
+
+
+def _config_value(config: Mapping[str, Any], keys: Sequence[str]) -> str | None:
+    for k in keys:
+        if k in config and config[k] is not None:
+            v = config[k]
+            return v if isinstance(v, str) else json.dumps(v, default=str)
+    return None
+
+
+def _scorer_from_config(config: Mapping[str, Any]) -> str | None:
+    v = next((config[k] for k in ("scorer", "scorer_name") if config.get(k) is not None), None)
+    if isinstance(v, Mapping):
+        name, version = v.get("name"), v.get("version")
+        return f"{name} {version}" if name and version else (str(name) if name else json.dumps(v, default=str))
+    return None if v is None else str(v)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _png_backend_problem() -> str | None:
+    """Why plotly cannot write PNGs here (None if it can try)."""
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        return "the 'kaleido' package is not installed (pip install kaleido; it also needs Chrome/Chromium)"
+    return None
+
+
+def export_pngs(figures: Mapping[str, go.Figure], png_dir: str | Path, *, scale: float = 2.0) -> list[Path]:
+    """Write each figure to ``png_dir/<name>.png`` with kaleido; on a missing backend warn and write nothing.
+
+    Returns the paths written. Needs ``kaleido`` (>= 1.0) and a Chrome/Chromium binary (e.g. Debian's
+    ``chromium`` package, or ``kaleido.get_chrome_sync()`` with internet).
+    """
+    png_dir = Path(png_dir)
+    if not figures:
+        return []
+    problem = _png_backend_problem()
+    if problem:
+        warnings.warn(f"PNG export skipped: {problem}", RuntimeWarning, stacklevel=2)
+        return []
+    import plotly.io as pio
+
+    png_dir.mkdir(parents=True, exist_ok=True)
+    names = list(figures)
+    finals = [png_dir / f"{n}.png" for n in names]
+    tmps = [png_dir / f".{n}.tmp.png" for n in names]
+    try:
+        pio.write_images(
+            [figures[n] for n in names], tmps, format="png", scale=scale,
+            width=[int(figures[n].layout.width or 1200) for n in names],
+            height=[int(figures[n].layout.height or 500) for n in names],
+        )
+    except Exception as exc:  # noqa: BLE001 - any backend failure (no Chrome, sandbox, ...) must not sink the report
+        for t in tmps:
+            t.unlink(missing_ok=True)
+        warnings.warn(
+            f"PNG export skipped: plotly/kaleido could not render ({type(exc).__name__}: {exc}). "
+            "Kaleido 1.x needs Chrome or Chromium: apt-get install chromium, or run kaleido.get_chrome_sync() online.",
+            RuntimeWarning, stacklevel=2,
+        )
+        return []
+    for t, f in zip(tmps, finals):
+        os.replace(t, f)
+    return finals
+
+
+def _section(sec_id: str, title: str, body: str, note: str = "") -> str:
+    note_html = f'<p class="note">{note}</p>' if note else ""
+    return f'<section id="{sec_id}">\n<h2>{html.escape(title)}</h2>\n{note_html}\n{body}\n</section>\n'
+
+
+def _results_html(results: pd.DataFrame) -> str:
+    cells = format_cells(results_summary(results))
+    return cells.to_html(index=False, classes="results", border=0, escape=True, na_rep="–")
+
+
+def write_report(
+    run_dir: str | Path,
+    *,
+    results: pd.DataFrame,
+    metrics: pd.DataFrame,
+    geometry: Mapping[str, Any] | None,
+    config: Mapping[str, Any],
+    out_name: str = "report.html",
+    png_dir: str | Path | None = None,
+) -> Path:
+    """Write ``run_dir/out_name``: one self-contained, offline HTML with every figure; return its path.
+
+    The header states the study config (model, scorer, seeds, probes; read from ``config`` keys
+    ``model``, ``scorer``, ``seeds``, ``heldout_probes``, ``probes``, ``cells``; the full config is
+    embedded too). Sections: ``fig-results-table`` (HTML table, mean ± 95% CI over seeds),
+    ``fig-cosine-drift``, ``fig-auroc``, ``fig-toxicity``, ``fig-geometry-step``, ``fig-geometry``.
+    A figure without data says so in its section. plotly.js is inlined once.
+
+    ``config["probe_hooks"]`` (``{probe: hook}``), if present, labels the drift panels with layers.
+    With ``png_dir``, the key figures are also written there as PNGs (``cosine_drift.png``,
+    ``auroc_vs_step.png``, ``toxicity_vs_step.png``, ``geometry_vs_step.png``, ``geometry.png``,
+    ``results_table.png``); without kaleido + Chrome that step is skipped with a warning.
+    """
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a dict (e.g. dataclasses.asdict of the study config), got {type(config).__name__}")
+    if not isinstance(results, pd.DataFrame):
+        raise TypeError(f"results must be a pandas DataFrame, got {type(results).__name__}")
+    if not isinstance(metrics, pd.DataFrame):
+        raise TypeError(f"metrics must be a pandas DataFrame, got {type(metrics).__name__}")
+    if not isinstance(out_name, str) or not out_name or Path(out_name).name != out_name:
+        raise ValueError(f"out_name must be a plain file name such as 'report.html', got {out_name!r}")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    scorer = _scorer_from_config(config) or _scorer_name(metrics, None)
+    probe_hooks = config.get("probe_hooks") if isinstance(config.get("probe_hooks"), Mapping) else None
+
+    builders: list[tuple[str, str, str, Any]] = [
+        ("fig-cosine-drift", "Probe-direction drift vs step", "cosine_drift",
+         lambda: fig_cosine_drift(metrics, probe_hooks=probe_hooks, scorer=scorer)),
+        ("fig-auroc", "Probe AUROC vs step: frozen, held-out, re-fit", "auroc_vs_step",
+         lambda: fig_auroc_vs_step(metrics, scorer=scorer)),
+        ("fig-toxicity", "Toxicity vs step", "toxicity_vs_step", lambda: fig_toxicity_vs_step(metrics, scorer=scorer)),
+        ("fig-geometry-step", "Residual geometry vs step", "geometry_vs_step",
+         lambda: fig_geometry_vs_step(metrics, scorer=scorer)),
+        ("fig-geometry", "Residual geometry before vs after", "geometry", lambda: fig_geometry(geometry, scorer=scorer)),
+    ]
+    from plotly.offline import get_plotlyjs
+
+    sections: list[str] = []
+    pngs: dict[str, go.Figure] = {}
+    try:
+        table = _results_html(results)
+        pngs["results_table"] = fig_results_table(results, scorer=scorer)
+        note = (f"Mean ± half-width of the Student-t 95% CI over seeds (no ± with one seed). "
+                f"Toxicity scorer: {html.escape(scorer)}.")
+    except NoFigureData as exc:
+        table, note = f'<p class="no-data">No data for this table: {html.escape(str(exc))}.</p>', ""
+    sections.append(_section("fig-results-table", "Results", table, note))
+    for sec_id, title, png_name, build in builders:
+        try:
+            fig = build()
+        except NoFigureData as exc:
+            sections.append(_section(sec_id, title, f'<p class="no-data">No data for this figure: {html.escape(str(exc))}.</p>'))
+            continue
+        div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot-{sec_id}",
+                          config={"responsive": True, "displaylogo": False})
+        sections.append(_section(sec_id, title, div))
+        pngs[png_name] = fig
+
+    rows = []
+    for label, keys in _CONFIG_KEYS:
+        v = scorer if label == "Toxicity scorer" else _config_value(config, keys)
+        rows.append(f"<tr><th>{label}</th><td>{html.escape(v) if v else '<i>not given in config</i>'}</td></tr>")
+    full = html.escape(json.dumps(config, indent=2, default=str, sort_keys=True))
+    header = (
+        '<header id="study">\n<h1>probe_lens drift report</h1>\n'
+        f'<p class="note">Run folder: {html.escape(str(run_dir))}</p>\n'
+        f'<table class="config">{"".join(rows)}</table>\n'
+        f"<details><summary>Full study config</summary><pre>{full}</pre></details>\n</header>\n"
+    )
+    page = (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        "<title>probe_lens drift report</title>\n"
+        f"<style>{_CSS}</style>\n"
+        f'<script type="text/javascript">{get_plotlyjs()}</script>\n'
+        f"</head>\n<body>\n{header}{''.join(sections)}</body>\n</html>\n"
+    )
+    out = run_dir / out_name
+    _atomic_write_text(out, page)
+    if png_dir is not None:
+        export_pngs(pngs, png_dir)
+    return out
