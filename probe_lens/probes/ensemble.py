@@ -163,7 +163,8 @@ class DiverseProbeEnsemble(ProbeMetadataMixin, BaseEstimator):
         if self.method == "nullspace":
             members = self._fit_nullspace(X, y)
         else:
-            with compute_threads(X.shape[0] * X.shape[1] * self.n_probes):
+            # one thread: its skinny [n, d] x [d, k] products ran ~3x faster that way (2 cores)
+            with compute_threads(0):
                 members = self._fit_penalty(X, y)
         meta = {k: getattr(self, k) for k in ("model_name", "hook", "pooling", "label")}
         for m in members:
@@ -219,17 +220,25 @@ class DiverseProbeEnsemble(ProbeMetadataMixin, BaseEstimator):
             return torch.linalg.solve_triangular(LT, v.view(d + 1, k), upper=True)
 
         def objective(v_np: np.ndarray) -> tuple[float, np.ndarray]:
-            v = torch.from_numpy(v_np).requires_grad_(True)
-            theta = unpack(v)
+            # Hand-written gradient: autograd's backward was ~10x slower here (skinny GEMMs).
+            theta = unpack(torch.from_numpy(v_np))
             W, b = theta[:d], theta[d]
-            logits = Z @ W + b
-            data = (F.softplus(logits) - yt * logits).mean(dim=0).sum()
+            logits = torch.addmm(b.expand(n, k), Z, W)
+            data = (F.softplus(logits) - yt * logits).sum() / n
+            R = (torch.sigmoid(logits) - yt) / n
             raw = W * inv_scale
-            D = raw / raw.norm(dim=0, keepdim=True)
-            pen = 0.5 * mu * ((D.T @ D - eye) ** 2).sum()
+            norms = raw.norm(dim=0, keepdim=True)
+            D = raw / norms
+            off = D.T @ D - eye
+            pen = 0.5 * mu * (off**2).sum()
             loss = data + 0.5 * lam * (W**2).sum() + pen
-            (grad,) = torch.autograd.grad(loss, v)
-            return float(loss.detach()), grad.numpy()
+            g_D = 2.0 * mu * (D @ off)
+            g_raw = (g_D - D * (D * g_D).sum(dim=0, keepdim=True)) / norms
+            g_theta = torch.empty(d + 1, k, dtype=torch.float64)
+            g_theta[:d] = (R.T @ Z).T + lam * W + g_raw * inv_scale  # (R^T Z)^T: 5x faster than Z^T R
+            g_theta[d] = R.sum(dim=0)
+            g_v = torch.linalg.solve_triangular(L, g_theta, upper=False)
+            return float(loss), g_v.reshape(-1).numpy()
 
         gen = torch.Generator().manual_seed(int(self.random_state))
         theta0 = torch.zeros(d + 1, k, dtype=torch.float64)
