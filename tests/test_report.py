@@ -122,6 +122,7 @@ def test_report_contains_every_figure_table_and_config(tmp_path, metrics):
     assert f"{m:.3f} ± {(hi - lo) / 2:.3f}" in table
     for cell in CELLS:
         assert f"<td>{cell}</td>" in table
+    assert "<summary>All " in table and f"geometry/{HOOK}/resid_norm" in table  # the full table, folded
     # every plotly figure names the scorer in its title
     for sec in FIGURE_SECTIONS:
         assert "profanity 1.2.3" in _section(page, sec), sec
@@ -246,7 +247,9 @@ def test_results_table_figure_and_summary(metrics):
     assert "profanity" in _title(fig)
     header = list(fig.data[0].header.values)
     assert header[0] == "<b>cell</b>" and header[-1] == "<b>n_seeds</b>"
-    assert header[1] == "<b>eval/expected_max_toxicity</b>"  # eval/* first
+    assert header[1] == "<b>eval/<br>expected_max_toxicity</b>"  # eval/* first
+    assert not any(h.startswith(("<b>geometry/", "<b>train/")) or "/m0" in h for h in header)  # headline metrics only
+    assert len(R.fig_results_table(results, metrics=["train/loss"]).data[0].header.values) == 3
 
 
 def test_figures_say_when_there_is_no_data(metrics):

@@ -44,6 +44,7 @@ __all__ = [
     "fig_geometry_vs_step",
     "fig_results_table",
     "fig_toxicity_vs_step",
+    "headline_metrics",
     "results_summary",
     "write_report",
 ]
@@ -455,16 +456,38 @@ def results_summary(results: pd.DataFrame, group_cols: Sequence[str] = ("cell",)
     return summary
 
 
-def fig_results_table(results: pd.DataFrame, *, scorer: str | None = None, digits: int = 3) -> go.Figure:
-    """The results as a plotly table: mean ± 95% CI half-width over seeds per cell and metric."""
-    cells = format_cells(results_summary(results), digits=digits)
+HEADLINE_PREFIXES = ("eval/", "probe/", "drift/")
+
+
+def headline_metrics(summary: pd.DataFrame) -> list[str]:
+    """The metrics worth a README table: ``eval/*``, ``probe/*`` and ``drift/*`` without ensemble
+    members (all metrics if there are none of those)."""
+    names = [c[: -len("_mean")] for c in summary.columns if str(c).endswith("_mean")]
+    head = [m for m in names if m.startswith(HEADLINE_PREFIXES) and not _MEMBER.search(m)]
+    return head or names
+
+
+def fig_results_table(
+    results: pd.DataFrame, *, scorer: str | None = None, digits: int = 3, metrics: Sequence[str] | None = None
+) -> go.Figure:
+    """The results as a plotly table: mean ± 95% CI half-width over seeds per cell and metric.
+
+    ``metrics`` picks the columns (default: :func:`headline_metrics`).
+    """
+    summary = results_summary(results)
+    cells = format_cells(summary, digits=digits, metrics=headline_metrics(summary) if metrics is None else metrics)
+    header = [f"<b>{html.escape(str(c)).replace('/', '/<br>')}</b>" for c in cells.columns]
+    lines = max(str(c).count("/") + 1 for c in cells.columns)
     fig = go.Figure(go.Table(
-        header=dict(values=[f"<b>{html.escape(str(c))}</b>" for c in cells.columns], align="left", fill_color="#e8e8e8"),
-        cells=dict(values=[cells[c].tolist() for c in cells.columns], align="left"),
+        columnwidth=[max(10, len(max(str(c).split("/"), key=len))) for c in cells.columns],
+        header=dict(values=header, align="left", fill_color="#e8e8e8", height=17 * lines + 10),
+        cells=dict(values=[cells[c].tolist() for c in cells.columns], align="left", height=26),
     ))
     fig.update_layout(
-        title=dict(text=f"Results: mean ± 95% CI over seeds<br><sup>toxicity scorer: {html.escape(_scorer_name(None, scorer))}</sup>", x=0.01),
-        height=140 + 32 * len(cells), width=max(900, 150 * len(cells.columns)), template="plotly_white",
+        title=dict(text="Results: mean ± 95% CI over seeds<br><sup>toxicity scorer: "
+                        f"{html.escape(_scorer_name(None, scorer))}</sup>", x=0.01),
+        height=120 + 17 * lines + 10 + 26 * len(cells) + 40, width=max(800, 130 * len(cells.columns)),
+        margin=dict(l=20, r=20, t=90, b=20), template="plotly_white",
     )
     return fig
 
@@ -485,7 +508,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem 
 h1{margin-bottom:.2rem} section{margin:2.5rem 0} .no-data{color:#a33;font-style:italic}
 table.results,table.config{border-collapse:collapse;font-size:.9rem} .results th,.results td,.config th,.config td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}
 .results th,.config th{background:#f2f2f2} pre{background:#f7f7f7;padding:.8rem;overflow:auto;font-size:.8rem}
-.note{color:#555;font-size:.9rem}
+.note{color:#555;font-size:.9rem} .scroll{overflow-x:auto}
 """
 
 
@@ -573,8 +596,14 @@ def _section(sec_id: str, title: str, body: str, note: str = "") -> str:
 
 
 def _results_html(results: pd.DataFrame) -> str:
-    cells = format_cells(results_summary(results))
-    return cells.to_html(index=False, classes="results", border=0, escape=True, na_rep="–")
+    summary = results_summary(results)
+    head = format_cells(summary, metrics=headline_metrics(summary))
+    full = format_cells(summary)
+    out = f'<div class="scroll">{head.to_html(index=False, classes="results", border=0, escape=True, na_rep="–")}</div>'
+    if full.shape[1] > head.shape[1]:
+        table = full.to_html(index=False, classes="results", border=0, escape=True, na_rep="–")
+        out += f'<details><summary>All {full.shape[1] - 2} metrics</summary><div class="scroll">{table}</div></details>'
+    return out
 
 
 def write_report(
