@@ -1,7 +1,5 @@
 """The drift report: each figure from synthetic runs with the real telemetry column names."""
 
-import json
-import math
 import re
 import shutil
 import warnings
