@@ -201,9 +201,9 @@ def test_resume_after_crash_is_bit_identical(tmp_path):
 
     def run(out, crash=None, resume=False, model=None):
         model = model or tiny_model(seed=0)
-        tel = CrashAt(drift, {"p": probe}, hooks=[0])
+        tel = CrashAt(drift, {"p": probe})
         tel.crash_step = crash
-        cfg = ProbeSFTConfig(lr=1e-2, max_steps=5, warmup_steps=1, scheduler="cosine", batch_size=4, grad_accum_steps=2,
+        cfg = ProbeSFTConfig(lr=1e-2, max_steps=4, warmup_steps=1, scheduler="cosine", batch_size=4, grad_accum_steps=2,
                              telemetry_every=1, checkpoint_every=2, out_dir=str(out), progress=False)
         return model, train_probe_sft(model, data, probe, cfg, telemetry=tel, resume=resume)
 
@@ -214,12 +214,12 @@ def test_resume_after_crash_is_bit_identical(tmp_path):
     with pytest.raises(FileExistsError, match="resume=True"):
         run(tmp_path / "cut")
     resumed, res = run(tmp_path / "cut", resume=True)
-    assert res.final_step == 5 and res.stopped_reason == "max_steps"
+    assert res.final_step == 4 and res.stopped_reason == "max_steps"
     for (n, a), b in zip(full.named_parameters(), resumed.parameters()):
         assert torch.equal(a, b), f"{n} differs after resume"
     df_full, df_cut = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "cut")
     assert df_full.shape == df_cut.shape  # no duplicated rows from the crashed part
-    cols = ["step", "train/loss", "probe/auroc_frozen/p", "drift/cosine/p", "geometry/blocks.0.hook_resid_post/resid_norm"]
+    cols = ["step", "train/loss", "probe/auroc_frozen/p", "drift/cosine/p", "geometry/blocks.1.hook_resid_post/resid_norm"]
     assert df_full[cols].equals(df_cut[cols])
     ckpt = load_file(str(res.checkpoint_path / "optimizer.safetensors"))
     assert any(k.endswith("exp_avg_sq") for k in ckpt)

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import re
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -413,6 +414,7 @@ def _run(
             if stop_after is not None and step - start_step > stop_after:
                 step, reason = step - 1, "stop_after"
                 break
+            t_step = time.perf_counter()
             g_idx = batch_indices(step, objective.n_examples, global_batch, config.seed)
             norm = objective.normalizers(g_idx)
             local = D.shard(g_idx, info)
@@ -446,8 +448,9 @@ def _run(
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
+            seconds = time.perf_counter() - t_step
             if step % config.log_every == 0 or step == config.max_steps:
-                emit({"step": step, **values, "train/lr": lr, "train/grad_norm": grad_norm})
+                emit({"step": step, **values, "train/lr": lr, "train/grad_norm": grad_norm, "train/step_seconds": seconds})
             bar.update(1)
             bar.set_postfix({k.split("/")[-1]: f"{values[k]:.4g}" for k in ("train/loss", "train/probe_prob", "rewards/accuracies") if k in values})
             if config.telemetry_every and (step % config.telemetry_every == 0 or step == config.max_steps):
