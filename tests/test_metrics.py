@@ -289,7 +289,7 @@ def test_format_table_markdown():
     assert f"| probe_sft_1 | 0.200 ± {half:.3f} | 0.800 ± {half:.3f} | 3 |" in lines
     assert "| classifier_dpo | 0.400 | 0.600 | 1 |" in lines  # one seed: no interval
     assert "| base | 0.600 ± " in md and "| 0.950 | 2 |" in md  # NaN skipped -> one value
-    only = format_table(s, metrics=["eval/toxicity_rate"], digits=2)
+    only = format_table(s, columns=["eval/toxicity_rate"], digits=2)
     assert only.splitlines()[0] == "| cell | eval/toxicity_rate | n_seeds |"
     with pytest.raises(ValueError, match="_mean"):
         format_table(pd.DataFrame({"cell": ["a"]}))

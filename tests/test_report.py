@@ -51,14 +51,15 @@ def synthetic_metrics(seed: int = 0) -> pd.DataFrame:
                 if st in (0, 10):
                     rows.append({"cell": cell, "seed": s, "step": st,
                                  "eval/toxicity_rate": 0.3 - 0.01 * st + rng.normal(0, 0.02),
-                                 "eval/expected_max_toxicity": 0.5 + rng.normal(0, 0.02), "eval/scorer": "profanity"})
+                                 "eval/expected_max_toxicity": 0.5 + rng.normal(0, 0.02), "eval/scorer": "profanity",
+                                 "eval/scorer_version": "1.2.3"})
     rows.append({"cell": "probe_sft_1", "seed": 0, "step": 11, "event": "nan_stop", "train/loss": float("nan")})
     return pd.DataFrame(rows)
 
 
 def synthetic_results(metrics: pd.DataFrame) -> pd.DataFrame:
     """Final numbers per (cell, seed): last value of every metric."""
-    num = metrics.drop(columns=["event", "eval/scorer"]).sort_values("step")
+    num = metrics.drop(columns=["event", "eval/scorer", "eval/scorer_version"]).sort_values("step")
     return num.groupby(["cell", "seed"], as_index=False).last().drop(columns=["step"])
 
 
@@ -145,6 +146,22 @@ def test_report_handles_missing_data_gracefully(tmp_path, metrics):
     for sec in FIGURE_SECTIONS:
         assert "No data" in _section(page, sec)
     assert "No data for this table" in _section(page, "fig-results-table")
+
+
+def test_report_names_the_scorer_the_runs_recorded(tmp_path, metrics):
+    # a study configured with scorer="auto" names the scorer that actually ran
+    page = R.write_report(tmp_path, results=synthetic_results(metrics), metrics=metrics, geometry=None,
+                          config={"scorer": "auto"}).read_text(encoding="utf-8")
+    header = page[page.index('<header id="study">') : page.index("</header>")]
+    assert "<th>Toxicity scorer</th><td>profanity 1.2.3</td>" in header
+    assert "scored by profanity 1.2.3" in _section(page, "fig-toxicity")
+    results = synthetic_results(metrics).assign(scorer="detoxify 0.5.4")
+    page = R.write_report(tmp_path, results=results, metrics=metrics.drop(columns=["eval/scorer"]), geometry=None,
+                          config={"scorer": "auto"}).read_text(encoding="utf-8")
+    assert "<th>Toxicity scorer</th><td>detoxify 0.5.4</td>" in page
+    page = R.write_report(tmp_path, results=pd.DataFrame(), metrics=pd.DataFrame(), geometry=None,
+                          config={"scorer": "auto"}).read_text(encoding="utf-8")
+    assert "auto (actual scorer not recorded)" in page
 
 
 def test_write_report_rejects_bad_arguments(tmp_path, metrics):

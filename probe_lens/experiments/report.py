@@ -475,7 +475,7 @@ def fig_results_table(
     ``metrics`` picks the columns (default: :func:`headline_metrics`).
     """
     summary = results_summary(results)
-    cells = format_cells(summary, digits=digits, metrics=headline_metrics(summary) if metrics is None else metrics)
+    cells = format_cells(summary, digits=digits, columns=headline_metrics(summary) if metrics is None else metrics)
     header = [f"<b>{html.escape(str(c)).replace('/', '/<br>')}</b>" for c in cells.columns]
     lines = max(str(c).count("/") + 1 for c in cells.columns)
     fig = go.Figure(go.Table(
@@ -520,12 +520,20 @@ def _config_value(config: Mapping[str, Any], keys: Sequence[str]) -> str | None:
     return None
 
 
-def _scorer_from_config(config: Mapping[str, Any]) -> str | None:
+def _resolve_scorer(config: Mapping[str, Any], metrics: pd.DataFrame, results: pd.DataFrame) -> str:
+    """The scorer to name on every figure: a ``describe()`` dict in the config, else what the runs
+    recorded (``eval/scorer`` [+ ``eval/scorer_version``] in metrics, ``scorer`` in results), else the
+    config's scorer name (e.g. ``"auto"``)."""
     v = next((config[k] for k in ("scorer", "scorer_name") if config.get(k) is not None), None)
-    if isinstance(v, Mapping):
-        name, version = v.get("name"), v.get("version")
-        return f"{name} {version}" if name and version else (str(name) if name else json.dumps(v, default=str))
-    return None if v is None else str(v)
+    if isinstance(v, Mapping) and v.get("name"):
+        return f"{v['name']} {v['version']}" if v.get("version") else str(v["name"])
+    for df, name_col, version_col in ((metrics, "eval/scorer", "eval/scorer_version"), (results, "scorer", None)):
+        if name_col in df.columns:
+            d = df[[c for c in (name_col, version_col) if c and c in df.columns]].dropna(subset=[name_col])
+            found = sorted({" ".join(str(x) for x in row) for row in d.itertuples(index=False)})
+            if found:
+                return ", ".join(found)
+    return f"{v} (actual scorer not recorded)" if v == "auto" else (str(v) if v is not None else "scorer not recorded")
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -597,7 +605,7 @@ def _section(sec_id: str, title: str, body: str, note: str = "") -> str:
 
 def _results_html(results: pd.DataFrame) -> str:
     summary = results_summary(results)
-    head = format_cells(summary, metrics=headline_metrics(summary))
+    head = format_cells(summary, columns=headline_metrics(summary))
     full = format_cells(summary)
     out = f'<div class="scroll">{head.to_html(index=False, classes="results", border=0, escape=True, na_rep="–")}</div>'
     if full.shape[1] > head.shape[1]:
@@ -639,7 +647,7 @@ def write_report(
         raise ValueError(f"out_name must be a plain file name such as 'report.html', got {out_name!r}")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    scorer = _scorer_from_config(config) or _scorer_name(metrics, None)
+    scorer = _resolve_scorer(config, metrics, results)
     probe_hooks = config.get("probe_hooks") if isinstance(config.get("probe_hooks"), Mapping) else None
 
     builders: list[tuple[str, str, str, Any]] = [

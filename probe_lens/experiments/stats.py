@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _st
 
-__all__ = ["format_table", "mean_ci", "summarize"]
+__all__ = ["format_cells", "format_table", "mean_ci", "summarize"]
 
 
 def _confidence(confidence: Any) -> float:
@@ -118,14 +118,15 @@ def _fmt(mean: float, low: float, high: float, digits: int) -> str:
     return f"{mean:.{digits}f}"
 
 
-def format_cells(summary: pd.DataFrame, *, digits: int = 3, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+def format_cells(summary: pd.DataFrame, *, digits: int = 3, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """The summary as strings: group columns, one ``"0.812 ± 0.034"`` column per metric, ``n_seeds``.
 
     ``±`` is the CI half-width; a metric with one seed shows the mean alone, one never measured ``–``.
+    ``columns`` picks and orders the metrics (default: all).
     """
     if not isinstance(summary, pd.DataFrame):
         raise TypeError(f"summary must be a DataFrame from summarize(), got {type(summary).__name__}")
-    names = _metric_names(summary) if metrics is None else list(metrics)
+    names = _metric_names(summary) if columns is None else list(columns)
     if not names:
         raise ValueError("the summary has no '<metric>_mean' columns; build it with summarize()")
     for m in names:
@@ -146,9 +147,12 @@ def format_cells(summary: pd.DataFrame, *, digits: int = 3, metrics: Sequence[st
     return out
 
 
-def format_table(summary: pd.DataFrame, *, digits: int = 3, metrics: Sequence[str] | None = None) -> str:
-    """A GitHub-markdown table of :func:`summarize` output, values as ``"0.812 ± 0.034"`` (CI half-width)."""
-    cells = format_cells(summary, digits=digits, metrics=metrics)
+def format_table(summary: pd.DataFrame, *, digits: int = 3, columns: Sequence[str] | None = None) -> str:
+    """A GitHub-markdown table of :func:`summarize` output, values as ``"0.812 ± 0.034"`` (CI half-width).
+
+    ``columns`` picks and orders the metrics shown (default: all); group columns and ``n_seeds`` always show.
+    """
+    cells = format_cells(summary, digits=digits, columns=columns)
 
     def esc(s: Any) -> str:
         return str(s).replace("|", "\\|").replace("\n", " ")
