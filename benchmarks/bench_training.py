@@ -187,7 +187,22 @@ def gemma1b_worker(method: str, trainable: str) -> None:
     from probe_lens.testing import tiny_tokenizer
     from probe_lens.training import DPOConfig, ProbeSFTConfig, build_pairs, train_dpo, train_probe_sft
 
+    import psutil
+
     cfg = get_pretrained_model_config("google/gemma-3-1b-pt", device="cpu")
+    # Memory guard (this machine is shared): weights ~5.2 GB fp32 (TL unties embed/unembed) plus
+    # ~0.33 GB per trained block (grad + 2 AdamW moments) plus ~2 GB working set. If the requested
+    # set does not fit in 70% of the free memory, train the largest block range ending at the
+    # probe layer (20) that does, and say so in the output.
+    avail = psutil.virtual_memory().available / 2**30
+    per_block, fixed = 0.33, 5.2 + 2.0
+    need = fixed + (26 * per_block if trainable != "all" else 21.0 - 5.2)
+    if need > 0.7 * avail:
+        b = int((0.7 * avail - fixed) / per_block)
+        if b < 1:
+            print(json.dumps({"method": method, "skipped": f"only {avail:.1f} GB free; a 1B-shape step needs > {fixed / 0.7:.1f} GB"}))
+            return
+        trainable = f"blocks:{max(0, 21 - b)}-20"
     t = time.perf_counter()
     model = apply_fast_cpu_patches(HookedTransformer(cfg, tokenizer=tiny_tokenizer(), default_padding_side="left"))
     n_params = sum(p.numel() for p in model.parameters())
@@ -205,7 +220,7 @@ def gemma1b_worker(method: str, trainable: str) -> None:
     print(json.dumps({
         "method": method, "n_params": n_params, "trainable": trainable, "seq_len": int(data.tokens.shape[1]),
         "rss_after_build_gb": base_rss, "peak_rss_gb": rss_gb(), "step_seconds": time.perf_counter() - t,
-        "d_model": cfg.d_model, "n_layers": cfg.n_layers,
+        "d_model": cfg.d_model, "n_layers": cfg.n_layers, "available_gb_at_start": avail,
     }))
 
 
