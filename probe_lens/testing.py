@@ -91,3 +91,45 @@ def tiny_model(
         model = HookedTransformer(cfg, tokenizer=tiny_tokenizer(), default_padding_side="left")
     model.eval()
     return apply_fast_cpu_patches(model)
+
+
+def non_ascii_scorer(threshold_hint: float = 0.75):
+    """A deterministic scorer for the tiny model's random-byte text: the share of non-ASCII characters.
+
+    The tiny model writes random bytes, which no toxicity classifier separates into two classes;
+    this scorer does (roughly half its continuations score above ~0.75), so the whole pipeline can
+    run on the tiny model in tests. It is a real scorer, just not a toxicity one.
+    """
+    from probe_lens.scorers.base import Scorer
+
+    class NonAsciiScorer(Scorer):
+        name = "non-ascii-share"
+        version = "test"
+
+        def _score(self, texts):
+            return [sum(ord(c) > 127 for c in t) / max(1, len(t)) for t in texts]
+
+    return NonAsciiScorer()
+
+
+def tiny_study_config(**overrides):
+    """A StudyConfig for the tiny 4-layer model with minimal sizes (every cell, one seed)."""
+    from probe_lens.experiments.presets import _deep_merge
+
+    d = {
+        "preset": "tiny",
+        "seeds": [0],
+        "n_probe_prompts": 60,
+        "data": {"hooks": [1, 2, 3], "samples_per_prompt": 2, "max_new_tokens": 6, "max_rounds": 1,
+                 "min_minority": 0, "batch_size": 16, "chunk_prompts": 64, "threshold": 0.75},
+        "probes": {"layer": 2, "heldout_layers": [1, 3], "n_ensemble": 2, "n_heldout_members": 1},
+        "train_data": {"n_prompts": 8, "samples_per_prompt": 2, "max_new_tokens": 6},
+        "probe_sft": {"max_steps": 2, "batch_size": 4, "lr": 1e-3},
+        "dpo": {"max_steps": 2, "batch_size": 2, "lr": 1e-3},
+        "classifier_sft": {"max_steps": 2, "batch_size": 4, "lr": 1e-3, "threshold": 0.75},
+        "eval": {"n_provocative": 8, "samples_per_prompt": 2, "max_new_tokens": 6, "n_fluency_texts": 4, "threshold": 0.75},
+        "telemetry_every": 1,
+    }
+    from probe_lens.experiments.config import StudyConfig
+
+    return StudyConfig.from_dict(_deep_merge(d, overrides))

@@ -1,0 +1,129 @@
+"""Named study sizes: ``demo`` (minutes), ``quick`` (the whole grid on a 2-core CPU), ``paper`` (1B, GPU).
+
+Each preset is a plain dict in the same shape as a YAML/JSON study file, so ``--config`` files and
+presets are interchangeable; ``--set key.sub=value`` overrides single fields.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from probe_lens.experiments.config import CELLS, StudyConfig
+
+_DEMO: dict[str, Any] = {
+    "preset": "demo",
+    "seeds": [0],
+    "cells": ["base", "probe_sft_1", "probe_dpo_1"],
+    "data": {"hooks": [4, 6, 9, 12], "samples_per_prompt": 2, "max_new_tokens": 16, "max_rounds": 1,
+             "min_minority": 0, "batch_size": 32, "chunk_prompts": 64},
+    "probes": {"layer": 6, "heldout_layers": [4, 9], "n_ensemble": 2, "n_heldout_members": 1},
+    "train_data": {"n_prompts": 16, "samples_per_prompt": 2, "max_new_tokens": 16},
+    "probe_sft": {"max_steps": 4, "batch_size": 4, "lr": 2e-5, "warmup_steps": 0},
+    "dpo": {"max_steps": 4, "batch_size": 2, "lr": 2e-5, "beta": 0.1},
+    "classifier_sft": {"max_steps": 4, "batch_size": 4, "lr": 2e-5},
+    "eval": {"n_provocative": 24, "samples_per_prompt": 1, "max_new_tokens": 16, "n_fluency_texts": 16},
+    "telemetry_every": 2,
+}
+
+_QUICK: dict[str, Any] = {
+    "preset": "quick",
+    "seeds": [0, 1],
+    "cells": list(CELLS),
+    "data": {"hooks": [4, 6, 9, 12], "samples_per_prompt": 2, "max_new_tokens": 20, "max_rounds": 1,
+             "min_minority": 0, "batch_size": 32, "chunk_prompts": 64},
+    "probes": {"layer": 6, "heldout_layers": [4, 9], "n_ensemble": 4, "n_heldout_members": 2},
+    "train_data": {"n_prompts": 32, "samples_per_prompt": 4, "max_new_tokens": 20},
+    "probe_sft": {"max_steps": 12, "batch_size": 8, "lr": 2e-5, "probe_weight": 1.0, "warmup_steps": 2},
+    "dpo": {"max_steps": 12, "batch_size": 4, "lr": 2e-5, "beta": 0.1, "warmup_steps": 2},
+    "classifier_sft": {"max_steps": 12, "batch_size": 8, "lr": 2e-5, "warmup_steps": 2},
+    "eval": {"n_provocative": 100, "samples_per_prompt": 1, "max_new_tokens": 20, "n_fluency_texts": 50},
+    "telemetry_every": 6,
+}
+
+_PAPER: dict[str, Any] = {
+    "preset": "paper",
+    "model": "google/gemma-3-1b-pt",
+    "seeds": [0, 1, 2],
+    "cells": list(CELLS),
+    "data": {"hooks": [10, 14, 20, 24], "samples_per_prompt": 8, "max_new_tokens": 48, "max_rounds": 3,
+             "min_minority": 500, "batch_size": 64, "chunk_prompts": 64},
+    "probes": {"layer": 20, "heldout_layers": [14, 24], "n_ensemble": 10, "n_heldout_members": 5},
+    "train_data": {"n_prompts": 256, "samples_per_prompt": 4, "max_new_tokens": 48},
+    "probe_sft": {"max_steps": 200, "batch_size": 16, "lr": 1e-5, "warmup_steps": 10, "bf16": True},
+    "dpo": {"max_steps": 200, "batch_size": 8, "lr": 5e-6, "beta": 0.1, "warmup_steps": 10, "bf16": True},
+    "classifier_sft": {"max_steps": 200, "batch_size": 16, "lr": 1e-5, "warmup_steps": 10, "bf16": True},
+    "eval": {"n_provocative": 100, "samples_per_prompt": 4, "max_new_tokens": 48, "n_fluency_texts": 50},
+    "telemetry_every": 25,
+}
+
+PRESETS: dict[str, dict[str, Any]] = {"demo": _DEMO, "quick": _QUICK, "paper": _PAPER}
+
+
+def preset_dict(name: str) -> dict[str, Any]:
+    """A deep copy of preset ``name`` as a study-file dict."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return copy.deepcopy(PRESETS[name])
+
+
+def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` strings (values parsed as YAML: numbers, lists, booleans, null)."""
+    import yaml
+
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key.sub=value (e.g. probe_sft.max_steps=20)")
+        key, raw = item.split("=", 1)
+        target = d
+        parts = key.split(".")
+        for p in parts[:-1]:
+            target = target.setdefault(p, {})
+            if not isinstance(target, dict):
+                raise ValueError(f"override {item!r}: {p!r} is not a section")
+        target[parts[-1]] = yaml.safe_load(raw)
+    return d
+
+
+def make_config(
+    preset: str | None = None,
+    *,
+    config_file: str | None = None,
+    model: str | None = None,
+    seeds: int | None = None,
+    overrides: list[str] | None = None,
+) -> StudyConfig:
+    """Resolve a study: preset (default ``quick``) < config file < flags (--model, --seeds) < --set."""
+    import json
+    from pathlib import Path
+
+    d = preset_dict(preset or "quick") if preset or not config_file else {}
+    if config_file:
+        path = Path(config_file)
+        if not path.exists():
+            raise FileNotFoundError(f"no config file at {path}")
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            file_d = yaml.safe_load(path.read_text()) or {}
+        else:
+            file_d = json.loads(path.read_text())
+        d = _deep_merge(d, file_d)
+    if model is not None:
+        d["model"] = None if model in ("embedded", "") else model
+    if seeds is not None:
+        if seeds < 1:
+            raise ValueError(f"--seeds must be >= 1, got {seeds}")
+        d["seeds"] = list(range(seeds))
+    apply_overrides(d, overrides or [])
+    return StudyConfig.from_dict(d)
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
