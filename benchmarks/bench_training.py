@@ -159,6 +159,7 @@ def bench_trl(args, out: dict) -> None:
         output_dir=args.trl_dir, per_device_train_batch_size=args.batch, max_steps=steps, learning_rate=1e-7,
         beta=0.1, use_cpu=True, report_to="none", logging_steps=1000, save_strategy="no", max_length=512,
         precompute_ref_log_probs=False, dataloader_num_workers=0, disable_tqdm=True, seed=0,
+        gradient_checkpointing=False,  # TRL 1.x turns it on by default; ours does not recompute
     )
     try:
         trainer = trl.DPOTrainer(model=hf, args=cfg, train_dataset=ds, processing_class=tok, callbacks=[Timer()])
