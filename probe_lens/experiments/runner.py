@@ -399,7 +399,7 @@ class Study:
         fluency = [p.text for p in neutral(splits.eval)][: ev.n_fluency_texts]
         out["eval/perplexity_neutral"] = perplexity(model, fluency, batch_size=self.config.data.batch_size)
         name = (trained or self.probe_names()["single"])[0]
-        out["eval/probe_score_mean"] = float(
+        out["eval/probe_p_toxic"] = float(
             probe_scores(model, gen, probes[name], batch_size=self.config.data.batch_size, progress=False).mean()
         )
         out.update({k: v for k, v in tele.measure(model).items()})
