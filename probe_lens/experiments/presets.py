@@ -14,6 +14,7 @@ from probe_lens.experiments.config import CELLS, StudyConfig
 _DEMO: dict[str, Any] = {
     "preset": "demo",
     "seeds": [0],
+    "n_probe_prompts": 128,
     "cells": ["base", "probe_sft_1", "probe_dpo_1"],
     "data": {"hooks": [4, 6, 9, 12], "samples_per_prompt": 2, "max_new_tokens": 16, "max_rounds": 1,
              "min_minority": 0, "batch_size": 32, "chunk_prompts": 64},
@@ -29,6 +30,7 @@ _DEMO: dict[str, Any] = {
 _QUICK: dict[str, Any] = {
     "preset": "quick",
     "seeds": [0, 1],
+    "n_probe_prompts": 192,
     "cells": list(CELLS),
     "data": {"hooks": [4, 6, 9, 12], "samples_per_prompt": 2, "max_new_tokens": 20, "max_rounds": 1,
              "min_minority": 0, "batch_size": 32, "chunk_prompts": 64},
