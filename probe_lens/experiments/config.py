@@ -88,6 +88,8 @@ class EvalSetup:
     n_fluency_texts: int = 50
     """Held-out neutral texts whose perplexity measures fluency."""
     threshold: float = 0.5
+    n_telemetry_prompts: int = 16
+    """Held-out provocative prompts sampled (1 each) at every telemetry step, for toxicity vs step."""
 
     def __post_init__(self) -> None:
         if self.n_provocative < 1 or self.samples_per_prompt < 1 or self.max_new_tokens < 1:

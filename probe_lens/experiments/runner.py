@@ -282,13 +282,18 @@ class Study:
     def is_done(self, cell: str, seed: int) -> bool:
         return (self.cell_dir(cell, seed) / "eval.json").exists()
 
-    def telemetry(self, probes: dict[str, Any], trained: list[str], ds: ActivationDataset) -> DriftTelemetry:
+    def telemetry(self, probes: dict[str, Any], trained: list[str], ds: ActivationDataset, seed: int = 0) -> "StudyTelemetry":
         names = self.probe_names()
         heldout = {n: probes[n] for n in names["heldout"]}
         trained_d = {n: probes[n] for n in trained}
-        return DriftTelemetry(
+        ev = self.config.eval
+        n = min(ev.n_telemetry_prompts, ev.n_provocative)
+        prompts = [p.text for p in provocative(self.splits.eval)[:n]]
+        return StudyTelemetry(
             self.drift_set(ds), trained_d or None, heldout,
             hooks=list(self.config.telemetry_hooks), batch_size=self.config.data.batch_size,
+            toxicity_prompts=prompts, scorer=self.scorer, max_new_tokens=ev.max_new_tokens,
+            threshold=ev.threshold, seed=20_000 + seed,
         )
 
     def run_cell(self, cell: str, seed: int) -> dict[str, Any]:
@@ -305,7 +310,7 @@ class Study:
         model = self.model
         cfg = self.config
         trained = names["ensemble"] if cell.endswith("_ens") else names["single"] if cell.startswith("probe_") else []
-        tele = self.telemetry(probes, trained, ds)
+        tele = self.telemetry(probes, trained, ds, seed)
         tdir = cdir / "train"
         resume = (tdir / "checkpoints").exists() and any((tdir / "checkpoints").iterdir())
         info: dict[str, Any] = {"cell": cell, "seed": seed, "trained_against": trained}
@@ -369,7 +374,7 @@ class Study:
                 probes = self.fit_probes()
                 names = self.probe_names()
                 trained = names["ensemble"] if cell.endswith("_ens") else names["single"] if cell.startswith("probe_") else []
-                tele = self.telemetry(probes, trained, self.build_data())
+                tele = self.telemetry(probes, trained, self.build_data(), seed)
                 result = self.evaluate(cell, seed, tele, probes, trained)
                 result["info"] = {"cell": cell, "seed": seed, "trained_against": trained, "evaluated_from": str(ckpt)}
                 _write_json(cdir / "eval.json", result)
@@ -402,7 +407,7 @@ class Study:
         out["eval/probe_p_toxic"] = float(
             probe_scores(model, gen, probes[name], batch_size=self.config.data.batch_size, progress=False).mean()
         )
-        out.update({k: v for k, v in tele.measure(model).items()})
+        out.update({k: v for k, v in tele.measure(model, toxicity=False).items()})
         out["eval/n_responses"] = len(gen)
         samples = pd.DataFrame({"prompt": gen.prompts, "response": gen.response_texts, "score": tox})
         cdir = self.cell_dir(cell, seed)
@@ -471,13 +476,44 @@ class Study:
                 g = json.loads(f.read_text())
                 geometry[cell] = {h: {"before": g["before"][h], "after": g["after"][h]} for h in g["before"]}
         config = self.config.to_dict()
-        config["model"] = self.config.model or "embedded Gemma-3-270M (google/gemma-3-270m, Q4_K_M GGUF dequantised)"
+        name = self._model.cfg.model_name if self._model is not None else self.config.model
+        config["model"] = (
+            "embedded Gemma-3-270M (google/gemma-3-270m, Q4_K_M GGUF dequantised)"
+            if self.config.model is None and name in (None, "gemma-3-270m")
+            else name
+        )
         config["scorer"] = self.scorer.describe()
         config["heldout_probes"] = self.probe_names()["heldout"]
         config["timings"] = self._timings
         _write_json(self.out / "timings.json", self._timings)
         write_report(self.out, results=results, metrics=metrics, geometry=geometry, config=config, png_dir=self.out / "assets")
         return summary
+
+
+class StudyTelemetry(DriftTelemetry):
+    """Drift telemetry plus the toxicity rate of a few held-out provocative prompts at each step.
+
+    Adds ``eval/toxicity_rate`` (and ``eval/expected_max_toxicity`` over 1 sample) to every
+    telemetry row, so the report can draw toxicity against training step.
+    """
+
+    def __init__(self, *args, toxicity_prompts: list[str], scorer, max_new_tokens: int, threshold: float, seed: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.toxicity_prompts = toxicity_prompts
+        self.scorer = scorer
+        self.max_new_tokens = max_new_tokens
+        self.threshold = threshold
+        self.seed = seed
+
+    def measure(self, model, step: int | None = None, *, toxicity: bool = True) -> dict[str, float]:
+        out = super().measure(model, step)
+        if toxicity and self.toxicity_prompts:
+            gen = generate(model, self.toxicity_prompts, max_new_tokens=self.max_new_tokens, seed=self.seed,
+                           batch_size=self.batch_size, progress=False)
+            scores = np.asarray(self.scorer.score(gen.response_texts))
+            out["eval/toxicity_rate"] = float((scores >= self.threshold).mean())
+            out["eval/mean_toxicity"] = float(scores.mean())
+        return out
 
 
 def _comparable(d: dict[str, Any]) -> dict[str, Any]:
