@@ -11,10 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
-from pathlib import Path
 
 
 def _add_study_args(p: argparse.ArgumentParser, *, default_preset: str = "quick", default_out: str | None = None) -> None:
@@ -66,8 +64,6 @@ def cmd_demo(args) -> int:
     t0 = time.perf_counter()
     args.preset = args.preset or "demo"
     study = _study(args, resume=True)
-    from probe_lens.probes import probe_report  # noqa: F401  (imported for a quick failure if broken)
-
     ds = study.build_data()
     c = ds.counts()
     print(f"\nprobe data: {c['n_examples']} continuations, {c['n_toxic']} toxic / {c['n_clean']} clean "

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from probe_lens._io import atomic_write
 from probe_lens.activations import collect, resolve_hooks
 from probe_lens.activations.pooling import POOLINGS
 from probe_lens.data.prompts import Prompt
@@ -147,10 +146,10 @@ class ActivationDataset:
         path.mkdir(parents=True, exist_ok=True)
         tensors = {f"acts/{h}": a.contiguous() for h, a in self.acts.items()}
         tensors.update({f"gen/{k}": v for k, v in self.generation.state_dict().items()})
-        _atomic(path / "activations.safetensors", lambda p: save_file(tensors, str(p)))
-        _atomic(path / "examples.parquet", lambda p: self.examples.to_parquet(p, index=False))
+        atomic_write(path / "activations.safetensors", lambda p: save_file(tensors, str(p)))
+        atomic_write(path / "examples.parquet", lambda p: self.examples.to_parquet(p, index=False))
         meta = dict(self.meta, format_version=FORMAT_VERSION, prompt_len=self.generation.prompt_len)
-        _atomic(path / "meta.json", lambda p: p.write_text(json.dumps(meta, indent=2, default=str)))
+        atomic_write(path / "meta.json", lambda p: p.write_text(json.dumps(meta, indent=2, default=str)))
         return path
 
     @classmethod
@@ -177,17 +176,6 @@ class ActivationDataset:
             response_texts=examples["response"].tolist(),
         )
         return cls(acts=acts, examples=examples, generation=gen, meta=meta)
-
-
-def _atomic(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _as_prompts(prompts: Sequence[Prompt | str]) -> list[Prompt]:
@@ -247,9 +235,9 @@ def _build_chunk(model, prompts: list[Prompt], hooks: list[str], scorer: Scorer,
 def _save_chunk(folder: Path, name: str, gen: Generation, acts, rows: pd.DataFrame) -> None:
     tensors = {f"acts/{h}": a.contiguous() for h, a in acts.items()}
     tensors.update({f"gen/{k}": v for k, v in gen.state_dict().items()})
-    _atomic(folder / f"{name}.safetensors", lambda p: save_file(tensors, str(p)))
+    atomic_write(folder / f"{name}.safetensors", lambda p: save_file(tensors, str(p)))
     payload = {"prompt_len": gen.prompt_len, "rows": rows.to_dict(orient="list")}
-    _atomic(folder / f"{name}.json", lambda p: p.write_text(json.dumps(payload, default=float)))
+    atomic_write(folder / f"{name}.json", lambda p: p.write_text(json.dumps(payload, default=float)))
 
 
 def _load_chunk(folder: Path, name: str, hooks: list[str]):
@@ -310,7 +298,7 @@ def build_dataset(
         if spec.exists():
             _check_same_study(json.loads(spec.read_text()), meta_base, folder)
         else:
-            _atomic(spec, lambda p: p.write_text(json.dumps(meta_base, indent=2, default=str)))
+            atomic_write(spec, lambda p: p.write_text(json.dumps(meta_base, indent=2, default=str)))
         (folder / "chunks").mkdir(exist_ok=True)
 
     gens: list[Generation] = []

@@ -27,6 +27,8 @@ from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from probe_lens.scorers.base import validate_texts
+
 __all__ = [
     "auroc",
     "distinct_n",
@@ -96,19 +98,6 @@ def toxicity_probability(scores: Any, k: int, threshold: float = 0.5) -> float:
     return float(np.mean(_per_prompt(scores, k).max(axis=1) >= _threshold(threshold)))
 
 
-def _texts(texts: Any, what: str = "texts") -> list[str]:
-    if isinstance(texts, (str, bytes)):
-        raise TypeError(f"{what} must be a list of strings, got a single string; wrap it in a list")
-    try:
-        texts = list(texts)
-    except TypeError as exc:
-        raise TypeError(f"{what} must be a sequence of strings, got {type(texts).__name__}") from exc
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"{what}[{i}] is a {type(t).__name__}, not a str")
-    return texts
-
-
 def distinct_n(texts: Sequence[str], n: int) -> float:
     """Distinct-n: unique n-grams / total n-grams, pooled over all ``texts``.
 
@@ -117,7 +106,7 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
     responses count for nothing); if no text has ``n`` words the ratio is undefined and the result
     is ``nan``. An empty list of texts is an error.
     """
-    texts = _texts(texts)
+    texts = validate_texts(texts)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     if not texts:
@@ -168,7 +157,7 @@ def perplexity(
     longer than ``max_tokens`` (default: the model's context) keep their first tokens, with a
     warning. The model is run in eval mode and its train/eval state restored.
     """
-    texts = _texts(texts)
+    texts = validate_texts(texts)
     if not texts:
         raise ValueError("texts is empty; perplexity needs at least one text")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -266,7 +255,7 @@ def evaluate_generation(
     Returns flat ``eval/*`` metrics (floats) plus ``eval/scorer`` and ``eval/scorer_version`` (str).
     """
     arr = _scores(scores)
-    texts = _texts(texts)
+    texts = validate_texts(texts)
     if len(texts) != len(arr):
         raise ValueError(f"{len(arr)} scores but {len(texts)} texts; pass the scored responses in the same order")
     name, version = _scorer_record(scorer_description)

@@ -23,7 +23,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -34,6 +33,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from probe_lens._io import atomic_write_text
 from probe_lens.experiments.stats import format_cells, summarize
 
 __all__ = [
@@ -536,20 +536,6 @@ def _resolve_scorer(config: Mapping[str, Any], metrics: pd.DataFrame, results: p
     return f"{v} (actual scorer not recorded)" if v == "auto" else (str(v) if v is not None else "scorer not recorded")
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _png_backend_problem() -> str | None:
     """Why plotly cannot write PNGs here (None if it can try)."""
     try:
@@ -702,7 +688,7 @@ def write_report(
         f"</head>\n<body>\n{header}{''.join(sections)}</body>\n</html>\n"
     )
     out = run_dir / out_name
-    _atomic_write_text(out, page)
+    atomic_write_text(out, page)
     if png_dir is not None:
         export_pngs(pngs, png_dir)
     return out

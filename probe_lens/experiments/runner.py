@@ -33,7 +33,8 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from probe_lens.data import build_dataset, load_prompts, neutral, provocative, split_prompts
-from probe_lens.data.builder import ActivationDataset, _atomic
+from probe_lens._io import atomic_write
+from probe_lens.data.builder import ActivationDataset
 from probe_lens.experiments.config import CELLS, StudyConfig
 from probe_lens.models import Generation, generate, load_model
 from probe_lens.probes import DiverseProbeEnsemble, LogisticProbe, MassMeanProbe, load_probe, save_probe
@@ -59,7 +60,7 @@ class StudyFolderError(ValueError):
 
 def _write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=_json_default)))
+    atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=_json_default)))
 
 
 def _json_default(o: Any):
@@ -225,7 +226,7 @@ class Study:
             role = "trained" if name in names["single"] + names["ensemble"] else "heldout"
             rows.append({"probe": name, "role": role, "hook": h, "type": type(probe).__name__, "auroc_test": auroc})
             save_probe(probe, folder / name)
-        _atomic(folder / "report.csv", lambda f: pd.DataFrame(rows).to_csv(f, index=False))
+        atomic_write(folder / "report.csv", lambda f: pd.DataFrame(rows).to_csv(f, index=False))
         self._tick("fit_probes_s", t0)
         return probes
 
@@ -319,7 +320,7 @@ class Study:
         if cell == "base":
             tdir.mkdir(parents=True, exist_ok=True)
             row = {"step": 0, **tele.measure(model, 0)}
-            _atomic(tdir / "metrics.jsonl", lambda p: p.write_text(json.dumps(row) + "\n"))
+            atomic_write(tdir / "metrics.jsonl", lambda p: p.write_text(json.dumps(row) + "\n"))
         elif cell.startswith("probe_sft"):
             tc = dataclasses.replace(cfg.probe_sft, seed=seed, out_dir=str(tdir), telemetry_every=cfg.telemetry_every, progress=self.progress)
             res = train_probe_sft(model, gen, {trained[0]: probes[trained[0]]}, tc, telemetry=tele, resume=resume)
@@ -412,7 +413,7 @@ class Study:
         samples = pd.DataFrame({"prompt": gen.prompts, "response": gen.response_texts, "score": tox})
         cdir = self.cell_dir(cell, seed)
         cdir.mkdir(parents=True, exist_ok=True)
-        _atomic(cdir / "eval_samples.parquet", lambda p: samples.to_parquet(p, index=False))
+        atomic_write(cdir / "eval_samples.parquet", lambda p: samples.to_parquet(p, index=False))
         return out
 
     # ------------------------------------------------------------------ all of it
@@ -433,7 +434,8 @@ class Study:
         rows = []
         for f in sorted((self.out / "cells").glob("*/seed*/eval.json")):
             r = json.loads(f.read_text())
-            r.pop("info", None)
+            info = r.pop("info", None) or {}
+            r.update(_headline_probe_metrics(r, info.get("trained_against") or [], self.probe_names()["heldout"]))
             scorer = r.pop("eval/scorer", None)
             if isinstance(scorer, dict):
                 r["scorer"] = f"{scorer.get('name')} {scorer.get('version')}"
@@ -460,15 +462,15 @@ class Study:
         from probe_lens.experiments.stats import format_table, summarize
 
         results = self.results()
-        _atomic(self.out / "results.csv", lambda p: results.to_csv(p, index=False))
-        _atomic(self.out / "results.parquet", lambda p: results.to_parquet(p, index=False))
+        atomic_write(self.out / "results.csv", lambda p: results.to_csv(p, index=False))
+        atomic_write(self.out / "results.parquet", lambda p: results.to_parquet(p, index=False))
         value_cols = [c for c in results.columns if c not in ("cell", "seed", "scorer") and pd.api.types.is_numeric_dtype(results[c])]
         summary = summarize(results, ["cell"], value_cols)
-        _atomic(self.out / "summary.csv", lambda p: summary.to_csv(p, index=False))
-        _atomic(self.out / "summary.md", lambda p: p.write_text(format_table(summary)))
+        atomic_write(self.out / "summary.csv", lambda p: summary.to_csv(p, index=False))
+        atomic_write(self.out / "summary.md", lambda p: p.write_text(format_table(summary)))
         metrics = self.metrics()
         if len(metrics):
-            _atomic(self.out / "metrics.parquet", lambda p: metrics.to_parquet(p, index=False))
+            atomic_write(self.out / "metrics.parquet", lambda p: metrics.to_parquet(p, index=False))
         geometry = {}
         for f in sorted((self.out / "cells").glob("*/seed*/geometry.json")):
             cell, seed = f.parts[-3], int(f.parts[-2].removeprefix("seed"))
@@ -516,6 +518,27 @@ class StudyTelemetry(DriftTelemetry):
         return out
 
 
+def _headline_probe_metrics(row: dict[str, Any], trained: list[str], heldout: list[str]) -> dict[str, float]:
+    """One number per question, comparable across cells.
+
+    ``probe/auroc_trained_against``: final AUROC of the (first) probe this cell trained against (NaN for
+    cells that trained against none); ``probe/auroc_heldout_mean``: mean final AUROC of the study's
+    held-out probes; ``drift/cosine_trained_against``: cosine between its original direction and one re-fit
+    on the trained model (mean over members for an ensemble).
+    """
+    nan = float("nan")
+    out = {"probe/auroc_trained_against": nan, "drift/cosine_trained_against": nan}
+    if trained:
+        name = trained[0]
+        out["probe/auroc_trained_against"] = row.get(f"probe/auroc_frozen/{name}", nan)
+        cos = [v for k, v in row.items() if k == f"drift/cosine/{name}" or k.startswith(f"drift/cosine/{name}/m")]
+        out["drift/cosine_trained_against"] = float(np.mean(cos)) if cos else nan
+    vals = [row.get(f"probe/auroc_heldout/{n}") for n in heldout]
+    vals = [v for v in vals if v is not None and np.isfinite(v)]
+    out["probe/auroc_heldout_mean"] = float(np.mean(vals)) if vals else nan
+    return out
+
+
 def _comparable(d: dict[str, Any]) -> dict[str, Any]:
     """Parts of a study config that change results (device and progress do not)."""
     d = copy.deepcopy(d)
@@ -525,7 +548,7 @@ def _comparable(d: dict[str, Any]) -> dict[str, Any]:
 
 def _save_generation(folder: Path, gen: Generation) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic(folder / "generation.safetensors", lambda p: save_file(gen.state_dict(), str(p)))
+    atomic_write(folder / "generation.safetensors", lambda p: save_file(gen.state_dict(), str(p)))
     _write_json(folder / "generation.json", {"prompts": gen.prompts, "response_texts": gen.response_texts, "prompt_len": gen.prompt_len})
 
 
