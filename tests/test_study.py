@@ -29,6 +29,11 @@ def test_whole_grid_writes_every_output(finished_study):
     for col in ("eval/toxicity_rate", "eval/expected_max_toxicity", "eval/perplexity_neutral", "eval/distinct_1"):
         assert results[col].notna().all(), col
     assert results["scorer"].str.contains("non-ascii-share").all()
+    assert results["probe/auroc_heldout_mean"].notna().all()
+    probe_cells = results["cell"].str.startswith("probe_")
+    assert results.loc[probe_cells, "probe/auroc_trained_against"].notna().all()
+    assert results.loc[~probe_cells, "probe/auroc_trained_against"].isna().all()
+    assert results.loc[probe_cells, "drift/cosine_trained_against"].between(-1, 1).all()
     assert set(summary["cell"]) == set(CELLS)
     for cell in CELLS:
         cdir = out / "cells" / cell / "seed0"
