@@ -12,7 +12,7 @@ from probe_lens.testing import non_ascii_scorer, tiny_model, tiny_study_config
 @pytest.fixture(scope="module")
 def finished_study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
-    study = Study(tiny_study_config(), out, model=tiny_model(n_layers=4), scorer=non_ascii_scorer(), progress=False)
+    study = Study(tiny_study_config(), out, model=tiny_model(n_layers=4), scorer=non_ascii_scorer(), progress=False, export_png=False)
     summary = study.run()
     return study, summary
 
@@ -52,7 +52,7 @@ def test_whole_grid_writes_every_output(finished_study):
 def test_resume_skips_finished_cells(finished_study):
     study, _ = finished_study
     stamp = {f: f.stat().st_mtime_ns for f in study.out.glob("cells/*/seed0/eval.json")}
-    again = Study(study.config, study.out, resume=True, model=tiny_model(n_layers=4), scorer=non_ascii_scorer(), progress=False)
+    again = Study(study.config, study.out, resume=True, model=tiny_model(n_layers=4), scorer=non_ascii_scorer(), progress=False, export_png=False)
     again.run()
     assert {f: f.stat().st_mtime_ns for f in study.out.glob("cells/*/seed0/eval.json")} == stamp
 

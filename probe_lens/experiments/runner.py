@@ -81,6 +81,8 @@ class Study:
         out_dir: the run folder.
         resume: continue a study already in ``out_dir`` (finished cells are skipped).
         overwrite: delete ``out_dir`` first if it holds a *different* study.
+        model, scorer: use these instead of loading ``config.model`` / ``get_scorer(config.scorer)``.
+        export_png: also write static PNGs of the key figures to ``assets/`` (needs kaleido + Chromium).
     """
 
     def __init__(
@@ -93,8 +95,10 @@ class Study:
         progress: bool = True,
         model=None,
         scorer=None,
+        export_png: bool = True,
     ) -> None:
         self.config = config
+        self.export_png = export_png
         self.out = Path(out_dir)
         self.progress = progress
         self._model = None
@@ -488,7 +492,7 @@ class Study:
         config["heldout_probes"] = self.probe_names()["heldout"]
         config["timings"] = self._timings
         _write_json(self.out / "timings.json", self._timings)
-        write_report(self.out, results=results, metrics=metrics, geometry=geometry, config=config, png_dir=self.out / "assets")
+        write_report(self.out, results=results, metrics=metrics, geometry=geometry, config=config, png_dir=self.out / "assets" if self.export_png else None)
         return summary
 
 
