@@ -536,6 +536,10 @@ def _resolve_scorer(config: Mapping[str, Any], metrics: pd.DataFrame, results: p
     return f"{v} (actual scorer not recorded)" if v == "auto" else (str(v) if v is not None else "scorer not recorded")
 
 
+PNG_TIMEOUT_S = 300
+"""Seconds the static-PNG export may take before it is abandoned with a warning."""
+
+
 def _png_backend_problem() -> str | None:
     """Why plotly cannot write PNGs here (None if it can try)."""
     try:
@@ -564,12 +568,29 @@ def export_pngs(figures: Mapping[str, go.Figure], png_dir: str | Path, *, scale:
     names = list(figures)
     finals = [png_dir / f"{n}.png" for n in names]
     tmps = [png_dir / f".{n}.tmp.png" for n in names]
+    import threading
+
+    failure: list[BaseException] = []
+
+    def render() -> None:
+        try:
+            pio.write_images(
+                [figures[n] for n in names], tmps, format="png", scale=scale,
+                width=[int(figures[n].layout.width or 1200) for n in names],
+                height=[int(figures[n].layout.height or 500) for n in names],
+            )
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failure.append(exc)
+
+    # kaleido drives a headless Chromium; seen to hang on a loaded machine, so bound it
+    worker = threading.Thread(target=render, name="png-export", daemon=True)
+    worker.start()
+    worker.join(PNG_TIMEOUT_S)
+    if worker.is_alive():
+        failure.append(TimeoutError(f"no PNGs after {PNG_TIMEOUT_S} s"))
     try:
-        pio.write_images(
-            [figures[n] for n in names], tmps, format="png", scale=scale,
-            width=[int(figures[n].layout.width or 1200) for n in names],
-            height=[int(figures[n].layout.height or 500) for n in names],
-        )
+        if failure:
+            raise failure[0]
     except Exception as exc:  # noqa: BLE001 - any backend failure (no Chrome, sandbox, ...) must not sink the report
         for t in tmps:
             t.unlink(missing_ok=True)
