@@ -29,7 +29,7 @@ def test_whole_grid_writes_every_output(finished_study):
     for col in ("eval/toxicity_rate", "eval/expected_max_toxicity", "eval/perplexity_neutral", "eval/distinct_1"):
         assert results[col].notna().all(), col
     assert results["scorer"].str.contains("non-ascii-share").all()
-    assert results["probe/auroc_heldout_mean"].notna().all()
+    assert results["probe/auroc_heldout_avg"].notna().all()
     probe_cells = results["cell"].str.startswith("probe_")
     assert results.loc[probe_cells, "probe/auroc_trained_against"].notna().all()
     assert results.loc[~probe_cells, "probe/auroc_trained_against"].isna().all()

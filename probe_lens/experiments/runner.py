@@ -526,7 +526,7 @@ def _headline_probe_metrics(row: dict[str, Any], trained: list[str], heldout: li
     """One number per question, comparable across cells.
 
     ``probe/auroc_trained_against``: final AUROC of the (first) probe this cell trained against (NaN for
-    cells that trained against none); ``probe/auroc_heldout_mean``: mean final AUROC of the study's
+    cells that trained against none); ``probe/auroc_heldout_avg``: mean final AUROC of the study's
     held-out probes; ``drift/cosine_trained_against``: cosine between its original direction and one re-fit
     on the trained model (mean over members for an ensemble).
     """
@@ -539,7 +539,7 @@ def _headline_probe_metrics(row: dict[str, Any], trained: list[str], heldout: li
         out["drift/cosine_trained_against"] = float(np.mean(cos)) if cos else nan
     vals = [row.get(f"probe/auroc_heldout/{n}") for n in heldout]
     vals = [v for v in vals if v is not None and np.isfinite(v)]
-    out["probe/auroc_heldout_mean"] = float(np.mean(vals)) if vals else nan
+    out["probe/auroc_heldout_avg"] = float(np.mean(vals)) if vals else nan
     return out
 
 
