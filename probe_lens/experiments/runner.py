@@ -490,8 +490,12 @@ class Study:
         )
         config["scorer"] = self.scorer.describe()
         config["heldout_probes"] = self.probe_names()["heldout"]
-        config["timings"] = self._timings
-        _write_json(self.out / "timings.json", self._timings)
+        timings_file = self.out / "timings.json"
+        timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
+        if self._timings:  # a report-only call has none of its own: keep the run's
+            timings = dict(self._timings)
+            _write_json(timings_file, timings)
+        config["timings"] = timings
         write_report(self.out, results=results, metrics=metrics, geometry=geometry, config=config, png_dir=self.out / "assets" if self.export_png else None)
         return summary
 
@@ -528,15 +532,15 @@ def _headline_probe_metrics(row: dict[str, Any], trained: list[str], heldout: li
     ``probe/auroc_trained_against``: final AUROC of the (first) probe this cell trained against (NaN for
     cells that trained against none); ``probe/auroc_heldout_avg``: mean final AUROC of the study's
     held-out probes; ``drift/cosine_trained_against``: cosine between its original direction and one re-fit
-    on the trained model (mean over members for an ensemble).
+    on the trained model (an ensemble's first member).
     """
     nan = float("nan")
     out = {"probe/auroc_trained_against": nan, "drift/cosine_trained_against": nan}
     if trained:
         name = trained[0]
         out["probe/auroc_trained_against"] = row.get(f"probe/auroc_frozen/{name}", nan)
-        cos = [v for k, v in row.items() if k == f"drift/cosine/{name}" or k.startswith(f"drift/cosine/{name}/m")]
-        out["drift/cosine_trained_against"] = float(np.mean(cos)) if cos else nan
+        # an ensemble's later members are orthogonal to any single re-fit direction: use its first member
+        out["drift/cosine_trained_against"] = row.get(f"drift/cosine/{name}", row.get(f"drift/cosine/{name}/m0", nan))
     vals = [row.get(f"probe/auroc_heldout/{n}") for n in heldout]
     vals = [v for v in vals if v is not None and np.isfinite(v)]
     out["probe/auroc_heldout_avg"] = float(np.mean(vals)) if vals else nan
