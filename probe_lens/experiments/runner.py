@@ -129,10 +129,7 @@ class Study:
                     "(finished cells are kept) or --overwrite to start again"
                 )
         self.out.mkdir(parents=True, exist_ok=True)
-        if not spec.exists() or _comparable(json.loads(spec.read_text())) != _comparable(wanted):
-            self.config.save(spec)
-        else:
-            self.config.save(spec)  # refresh (e.g. changed seeds list is part of comparable anyway)
+        self.config.save(spec)
 
     def _adopt_model(self, model) -> None:
         self._model = model
