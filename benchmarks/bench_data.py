@@ -1,7 +1,9 @@
 """Data pipeline on the embedded Gemma-3-270M: throughput, toxic yield, class counts, AUROC by layer.
 
-    python benchmarks/bench_data.py --out runs/bench_data [--prompts fit|all] [--layers 2 4 ... 16]
+    python benchmarks/bench_data.py --out runs/bench_data_default [--prompts fit|all] [--layers 2 4 ... 16]
 
+Uses the *default* ``BuildConfig`` (k=4, 24 new tokens, threshold 0.5, up to 3 rounds until 300
+examples of the minority class) except for the hooks (the layer sweep) and the batch size.
 Prints a markdown report (also written to <out>/report.md). Resumable: rerunning reuses the build.
 """
 
@@ -23,21 +25,17 @@ from probe_lens.scorers import get_scorer
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="runs/bench_data")
+    ap.add_argument("--out", default="runs/bench_data_default")
     ap.add_argument("--prompts", choices=["fit", "all"], default="fit")
     ap.add_argument("--layers", type=int, nargs="+", default=[2, 4, 6, 8, 10, 12, 14, 16])
-    ap.add_argument("--samples-per-prompt", type=int, default=4)
-    ap.add_argument("--max-new-tokens", type=int, default=24)
+    ap.add_argument("--batch-size", type=int, default=32)
     args = ap.parse_args()
     torch.manual_seed(0)
     model = load_model(device="cpu")
     scorer = get_scorer("auto")
     splits = split_prompts(load_prompts(), seed=0)
     prompts = splits.probe_fit if args.prompts == "fit" else load_prompts()
-    cfg = BuildConfig(
-        hooks=args.layers, samples_per_prompt=args.samples_per_prompt, max_new_tokens=args.max_new_tokens,
-        max_rounds=1, min_minority=0, batch_size=32, chunk_prompts=32,
-    )
+    cfg = BuildConfig(hooks=args.layers, batch_size=args.batch_size)
     t0 = time.perf_counter()
     ds = build_dataset(model, prompts, scorer, cfg, out_dir=args.out)
     wall = time.perf_counter() - t0
