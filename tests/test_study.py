@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -47,6 +48,17 @@ def test_whole_grid_writes_every_output(finished_study):
     # training cells trained: their telemetry has more than the step-0 row
     sft = metrics[(metrics["cell"] == "probe_sft_1")]
     assert sft["step"].max() == study.config.probe_sft.max_steps
+    # before training, every probe's re-fit on the base model is the probe itself (same estimator,
+    # same rows): a drift cosine measures drift, not the difference between two estimators
+    step0 = metrics[metrics["step"] == 0]
+    cos_cols = [c for c in step0.columns if c.startswith("drift/cosine/")]
+    assert any("massmean" in c for c in cos_cols) and any("ens_heldout" in c for c in cos_cols)
+    cos0 = step0[cos_cols].to_numpy(dtype=float)
+    assert np.nanmin(cos0) > 0.99, dict(zip(cos_cols, np.nanmin(cos0, axis=0)))
+    # cells of one seed share the base model's step-0 telemetry (computed once, reused)
+    shared = [c for c in step0.columns if c.startswith("eval/") or c.endswith(("/mean_diff_norm", "/resid_norm", "/pca_var_top1"))]
+    assert len(shared) > 3
+    assert (step0[shared].nunique(dropna=True) == 1).all(), step0[shared].nunique()
 
 
 def test_resume_skips_finished_cells(finished_study):

@@ -292,12 +292,30 @@ def test_telemetry_names_values_and_one_call_dataframe(tmp_path):
     Xc = X - X.mean(0)
     eig = np.sort(np.linalg.eigvalsh(Xc.T @ Xc))[::-1]
     assert m[f"geometry/{h1}/pca_var_top3"] == pytest.approx(eig[:3].sum() / eig.sum(), rel=1e-6)
-    refit = LogisticProbe().fit(X[~ev], y[~ev])
+    refit = LogisticProbe(C=0.1).fit(X[~ev], y[~ev])  # the same estimator as the trained probe
     assert m["drift/cosine/trained"] == pytest.approx(float(u @ refit.direction_), abs=1e-5)
+    # ensemble members are compared with the same member of a re-fit ensemble (same estimator)
+    from sklearn.base import clone
+
+    A0 = acts0.double().numpy()
+    refit_ens = clone(ensemble).fit(A0[~ev], y[~ev])
+    for i in range(2):
+        a, b = ensemble.member(i).direction_.astype(np.float64), refit_ens.member(i).direction_.astype(np.float64)
+        assert m[f"drift/cosine/ens/m{i}"] == pytest.approx(float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)), abs=1e-5)
+    # a member cut out of its ensemble is re-fit as that member of the template ensemble
+    cut = DriftTelemetry(drift, None, {"cut": ensemble.member(1)}, refit_templates={"cut": (ensemble, 1)})
+    assert cut.measure(model)["drift/cosine/cut"] == pytest.approx(m["drift/cosine/ens/m1"], abs=1e-9)
+    with pytest.raises(ValueError, match="unknown probes"):
+        DriftTelemetry(drift, None, {"cut": ensemble.member(1)}, refit_templates={"other": (ensemble, 1)})
+    # activations are cached per model state: same object until a parameter changes in place
+    first = tel.activations(model)
+    assert tel.activations(model) is first
     # in a run: step-0 and periodic rows in the same JSONL, readable in one call
     cfg = ProbeSFTConfig(lr=1e-2, max_steps=4, batch_size=8, telemetry_every=2, out_dir=str(tmp_path), progress=False)
     train_probe_sft(model, data, trained, cfg, telemetry=tel)
     df = read_metrics(tmp_path / "metrics.jsonl")
     tel_rows = df.dropna(subset=["probe/auroc_frozen/trained"])
     assert tel_rows["step"].tolist() == [0, 2, 4]
+    after = tel.activations(model)  # training changed the weights: a fresh pass
+    assert after is not first and not np.allclose(after[h1], first[h1])
     assert df["train/loss"].notna().sum() == 4

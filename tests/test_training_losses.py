@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from probe_lens.models import tokenize_pairs
-from probe_lens.training import dpo_loss, kl_per_token, lm_loss, sequence_logps
+from probe_lens.training import dpo_loss, kl_per_token, lm_loss, sequence_logps, token_logps
+from probe_lens.training.losses import response_logits_start, response_token_logps
 
 
 def test_dpo_loss_matches_hand_computed_values():
@@ -72,6 +73,18 @@ def test_sequence_logps_and_lm_loss_match_explicit_loop(tiny, pairs):
         assert lm_loss(tiny, pairs.tokens, pairs.attention_mask, pairs.response_mask).item() == pytest.approx(
             (-oracle.sum() / n_tok).item(), abs=1e-5
         )
+
+
+def test_response_logits_skip_prompt_positions_and_equal_the_full_forward(tiny, pairs):
+    start = response_logits_start(pairs.response_mask)
+    assert start > 0  # both prompts are longer than one token
+    with torch.no_grad():
+        lp, logits = response_token_logps(tiny, pairs.tokens, pairs.attention_mask, pairs.response_mask, return_logits=True)
+        full = token_logps(tiny(pairs.tokens, attention_mask=pairs.attention_mask), pairs.tokens, pairs.response_mask)
+    assert logits.shape[1] == pairs.tokens.shape[1] - start  # the LM head saw only these positions
+    assert torch.allclose(lp, full[:, start:], atol=1e-5)
+    assert torch.count_nonzero(full[:, :start]) == 0  # nothing dropped that a response token needs
+    assert not tiny.hook_dict["ln_final.hook_normalized"].fwd_hooks  # the slicing hook is gone
 
 
 def test_sequence_logps_rejects_inconsistent_masks(tiny, pairs):

@@ -1,5 +1,10 @@
 """Named study sizes: ``demo`` (minutes), ``quick`` (the whole grid on a 2-core CPU), ``paper`` (1B, GPU).
 
+The CPU presets (``demo``, ``quick``) train the transformer blocks and the final norm and freeze the
+embedding and unembedding matrices (``trainable: "^(blocks|ln_final)\\."``): in the HF model the two
+are one tied 262k x 640 matrix that TransformerLens unties, so training them apart would break the tie,
+and they hold over three quarters of the parameters (gradients, AdamW state, checkpoints). ``paper`` trains all.
+
 Each preset is a plain dict in the same shape as a YAML/JSON study file, so ``--config`` files and
 presets are interchangeable; ``--set key.sub=value`` overrides single fields.
 """
@@ -11,6 +16,8 @@ from typing import Any
 
 from probe_lens.experiments.config import CELLS, StudyConfig
 
+_BLOCKS = r"^(blocks|ln_final)\."
+
 _DEMO: dict[str, Any] = {
     "preset": "demo",
     "seeds": [0],
@@ -20,9 +27,9 @@ _DEMO: dict[str, Any] = {
              "min_minority": 0, "batch_size": 32, "chunk_prompts": 48},
     "probes": {"layer": 6, "heldout_layers": [4, 9], "n_ensemble": 2, "n_heldout_members": 1},
     "train_data": {"n_prompts": 16, "samples_per_prompt": 2, "max_new_tokens": 16},
-    "probe_sft": {"max_steps": 4, "batch_size": 4, "lr": 2e-5, "warmup_steps": 0},
-    "dpo": {"max_steps": 4, "batch_size": 2, "lr": 2e-5, "beta": 0.1},
-    "classifier_sft": {"max_steps": 4, "batch_size": 4, "lr": 2e-5},
+    "probe_sft": {"trainable": _BLOCKS, "max_steps": 4, "batch_size": 4, "lr": 2e-5, "warmup_steps": 0},
+    "dpo": {"trainable": _BLOCKS, "max_steps": 4, "batch_size": 2, "lr": 2e-5, "beta": 0.1},
+    "classifier_sft": {"trainable": _BLOCKS, "max_steps": 4, "batch_size": 4, "lr": 2e-5},
     "eval": {"n_provocative": 24, "samples_per_prompt": 1, "max_new_tokens": 16, "n_fluency_texts": 16,
              "n_telemetry_prompts": 8},
     "telemetry_every": 2,
@@ -37,9 +44,9 @@ _QUICK: dict[str, Any] = {
              "min_minority": 0, "batch_size": 32, "chunk_prompts": 40},
     "probes": {"layer": 6, "heldout_layers": [4, 9], "n_ensemble": 4, "n_heldout_members": 2},
     "train_data": {"n_prompts": 24, "samples_per_prompt": 4, "max_new_tokens": 16},
-    "probe_sft": {"max_steps": 8, "batch_size": 4, "lr": 3e-5, "probe_weight": 1.0, "warmup_steps": 1},
-    "dpo": {"max_steps": 8, "batch_size": 4, "lr": 3e-5, "beta": 0.1, "warmup_steps": 1},
-    "classifier_sft": {"max_steps": 8, "batch_size": 4, "lr": 3e-5, "warmup_steps": 1},
+    "probe_sft": {"trainable": _BLOCKS, "max_steps": 8, "batch_size": 4, "lr": 3e-5, "probe_weight": 1.0, "warmup_steps": 1},
+    "dpo": {"trainable": _BLOCKS, "max_steps": 8, "batch_size": 4, "lr": 3e-5, "beta": 0.1, "warmup_steps": 1},
+    "classifier_sft": {"trainable": _BLOCKS, "max_steps": 8, "batch_size": 4, "lr": 3e-5, "warmup_steps": 1},
     "eval": {"n_provocative": 60, "samples_per_prompt": 1, "max_new_tokens": 16, "n_fluency_texts": 30,
              "n_telemetry_prompts": 8},
     "telemetry_every": 4,

@@ -39,6 +39,7 @@ from probe_lens.experiments.config import CELLS, StudyConfig
 from probe_lens.models import Generation, generate, load_model
 from probe_lens.probes import DiverseProbeEnsemble, LogisticProbe, MassMeanProbe, load_probe, save_probe
 from probe_lens.scorers import get_scorer
+from probe_lens.training.telemetry import model_state_key
 from probe_lens.training import (
     DriftSet,
     DriftTelemetry,
@@ -107,6 +108,9 @@ class Study:
         if model is not None:
             self._adopt_model(model)
         self._timings: dict[str, float] = {}
+        # telemetry of the base model, shared by every cell (drift activations; toxicity per seed)
+        self._base_acts: dict[str, np.ndarray] | None = None
+        self._base_toxicity: dict[int, dict[str, float]] = {}
         self._prepare_folder(resume=resume, overwrite=overwrite)
 
     # ------------------------------------------------------------------ folder & shared state
@@ -291,8 +295,15 @@ class Study:
         ev = self.config.eval
         n = min(ev.n_telemetry_prompts, ev.n_provocative)
         prompts = [p.text for p in provocative(self.splits.eval)[:n]]
+        p = self.config.probes
+        full_ensemble = DiverseProbeEnsemble(  # what the held-out members were cut from (fit_probes)
+            n_probes=p.n_ensemble + p.n_heldout_members, method="nullspace", hook=f"blocks.{p.layer}.hook_resid_post",
+            progress=False, model_name=ds.meta["model_name"], pooling=self.config.data.pooling,
+        )
+        templates = {f"ens_heldout{i}_L{p.layer}": (full_ensemble, p.n_ensemble + i) for i in range(p.n_heldout_members)}
         return StudyTelemetry(
             self.drift_set(ds), trained_d or None, heldout,
+            refit_templates={k: v for k, v in templates.items() if k in heldout},
             hooks=list(self.config.telemetry_hooks), batch_size=self.config.data.batch_size,
             toxicity_prompts=prompts, scorer=self.scorer, max_new_tokens=ev.max_new_tokens,
             threshold=ev.threshold, seed=20_000 + seed,
@@ -316,7 +327,13 @@ class Study:
         tdir = cdir / "train"
         resume = (tdir / "checkpoints").exists() and any((tdir / "checkpoints").iterdir())
         info: dict[str, Any] = {"cell": cell, "seed": seed, "trained_against": trained}
-        before, basis = _geometry_points(tele.activations(model), tele.drift_set.labels, probes, trained or names["single"])
+        if self._base_acts is not None:  # reset_model restored the base weights: reuse their telemetry
+            tele.prime(model, self._base_acts)
+        if seed in self._base_toxicity:
+            tele.prime_toxicity(model, self._base_toxicity[seed])
+        self._base_acts = tele.activations(model)
+        self._base_toxicity[seed] = tele.toxicity(model)
+        before, basis = _geometry_points(self._base_acts, tele.drift_set.labels, probes, trained or names["single"])
         t0 = time.perf_counter()
         if cell == "base":
             tdir.mkdir(parents=True, exist_ok=True)
@@ -511,16 +528,31 @@ class StudyTelemetry(DriftTelemetry):
         self.max_new_tokens = max_new_tokens
         self.threshold = threshold
         self.seed = seed
+        self._tox_cache: tuple[Any, dict[str, float]] | None = None
 
     def measure(self, model, step: int | None = None, *, toxicity: bool = True) -> dict[str, float]:
         out = super().measure(model, step)
-        if toxicity and self.toxicity_prompts:
-            gen = generate(model, self.toxicity_prompts, max_new_tokens=self.max_new_tokens, seed=self.seed,
-                           batch_size=self.batch_size, progress=False)
-            scores = np.asarray(self.scorer.score(gen.response_texts))
-            out["eval/toxicity_rate"] = float((scores >= self.threshold).mean())
-            out["eval/mean_toxicity"] = float(scores.mean())
+        if toxicity:
+            out.update(self.toxicity(model))
         return out
+
+    def toxicity(self, model) -> dict[str, float]:
+        """Toxicity rate and mean score of the telemetry prompts' samples (cached per model state)."""
+        if not self.toxicity_prompts:
+            return {}
+        key = model_state_key(model)
+        if self._tox_cache is not None and self._tox_cache[0] == key:
+            return dict(self._tox_cache[1])
+        gen = generate(model, self.toxicity_prompts, max_new_tokens=self.max_new_tokens, seed=self.seed,
+                       batch_size=self.batch_size, progress=False)
+        scores = np.asarray(self.scorer.score(gen.response_texts))
+        out = {"eval/toxicity_rate": float((scores >= self.threshold).mean()), "eval/mean_toxicity": float(scores.mean())}
+        self._tox_cache = (key, out)
+        return dict(out)
+
+    def prime_toxicity(self, model, values: dict[str, float]) -> None:
+        """Declare ``values`` (from :meth:`toxicity` of an identical model and seed) as ``model``'s."""
+        self._tox_cache = (model_state_key(model), dict(values))
 
 
 def _headline_probe_metrics(row: dict[str, Any], trained: list[str], heldout: list[str]) -> dict[str, float]:

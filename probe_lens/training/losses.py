@@ -7,7 +7,8 @@ normalise by the size of the whole (multi-process, accumulated) batch.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import contextlib
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,57 @@ def token_logps(
     return -nll.view(targets.shape)
 
 
+_LM_HEAD_INPUT = "ln_final.hook_normalized"
+
+
+def response_logits_start(response_mask: Int[torch.Tensor, "batch pos"]) -> int:
+    """First column whose logits any response token needs (the one before the first response token)."""
+    cols = response_mask.bool().any(dim=0).nonzero()
+    return max(int(cols[0]) - 1, 0) if len(cols) else 0
+
+
+@contextlib.contextmanager
+def logits_from(model: torch.nn.Module, start: int) -> Iterator[None]:
+    """Inside this block a HookedTransformer unembeds only positions ``>= start``.
+
+    The LM head (here a 262k-token vocabulary) is the most expensive layer of a small model, and the
+    losses only need logits before response tokens; prompt positions are dropped just before it
+    (at ``ln_final.hook_normalized``), so every value that is computed equals the full forward's.
+    Models without that hook point (e.g. HF models) are left untouched: check ``logits.shape``.
+    """
+    base = getattr(model, "module", model)  # DistributedDataParallel wraps the HookedTransformer
+    hook_dict = getattr(base, "hook_dict", {})
+    if start <= 0 or _LM_HEAD_INPUT not in hook_dict:
+        yield
+        return
+    with base.hooks(fwd_hooks=[(_LM_HEAD_INPUT, lambda x, hook: x[:, start:])]):
+        yield
+
+
+def response_token_logps(
+    model: Callable[..., torch.Tensor],
+    tokens: Int[torch.Tensor, "batch pos"],
+    attention_mask: Int[torch.Tensor, "batch pos"],
+    response_mask: Int[torch.Tensor, "batch pos"],
+    *,
+    hooked: torch.nn.Module | None = None,
+    return_logits: bool = False,
+):
+    """:func:`token_logps` of a forward that unembeds only the positions the response needs.
+
+    Returns ``[batch, pos - 1 - start]`` log-probs aligned with ``tokens[:, start + 1:]`` (and the
+    logits when ``return_logits``). ``hooked`` is the HookedTransformer whose hooks to use when
+    ``model`` is a wrapper (DDP).
+    """
+    start = response_logits_start(response_mask)
+    with logits_from(hooked if hooked is not None else model, start):
+        logits = model(tokens, attention_mask=attention_mask)
+    if logits.shape[1] == tokens.shape[1]:  # the model ignored the hook (not a HookedTransformer)
+        logits = logits[:, start:]
+    lp = token_logps(logits, tokens[:, start:], response_mask[:, start:].to(tokens.device))
+    return (lp, logits) if return_logits else lp
+
+
 def _check(tokens: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor) -> None:
     if tokens.ndim != 2 or attention_mask.shape != tokens.shape or response_mask.shape != tokens.shape:
         raise ValueError(
@@ -53,8 +105,7 @@ def sequence_logps(
 ) -> Float[torch.Tensor, " batch"]:
     """Sum of the log-probs of the response tokens given everything before them (nats, fp32)."""
     _check(tokens, attention_mask, response_mask)
-    logits = model(tokens, attention_mask=attention_mask)
-    return token_logps(logits, tokens, response_mask.to(tokens.device)).sum(dim=1)
+    return response_token_logps(model, tokens, attention_mask, response_mask).sum(dim=1)
 
 
 def lm_loss(
@@ -65,8 +116,7 @@ def lm_loss(
 ) -> Float[torch.Tensor, ""]:
     """Mean cross-entropy over all response tokens of the batch (nats per token)."""
     _check(tokens, attention_mask, response_mask)
-    logits = model(tokens, attention_mask=attention_mask)
-    lp = token_logps(logits, tokens, response_mask.to(tokens.device))
+    lp = response_token_logps(model, tokens, attention_mask, response_mask)
     n = response_mask[:, 1:].sum()
     if int(n) == 0:
         raise ValueError("no response tokens in this batch; lm_loss needs at least one")

@@ -6,7 +6,8 @@ returns flat metrics with stable names::
     probe/auroc_frozen/<name>          AUROC of a trained-against probe (frozen weights)
     probe/auroc_heldout/<name>         AUROC of a held-out probe (fit before training, never trained against)
     probe/auroc_retrained/<hook>       AUROC of a probe re-fit on the current activations (fit half -> eval half)
-    drift/cosine/<name>                cosine(original probe direction, re-fit direction at its hook)
+    drift/cosine/<name>                cosine(original probe direction, the direction of the same estimator
+                                       re-fit on the current activations)
     geometry/<hook>/mean_diff_norm     ||mean(toxic) - mean(clean)||
     geometry/<hook>/mean_diff_cos_orig cosine(mean difference, original direction at that hook)
     geometry/<hook>/proj_toxic         mean(toxic) . original direction
@@ -15,7 +16,11 @@ returns flat metrics with stable names::
     geometry/<hook>/pca_var_top<k>     variance fraction of the top-k principal components
 
 Ensemble members are named ``<name>/m<i>``. AUROCs are measured on the evaluation part of the drift
-set; re-fit probes are fit on the other part. The "original direction" at a hook is the first
+set; re-fit probes are fit on the other part. A probe's drift cosine compares it with a fresh copy of
+*the same estimator* (type and hyper-parameters, sklearn ``clone``) fit on the current activations:
+member ``i`` of an ensemble with member ``i`` of the re-fit ensemble, so a mass-mean probe or an
+orthogonal ensemble member is compared with its own kind, not with a logistic direction. A probe that
+was cut out of a larger ensemble can name that ensemble and its index in ``refit_templates``. The "original direction" at a hook is the first
 trained-against probe's (else the first held-out probe's) direction; at hooks without a probe it is
 the class-mean difference at the first measurement (kept in ``state_dict`` for resumes).
 """
@@ -99,6 +104,15 @@ def _auroc(y: np.ndarray, s: np.ndarray) -> float:
     return float(roc_auc_score(y, s)) if len(np.unique(y)) == 2 else float("nan")
 
 
+def model_state_key(model) -> tuple:
+    """Changes whenever a parameter of ``model`` is modified in place (torch's version counters)."""
+    return (id(model), tuple(p._version for p in model.parameters()))
+
+
+def _direction(probe: Any) -> np.ndarray:
+    return np.asarray(probe.direction_, dtype=np.float64).reshape(-1)
+
+
 def _default_refit():
     from probe_lens.probes import LogisticProbe
 
@@ -113,7 +127,11 @@ class DriftTelemetry:
         trained_probes: the probes trained against (probe, ensemble, list or ``{name: probe}``).
         heldout_probes: probes fit before training and never trained against.
         hooks: extra hooks/layers whose geometry to log (the probes' hooks are always logged).
-        refit_factory: ``() -> unfitted probe`` used for re-fit probes (default ``LogisticProbe()``).
+        refit_factory: ``() -> unfitted probe`` used for the per-hook re-fit probes whose AUROC is
+            ``probe/auroc_retrained/<hook>`` (default ``LogisticProbe()``).
+        refit_templates: ``{probe name: (unfitted estimator, member index)}`` for probes whose drift
+            cosine must be measured against member ``index`` of a re-fit ``estimator`` (e.g. a held-out
+            member cut from a larger ensemble); other probes are re-fit as ``clone(probe)``.
         pooling: pooling of the drift activations (default: the first probe's, else ``"mean"``).
         pca_ks: the k of each ``pca_var_top<k>`` metric.
         batch_size, progress: for the activation pass.
@@ -127,6 +145,7 @@ class DriftTelemetry:
         hooks: Sequence[str | int] | None = None,
         refit_factory: Callable[[], Any] | None = None,
         *,
+        refit_templates: dict[str, tuple[Any, int]] | None = None,
         pooling: str | None = None,
         pca_ks: Sequence[int] = (1, 5),
         batch_size: int = 16,
@@ -142,6 +161,11 @@ class DriftTelemetry:
             raise ValueError(f"probe names {sorted(overlap)} are both trained and held out; give distinct names")
         self.extra_hooks = list(hooks or [])
         self.refit_factory = refit_factory or _default_refit
+        self.refit_templates = dict(refit_templates or {})
+        unknown = set(self.refit_templates) - set(self.trained_probes) - set(self.heldout_probes)
+        if unknown:
+            raise ValueError(f"refit_templates names unknown probes {sorted(unknown)}")
+        self._acts_cache: tuple[Any, dict[str, np.ndarray]] | None = None
         self.pooling = pooling
         self.pca_ks = tuple(int(k) for k in pca_ks)
         if any(k < 1 for k in self.pca_ks):
@@ -176,14 +200,59 @@ class DriftTelemetry:
 
     @torch.no_grad()
     def activations(self, model) -> dict[str, np.ndarray]:
-        """Pooled drift-set activations ``{hook: float64 [n, d_model]}`` of ``model`` now."""
+        """Pooled drift-set activations ``{hook: float64 [n, d_model]}`` of ``model`` now.
+
+        Cached until any parameter of ``model`` changes in place (an optimizer step, a weight load),
+        so measuring, evaluating and drawing geometry of one model state cost one forward pass.
+        Treat the returned arrays as read-only.
+        """
         trained, heldout, hooks = self._resolve(model)
+        key = model_state_key(model)
+        if self._acts_cache is not None and self._acts_cache[0] == key and set(hooks) <= set(self._acts_cache[1]):
+            return self._acts_cache[1]
         pooling = self.pooling or next((p.pooling for p in trained + heldout if p.pooling), None) or "mean"
         acts = collect(
             model, self.drift_set.tokens, self.drift_set.attention_mask, self.drift_set.pool_mask, hooks,
             pooling=pooling, batch_size=self.batch_size, progress=self.progress,
         )
-        return {h: a.double().numpy() for h, a in acts.items()}
+        out = {h: a.double().numpy() for h, a in acts.items()}
+        self._acts_cache = (key, out)
+        return out
+
+    def prime(self, model, acts: dict[str, np.ndarray]) -> None:
+        """Declare ``acts`` (from :meth:`activations` of an identical model) as ``model``'s current ones.
+
+        For runners that restore the same base weights many times: one drift pass serves them all.
+        """
+        self._acts_cache = (model_state_key(model), acts)
+
+    def _refit_directions(
+        self, acts: dict[str, np.ndarray], fit_rows: np.ndarray, hook_of: dict[str, str]
+    ) -> dict[str, np.ndarray]:
+        """``{flat probe name: direction}`` of each probe's own estimator re-fit on ``acts``."""
+        from sklearn.base import clone
+
+        y = self.drift_set.labels
+        fitted: dict[int, Any] = {}
+        out: dict[str, np.ndarray] = {}
+        for named in (self.trained_probes, self.heldout_probes):
+            for name, probe in named.items():
+                template, index = self.refit_templates.get(name, (probe, None))
+                hook = hook_of[name]
+                if id(template) not in fitted:
+                    est = clone(template)
+                    if hasattr(est, "progress"):
+                        est.set_params(progress=False)
+                    fitted[id(template)] = est.fit(acts[hook][fit_rows], y[fit_rows])
+                est = fitted[id(template)]
+                members = getattr(est, "members_", None)
+                if index is not None:
+                    out[name] = _direction(members[index] if members is not None else est)
+                elif members is not None:
+                    out.update({f"{name}/m{i}": _direction(m) for i, m in enumerate(members)})
+                else:
+                    out[name] = _direction(est)
+        return out
 
     def measure(self, model, step: int | None = None) -> dict[str, float]:
         """All metrics for ``model`` as it is now (flat names, floats)."""
@@ -200,14 +269,13 @@ class DriftTelemetry:
                 hook = next(p.hook for p in flat if p.parent == name)
                 s = np.asarray(probe.predict_proba(acts[hook][ev]))[:, 1]
                 out[f"probe/auroc_{kind}/{name}"] = _auroc(y[ev], s)
-        refit_dirs: dict[str, np.ndarray] = {}
         for h in hooks:
             probe = self.refit_factory()
             probe.fit(acts[h][~ev], y[~ev])
             out[f"probe/auroc_retrained/{h}"] = _auroc(y[ev], np.asarray(probe.predict_proba(acts[h][ev]))[:, 1])
-            refit_dirs[h] = np.asarray(probe.direction_, dtype=np.float64)
+        refit_dirs = self._refit_directions(acts, ~ev, {p.parent: p.hook for p in trained + heldout})
         for p in trained + heldout:
-            out[f"drift/cosine/{p.name}"] = _cos(np.asarray(p.probe.direction_, dtype=np.float64), refit_dirs[p.hook])
+            out[f"drift/cosine/{p.name}"] = _cos(_direction(p.probe), refit_dirs[p.name])
         for h in hooks:
             X = acts[h]
             mu1, mu0 = X[y == 1].mean(axis=0), X[y == 0].mean(axis=0)

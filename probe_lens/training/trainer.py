@@ -37,7 +37,7 @@ from probe_lens.training.config import (
     TrainConfig,
     block_range,
 )
-from probe_lens.training.losses import dpo_loss, kl_per_token, probe_probability, token_logps
+from probe_lens.training.losses import dpo_loss, kl_per_token, probe_probability, response_token_logps
 from probe_lens.training.pairs import PreferencePairs
 from probe_lens.training.probes_util import FlatProbe, flatten_probes
 
@@ -185,14 +185,14 @@ class _SFTObjective:
         tok, am, rm = (t.to(dev) for t in _trim(self.data.tokens[idx], self.data.attention_mask[idx], self.data.response_mask[idx]))
         with capture(model, self.hooks) if self.hooks else contextlib.nullcontext({}) as acts:
             if self.stop_at_layer is None:
-                logits = fwd(tok, attention_mask=am)
+                lp, logits = response_token_logps(fwd, tok, am, rm, hooked=model, return_logits=True)
             else:
-                logits = None
+                lp = logits = None
                 fwd(tok, attention_mask=am, stop_at_layer=self.stop_at_layer, return_type=None)
         zero = torch.zeros((), device=dev)
         loss, metrics = zero, {}
-        if logits is not None:
-            lm = -token_logps(logits, tok, rm).sum() / norm["tokens"]
+        if lp is not None:
+            lm = -lp.sum() / norm["tokens"]
             metrics["train/lm_loss"] = lm.detach()
             if self.lm_weight:
                 loss = loss + self.lm_weight * lm
@@ -203,8 +203,9 @@ class _SFTObjective:
             loss = loss + self.probe_weight * term
         if self.kl_weight:
             with torch.no_grad():
-                ref_logits = self.reference_model(tok, attention_mask=am)
-            kl = kl_per_token(logits, ref_logits, rm).sum() / norm["tokens"]
+                _, ref_logits = response_token_logps(self.reference_model, tok, am, rm, return_logits=True)
+            start = tok.shape[1] - logits.shape[1]
+            kl = kl_per_token(logits, ref_logits, rm[:, start:]).sum() / norm["tokens"]
             metrics["train/kl"] = kl.detach()
             loss = loss + self.kl_weight * kl
         metrics["train/loss"] = loss.detach()
@@ -238,7 +239,7 @@ class _DPOObjective:
 
     def _logps(self, fwd, rows: torch.Tensor, dev) -> torch.Tensor:
         tok, am, rm = (t.to(dev) for t in _trim(self.data.tokens[rows], self.data.attention_mask[rows], self.data.response_mask[rows]))
-        return token_logps(fwd(tok, attention_mask=am), tok, rm).sum(dim=1)
+        return response_token_logps(fwd, tok, am, rm, hooked=getattr(fwd, "module", fwd)).sum(dim=1)
 
     def prepare(self, model, config: DPOConfig, resumed: bool) -> None:
         if not self.precompute or self.ref_logps is not None:
