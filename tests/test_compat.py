@@ -32,6 +32,27 @@ def test_patched_logits_and_grads_equal_stock():
         assert torch.allclose(p_s.grad, p_p.grad, atol=1e-5, rtol=1e-4), n
 
 
+def test_attention_weights_are_stored_for_free_rearranges():
+    import einops
+
+    stock, patched = _stock_and_patched()
+    attn_s, attn_p = stock.blocks[0].attn, patched.blocks[0].attn
+    names = [n for n in ("W_Q", "_W_K", "_W_V", "W_K", "W_V", "W_O") if n in attn_p._parameters]
+    assert "W_Q" in names and "W_O" in names
+    for n in names:
+        assert torch.equal(getattr(attn_s, n), getattr(attn_p, n)) and getattr(attn_p, n).shape == getattr(attn_s, n).shape
+    w_q = einops.rearrange(attn_p.W_Q, "head_index d_model d_head -> (head_index d_head) d_model")
+    w_o = einops.rearrange(attn_p.W_O, "head_index d_head d_model -> d_model (head_index d_head)")
+    assert w_q.data_ptr() == attn_p.W_Q.data_ptr() and w_q.is_contiguous()  # a view, not a copy
+    assert w_o.data_ptr() == attn_p.W_O.data_ptr() and w_o.is_contiguous()
+    # the re-stored model round-trips through a state dict and keeps its outputs
+    tokens = stock.to_tokens(["hello world"])
+    apply_fast_cpu_patches(patched)  # idempotent
+    state = {k: v.contiguous() for k, v in patched.state_dict().items()}
+    stock.load_state_dict(state)
+    assert torch.allclose(stock(tokens), patched(tokens), atol=1e-5)
+
+
 def test_patched_hooks_still_fire():
     _, patched = _stock_and_patched()
     _, cache = patched.run_with_cache("hello")

@@ -55,7 +55,7 @@ def _worker(out: str) -> None:
     info = D.init_from_env()
     assert info.world_size == 2, info
     if info.is_main:
-        save_file(params, out)
+        save_file({k: v.contiguous() for k, v in params.items()}, out)
     D.barrier(info)
     D.cleanup()
 

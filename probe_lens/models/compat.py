@@ -3,7 +3,15 @@
 TL 3.9's ``Unembed`` and ``GatedMLP`` call ``F.linear(x, W.T.contiguous())``: a fresh transposed
 copy of every weight on every forward (670 MB per decoded token for Gemma's 262k vocab). That makes
 CPU generation 5-9x slower than HF. The patched forwards below compute the same product as ``x @ W``
-on the stored weights. ``tests/test_compat.py`` proves the outputs equal the stock code's.
+on the stored weights.
+
+Its attention does the same with the head-shaped weights: ``rearrange(W_Q, "h d_model d_head ->
+(h d_head) d_model")`` (also ``W_K``, ``W_V``) and ``rearrange(W_O, ...).contiguous()`` copy every
+attention weight on every forward, about a quarter of the time of a decoding step. Rather than
+changing TL's code, :func:`apply_fast_cpu_patches` stores those parameters in the memory order those
+rearranges read, so they become free views: same shapes, same values, different strides.
+
+``tests/test_compat.py`` proves the outputs and gradients equal the stock code's.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import warnings
 import torch
 from jaxtyping import Float
 from transformer_lens import HookedTransformer
-from transformer_lens.components import Unembed
+from transformer_lens.components import AbstractAttention, Unembed
 from transformer_lens.components.mlps.gated_mlp import GatedMLP
 
 _PATCHED_FLAG = "_probe_lens_fast_cpu"
@@ -43,12 +51,37 @@ def _gated_mlp_forward(
     return post_act @ self.W_out + self.b_out
 
 
-def apply_fast_cpu_patches(model: HookedTransformer) -> HookedTransformer:
-    """Swap the copying forwards of ``Unembed`` and ``GatedMLP`` for plain matmuls (in place).
+# attention parameter -> the permutation whose result TL's rearranges read (stored contiguously)
+_ATTENTION_STORAGE_ORDER = {
+    "W_Q": (0, 2, 1), "W_K": (0, 2, 1), "W_V": (0, 2, 1), "_W_K": (0, 2, 1), "_W_V": (0, 2, 1),
+    "W_O": (2, 0, 1),
+}
 
-    Only these instances change; the TransformerLens classes are untouched. Idempotent.
+
+def _store_for_rearrange(param: torch.nn.Parameter, order: tuple[int, ...]) -> None:
+    """Re-store ``param`` so that ``param.permute(*order)`` is contiguous (values and shape unchanged)."""
+    if param.ndim != len(order) or param.permute(*order).is_contiguous():
+        return
+    inverse = tuple(sorted(range(len(order)), key=order.__getitem__))
+    with torch.no_grad():
+        param.data = param.data.permute(*order).contiguous().permute(*inverse)
+
+
+def apply_fast_cpu_patches(model: HookedTransformer) -> HookedTransformer:
+    """Swap the copying forwards of ``Unembed`` and ``GatedMLP`` for plain matmuls and store the
+    attention weights in the order TL's rearranges read (in place).
+
+    Only these instances change; the TransformerLens classes are untouched. Idempotent. Saving a
+    re-stored weight needs ``.contiguous()`` (as safetensors requires anyway).
     """
     for module in model.modules():
+        if isinstance(module, AbstractAttention):
+            for name, order in _ATTENTION_STORAGE_ORDER.items():
+                param = module._parameters.get(name)
+                if param is not None:
+                    _store_for_rearrange(param, order)
+            setattr(module, _PATCHED_FLAG, True)
+            continue
         if getattr(module, _PATCHED_FLAG, False):
             continue
         if type(module) is Unembed:
