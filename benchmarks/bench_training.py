@@ -1,6 +1,6 @@
 """Training-loop speed and memory, measured side by side in one run (CPU, embedded Gemma-3-270M).
 
-    python benchmarks/bench_training.py [--steps 3] [--batch 4] [--skip-trl] [--skip-1b]
+    python benchmarks/bench_training.py [--steps 3] [--batch 4] [--skip-trl] [--skip-1b | --only-1b]
 
 Prints, for the same model, batch and sequence lengths:
   * probe-SFT step vs plain LM-SFT step (target ratio <= 1.15);
@@ -48,6 +48,15 @@ RESPONSES = [
 
 
 def rss_gb() -> float:
+    """Peak RSS of this process. VmHWM, not ru_maxrss: a subprocess's ru_maxrss starts at its parent's
+    RSS at fork time (Linux keeps it across exec), which would hide a smaller worker's own peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
@@ -252,6 +261,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--skip-trl", action="store_true")
     ap.add_argument("--skip-1b", action="store_true")
+    ap.add_argument("--only-1b", action="store_true", help="only the Gemma-3-1B-shape memory figures")
     ap.add_argument("--timeout-1b", type=int, default=900)
     ap.add_argument("--trl-dir", default="/tmp/probe_lens_bench_trl")
     ap.add_argument("--out", default=None)
@@ -263,6 +273,12 @@ def main() -> None:
         gemma1b_worker(args.gemma1b_worker, args.trainable)
         return
     out: dict = {"torch": torch.__version__, "threads": torch.get_num_threads(), "loadavg_start": os.getloadavg()}
+    if args.only_1b:
+        bench_gemma1b(args, out)
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(out, f, indent=2, default=str)
+        return
     out["matmul_peak_flops_fp32"] = matmul_peak_flops()
     bench_ours(args, out)
     if not args.skip_trl:
