@@ -53,6 +53,19 @@ def test_attention_weights_are_stored_for_free_rearranges():
     assert torch.allclose(stock(tokens), patched(tokens), atol=1e-5)
 
 
+def test_batched_no_grad_unembedding_uses_a_fresh_transposed_copy():
+    stock, patched = _stock_and_patched()
+    resid = torch.randn(2, 5, stock.cfg.d_model)  # 10 rows: the transposed-copy path
+    with torch.no_grad():
+        assert torch.allclose(patched.unembed(resid), stock.unembed(resid), atol=1e-5)
+        assert "_probe_lens_w_u_t" in patched.unembed.__dict__
+        patched.unembed.W_U.mul_(2.0)  # an in-place change (an optimizer step) invalidates the copy
+        assert torch.allclose(patched.unembed(resid), 2 * (stock.unembed(resid) - stock.unembed.b_U) + stock.unembed.b_U, atol=1e-4)
+    out = patched.unembed(resid)  # with grad: the stored weight itself, so gradients reach W_U
+    out.sum().backward()
+    assert patched.unembed.W_U.grad is not None
+
+
 def test_patched_hooks_still_fire():
     _, patched = _stock_and_patched()
     _, cache = patched.run_with_cache("hello")
