@@ -147,8 +147,13 @@ def _add_curves(
     dash: str,
     shown: set[str],
     x_range: tuple[float, float],
+    bounds: tuple[float, float] | None = None,
 ) -> None:
-    """One mean line (+ CI band) per cell into subplot (row, col)."""
+    """One mean line (+ CI band) per cell into subplot (row, col).
+
+    ``bounds`` clips the drawn band to the metric's range (a t-interval over 2 seeds can reach
+    cosines above 1); the hover text keeps the unclipped interval.
+    """
     for cell in _cell_order(curve["cell"]):
         c = curve[curve["cell"] == cell]
         color = colors[cell]
@@ -165,6 +170,8 @@ def _add_curves(
             bx, bl, bh = x[ok], lo[ok], hi[ok]
             if len(bx) == 1:  # a lone CI: draw it as an error bar-like sliver
                 bx, bl, bh = np.repeat(bx, 2), np.repeat(bl, 2), np.repeat(bh, 2)
+            if bounds is not None:
+                bl, bh = np.clip(bl, *bounds), np.clip(bh, *bounds)
             fig.add_trace(
                 go.Scatter(
                     x=np.concatenate([bx, bx[::-1]]), y=np.concatenate([bh, bl[::-1]]), fill="toself",
@@ -235,7 +242,7 @@ def fig_cosine_drift(
     for i, c in enumerate(cols):
         r, k = divmod(i, ncols)
         _add_curves(fig, _curve(metrics, c), row=r + 1, col=k + 1, colors=colors, label=None, dash="solid",
-                    shown=shown, x_range=xr)
+                    shown=shown, x_range=xr, bounds=(-1.0, 1.0))
         fig.update_yaxes(title_text="cosine" if k == 0 else None, row=r + 1, col=k + 1)
         fig.update_xaxes(title_text="step" if r == rows - 1 else None, row=r + 1, col=k + 1)
     fig.update_layout(
@@ -267,7 +274,8 @@ def fig_auroc_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None, membe
                                x=0.5, y=0.5)
         for j, c in enumerate(cols):
             _add_curves(fig, _curve(metrics, c), row=1, col=k + 1, colors=colors,
-                        label=c[len(f"probe/auroc_{kind}/") :], dash=DASHES[j % len(DASHES)], shown=shown, x_range=xr)
+                        label=c[len(f"probe/auroc_{kind}/") :], dash=DASHES[j % len(DASHES)], shown=shown, x_range=xr,
+                        bounds=(0.0, 1.0))
         fig.update_xaxes(title_text="step", row=1, col=k + 1)
     fig.update_yaxes(title_text="AUROC (drift set)", row=1, col=1)
     fig.add_hline(y=0.5, line=dict(color="#999", width=1, dash="dot"))
@@ -290,7 +298,7 @@ def fig_toxicity_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None) ->
     xr = _x_range(metrics)
     for k, (c, _) in enumerate(present):
         _add_curves(fig, _curve(metrics, c), row=1, col=k + 1, colors=colors, label=None, dash="solid",
-                    shown=shown, x_range=xr)
+                    shown=shown, x_range=xr, bounds=(0.0, 1.0))
         fig.update_xaxes(title_text="step", row=1, col=k + 1)
     fig.update_yaxes(title_text="P(toxic) measure", row=1, col=1)
     sc = _scorer_name(metrics, scorer)
@@ -327,7 +335,7 @@ def fig_geometry_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None) ->
         col = f"geometry/{h}/mean_diff_cos_orig"
         if col in metrics.columns:
             _add_curves(fig, _curve(metrics, col), row=2, col=k + 1, colors=colors, label="cos(diff, orig)",
-                        dash="solid", shown=shown, x_range=xr)
+                        dash="solid", shown=shown, x_range=xr, bounds=(-1.0, 1.0))
         fig.update_xaxes(title_text="step", row=2, col=k + 1)
     fig.update_yaxes(title_text="projection", row=1, col=1)
     fig.update_yaxes(title_text="cosine", row=2, col=1)
