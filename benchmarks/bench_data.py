@@ -29,13 +29,15 @@ def main() -> None:
     ap.add_argument("--prompts", choices=["fit", "all"], default="fit")
     ap.add_argument("--layers", type=int, nargs="+", default=[2, 4, 6, 8, 10, 12, 14, 16])
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--max-rounds", type=int, default=None, help="sampling budget (default: BuildConfig's)")
     args = ap.parse_args()
     torch.manual_seed(0)
     model = load_model(device="cpu")
     scorer = get_scorer("auto")
     splits = split_prompts(load_prompts(), seed=0)
     prompts = splits.probe_fit if args.prompts == "fit" else load_prompts()
-    cfg = BuildConfig(hooks=args.layers, batch_size=args.batch_size)
+    extra = {} if args.max_rounds is None else {"max_rounds": args.max_rounds}
+    cfg = BuildConfig(hooks=args.layers, batch_size=args.batch_size, **extra)
     t0 = time.perf_counter()
     ds = build_dataset(model, prompts, scorer, cfg, out_dir=args.out)
     wall = time.perf_counter() - t0
@@ -56,6 +58,11 @@ def main() -> None:
     c = ds.counts()
     lines.append(f"- classes: toxic {c['n_toxic']}, clean {c['n_clean']}, balanced set {c['n_balanced']} "
                  f"(train {len(ds.y('train'))}, test {len(ds.y('test'))})")
+    per_round = ex.groupby("round")["label"].agg(["sum", "count"])
+    lines.append(
+        f"- rounds run: {ds.meta.get('rounds')} of {cfg.max_rounds}; shortfall: {ds.meta.get('shortfall')}; toxic per round: "
+        + ", ".join(f"round {int(r)}: {int(row['sum'])}/{int(row['count'])}" for r, row in per_round.iterrows())
+    )
     lines += ["", "| layer | hook | AUROC train | AUROC test (held-out prompts) | acc test |", "|---|---|---|---|---|"]
     for h in ds.hooks:
         Xtr, ytr, Xte, yte = ds.X(h, "train"), ds.y("train"), ds.X(h, "test"), ds.y("test")
