@@ -39,7 +39,6 @@ from probe_lens.experiments.config import CELLS, StudyConfig
 from probe_lens.models import Generation, generate, load_model
 from probe_lens.probes import DiverseProbeEnsemble, LogisticProbe, MassMeanProbe, load_probe, save_probe
 from probe_lens.scorers import get_scorer
-from probe_lens.training.telemetry import model_state_key
 from probe_lens.training import (
     DriftSet,
     DriftTelemetry,
@@ -51,6 +50,7 @@ from probe_lens.training import (
     train_dpo,
     train_probe_sft,
 )
+from probe_lens.training.telemetry import model_state_key
 
 log = logging.getLogger(__name__)
 

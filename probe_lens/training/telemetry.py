@@ -19,8 +19,9 @@ Ensemble members are named ``<name>/m<i>``. AUROCs are measured on the evaluatio
 set; re-fit probes are fit on the other part. A probe's drift cosine compares it with a fresh copy of
 *the same estimator* (type and hyper-parameters, sklearn ``clone``) fit on the current activations:
 member ``i`` of an ensemble with member ``i`` of the re-fit ensemble, so a mass-mean probe or an
-orthogonal ensemble member is compared with its own kind, not with a logistic direction. A probe that
-was cut out of a larger ensemble can name that ensemble and its index in ``refit_templates``. The "original direction" at a hook is the first
+orthogonal ensemble member is compared with its own kind, not with a logistic direction (a probe that
+``clone`` cannot copy is compared with ``refit_factory()``). A probe cut out of a larger ensemble can
+name that ensemble and its index in ``refit_templates``. The "original direction" at a hook is the first
 trained-against probe's (else the first held-out probe's) direction; at hooks without a probe it is
 the class-mean difference at the first measurement (kept in ``state_dict`` for resumes).
 """
@@ -240,7 +241,10 @@ class DriftTelemetry:
                 template, index = self.refit_templates.get(name, (probe, None))
                 hook = hook_of[name]
                 if id(template) not in fitted:
-                    est = clone(template)
+                    try:
+                        est = clone(template)
+                    except TypeError:  # not an sklearn-style estimator: fall back to the default re-fit
+                        est = self.refit_factory()
                     if hasattr(est, "progress"):
                         est.set_params(progress=False)
                     fitted[id(template)] = est.fit(acts[hook][fit_rows], y[fit_rows])
