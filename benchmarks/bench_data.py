@@ -2,7 +2,7 @@
 
     python benchmarks/bench_data.py --out runs/bench_data_default [--prompts fit|all] [--layers 2 4 ... 16]
 
-Uses the *default* ``BuildConfig`` (k=4, 24 new tokens, threshold 0.5, up to 3 rounds until 300
+Uses the *default* ``BuildConfig`` (k=4, 24 new tokens, threshold 0.5, up to 4 rounds until 300
 examples of the minority class) except for the hooks (the layer sweep) and the batch size.
 Prints a markdown report (also written to <out>/report.md). Resumable: rerunning reuses the build.
 """
@@ -50,7 +50,8 @@ def main() -> None:
         f"torch threads={torch.get_num_threads()}",
         "",
         f"- continuations: {len(ex)}; generate+collect {gen_s:.0f} s, scoring {timings['score_s']:.1f} s "
-        f"-> {len(ex) / max(gen_s, 1e-9) * 60:.1f} continuations/min (this build; 0 if loaded from cache: {wall:.0f} s wall)",
+        f"-> {len(ex) / max(gen_s, 1e-9) * 60:.1f} continuations/min (only valid for a build made in one uninterrupted call: "
+        f"chunks reused from an earlier call count as continuations but not as time; {wall:.0f} s wall)",
         f"- mean response tokens: {ex['n_response_tokens'].mean():.1f}",
     ]
     for tag, g in ex.groupby("tag"):
@@ -60,7 +61,7 @@ def main() -> None:
                  f"(train {len(ds.y('train'))}, test {len(ds.y('test'))})")
     per_round = ex.groupby("round")["label"].agg(["sum", "count"])
     lines.append(
-        f"- rounds run: {ds.meta.get('rounds')} of {cfg.max_rounds}; shortfall: {ds.meta.get('shortfall')}; toxic per round: "
+        f"- rounds run: {len(per_round)} of {cfg.max_rounds}; shortfall: {ds.meta.get('shortfall')}; toxic per round: "
         + ", ".join(f"round {int(r)}: {int(row['sum'])}/{int(row['count'])}" for r, row in per_round.iterrows())
     )
     lines += ["", "| layer | hook | AUROC train | AUROC test (held-out prompts) | acc test |", "|---|---|---|---|---|"]
