@@ -307,6 +307,22 @@ def test_telemetry_names_values_and_one_call_dataframe(tmp_path):
     assert cut.measure(model)["drift/cosine/cut"] == pytest.approx(m["drift/cosine/ens/m1"], abs=1e-9)
     with pytest.raises(ValueError, match="unknown probes"):
         DriftTelemetry(drift, None, {"cut": ensemble.member(1)}, refit_templates={"other": (ensemble, 1)})
+    # a probe sklearn cannot clone (no get_params) is compared with the default re-fit (logistic)
+    class Wrapped:
+        def __init__(self, p):
+            self.p, self.direction_, self.metadata = p, p.direction_, p.metadata
+
+        def forward(self, x):
+            return self.p.forward(x)
+
+        def predict_proba(self, x):
+            return self.p.predict_proba(x)
+
+    plain = DriftTelemetry(drift, None, {"w": Wrapped(trained)})
+    refit_default = LogisticProbe().fit(X[~ev], y[~ev]).direction_.astype(np.float64)
+    assert plain.measure(model)["drift/cosine/w"] == pytest.approx(
+        float(u @ refit_default / np.linalg.norm(u) / np.linalg.norm(refit_default)), abs=1e-5
+    )
     # activations are cached per model state: same object until a parameter changes in place
     first = tel.activations(model)
     assert tel.activations(model) is first
