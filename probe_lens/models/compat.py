@@ -32,7 +32,8 @@ _PATCHED_FLAG = "_probe_lens_fast_cpu"
 
 # From this many rows on, a no-grad unembedding reads a [d_vocab, d_model] copy of W_U: CPU BLAS runs
 # x @ W_U (W_U stored [d_model, d_vocab]) fastest for 1-3 rows and F.linear on the transposed copy
-# fastest for more (batched decoding: ~20% less time for the 262k-vocab LM head at 16 rows).
+# fastest for more (batched decoding: ~20% less time for the 262k-vocab LM head at 16 rows). The copy
+# costs one more W_U in memory (670 MB for Gemma-3-270M) once a batched no-grad forward has run.
 _ROWS_FOR_TRANSPOSED_UNEMBED = 4
 
 
