@@ -71,3 +71,39 @@ def test_patched_hooks_still_fire():
     _, cache = patched.run_with_cache("hello")
     for name in ("blocks.0.mlp.hook_pre", "blocks.0.mlp.hook_post", "unembed.hook_out" if "unembed.hook_out" in patched.hook_dict else "blocks.2.hook_resid_post"):
         assert name in cache
+
+
+def test_mlp_weights_are_stored_transposed_and_weight_first_products_equal_stock():
+    from probe_lens.models.compat import weight_first_matmul
+
+    stock, patched = _stock_and_patched()
+    mlp_s, mlp_p = stock.blocks[0].mlp, patched.blocks[0].mlp
+    for n in ("W_gate", "W_in", "W_out"):
+        w = getattr(mlp_p, n)
+        assert w.T.is_contiguous() and w.shape == getattr(mlp_s, n).shape and torch.equal(w, getattr(mlp_s, n))
+    x = torch.randn(3, 5, 7)
+    w_t = torch.randn(4, 7)
+    b = torch.randn(4)
+    assert torch.allclose(weight_first_matmul(x, w_t, b), x @ w_t.T + b, atol=1e-5)
+    assert weight_first_matmul(x, w_t).is_contiguous()
+    # 1 row (GEMV), 2-256 rows (weight-first) and > 256 rows (plain): all equal the stock MLP and unembed
+    for batch, pos in ((1, 1), (4, 1), (2, 9), (3, 100)):
+        resid = torch.randn(batch, pos, stock.cfg.d_model)
+        with torch.no_grad():
+            assert torch.allclose(mlp_p(resid), mlp_s(resid), atol=1e-5), (batch, pos)
+            assert torch.allclose(patched.unembed(resid), stock.unembed(resid), atol=1e-5), (batch, pos)
+    # hooks inside the weight-first MLP see [batch, pos, d_mlp] activations and can edit them
+    resid = torch.randn(4, 1, stock.cfg.d_model)
+
+    def zero_pre(act, hook):
+        assert act.shape == (4, 1, stock.cfg.d_mlp)
+        return torch.zeros_like(act)
+
+    with torch.no_grad():
+        mlp_p.hook_pre.add_hook(zero_pre)
+        mlp_s.hook_pre.add_hook(zero_pre)
+        try:
+            assert torch.allclose(mlp_p(resid), mlp_s(resid), atol=1e-6)
+        finally:
+            mlp_p.hook_pre.remove_hooks()
+            mlp_s.hook_pre.remove_hooks()

@@ -12,6 +12,13 @@ attention weight on every forward, about a quarter of the time of a decoding ste
 changing TL's code, :func:`apply_fast_cpu_patches` stores those parameters in the memory order those
 rearranges read, so they become free views: same shapes, same values, different strides.
 
+Last, the layout of the product itself: on the CPU these figures come from (AMD EPYC, MKL, 2 threads)
+``x @ W`` for a few rows (batched decoding: one row per sequence) runs at 10-25 GFLOP/s, while the same
+product computed weight-first, ``(W^T @ x^T)^T`` with ``W^T`` stored contiguously, runs 1.5-2x faster
+for 2-256 rows (``benchmarks/bench_matmul_layout.py``). Batched no-grad CPU forwards of ``Unembed`` and
+``GatedMLP`` use it; the MLP weights are stored transposed (``W.T`` contiguous, like ``nn.Linear``) so
+``W^T`` costs nothing, and ``Unembed`` keeps a cached transposed copy of ``W_U``.
+
 ``tests/test_compat.py`` proves the outputs and gradients equal the stock code's.
 """
 
@@ -30,11 +37,36 @@ from transformer_lens.components.mlps.gated_mlp import GatedMLP
 _PATCHED_FLAG = "_probe_lens_fast_cpu"
 
 
-# From this many rows on, a no-grad unembedding reads a [d_vocab, d_model] copy of W_U: CPU BLAS runs
-# x @ W_U (W_U stored [d_model, d_vocab]) fastest for 1-3 rows and F.linear on the transposed copy
-# fastest for more (batched decoding: ~20% less time for the 262k-vocab LM head at 16 rows). The copy
-# costs one more W_U in memory (670 MB for Gemma-3-270M) once a batched no-grad forward has run.
-_ROWS_FOR_TRANSPOSED_UNEMBED = 4
+# Rows (batch x positions) for which a no-grad CPU product runs weight-first, (W^T @ x^T)^T: 1.5-2x
+# faster than x @ W from 2 rows (batched decoding) to a few hundred (short prefills) on the CPU measured;
+# at 1 row (a GEMV) and at >= 1024 rows the plain layouts are as fast or faster.
+_WEIGHT_FIRST_ROWS = range(2, 257)
+# From this many rows on, a no-grad unembedding reads a [d_vocab, d_model] copy of W_U (weight-first up
+# to 256 rows, F.linear beyond). It costs one more W_U in memory (670 MB for Gemma-3-270M) once a
+# batched no-grad forward has run.
+_ROWS_FOR_TRANSPOSED_UNEMBED = 2
+
+
+def _rows(x: torch.Tensor) -> int:
+    return x.numel() // max(x.shape[-1], 1)
+
+
+def _weight_first_ok(x: torch.Tensor) -> bool:
+    return not torch.is_grad_enabled() and x.device.type == "cpu" and _rows(x) in _WEIGHT_FIRST_ROWS
+
+
+def weight_first_matmul(
+    x: Float[torch.Tensor, "... d_in"],
+    w_t: Float[torch.Tensor, "d_out d_in"],
+    bias: Float[torch.Tensor, "d_out"] | None = None,
+) -> Float[torch.Tensor, "... d_out"]:
+    """``x @ w_t.T + bias`` computed as ``(w_t @ x^T)^T`` (the faster layout for a few rows on CPU BLAS)."""
+    x2d = x.reshape(-1, x.shape[-1])
+    if bias is None:
+        y = torch.mm(w_t, x2d.T)
+    else:
+        y = torch.addmm(bias.unsqueeze(1), w_t, x2d.T)
+    return y.T.contiguous().view(*x.shape[:-1], w_t.shape[0])
 
 
 def _transposed_unembed(self: Unembed) -> torch.Tensor:
@@ -52,10 +84,20 @@ def _unembed_forward(
     self: Unembed, residual: Float[torch.Tensor, "batch pos d_model"]
 ) -> Float[torch.Tensor, "batch pos d_vocab_out"]:
     residual = self.hook_in(residual)
-    rows = residual.numel() // max(residual.shape[-1], 1)
+    rows = _rows(residual)
     if rows >= _ROWS_FOR_TRANSPOSED_UNEMBED and not torch.is_grad_enabled() and residual.device.type == "cpu":
-        return self.hook_out(torch.nn.functional.linear(residual, _transposed_unembed(self), self.b_U))
+        w_u_t = _transposed_unembed(self)
+        if rows in _WEIGHT_FIRST_ROWS:
+            return self.hook_out(weight_first_matmul(residual, w_u_t, self.b_U))
+        return self.hook_out(torch.nn.functional.linear(residual, w_u_t, self.b_U))
     return self.hook_out(residual @ self.W_U + self.b_U)
+
+
+def _mlp_product(x: torch.Tensor, w: torch.Tensor, fast: bool) -> torch.Tensor:
+    """``x @ w``; weight-first when ``fast`` and ``w`` is stored transposed (see apply_fast_cpu_patches)."""
+    if fast and w.T.is_contiguous():
+        return weight_first_matmul(x, w.T)
+    return x @ w
 
 
 def _gated_mlp_forward(
@@ -63,14 +105,15 @@ def _gated_mlp_forward(
 ) -> Float[torch.Tensor, "batch pos d_model"]:
     if self.W_gate.device != x.device:
         x = x.to(self.W_gate.device)
-    pre_act = self.hook_pre(x @ self.W_gate)
+    fast = _weight_first_ok(x)
+    pre_act = self.hook_pre(_mlp_product(x, self.W_gate, fast))
     if self.cfg.is_layer_norm_activation() and self.hook_mid is not None and self.ln is not None:
         mid_act = self.hook_mid(self.act_fn(pre_act))
         post_act = self.hook_post(self.ln(mid_act))
     else:
-        pre_linear = self.hook_pre_linear(x @ self.W_in)
+        pre_linear = self.hook_pre_linear(_mlp_product(x, self.W_in, fast))
         post_act = self.hook_post((self.act_fn(pre_act) * pre_linear) + self.b_in)
-    return post_act @ self.W_out + self.b_out
+    return _mlp_product(post_act, self.W_out, fast) + self.b_out
 
 
 # attention parameter -> the permutation whose result TL's rearranges read (stored contiguously)
@@ -90,8 +133,8 @@ def _store_for_rearrange(param: torch.nn.Parameter, order: tuple[int, ...]) -> N
 
 
 def apply_fast_cpu_patches(model: HookedTransformer) -> HookedTransformer:
-    """Swap the copying forwards of ``Unembed`` and ``GatedMLP`` for plain matmuls and store the
-    attention weights in the order TL's rearranges read (in place).
+    """Swap the copying forwards of ``Unembed`` and ``GatedMLP`` for plain (or weight-first) matmuls,
+    store the attention weights in the order TL's rearranges read and the MLP weights transposed (in place).
 
     Only these instances change; the TransformerLens classes are untouched. Idempotent. Saving a
     re-stored weight needs ``.contiguous()`` (as safetensors requires anyway).
@@ -104,6 +147,11 @@ def apply_fast_cpu_patches(model: HookedTransformer) -> HookedTransformer:
                     _store_for_rearrange(param, order)
             setattr(module, _PATCHED_FLAG, True)
             continue
+        if type(module) is GatedMLP:  # stored [out, in] like nn.Linear: W.T is contiguous
+            for name in ("W_gate", "W_in", "W_out"):
+                param = module._parameters.get(name)
+                if param is not None:
+                    _store_for_rearrange(param, (1, 0))
         if getattr(module, _PATCHED_FLAG, False):
             continue
         if type(module) is Unembed:
