@@ -5,7 +5,7 @@
 For each (rows, d_in, d_out): ``x @ W`` with W stored [d_in, d_out] (TL's layout, "x@W"),
 ``F.linear(x, W_t)`` with W_t stored [d_out, d_in] (nn.Linear / HF, "linear"), and the weight-first
 product ``(W_t @ x^T)^T`` made contiguous ("weight-first", what ``probe_lens.models.compat`` uses for
-2-256 rows in no-grad CPU forwards). Rows are interleaved per repeat; the best time of each is kept.
+2-128 rows in no-grad CPU forwards). Rows are interleaved per repeat; the best time of each is kept.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ SHAPES = {  # Gemma-3-270M: d_model 640, d_mlp 2048, vocab 262,144
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--rows", type=int, nargs="+", default=[1, 2, 16, 64, 256, 1024])
+    ap.add_argument("--rows", type=int, nargs="+", default=[1, 2, 16, 64, 128, 256, 1024])
     args = ap.parse_args()
     torch.manual_seed(0)
     rows_out = []

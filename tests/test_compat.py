@@ -86,7 +86,7 @@ def test_mlp_weights_are_stored_transposed_and_weight_first_products_equal_stock
     b = torch.randn(4)
     assert torch.allclose(weight_first_matmul(x, w_t, b), x @ w_t.T + b, atol=1e-5)
     assert weight_first_matmul(x, w_t).is_contiguous()
-    # 1 row (GEMV), 2-256 rows (weight-first) and > 256 rows (plain): all equal the stock MLP and unembed
+    # 1 row (GEMV), 2-128 rows (weight-first) and > 128 rows (plain): all equal the stock MLP and unembed
     for batch, pos in ((1, 1), (4, 1), (2, 9), (3, 100)):
         resid = torch.randn(batch, pos, stock.cfg.d_model)
         with torch.no_grad():

@@ -15,7 +15,7 @@ rearranges read, so they become free views: same shapes, same values, different 
 Last, the layout of the product itself: on the CPU these figures come from (AMD EPYC, MKL, 2 threads)
 ``x @ W`` for a few rows (batched decoding: one row per sequence) runs at 10-25 GFLOP/s, while the same
 product computed weight-first, ``(W^T @ x^T)^T`` with ``W^T`` stored contiguously, runs 1.5-2x faster
-for 2-256 rows (``benchmarks/bench_matmul_layout.py``). Batched no-grad CPU forwards of ``Unembed`` and
+for 2-128 rows (``benchmarks/bench_matmul_layout.py``). Batched no-grad CPU forwards of ``Unembed`` and
 ``GatedMLP`` use it; the MLP weights are stored transposed (``W.T`` contiguous, like ``nn.Linear``) so
 ``W^T`` costs nothing, and ``Unembed`` keeps a cached transposed copy of ``W_U``.
 
@@ -37,12 +37,12 @@ from transformer_lens.components.mlps.gated_mlp import GatedMLP
 _PATCHED_FLAG = "_probe_lens_fast_cpu"
 
 
-# Rows (batch x positions) for which a no-grad CPU product runs weight-first, (W^T @ x^T)^T: 1.5-2x
-# faster than x @ W from 2 rows (batched decoding) to a few hundred (short prefills) on the CPU measured;
-# at 1 row (a GEMV) and at >= 1024 rows the plain layouts are as fast or faster.
-_WEIGHT_FIRST_ROWS = range(2, 257)
+# Rows (batch x positions) for which a no-grad CPU product runs weight-first, (W^T @ x^T)^T: 1.3-2.3x
+# faster than x @ W from 2 to 64 rows (batched decoding: one row per sequence) on the CPU measured;
+# at 1 row (a GEMV) and from 256 rows on, the plain layouts are as fast or faster.
+_WEIGHT_FIRST_ROWS = range(2, 129)
 # From this many rows on, a no-grad unembedding reads a [d_vocab, d_model] copy of W_U (weight-first up
-# to 256 rows, F.linear beyond). It costs one more W_U in memory (670 MB for Gemma-3-270M) once a
+# to 128 rows, F.linear beyond). It costs one more W_U in memory (670 MB for Gemma-3-270M) once a
 # batched no-grad forward has run.
 _ROWS_FOR_TRANSPOSED_UNEMBED = 2
 
