@@ -58,7 +58,7 @@ def test_batched_no_grad_unembedding_uses_a_fresh_transposed_copy():
     resid = torch.randn(2, 5, stock.cfg.d_model)  # 10 rows: the transposed-copy path
     with torch.no_grad():
         assert torch.allclose(patched.unembed(resid), stock.unembed(resid), atol=1e-5)
-        assert "_probe_lens_w_u_t" in patched.unembed.__dict__
+        assert "_probe_lens_W_U_t" in patched.unembed.__dict__
         patched.unembed.W_U.mul_(2.0)  # an in-place change (an optimizer step) invalidates the copy
         assert torch.allclose(patched.unembed(resid), 2 * (stock.unembed(resid) - stock.unembed.b_U) + stock.unembed.b_U, atol=1e-4)
     out = patched.unembed(resid)  # with grad: the stored weight itself, so gradients reach W_U
@@ -73,14 +73,11 @@ def test_patched_hooks_still_fire():
         assert name in cache
 
 
-def test_mlp_weights_are_stored_transposed_and_weight_first_products_equal_stock():
-    from probe_lens.models.compat import weight_first_matmul
+def test_weight_first_products_equal_stock_and_their_copies_follow_the_weights():
+    from probe_lens.models.compat import clear_transposed_copies, weight_first_matmul
 
     stock, patched = _stock_and_patched()
     mlp_s, mlp_p = stock.blocks[0].mlp, patched.blocks[0].mlp
-    for n in ("W_gate", "W_in", "W_out"):
-        w = getattr(mlp_p, n)
-        assert w.T.is_contiguous() and w.shape == getattr(mlp_s, n).shape and torch.equal(w, getattr(mlp_s, n))
     x = torch.randn(3, 5, 7)
     w_t = torch.randn(4, 7)
     b = torch.randn(4)
@@ -92,9 +89,16 @@ def test_mlp_weights_are_stored_transposed_and_weight_first_products_equal_stock
         with torch.no_grad():
             assert torch.allclose(mlp_p(resid), mlp_s(resid), atol=1e-5), (batch, pos)
             assert torch.allclose(patched.unembed(resid), stock.unembed(resid), atol=1e-5), (batch, pos)
-    # hooks inside the weight-first MLP see [batch, pos, d_mlp] activations and can edit them
+    assert {"_probe_lens_W_gate_t", "_probe_lens_W_in_t", "_probe_lens_W_out_t"} <= set(mlp_p.__dict__)
     resid = torch.randn(4, 1, stock.cfg.d_model)
+    with torch.no_grad():  # an optimizer-style in-place update reaches the weight-first path
+        mlp_p.W_out.mul_(2.0)
+        mlp_s.W_out.mul_(2.0)
+        assert torch.allclose(mlp_p(resid), mlp_s(resid), atol=1e-5)
+    clear_transposed_copies(patched)
+    assert not any(k.startswith("_probe_lens_") and k.endswith("_t") for m in patched.modules() for k in m.__dict__)
 
+    # hooks inside the weight-first MLP see [batch, pos, d_mlp] activations and can edit them
     def zero_pre(act, hook):
         assert act.shape == (4, 1, stock.cfg.d_mlp)
         return torch.zeros_like(act)

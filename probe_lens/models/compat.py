@@ -15,9 +15,10 @@ rearranges read, so they become free views: same shapes, same values, different 
 Last, the layout of the product itself: on the CPU these figures come from (AMD EPYC, MKL, 2 threads)
 ``x @ W`` for a few rows (batched decoding: one row per sequence) runs at 10-25 GFLOP/s, while the same
 product computed weight-first, ``(W^T @ x^T)^T`` with ``W^T`` stored contiguously, runs 1.5-2x faster
-for 2-128 rows (``benchmarks/bench_matmul_layout.py``). Batched no-grad CPU forwards of ``Unembed`` and
-``GatedMLP`` use it; the MLP weights are stored transposed (``W.T`` contiguous, like ``nn.Linear``) so
-``W^T`` costs nothing, and ``Unembed`` keeps a cached transposed copy of ``W_U``.
+for 2-128 rows (``benchmarks/bench_matmul_layout.py``), while at 1 row ``x @ W`` is ~25% faster.
+Batched no-grad CPU forwards of ``Unembed`` and ``GatedMLP`` therefore read cached transposed copies of
+their weights (rebuilt when a weight changes; :func:`clear_transposed_copies` frees them). The copies
+cost one more ``W_U`` and MLP in memory: 0.95 GB for Gemma-3-270M, 3.7 GB for Gemma-3-1B.
 
 ``tests/test_compat.py`` proves the outputs and gradients equal the stock code's.
 """
@@ -42,8 +43,7 @@ _PATCHED_FLAG = "_probe_lens_fast_cpu"
 # at 1 row (a GEMV) and from 256 rows on, the plain layouts are as fast or faster.
 _WEIGHT_FIRST_ROWS = range(2, 129)
 # From this many rows on, a no-grad unembedding reads a [d_vocab, d_model] copy of W_U (weight-first up
-# to 128 rows, F.linear beyond). It costs one more W_U in memory (670 MB for Gemma-3-270M) once a
-# batched no-grad forward has run.
+# to 128 rows, F.linear beyond, which is ~20% faster than x @ W_U there).
 _ROWS_FOR_TRANSPOSED_UNEMBED = 2
 
 
@@ -69,15 +69,23 @@ def weight_first_matmul(
     return y.T.contiguous().view(*x.shape[:-1], w_t.shape[0])
 
 
-def _transposed_unembed(self: Unembed) -> torch.Tensor:
-    """``W_U.T`` as a contiguous tensor, cached until ``W_U`` changes (in place or replaced)."""
-    w = self.W_U
+def _transposed_copy(module: torch.nn.Module, name: str) -> torch.Tensor:
+    """``module.<name>.T`` as a contiguous tensor, cached until the weight changes (in place or replaced)."""
+    w = getattr(module, name)
     key = (w.data_ptr(), w._version, w.dtype, w.device)
-    cached = self.__dict__.get("_probe_lens_w_u_t")
+    slot = f"_probe_lens_{name}_t"
+    cached = module.__dict__.get(slot)
     if cached is None or cached[0] != key:
         cached = (key, w.detach().T.contiguous())
-        self.__dict__["_probe_lens_w_u_t"] = cached
+        module.__dict__[slot] = cached
     return cached[1]
+
+
+def clear_transposed_copies(model: torch.nn.Module) -> None:
+    """Free the cached transposed weights (they are rebuilt by the next batched no-grad CPU forward)."""
+    for module in model.modules():
+        for slot in [k for k in module.__dict__ if k.startswith("_probe_lens_") and k.endswith("_t")]:
+            del module.__dict__[slot]
 
 
 def _unembed_forward(
@@ -86,18 +94,18 @@ def _unembed_forward(
     residual = self.hook_in(residual)
     rows = _rows(residual)
     if rows >= _ROWS_FOR_TRANSPOSED_UNEMBED and not torch.is_grad_enabled() and residual.device.type == "cpu":
-        w_u_t = _transposed_unembed(self)
+        w_u_t = _transposed_copy(self, "W_U")
         if rows in _WEIGHT_FIRST_ROWS:
             return self.hook_out(weight_first_matmul(residual, w_u_t, self.b_U))
         return self.hook_out(torch.nn.functional.linear(residual, w_u_t, self.b_U))
     return self.hook_out(residual @ self.W_U + self.b_U)
 
 
-def _mlp_product(x: torch.Tensor, w: torch.Tensor, fast: bool) -> torch.Tensor:
-    """``x @ w``; weight-first when ``fast`` and ``w`` is stored transposed (see apply_fast_cpu_patches)."""
-    if fast and w.T.is_contiguous():
-        return weight_first_matmul(x, w.T)
-    return x @ w
+def _mlp_product(mlp: GatedMLP, x: torch.Tensor, name: str, weight_first: bool) -> torch.Tensor:
+    """``x @ mlp.<name>``, weight-first on a cached transposed copy when ``weight_first``."""
+    if weight_first:
+        return weight_first_matmul(x, _transposed_copy(mlp, name))
+    return x @ getattr(mlp, name)
 
 
 def _gated_mlp_forward(
@@ -106,14 +114,14 @@ def _gated_mlp_forward(
     if self.W_gate.device != x.device:
         x = x.to(self.W_gate.device)
     fast = _weight_first_ok(x)
-    pre_act = self.hook_pre(_mlp_product(x, self.W_gate, fast))
+    pre_act = self.hook_pre(_mlp_product(self, x, "W_gate", fast))
     if self.cfg.is_layer_norm_activation() and self.hook_mid is not None and self.ln is not None:
         mid_act = self.hook_mid(self.act_fn(pre_act))
         post_act = self.hook_post(self.ln(mid_act))
     else:
-        pre_linear = self.hook_pre_linear(_mlp_product(x, self.W_in, fast))
+        pre_linear = self.hook_pre_linear(_mlp_product(self, x, "W_in", fast))
         post_act = self.hook_post((self.act_fn(pre_act) * pre_linear) + self.b_in)
-    return _mlp_product(post_act, self.W_out, fast) + self.b_out
+    return _mlp_product(self, post_act, "W_out", fast) + self.b_out
 
 
 # attention parameter -> the permutation whose result TL's rearranges read (stored contiguously)
@@ -133,8 +141,8 @@ def _store_for_rearrange(param: torch.nn.Parameter, order: tuple[int, ...]) -> N
 
 
 def apply_fast_cpu_patches(model: HookedTransformer) -> HookedTransformer:
-    """Swap the copying forwards of ``Unembed`` and ``GatedMLP`` for plain (or weight-first) matmuls,
-    store the attention weights in the order TL's rearranges read and the MLP weights transposed (in place).
+    """Swap the copying forwards of ``Unembed`` and ``GatedMLP`` for plain (or weight-first) matmuls and
+    store the attention weights in the order TL's rearranges read (in place).
 
     Only these instances change; the TransformerLens classes are untouched. Idempotent. Saving a
     re-stored weight needs ``.contiguous()`` (as safetensors requires anyway).
@@ -147,11 +155,6 @@ def apply_fast_cpu_patches(model: HookedTransformer) -> HookedTransformer:
                     _store_for_rearrange(param, order)
             setattr(module, _PATCHED_FLAG, True)
             continue
-        if type(module) is GatedMLP:  # stored [out, in] like nn.Linear: W.T is contiguous
-            for name in ("W_gate", "W_in", "W_out"):
-                param = module._parameters.get(name)
-                if param is not None:
-                    _store_for_rearrange(param, (1, 0))
         if getattr(module, _PATCHED_FLAG, False):
             continue
         if type(module) is Unembed:
