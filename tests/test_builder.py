@@ -110,3 +110,28 @@ def test_bad_input(tiny):
         BuildConfig(threshold=0)
     with pytest.raises(ValueError, match="unknown hook"):
         build_dataset(tiny, ["ok"], ByteScorer(), _cfg(hooks=["blocks.0.hook_nope"]), progress=False)
+
+
+def test_a_larger_budget_grows_a_finished_build_from_its_chunks(tiny, tmp_path):
+    small = _cfg(min_minority=1000, max_rounds=1)
+    with pytest.warns(UserWarning, match="short of min_minority"):
+        build_dataset(tiny, PROMPTS, ByteScorer(), small, out_dir=tmp_path / "grown", progress=False)
+    n_chunks_round0 = len(list((tmp_path / "grown" / "chunks").glob("r00_*.json")))
+    scorer = ByteScorer()
+    with pytest.warns(UserWarning, match="after 2 round"):
+        grown = build_dataset(tiny, PROMPTS, scorer, _cfg(min_minority=1000, max_rounds=2), out_dir=tmp_path / "grown", progress=False)
+    n_provocative = sum(p.tag == "provocative" for p in PROMPTS)
+    assert scorer.calls == -(-n_provocative // 3)  # only round 1's chunks were sampled, round 0 was reused
+    assert len(list((tmp_path / "grown" / "chunks").glob("r00_*.json"))) == n_chunks_round0
+    assert set(grown.examples["round"]) == {0, 1} and grown.meta["config"]["max_rounds"] == 2
+    with pytest.warns(UserWarning):
+        fresh = build_dataset(tiny, PROMPTS, ByteScorer(), _cfg(min_minority=1000, max_rounds=2), out_dir=tmp_path / "fresh", progress=False)
+    assert grown.examples.equals(fresh.examples)
+    for h in fresh.hooks:
+        assert torch.equal(grown.acts[h], fresh.acts[h])
+    # the grown build is now the finished one: loaded as is, and a different non-budget setting is refused
+    scorer = ByteScorer()
+    build_dataset(tiny, PROMPTS, scorer, _cfg(min_minority=1000, max_rounds=2), out_dir=tmp_path / "grown", progress=False)
+    assert scorer.calls == 0
+    with pytest.raises(ValueError, match="different settings"):
+        build_dataset(tiny, PROMPTS, ByteScorer(), _cfg(min_minority=1000, max_rounds=2, seed=4), out_dir=tmp_path / "grown", progress=False)

@@ -14,6 +14,7 @@ from probe_lens.testing import non_ascii_scorer, tiny_model, tiny_study_config
 def finished_study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
     study = Study(tiny_study_config(), out, model=tiny_model(n_layers=4), scorer=non_ascii_scorer(), progress=False, export_png=False)
+    study.build_data()  # as `probe-lens demo` does, before run()
     summary = study.run()
     return study, summary
 
@@ -59,6 +60,14 @@ def test_whole_grid_writes_every_output(finished_study):
     shared = [c for c in step0.columns if c.startswith("eval/") or c.endswith(("/mean_diff_norm", "/resid_norm", "/pca_var_top1"))]
     assert len(shared) > 3
     assert (step0[shared].nunique(dropna=True) == 1).all(), step0[shared].nunique()
+
+
+def test_total_time_covers_every_step(finished_study):
+    study, _ = finished_study
+    t = json.loads((study.out / "timings.json").read_text())
+    disjoint = ("build_data_s", "fit_probes_s", "generate_train_s", "probe_scores_s", "train_s", "evaluate_s")
+    assert all(k in t for k in disjoint), t
+    assert t["total_s"] >= sum(t[k] for k in disjoint), t
 
 
 def test_resume_skips_finished_cells(finished_study):

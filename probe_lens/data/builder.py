@@ -274,7 +274,9 @@ def build_dataset(
     With ``out_dir`` a finished dataset there is simply loaded (no recomputation; the config must
     match), and an interrupted build continues from its saved chunks. Extra sampling rounds (over the
     provocative prompts) run while the minority class is short of ``config.min_minority``, up to
-    ``config.max_rounds``; what was reached is recorded in ``meta["shortfall"]``.
+    ``config.max_rounds``; what was reached is recorded in ``meta["shortfall"]``. Calling again with
+    only a larger budget (``max_rounds``, ``min_minority``) grows a finished dataset: saved rounds are
+    reused and only the new ones sampled.
     """
     cfg = config or BuildConfig()
     prompts = _as_prompts(prompts)
@@ -295,12 +297,15 @@ def build_dataset(
         if (folder / "meta.json").exists():
             ds = ActivationDataset.load(folder)
             _check_same_study(ds.meta, meta_base, folder)
-            return ds
+            if _same_json(ds.meta["config"], meta_base["config"]):
+                return ds
+            # only the sampling budget changed: re-finish from the saved chunks, sampling new rounds only
+            # (meta.json goes first, so a crash leaves an unfinished build that resumes, not a mixed one)
+            (folder / "meta.json").unlink()
         spec = folder / "build_spec.json"
         if spec.exists():
             _check_same_study(json.loads(spec.read_text()), meta_base, folder)
-        else:
-            atomic_write(spec, lambda p: p.write_text(json.dumps(meta_base, indent=2, default=str)))
+        atomic_write(spec, lambda p: p.write_text(json.dumps(meta_base, indent=2, default=str)))
         (folder / "chunks").mkdir(exist_ok=True)
 
     gens: list[Generation] = []
@@ -387,9 +392,21 @@ def _ids_digest(prompts: list[Prompt]) -> str:
     return h.hexdigest()[:16]
 
 
+# BuildConfig fields that only bound how many rounds are sampled: a saved build with a different budget is
+# the same dataset cut at another round, so build_dataset grows (or re-cuts) it from its chunks
+_BUDGET_FIELDS = ("max_rounds", "min_minority")
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    return json.dumps(a, default=str, sort_keys=True) == json.dumps(b, default=str, sort_keys=True)
+
+
 def _check_same_study(saved: dict, wanted: dict, folder: Path) -> None:
-    keys = ("config", "hooks", "model_name", "prompt_ids_sha")
-    diff = [k for k in keys if json.dumps(saved.get(k), default=str) != json.dumps(wanted.get(k), default=str)]
+    def without_budget(config: dict | None) -> dict:
+        return {k: v for k, v in (config or {}).items() if k not in _BUDGET_FIELDS}
+
+    diff = ["config"] if not _same_json(without_budget(saved.get("config")), without_budget(wanted.get("config"))) else []
+    diff += [k for k in ("hooks", "model_name", "prompt_ids_sha") if not _same_json(saved.get(k), wanted.get(k))]
     if saved.get("scorer", {}).get("name") != wanted["scorer"]["name"]:
         diff.append("scorer")
     if diff:

@@ -108,6 +108,7 @@ class Study:
         if model is not None:
             self._adopt_model(model)
         self._timings: dict[str, float] = {}
+        self._t_first: float | None = None  # when this object's first timed step began (for total_s)
         # telemetry of the base model, shared by every cell (drift activations; toxicity per seed)
         self._base_acts: dict[str, np.ndarray] | None = None
         self._base_toxicity: dict[int, dict[str, float]] = {}
@@ -143,6 +144,7 @@ class Study:
     def model(self):
         """The model (loaded on first use); :meth:`reset_model` restores its base weights."""
         if self._model is None:
+            self._start_clock()
             t0 = time.perf_counter()
             self._adopt_model(load_model(self.config.model, device=self.config.device))
             self._timings["load_model_s"] = time.perf_counter() - t0
@@ -161,6 +163,10 @@ class Study:
             self._scorer = get_scorer(self.config.scorer)
         return self._scorer
 
+    def _start_clock(self) -> None:
+        if self._t_first is None:
+            self._t_first = time.perf_counter()
+
     def _tick(self, key: str, t0: float) -> None:
         self._timings[key] = self._timings.get(key, 0.0) + time.perf_counter() - t0
 
@@ -170,6 +176,7 @@ class Study:
 
     # ------------------------------------------------------------------ step 1: probe data
     def build_data(self) -> ActivationDataset:
+        self._start_clock()
         folder = self.out / "data" / "probe_fit"
         if (folder / "meta.json").exists():
             return ActivationDataset.load(folder)
@@ -195,6 +202,7 @@ class Study:
         return {"single": [single], "ensemble": [ens], "heldout": heldout}
 
     def fit_probes(self) -> dict[str, Any]:
+        self._start_clock()
         folder = self.out / "probes"
         names = self.probe_names()
         all_names = names["single"] + names["ensemble"] + names["heldout"]
@@ -437,7 +445,7 @@ class Study:
     # ------------------------------------------------------------------ all of it
     def run(self) -> pd.DataFrame:
         cfg = self.config
-        t_all = time.perf_counter()
+        self._start_clock()
         self.build_data()
         self.fit_probes()
         todo = [(c, s) for s in cfg.seeds for c in cfg.cells]
@@ -445,7 +453,8 @@ class Study:
             if self.is_done(cell, seed):
                 continue
             self.run_cell(cell, seed)
-        self._timings["total_s"] = time.perf_counter() - t_all
+        # from this object's first step (a caller may have built the data or loaded the model before run())
+        self._timings["total_s"] = time.perf_counter() - self._t_first
         return self.report()
 
     def results(self) -> pd.DataFrame:
