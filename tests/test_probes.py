@@ -535,6 +535,27 @@ def test_layer_sweep_finds_the_informative_layer():
         )
 
 
+def test_layer_sweep_groups_keep_a_source_on_one_side():
+    """Labels that belong to the prompt, not to anything general: a per-example split lets the probe
+    memorise prompts (high test AUROC); a split by prompt shows there is nothing to learn."""
+    rng = np.random.default_rng(0)
+    n_groups, per_group, d = 60, 8, 64
+    groups = np.repeat(np.arange(n_groups), per_group)
+    y = np.repeat(rng.integers(0, 2, n_groups), per_group)
+    X = rng.normal(size=(n_groups, d))[groups] + 0.1 * rng.normal(size=(len(groups), d))
+    acts = {"blocks.0.hook_resid_post": X}
+    leaky = layer_sweep(acts, y, probe_factory=lambda: LogisticProbe(C=1.0), seed=0, progress=False)
+    grouped = layer_sweep(acts, y, probe_factory=lambda: LogisticProbe(C=1.0), seed=0, groups=groups, progress=False)
+    assert leaky["auroc_test"].iloc[0] > 0.95
+    assert grouped["auroc_test"].iloc[0] < 0.75
+    assert int(grouped["n_train"].iloc[0] + grouped["n_test"].iloc[0]) == len(y)
+    assert int(grouped["n_test"].iloc[0]) % per_group == 0  # whole groups only
+    with pytest.raises(ValueError, match="one id per example"):
+        layer_sweep(acts, y, groups=groups[:-1], progress=False)
+    with pytest.raises(ValueError, match="at least 2"):
+        layer_sweep(acts, y, groups=np.zeros(len(y)), progress=False)
+
+
 def test_layer_sweep_on_tiny_model(tiny4):
     """End to end on a real (random) HookedTransformer: collect pooled activations, sweep layers."""
     from probe_lens.activations import collect

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from jaxtyping import Float, Int
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import GroupShuffleSplit, train_test_split
 from tqdm.auto import tqdm
 
 from probe_lens.probes.base import (
@@ -124,10 +124,11 @@ def layer_sweep(
     probe_factory: Callable[[], BaseProbe | DiverseProbeEnsemble] = LogisticProbe,
     test_size: float = 0.3,
     seed: int = 0,
+    groups: ArrayLike | None = None,
     progress: bool = True,
     return_probes: bool = False,
 ) -> pd.DataFrame | tuple[pd.DataFrame, dict[str, Probe]]:
-    """Fit the same probe type at every hook on one stratified split; a tidy table to pick a layer.
+    """Fit the same probe type at every hook on one held-out split; a tidy table to pick a layer.
 
     Args:
         acts_by_hook: ``{hook: activations [n, d_model]}`` for the same n examples (e.g. the
@@ -135,6 +136,11 @@ def layer_sweep(
         y: labels [n] (1 = positive).
         probe_factory: ``() -> unfitted probe`` (a class works); its hook metadata is set here.
         test_size, seed: the held-out split (stratified, identical for every hook).
+        groups: [n] group ids (e.g. prompt ids) kept whole on one side of the split. Pass them when
+            examples share a source (several continuations of one prompt): a split that puts one
+            prompt on both sides rewards memorising prompts and overstates the test AUROC. With
+            groups the split is by group (``GroupShuffleSplit``, ``test_size`` of the groups), not
+            stratified.
         return_probes: also return ``{hook: fitted probe}``.
 
     Returns:
@@ -148,15 +154,10 @@ def layer_sweep(
     first = next(iter(acts_by_hook.values()))
     n = first.shape[0] if hasattr(first, "shape") else len(first)
     y = as_binary_labels(y, n)
-    try:
-        train, test = train_test_split(
-            np.arange(n), test_size=test_size, stratify=y, random_state=seed
-        )
-    except ValueError as exc:
-        raise ValueError(
-            f"cannot make a stratified {test_size:.0%} test split of {n} examples with class "
-            f"counts {np.bincount(y, minlength=2).tolist()}: {exc}. Use more labelled examples."
-        ) from exc
+    if groups is not None:
+        train, test = _group_split(groups, y, test_size=test_size, seed=seed)
+    else:
+        train, test = _stratified_split(y, test_size=test_size, seed=seed)
     rows, fitted = [], {}
     for order, (hook, acts) in enumerate(
         tqdm(acts_by_hook.items(), desc="layer sweep", disable=not progress)
@@ -185,3 +186,32 @@ def layer_sweep(
     df = df.sort_values(["layer", "_order"], na_position="first", kind="stable")
     df = df.drop(columns="_order").reset_index(drop=True)
     return (df, fitted) if return_probes else df
+
+
+def _stratified_split(y: np.ndarray, *, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    n = len(y)
+    try:
+        return train_test_split(np.arange(n), test_size=test_size, stratify=y, random_state=seed)
+    except ValueError as exc:
+        raise ValueError(
+            f"cannot make a stratified {test_size:.0%} test split of {n} examples with class "
+            f"counts {np.bincount(y, minlength=2).tolist()}: {exc}. Use more labelled examples."
+        ) from exc
+
+
+def _group_split(groups: ArrayLike, y: np.ndarray, *, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    groups = np.asarray(groups)
+    if groups.ndim != 1 or len(groups) != len(y):
+        raise ValueError(f"groups must be one id per example: got shape {groups.shape} for {len(y)} labels")
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise ValueError(f"groups has {n_groups} distinct id(s); a grouped split needs at least 2")
+    splitter = GroupShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
+    train, test = next(splitter.split(np.zeros(len(y)), y, groups))
+    for name, idx in (("train", train), ("test", test)):
+        if len(np.unique(y[idx])) < 2:
+            raise ValueError(
+                f"the grouped split's {name} side has one class only ({len(idx)} examples from "
+                f"{len(np.unique(groups[idx]))} groups); use more groups, another seed or another test_size"
+            )
+    return train, test
