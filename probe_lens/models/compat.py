@@ -14,8 +14,9 @@ rearranges read, so they become free views: same shapes, same values, different 
 
 Last, the layout of the product itself: on the CPU these figures come from (AMD EPYC, MKL, 2 threads)
 ``x @ W`` for a few rows (batched decoding: one row per sequence) runs at 10-25 GFLOP/s, while the same
-product computed weight-first, ``(W^T @ x^T)^T`` with ``W^T`` stored contiguously, runs 1.5-2x faster
-for 2-128 rows (``benchmarks/bench_matmul_layout.py``), while at 1 row ``x @ W`` is ~25% faster.
+product computed weight-first, ``(W^T @ x^T)^T`` with ``W^T`` stored contiguously, runs 1.3-2.3x faster
+from 2 to 64 rows (``benchmarks/bench_matmul_layout.py``; even at 128, not from 256 on), while at 1 row
+``x @ W`` on TL's own layout is the fastest form.
 Batched no-grad CPU forwards of ``Unembed`` and ``GatedMLP`` therefore read cached transposed copies of
 their weights (rebuilt when a weight changes; :func:`clear_transposed_copies` frees them). The copies
 cost one more ``W_U`` and MLP in memory: 0.95 GB for Gemma-3-270M, 3.7 GB for Gemma-3-1B.
