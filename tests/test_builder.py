@@ -135,3 +135,15 @@ def test_a_larger_budget_grows_a_finished_build_from_its_chunks(tiny, tmp_path):
     assert scorer.calls == 0
     with pytest.raises(ValueError, match="different settings"):
         build_dataset(tiny, PROMPTS, ByteScorer(), _cfg(min_minority=1000, max_rounds=2, seed=4), out_dir=tmp_path / "grown", progress=False)
+
+
+def test_drift_set_from_a_dataset_keeps_its_balanced_rows_and_prompt_split(tiny):
+    from probe_lens.training import DriftSet
+
+    ds = build_dataset(tiny, PROMPTS, ByteScorer(), _cfg(threshold=0.5), progress=False)  # seeded: both classes on both sides
+    drift = DriftSet.from_dataset(ds)
+    rows = ds.rows()
+    assert len(drift) == len(rows) and np.array_equal(drift.labels, ds.y())
+    assert np.array_equal(drift.is_eval, ds.examples["split"].to_numpy()[rows] == "test")
+    assert torch.equal(drift.tokens, ds.generation.tokens[torch.as_tensor(rows)])
+    assert torch.equal(drift.pool_mask, ds.generation.response_mask[torch.as_tensor(rows)])

@@ -249,10 +249,7 @@ class Study:
         return {n: load_probe(folder / n) for n in names["single"] + names["ensemble"] + names["heldout"]}
 
     def drift_set(self, ds: ActivationDataset) -> DriftSet:
-        rows = ds.rows(None)
-        gen = ds.generation.select(rows.tolist())
-        is_eval = ds.examples["split"].to_numpy()[rows] == "test"
-        return DriftSet(gen.tokens, gen.attention_mask, gen.response_mask, ds.examples["label"].to_numpy()[rows], is_eval)
+        return DriftSet.from_dataset(ds)
 
     # ------------------------------------------------------------------ step 3: training data per seed
     def train_data(self, seed: int) -> tuple[Generation, dict[str, np.ndarray]]:

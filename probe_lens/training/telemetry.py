@@ -29,7 +29,7 @@ the class-mean difference at the first measurement (kept in ``state_dict`` for r
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -39,6 +39,9 @@ from sklearn.metrics import roc_auc_score
 from probe_lens.activations import collect, resolve_hooks
 from probe_lens.models import Generation
 from probe_lens.training.probes_util import FlatProbe, flatten_probes, named_probes
+
+if TYPE_CHECKING:
+    from probe_lens.data.builder import ActivationDataset
 
 
 @dataclasses.dataclass
@@ -94,6 +97,16 @@ class DriftSet:
             idx = rng.permutation(np.flatnonzero(y == c))
             is_eval[idx[: int(round(eval_fraction * len(idx)))]] = True
         return cls(generation.tokens, generation.attention_mask, generation.response_mask, y, is_eval)
+
+    @classmethod
+    def from_dataset(cls, dataset: "ActivationDataset") -> "DriftSet":
+        """Drift set from a built probe dataset: its balanced rows, with the dataset's by-prompt split
+        (probes are re-fit on its ``train`` rows and AUROCs read on its ``test`` rows)."""
+        rows = dataset.rows(None)
+        gen = dataset.generation.select(rows.tolist())
+        is_eval = dataset.examples["split"].to_numpy()[rows] == "test"
+        labels = dataset.examples["label"].to_numpy()[rows]
+        return cls(gen.tokens, gen.attention_mask, gen.response_mask, labels, is_eval)
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
