@@ -236,6 +236,28 @@ def test_resume_refuses_a_different_config(tmp_path):
         train_probe_sft(tiny_model(seed=0), data, probe, cfg2, resume=True)
 
 
+def test_on_step_callback_sees_every_step_and_can_stop_early(tmp_path):
+    data, y = make_data(tiny_model(seed=0))
+    probe = fit_probe(tiny_model(seed=0), data, y, layer=1)
+    tel = DriftTelemetry(DriftSet.from_generation(data, y), {"p": probe})
+    seen = []
+
+    def stop_when_probe_is_fooled(step, row):
+        seen.append((step, dict(row)))
+        return step == 2  # e.g. a researcher's early-stopping rule
+
+    cfg = ProbeSFTConfig(lr=1e-2, max_steps=5, batch_size=8, telemetry_every=2, checkpoint_every=0,
+                         out_dir=str(tmp_path), progress=False)
+    res = train_probe_sft(tiny_model(seed=0), data, probe, cfg, telemetry=tel, on_step=stop_when_probe_is_fooled)
+    assert [s for s, _ in seen] == [1, 2]
+    assert (res.stopped_reason, res.final_step) == ("callback", 2)
+    assert res.checkpoint_path.name == "step_000002"  # resumable from where it stopped
+    assert {"train/loss", "train/lr", "train/grad_norm"} <= set(seen[0][1])
+    assert "probe/auroc_frozen/p" in seen[1][1] and "probe/auroc_frozen/p" not in seen[0][1]  # telemetry at step 2
+    resumed = train_probe_sft(tiny_model(seed=0), data, probe, cfg, telemetry=tel, resume=True)
+    assert (resumed.stopped_reason, resumed.final_step) == ("max_steps", 5)
+
+
 def test_nan_loss_stops_run_and_keeps_last_good_checkpoint(tmp_path):
     model = tiny_model(seed=0)
     data, y = make_data(model)

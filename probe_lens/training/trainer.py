@@ -17,7 +17,7 @@ import re
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -41,7 +41,11 @@ from probe_lens.training.losses import dpo_loss, kl_per_token, probe_probability
 from probe_lens.training.pairs import PreferencePairs
 from probe_lens.training.probes_util import FlatProbe, flatten_probes
 
-STOP_REASONS = ("max_steps", "nan", "stop_after")
+STOP_REASONS = ("max_steps", "nan", "stop_after", "callback")
+
+# on_step(step, row) -> stop?: called after every optimizer step with that step's metrics (loss terms,
+# lr, grad norm, seconds, and the telemetry row when telemetry ran at this step)
+StepCallback = Callable[[int, dict[str, Any]], "bool | None"]
 
 
 @dataclasses.dataclass
@@ -51,7 +55,8 @@ class TrainResult:
     Attributes:
         final_step: last optimizer step completed (the model holds the weights after it).
         stopped_reason: ``"max_steps"``, ``"nan"`` (non-finite loss or gradient at ``nan_step``;
-            the step was not applied) or ``"stop_after"`` (the call's step budget ran out; resume later).
+            the step was not applied), ``"stop_after"`` (the call's step budget ran out; resume later)
+            or ``"callback"`` (``on_step`` returned True; checkpointed, resumable).
         out_dir, metrics_path, config_path: run files (None when ``out_dir`` is None).
         checkpoint_path: folder of the last good checkpoint (None if none was written).
         history: the metric rows written (also in ``metrics.jsonl``).
@@ -335,6 +340,7 @@ def _run(
     resume: bool = False,
     stop_after: int | None = None,
     run_info: dict[str, Any] | None = None,
+    on_step: StepCallback | None = None,
 ) -> TrainResult:
     if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 1):
         raise ValueError(f"stop_after must be a positive int or None, got {stop_after!r}")
@@ -384,11 +390,14 @@ def _run(
             if writer is not None:
                 writer.write(row)
 
-        def measure(step: int) -> None:
+        def measure(step: int) -> dict[str, Any]:
+            row: dict[str, Any] = {}
             if telemetry is not None and info.is_main:
                 model.eval()
-                emit({"step": step, **telemetry.measure(model, step)})
+                row = {"step": step, **telemetry.measure(model, step)}
+                emit(row)
                 model.train()
+            return row
 
         def checkpoint(step: int) -> Path | None:
             path = None
@@ -450,16 +459,24 @@ def _run(
             optimizer.step()
             scheduler.step()
             seconds = time.perf_counter() - t_step
+            step_row = {"step": step, **values, "train/lr": lr, "train/grad_norm": grad_norm, "train/step_seconds": seconds}
             if step % config.log_every == 0 or step == config.max_steps:
-                emit({"step": step, **values, "train/lr": lr, "train/grad_norm": grad_norm, "train/step_seconds": seconds})
+                emit(step_row)
             bar.update(1)
             bar.set_postfix({k.split("/")[-1]: f"{values[k]:.4g}" for k in ("train/loss", "train/probe_prob", "rewards/accuracies") if k in values})
             if config.telemetry_every and (step % config.telemetry_every == 0 or step == config.max_steps):
-                measure(step)
+                step_row = {**step_row, **measure(step)}
             if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == config.max_steps:
                 last_ckpt = checkpoint(step) or last_ckpt
+            if on_step is not None:
+                stop = bool(on_step(step, step_row)) if info.is_main else False
+                if info.enabled:  # every rank stops together
+                    stop = D.all_reduce_sum(torch.tensor([float(stop)], device=dev), info).item() > 0
+                if stop and step < config.max_steps:
+                    reason = "callback"
+                    break
         bar.close()
-        if reason == "stop_after" and ckpt_root is not None and (last_ckpt is None or not str(last_ckpt).endswith(f"{step:06d}")):
+        if reason in ("stop_after", "callback") and ckpt_root is not None and (last_ckpt is None or not str(last_ckpt).endswith(f"{step:06d}")):
             last_ckpt = checkpoint(step) or last_ckpt
         return TrainResult(
             final_step=step,
@@ -508,6 +525,7 @@ def train_probe_sft(
     reference_model: HookedTransformer | None = None,
     resume: bool = False,
     stop_after: int | None = None,
+    on_step: StepCallback | None = None,
 ) -> TrainResult:
     """Probe-based SFT on ``data``: LM loss on the responses + lambda * P(toxic) of the frozen probe(s).
 
@@ -516,6 +534,8 @@ def train_probe_sft(
     flows through the probe into the model. ``reference_model`` (frozen) is needed when
     ``config.kl_weight > 0``. ``resume=True`` continues from the latest checkpoint in ``out_dir``.
     ``stop_after``: run at most this many steps in this call (checkpointed; resume later).
+    ``on_step(step, row)``: called after every optimizer step with its metrics (and telemetry row when
+    measured); return True to stop early (checkpointed, ``stopped_reason="callback"``).
     """
     if not isinstance(config, ProbeSFTConfig):
         raise TypeError(f"config must be a ProbeSFTConfig, got {type(config).__name__}")
@@ -528,7 +548,7 @@ def train_probe_sft(
         pooling=config.pooling, aggregate=config.aggregate, reference_model=reference_model, n_layers=model.cfg.n_layers,
     )
     info = {"n_examples": len(data), "probes": {f.name: f.hook for f in flat}}
-    return _run(objective, model, config, telemetry=telemetry, resume=resume, stop_after=stop_after, run_info=info)
+    return _run(objective, model, config, telemetry=telemetry, resume=resume, stop_after=stop_after, on_step=on_step, run_info=info)
 
 
 def train_classifier_sft(
@@ -540,6 +560,7 @@ def train_classifier_sft(
     telemetry=None,
     resume: bool = False,
     stop_after: int | None = None,
+    on_step: StepCallback | None = None,
 ) -> TrainResult:
     """Classifier-filtered SFT: LM loss only, on the rows whose output score is below ``config.threshold``."""
     if not isinstance(config, ClassifierSFTConfig):
@@ -561,7 +582,7 @@ def train_classifier_sft(
         reference_model=None, n_layers=model.cfg.n_layers,
     )
     info = {"n_examples": len(data), "n_kept": int(len(keep)), "threshold": config.threshold}
-    return _run(objective, model, config, telemetry=telemetry, resume=resume, stop_after=stop_after, run_info=info)
+    return _run(objective, model, config, telemetry=telemetry, resume=resume, stop_after=stop_after, on_step=on_step, run_info=info)
 
 
 def train_dpo(
@@ -573,6 +594,7 @@ def train_dpo(
     telemetry=None,
     resume: bool = False,
     stop_after: int | None = None,
+    on_step: StepCallback | None = None,
 ) -> TrainResult:
     """DPO (sigmoid loss, ``config.beta``) on fixed preference pairs.
 
@@ -596,4 +618,4 @@ def train_dpo(
     if model.tokenizer is None:
         raise ValueError("the model has no tokenizer (its pad token id is needed to align chosen and rejected)")
     objective = _DPOObjective(pairs, config, model.tokenizer.pad_token_id, reference_model)
-    return _run(objective, model, config, telemetry=telemetry, resume=resume, stop_after=stop_after, run_info=pairs.summary())
+    return _run(objective, model, config, telemetry=telemetry, resume=resume, stop_after=stop_after, on_step=on_step, run_info=pairs.summary())
