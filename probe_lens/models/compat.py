@@ -59,7 +59,7 @@ def _weight_first_ok(x: torch.Tensor) -> bool:
 def weight_first_matmul(
     x: Float[torch.Tensor, "... d_in"],
     w_t: Float[torch.Tensor, "d_out d_in"],
-    bias: Float[torch.Tensor, "d_out"] | None = None,
+    bias: Float[torch.Tensor, " d_out"] | None = None,
 ) -> Float[torch.Tensor, "... d_out"]:
     """``x @ w_t.T + bias`` computed as ``(w_t @ x^T)^T`` (the faster layout for a few rows on CPU BLAS)."""
     x2d = x.reshape(-1, x.shape[-1])
