@@ -1,6 +1,6 @@
 """Foundation figures on the embedded Gemma-3-270M, measured side by side in one run.
 
-    python benchmarks/bench_models.py [--new-tokens 24] [--skip-load] [--repeats 3]
+    python benchmarks/bench_models.py [--new-tokens 24] [--skip-load | --only-load] [--repeats 3]
 
 - load: cold (conversion from the GGUF into a fresh cache) and warm (from the cache) load time and peak
   RSS, each in its own subprocess;
@@ -63,12 +63,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--new-tokens", type=int, default=24)
     ap.add_argument("--skip-load", action="store_true")
+    ap.add_argument("--only-load", action="store_true", help="cold and warm load figures only")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved runs of ours and HF per setting (best of each)")
     args = ap.parse_args()
     report: dict = {"torch_threads": torch.get_num_threads()}
     if not args.skip_load:
         with tempfile.TemporaryDirectory() as cache:
             report["load"] = load_figures(cache)
+    if args.only_load:
+        print(json.dumps(report, indent=2))
+        return
     from probe_lens import collect, generate, load_model
     from probe_lens.models import load_embedded_hf
 
