@@ -76,7 +76,11 @@ def _transposed_copy(module: torch.nn.Module, name: str) -> torch.Tensor:
     key = (w.data_ptr(), w._version, w.dtype, w.device)
     slot = f"_probe_lens_{name}_t"
     cached = module.__dict__.get(slot)
-    if cached is None or cached[0] != key:
+    if cached is not None and cached[0] != key and cached[0][2:] == key[2:] and cached[1].shape == w.shape[::-1]:
+        cached[1].copy_(w.detach().T)  # refreshed in place after an optimizer step: no new allocation
+        cached = (key, cached[1])
+        module.__dict__[slot] = cached
+    elif cached is None or cached[0] != key:
         cached = (key, w.detach().T.contiguous())
         module.__dict__[slot] = cached
     return cached[1]
