@@ -119,6 +119,9 @@ def test_perplexity_matches_manual_cross_entropy(tiny):
     expected = _manual_perplexity(tiny, TEXTS)
     for bs in (1, 3, 8):  # padding and batching do not change the result
         assert perplexity(tiny, TEXTS, batch_size=bs) == pytest.approx(expected, rel=1e-5)
+    # enough target positions that the unembedding runs in several slices (64 rows each)
+    long_texts = TEXTS + ["the quick brown fox jumps over the lazy dog, " * 4]
+    assert perplexity(tiny, long_texts, batch_size=8) == pytest.approx(_manual_perplexity(tiny, long_texts), rel=1e-5)
 
 
 def test_perplexity_of_uniform_model_is_vocab_size(tiny):

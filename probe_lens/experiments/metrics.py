@@ -26,6 +26,7 @@ from jaxtyping import Float
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
+from transformer_lens.utilities.activation_functions import apply_softcap
 
 from probe_lens.scorers.base import validate_texts
 
@@ -140,6 +141,9 @@ def _token_ids(model: HookedTransformer, texts: list[str], max_tokens: int) -> l
     return ids
 
 
+_PERPLEXITY_ROWS_PER_SLICE = 64
+
+
 @torch.no_grad()
 def perplexity(
     model: HookedTransformer,
@@ -185,15 +189,20 @@ def perplexity(
             for r, t in enumerate(batch):
                 tokens[r, width - len(t) :] = torch.tensor(t)
                 attn[r, width - len(t) :] = 1
-            logits = model(tokens.to(device), attention_mask=attn.to(device), return_type="logits")
+            resid = model(tokens.to(device), attention_mask=attn.to(device), stop_at_layer=model.cfg.n_layers)
+            if model.cfg.normalization_type is not None:
+                resid = model.ln_final(resid)
             # position t predicts token t+1; only real tokens after the first (BOS) are targets
-            targets = tokens[:, 1:].masked_fill(~attn[:, :-1].bool(), -100).to(logits.device)
-            nll = F.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
-                ignore_index=-100, reduction="sum",
-            )
-            total_nll += float(nll)
-            total_tokens += int((targets != -100).sum())
+            targets = tokens[:, 1:].masked_fill(~attn[:, :-1].bool(), -100).to(resid.device).reshape(-1)
+            keep = targets != -100
+            rows = resid[:, :-1].reshape(-1, resid.shape[-1])[keep]
+            # unembed the target positions in slices: the whole batch's [rows, d_vocab] logits (plus
+            # their log-softmax) would be GBs at a 262k vocabulary
+            for i in range(0, len(rows), _PERPLEXITY_ROWS_PER_SLICE):
+                sl = slice(i, i + _PERPLEXITY_ROWS_PER_SLICE)
+                logits = apply_softcap(model.unembed(rows[sl][None]), model.cfg.output_logits_soft_cap)[0]
+                total_nll += float(F.cross_entropy(logits.float(), targets[keep][sl], reduction="sum"))
+            total_tokens += int(keep.sum())
     finally:
         model.train(was_training)
     return math.exp(total_nll / total_tokens)
