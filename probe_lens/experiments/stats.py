@@ -1,20 +1,34 @@
-"""Means with Student-t 95% confidence intervals over seeds, and tables of them.
+"""Confidence intervals for a study: means over seeds, AUROCs over examples, and paired contrasts.
 
 The CI of a mean over ``n`` seeds is ``mean ± t_{(1+c)/2, n-1} * s / sqrt(n)`` with ``s`` the sample
 standard deviation (ddof=1). NaN values (a metric not measured for that seed) are skipped; with one
 value the interval is undefined (NaN), with none the mean is NaN too.
+
+AUROC intervals (:func:`auroc_ci`, :func:`paired_auroc_diff`) quantify example-level noise of one
+model's probe scores: DeLong's variance (Sun & Xu 2014 midrank algorithm, O(n log n)) or a stratified
+bootstrap. :func:`paired_contrasts` compares cells seed by seed (the seed-level noise).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike, NDArray
 from scipy import stats as _st
 
-__all__ = ["format_cells", "format_table", "mean_ci", "summarize"]
+__all__ = [
+    "auroc_ci",
+    "describe_contrasts",
+    "format_cells",
+    "format_table",
+    "mean_ci",
+    "paired_auroc_diff",
+    "paired_contrasts",
+    "summarize",
+]
 
 
 def _confidence(confidence: Any) -> float:
@@ -161,3 +175,312 @@ def format_table(summary: pd.DataFrame, *, digits: int = 3, columns: Sequence[st
     rule = "|" + "|".join("---" for _ in cells.columns) + "|"
     rows = ["| " + " | ".join(esc(v) for v in row) + " |" for row in cells.itertuples(index=False)]
     return "\n".join([header, rule, *rows]) + "\n"
+
+
+# ---- AUROC intervals over examples -------------------------------------------------------------
+
+_AUROC_METHODS = ("delong", "bootstrap")
+_TRANSFORMS = ("logit", "identity")
+_BOOT_CHUNK = 2_000_000  # resampled scores held in memory at once
+
+
+def _binary_labels(y: ArrayLike) -> NDArray[np.bool_]:
+    try:
+        arr = np.asarray(y)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"y must be an array of 0/1 labels, got {type(y).__name__}") from exc
+    if arr.ndim != 1:
+        raise ValueError(f"y must be 1-D (one label per example), got shape {arr.shape}")
+    if arr.dtype == np.bool_:
+        labels = arr
+    else:
+        try:
+            num = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"y must hold 0/1 labels, got dtype {arr.dtype}") from exc
+        bad = ~np.isin(num, (0.0, 1.0))
+        if bad.any():
+            raise ValueError(f"y must hold only 0/1 (or bool) labels; found {np.unique(arr[bad])[:5].tolist()}")
+        labels = num == 1.0
+    n_pos = int(labels.sum())
+    if n_pos == 0 or n_pos == labels.size:
+        only = "positive (1)" if n_pos else "negative (0)"
+        raise ValueError(
+            f"y has only {only} labels ({labels.size} examples); AUROC needs both classes, so add examples "
+            "of the other class"
+        )
+    return labels
+
+
+def _score_matrix(labels: NDArray[np.bool_], *scores: ArrayLike) -> NDArray[np.float64]:
+    """``(k, n)`` float scores, validated against the labels."""
+    rows = []
+    for i, s in enumerate(scores):
+        name = "scores" if len(scores) == 1 else f"scores_{'ab'[i]}"
+        try:
+            arr = np.asarray(s, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be an array of numbers, got {type(s).__name__}") from exc
+        if arr.shape != labels.shape:
+            raise ValueError(f"{name} has shape {arr.shape} but y has shape {labels.shape}; pass one score per label")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} contains NaN or inf; drop those examples first")
+        rows.append(arr)
+    return np.stack(rows)
+
+
+def _check_interval_args(confidence: Any, method: Any, n_boot: Any, seed: Any) -> float:
+    confidence = _confidence(confidence)
+    if method not in _AUROC_METHODS:
+        raise ValueError(f"method must be one of {_AUROC_METHODS}, got {method!r}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive int (e.g. 2000), got {n_boot!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    return confidence
+
+
+def _delong(labels: NDArray[np.bool_], scores: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """AUROCs ``(k,)`` and their DeLong covariance ``(k, k)`` (Sun & Xu 2014, midranks)."""
+    pos, neg = scores[:, labels], scores[:, ~labels]
+    m, n = pos.shape[1], neg.shape[1]
+    tx = _st.rankdata(pos, axis=1)  # midranks within positives
+    ty = _st.rankdata(neg, axis=1)
+    tz = _st.rankdata(np.concatenate([pos, neg], axis=1), axis=1)
+    v10 = (tz[:, :m] - tx) / n  # per positive: share of negatives it outranks (ties count 1/2)
+    v01 = 1.0 - (tz[:, m:] - ty) / m  # per negative: share of positives that outrank it
+    auc = v10.mean(axis=1)
+    s10 = np.atleast_2d(np.cov(v10)) if m > 1 else np.zeros((len(scores), len(scores)))
+    s01 = np.atleast_2d(np.cov(v01)) if n > 1 else np.zeros((len(scores), len(scores)))
+    return auc, s10 / m + s01 / n
+
+
+def _boot_aurocs(
+    labels: NDArray[np.bool_], scores: NDArray[np.float64], n_boot: int, seed: int
+) -> NDArray[np.float64]:
+    """``(n_boot, k)`` AUROCs of stratified resamples (positives and negatives resampled separately)."""
+    pos, neg = scores[:, labels], scores[:, ~labels]
+    m, n = pos.shape[1], neg.shape[1]
+    rng = np.random.default_rng(int(seed))
+    idx_pos = rng.integers(0, m, size=(n_boot, m))
+    idx_neg = rng.integers(0, n, size=(n_boot, n))
+    out = np.empty((n_boot, len(scores)))
+    chunk = max(1, _BOOT_CHUNK // (m + n))
+    for start in range(0, n_boot, chunk):
+        sl = slice(start, start + chunk)
+        for k in range(len(scores)):
+            both = np.concatenate([pos[k][idx_pos[sl]], neg[k][idx_neg[sl]]], axis=1)
+            ranks = _st.rankdata(both, axis=1)
+            out[sl, k] = (ranks[:, :m].sum(axis=1) - m * (m + 1) / 2.0) / (m * n)
+    return out
+
+
+def _percentile(values: NDArray[np.float64], confidence: float) -> tuple[float, float]:
+    lo, hi = np.quantile(values, [(1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0])
+    return float(lo), float(hi)
+
+
+def auroc_ci(
+    y: ArrayLike,
+    scores: ArrayLike,
+    *,
+    confidence: float = 0.95,
+    method: str = "delong",
+    n_boot: int = 2000,
+    seed: int = 0,
+    transform: str = "logit",
+) -> tuple[float, float, float]:
+    """``(auroc, low, high)``: the AUROC of ``scores`` for labels ``y`` with a confidence interval.
+
+    The interval covers example-level noise only (which examples were drawn), not seed-to-seed noise.
+
+    Args:
+        y: ``(n,)`` 0/1 or bool labels; both classes must occur.
+        scores: ``(n,)`` finite scores, higher = more positive. Ties count 1/2 (as in sklearn).
+        confidence: coverage of the interval, in (0, 1).
+        method: ``"delong"``: DeLong's variance (Sun & Xu 2014 fast midrank algorithm) and a normal
+            interval; ``"bootstrap"``: percentile interval of ``n_boot`` stratified resamples
+            (positives and negatives resampled separately, so each resample keeps the class sizes).
+        n_boot, seed: bootstrap resamples and their seed (``"bootstrap"`` only).
+        transform: for ``"delong"``: ``"logit"`` (default) builds the normal interval on
+            ``logit(AUROC)`` (delta method, ``se / (A (1 - A))``) and maps it back, so it stays inside
+            (0, 1) and is asymmetric near 1, where the plain interval undercovers; ``"identity"`` is the
+            textbook ``A ± z se`` clipped to [0, 1]. An AUROC of exactly 0 or 1 has DeLong variance 0
+            and gets the point interval ``(A, A, A)`` with either transform.
+    """
+    confidence = _check_interval_args(confidence, method, n_boot, seed)
+    if transform not in _TRANSFORMS:
+        raise ValueError(f"transform must be one of {_TRANSFORMS}, got {transform!r}")
+    labels = _binary_labels(y)
+    mat = _score_matrix(labels, scores)
+    auc_arr, cov = _delong(labels, mat)
+    auc = float(auc_arr[0])
+    if method == "bootstrap":
+        lo, hi = _percentile(_boot_aurocs(labels, mat, int(n_boot), int(seed))[:, 0], confidence)
+        return (auc, lo, hi)
+    se = math.sqrt(max(float(cov[0, 0]), 0.0))
+    z = float(_st.norm.ppf((1.0 + confidence) / 2.0))
+    if se == 0.0 or auc in (0.0, 1.0):
+        return (auc, auc, auc)
+    if transform == "logit":
+        centre, half = math.log(auc / (1.0 - auc)), z * se / (auc * (1.0 - auc))
+        return (auc, float(_st.logistic.cdf(centre - half)), float(_st.logistic.cdf(centre + half)))
+    return (auc, max(0.0, auc - z * se), min(1.0, auc + z * se))
+
+
+def paired_auroc_diff(
+    y: ArrayLike,
+    scores_a: ArrayLike,
+    scores_b: ArrayLike,
+    *,
+    confidence: float = 0.95,
+    method: str = "delong",
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """``(diff, low, high)`` with ``diff = AUROC(scores_a) - AUROC(scores_b)`` on the same examples.
+
+    ``"delong"``: normal interval with ``Var(A_a) + Var(A_b) - 2 Cov(A_a, A_b)`` from DeLong's
+    structural components (the two AUROCs are correlated because they share examples), clipped to
+    [-1, 1]; ``"bootstrap"``: percentile interval of the difference over ``n_boot`` paired stratified
+    resamples (the same examples for both). Identical score vectors give ``(0, 0, 0)``.
+    """
+    confidence = _check_interval_args(confidence, method, n_boot, seed)
+    labels = _binary_labels(y)
+    mat = _score_matrix(labels, scores_a, scores_b)
+    auc, cov = _delong(labels, mat)
+    diff = float(auc[0] - auc[1])
+    if method == "bootstrap":
+        boots = _boot_aurocs(labels, mat, int(n_boot), int(seed))
+        lo, hi = _percentile(boots[:, 0] - boots[:, 1], confidence)
+        return (diff, lo, hi)
+    var = float(cov[0, 0] + cov[1, 1] - 2.0 * cov[0, 1])
+    half = float(_st.norm.ppf((1.0 + confidence) / 2.0)) * math.sqrt(max(var, 0.0))
+    return (diff, max(-1.0, diff - half), min(1.0, diff + half))
+
+
+# ---- paired contrasts between cells over seeds ----------------------------------------------------
+
+_CONTRAST_COLUMNS = [
+    "contrast", "a", "b", "metric", "mean_diff", "ci_low", "ci_high", "n_seeds", "resolved", "per_seed",
+]
+
+
+def _seed_label(seed: Any) -> str:
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        return f"s{int(seed)}"
+    if isinstance(seed, (float, np.floating)) and float(seed).is_integer():
+        return f"s{int(seed)}"
+    return str(seed)
+
+
+def paired_contrasts(
+    results: pd.DataFrame,
+    metric: str,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    cell_col: str = "cell",
+    seed_col: str = "seed",
+    confidence: float = 0.95,
+    digits: int = 3,
+) -> pd.DataFrame:
+    """Seed-paired differences ``metric[a, s] - metric[b, s]`` for each ``(a, b)`` in ``pairs``.
+
+    Only seeds where both cells have a (non-NaN) value count. Returns one row per pair with columns
+    ``contrast`` (``"a − b"``), ``a``, ``b``, ``metric``, ``mean_diff``, ``ci_low``, ``ci_high`` (Student-t
+    interval over seeds, :func:`mean_ci`), ``n_seeds``, ``resolved`` (the interval excludes 0; False
+    with fewer than 2 seeds) and ``per_seed`` (``"s0: -0.081, s1: -0.060"``, ``digits`` decimals).
+    The confidence is kept in ``out.attrs["confidence"]`` for :func:`describe_contrasts`.
+    """
+    if not isinstance(results, pd.DataFrame):
+        raise TypeError(f"results must be a pandas DataFrame (one row per cell and seed), got {type(results).__name__}")
+    confidence = _confidence(confidence)
+    if not isinstance(metric, str):
+        raise TypeError(f"metric must be a column name (str), got {metric!r}")
+    missing = [c for c in (cell_col, seed_col, metric) if c not in results.columns]
+    if missing:
+        raise ValueError(f"columns {missing} are not in results; it has {list(results.columns)}")
+    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence):
+        raise TypeError("pairs must be a list of (a, b) cell-name tuples, e.g. [('probe_sft_1', 'base')]")
+    pairs = list(pairs)
+    cells = set(results[cell_col].tolist())
+    for pair in pairs:
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise TypeError(f"each pair must be an (a, b) tuple of cell names, got {pair!r}")
+        unknown = [c for c in pair if c not in cells]
+        if unknown:
+            raise ValueError(
+                f"cell(s) {unknown} of pair {tuple(pair)} are not in results[{cell_col!r}]; "
+                f"known cells: {sorted(map(str, cells))}"
+            )
+        if pair[0] == pair[1]:
+            raise ValueError(f"pair {tuple(pair)} compares a cell with itself; name two different cells")
+    if results.duplicated(subset=[cell_col, seed_col]).any():
+        raise ValueError(
+            f"a ({cell_col}, {seed_col}) combination appears more than once; filter results to one row per "
+            "cell and seed (e.g. the final step) first"
+        )
+    values = pd.to_numeric(results[metric], errors="coerce").astype(np.float64)
+    if np.isinf(values.to_numpy()).any():
+        raise ValueError(f"column {metric!r} contains inf; a difference of infinite values is meaningless")
+    table = pd.Series(values.to_numpy(), index=pd.MultiIndex.from_frame(results[[cell_col, seed_col]]))
+    rows = []
+    for a, b in pairs:
+        va, vb = table.xs(a, level=0).dropna(), table.xs(b, level=0).dropna()
+        seeds = sorted(set(va.index) & set(vb.index))
+        diffs = np.array([va[s] - vb[s] for s in seeds], dtype=np.float64)
+        mean, low, high = mean_ci(diffs, confidence)
+        resolved = bool(len(seeds) >= 2 and (low > 0.0 or high < 0.0))
+        rows.append({
+            "contrast": f"{a} − {b}", "a": a, "b": b, "metric": metric,
+            "mean_diff": mean, "ci_low": low, "ci_high": high, "n_seeds": len(seeds), "resolved": resolved,
+            "per_seed": ", ".join(f"{_seed_label(s)}: {d:.{digits}f}" for s, d in zip(seeds, diffs)),
+        })
+    out = pd.DataFrame(rows, columns=_CONTRAST_COLUMNS)
+    out["n_seeds"] = out["n_seeds"].astype(np.int64)
+    out["resolved"] = out["resolved"].astype(bool)
+    out.attrs["confidence"] = confidence
+    return out
+
+
+def describe_contrasts(
+    df: pd.DataFrame,
+    *,
+    digits: int = 3,
+    labels: Mapping[str, str] | None = None,
+    confidence: float | None = None,
+) -> str:
+    """One plain-English sentence per row of :func:`paired_contrasts`, joined by newlines.
+
+    E.g. ``"probe_sft_1 − classifier_sft in auroc: -0.081 (95% CI -0.150 to -0.010, 3 seeds): resolved
+    (the interval excludes 0)."``. ``labels`` maps metric column names to readable names
+    (``{"probe/auroc/logistic_L6": "curated AUROC of logistic_L6"}``); ``confidence`` defaults to the
+    one ``paired_contrasts`` used.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"df must be the DataFrame from paired_contrasts(), got {type(df).__name__}")
+    missing = [c for c in _CONTRAST_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"columns {missing} are missing; build df with paired_contrasts()")
+    if isinstance(digits, bool) or not isinstance(digits, (int, np.integer)) or digits < 0:
+        raise ValueError(f"digits must be a non-negative int, got {digits!r}")
+    conf = _confidence(df.attrs.get("confidence", 0.95) if confidence is None else confidence)
+    pct = f"{100 * conf:g}%"
+    labels = dict(labels or {})
+    sentences = []
+    for row in df.itertuples(index=False):
+        head = f"{row.contrast} in {labels.get(row.metric, row.metric)}"
+        n = int(row.n_seeds)
+        if n == 0:
+            sentences.append(f"{head}: no seed has values for both cells, so it cannot be resolved.")
+        elif n == 1:
+            sentences.append(f"{head}: {row.mean_diff:.{digits}f} (1 seed): cannot be resolved with 1 seed.")
+        else:
+            verdict = (
+                "resolved (the interval excludes 0)" if row.resolved else "not resolved (the interval includes 0)"
+            )
+            sentences.append(
+                f"{head}: {row.mean_diff:.{digits}f} ({pct} CI {row.ci_low:.{digits}f} to "
+                f"{row.ci_high:.{digits}f}, {n} seeds): {verdict}."
+            )
+    return "\n".join(sentences)
