@@ -321,6 +321,41 @@ def test_ensemble_forward_gradients(data):
     assert all(not q.requires_grad for q in module.parameters())
 
 
+@pytest.mark.parametrize("kind", ["logistic", "ensemble"])
+def test_forward_is_fp32_under_bf16_autocast(kind):
+    """A large common offset (norm ~100) that the standardisation cancels: bf16 would round the
+    matmul and the bias to ~3 significant digits and move P(y=1) by ~0.1; fp32 must hold."""
+    rng = np.random.default_rng(0)
+    n, d = 400, 64
+    y = rng.integers(0, 2, n)
+    X = 100.0 / np.sqrt(d) + 0.05 * rng.normal(size=(n, d))  # every row has norm ~100
+    X[:, :4] += 0.05 * (2 * y - 1)[:, None]
+    probe = (
+        LogisticProbe(C=1.0) if kind == "logistic" else DiverseProbeEnsemble(2, base=LogisticProbe(C=1.0), progress=False)
+    ).fit(X, y)
+    acts = torch.tensor(X[:64], dtype=torch.float32, requires_grad=True)
+    ref = probe(acts).detach()
+    assert ref.dtype == torch.float32
+    np.testing.assert_allclose(ref.numpy(), probe.proba(X[:64]), atol=1e-4)  # float64 oracle
+    assert ref.std() > 0.1  # the scores really vary: the cancellation matters
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = probe(acts)
+        if kind == "logistic":
+            logits = probe.logits(acts)
+        else:
+            members = probe.member_forward(acts)
+    assert out.dtype == torch.float32
+    assert (out.detach() - ref).abs().max().item() < 1e-5
+    if kind == "logistic":
+        assert logits.dtype == torch.float32
+        np.testing.assert_allclose(logits.detach().numpy(), probe.decision_function(X[:64]), atol=1e-3)
+    else:
+        assert members.dtype == torch.float32
+        np.testing.assert_allclose(members.detach().numpy(), probe.member_proba(X[:64]), atol=1e-4)
+    out.sum().backward()  # still differentiable w.r.t. the activations
+    assert torch.isfinite(acts.grad).all() and acts.grad.abs().sum() > 0
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_forward_on_gpu(data):
     X, y = data
@@ -462,12 +497,14 @@ def test_bad_input_errors(data, make):
         make().fit(torch.tensor(Xi), y)
     with pytest.raises(ValueError, match="different lengths"):
         make().fit(X, y[:-1])
-    with pytest.raises(ValueError, match="binary 0/1"):
-        make().fit(X, y * 2)
+    with pytest.raises(ValueError, match="Only binary classification"):
+        make().fit(X, y + (np.arange(len(y)) % 3 == 0))  # three classes
+    with pytest.raises(ValueError, match="Unknown label type"):
+        make().fit(X, y + 0.5)  # continuous targets
     with pytest.raises(ValueError, match="2-D"):
         make().fit(X[0], y[:1])
     probe = make().fit(X, y)
-    with pytest.raises(ValueError, match="47 features .* d_model=48"):
+    with pytest.raises(ValueError, match="47 features.*d_model=48"):
         probe.predict_proba(X[:, :47])
     with pytest.raises(ValueError, match="NaN/inf"):
         probe.predict_proba(Xn)

@@ -13,16 +13,13 @@ from tqdm.auto import tqdm
 
 from probe_lens.probes.base import (
     ArrayLike,
-    BaseProbe,
+    Probe,
     as_binary_labels,
     as_numpy_2d,
-    auroc,
     layer_of_hook,
 )
-from probe_lens.probes.ensemble import DiverseProbeEnsemble
 from probe_lens.probes.logistic import LogisticProbe
-
-Probe = BaseProbe | DiverseProbeEnsemble
+from probe_lens.probes.metrics import auroc
 
 
 def _named(probes: Mapping[str, Any] | Sequence[Any] | Any) -> dict[str, Any]:
@@ -57,8 +54,8 @@ def probe_report(
         if not hasattr(probe, "predict_proba"):
             raise TypeError(f"probe {name!r} is a {type(probe).__name__}, not a probe")
         entries: list[tuple[str, Any, int | None]] = [(name, probe, None)]
-        if expand_ensembles and isinstance(probe, DiverseProbeEnsemble):
-            entries += [(f"{name}/m{i}", m, i) for i, m in enumerate(probe.members_)]
+        if expand_ensembles and getattr(probe, "is_ensemble", False):
+            entries += [(f"{name}/m{i}", m, i) for i, m in enumerate(probe.member_probes())]
         for sub, p, member in entries:
             rows.append(
                 {
@@ -67,7 +64,7 @@ def probe_report(
                     "hook": p.hook,
                     "member": member,
                     "auroc": auroc(y, p.proba(X)),
-                    "accuracy": p.accuracy(X, y),
+                    "accuracy": float(np.mean(p.predict(X) == p.classes_[y])),  # 0/1 -> its labels
                     "n": len(y),
                     "n_positive": int(y.sum()),
                 }
@@ -88,14 +85,9 @@ def cosine_matrix(
     names: list[str] = []
     vectors: list[np.ndarray] = []
     for name, p in _named(probes).items():
-        if isinstance(p, DiverseProbeEnsemble):
-            p._check_fitted()
-            rows = np.asarray(p.coef_raw_, dtype=np.float64)
-            names += [f"{name}/m{i}" for i in range(len(rows))]
-        elif isinstance(p, BaseProbe):
-            p._check_fitted()
-            rows = np.asarray(p.coef_raw_, dtype=np.float64)[None]
-            names.append(name)
+        if isinstance(p, Probe):
+            rows = np.stack([np.asarray(m.coef_raw_, dtype=np.float64) for m in p.member_probes()])
+            names += [f"{name}/m{i}" for i in range(len(rows))] if p.is_ensemble else [name]
         else:
             rows = np.asarray(p.detach().cpu() if hasattr(p, "detach") else p, dtype=np.float64)
             if rows.ndim == 1:
@@ -121,7 +113,7 @@ def layer_sweep(
     acts_by_hook: Mapping[str, Float[ArrayLike, "n d_model"]],
     y: Int[ArrayLike, " n"],
     *,
-    probe_factory: Callable[[], BaseProbe | DiverseProbeEnsemble] = LogisticProbe,
+    probe_factory: Callable[[], Probe] = LogisticProbe,
     test_size: float = 0.3,
     seed: int = 0,
     groups: ArrayLike | None = None,

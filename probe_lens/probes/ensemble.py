@@ -4,29 +4,32 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.optimize
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int
-from sklearn.base import BaseEstimator, clone
+from jaxtyping import Float
+from sklearn.base import clone
 from tqdm.auto import tqdm
 
 from probe_lens.probes._solvers import compute_threads, gram_with_intercept, preconditioner
 from probe_lens.probes.base import (
     ArrayLike,
     BaseProbe,
-    ProbeMetadataMixin,
+    Probe,
+    _autocast_off,
     _check_acts,
-    as_binary_labels,
-    as_numpy_2d,
-    auroc,
+    _classes_from_state,
+    _compute_dtype,
+    encode_params,
+    json_value,
     library_version,
     standardization,
 )
+from probe_lens.probes.metrics import auroc
 from probe_lens.probes.logistic import LogisticProbe
 from probe_lens.probes.mass_mean import MassMeanProbe
 
@@ -66,11 +69,13 @@ class EnsembleModule(torch.nn.Module):
     def member_proba(
         self, acts: Float[torch.Tensor, "... d_model"]
     ) -> Float[torch.Tensor, "... k"]:
+        """Per-member P(positive) in float32 (float64 for float64 input), autocast disabled."""
         _check_acts(acts, self.weight.shape[0])
-        compute = torch.float64 if acts.dtype == torch.float64 else torch.float32
-        w = self.weight.to(device=acts.device, dtype=compute)
-        b = self.bias.to(device=acts.device, dtype=compute)
-        return torch.sigmoid(acts.to(compute) @ w + b)
+        compute = _compute_dtype(acts)
+        with _autocast_off(acts.device):
+            w = self.weight.to(device=acts.device, dtype=compute)
+            b = self.bias.to(device=acts.device, dtype=compute)
+            return torch.sigmoid(acts.to(compute) @ w + b)
 
     def forward(self, acts: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, "..."]:
         p = self.member_proba(acts)
@@ -78,7 +83,7 @@ class EnsembleModule(torch.nn.Module):
         return out.to(acts.dtype)
 
 
-class DiverseProbeEnsemble(ProbeMetadataMixin, BaseEstimator):
+class DiverseProbeEnsemble(Probe):
     """``n_probes`` linear probes whose directions are mutually orthogonal.
 
     method="nullspace": fit ``base``; project the data onto the orthogonal complement of all
@@ -94,12 +99,15 @@ class DiverseProbeEnsemble(ProbeMetadataMixin, BaseEstimator):
         n_probes: k >= 1. base: template probe (cloned per member) or "logistic" | "mass_mean" |
             "lda". aggregate: "mean" | "max" of member probabilities for ``predict_proba`` and
             ``forward``. random_state: seed of the penalty method's random starts.
+        pos_label: the positive class (default: the larger label, e.g. 1 or True); members are
+            fit on the same labels and share the ensemble's ``classes_``.
         model_name, hook, pooling, label: metadata, copied to every member.
 
     Fitted: ``members_`` (list of fitted probes, each usable alone), ``directions_`` (float32
     [k, d_model]), ``coef_raw_`` (float64 [k, d_model]), ``bias_`` (float64 [k]),
-    ``member_train_auroc_`` (float64 [k]), ``n_features_in_``; penalty: ``orthogonality_``
-    (final penalty weight), ``n_iter_``.
+    ``member_train_auroc_`` (float64 [k]), ``n_features_in_``, ``classes_`` ([negative, positive],
+    shared by the members); penalty: ``orthogonality_`` (final penalty weight), ``n_iter_``.
+    Like every ``Probe``: ``member_probes()`` returns the members, ``is_ensemble`` is True.
     """
 
     def __init__(
@@ -114,6 +122,7 @@ class DiverseProbeEnsemble(ProbeMetadataMixin, BaseEstimator):
         max_rounds: int = 6,
         random_state: int = 0,
         progress: bool = True,
+        pos_label: Any = None,
         model_name: str | None = None,
         hook: str | None = None,
         pooling: str | None = None,
@@ -128,10 +137,29 @@ class DiverseProbeEnsemble(ProbeMetadataMixin, BaseEstimator):
         self.max_rounds = max_rounds
         self.random_state = random_state
         self.progress = progress
+        self.pos_label = pos_label
         self.model_name = model_name
         self.hook = hook
         self.pooling = pooling
         self.label = label
+
+    is_ensemble: ClassVar[bool] = True
+    _fitted_attr = "members_"
+
+    @classmethod
+    def _test_instances(cls) -> list[DiverseProbeEnsemble]:
+        return [cls(n_probes=2, progress=False), cls(n_probes=2, method="penalty", progress=False)]
+
+    def _expected_failed_checks(self) -> dict[str, str]:
+        if self.method != "nullspace" or self.n_probes < 2:
+            return {}
+        return {
+            "check_classifier_data_not_an_array": (
+                "its 12 points are symmetric about the first member's direction, so the "
+                "orthogonal complement has identical class means and the second nullspace member "
+                "has no direction: fit raises a ValueError by design (method='penalty' passes)"
+            )
+        }
 
     # ---- fitting --------------------------------------------------------------------------
 
@@ -150,15 +178,16 @@ class DiverseProbeEnsemble(ProbeMetadataMixin, BaseEstimator):
                 f"{self.max_cosine!r}"
             )
 
-    def fit(self, X: Float[ArrayLike, "n d_model"], y: Int[ArrayLike, " n"]) -> DiverseProbeEnsemble:
-        """Fit all members on X [n, d_model], y [n] (0/1). Returns self."""
+    def fit(self, X: Float[ArrayLike, "n d_model"], y: ArrayLike) -> DiverseProbeEnsemble:
+        """Fit all members on X [n, d_model] and two-class labels y [n]. Returns self."""
         self._check_params()
-        self._validate_metadata_params()
-        X = as_numpy_2d(X)
-        y = as_binary_labels(y, X.shape[0])
+        return super().fit(X, y)
+
+    def _fit_encoded(self, X: np.ndarray, y: np.ndarray) -> None:
         if self.n_probes > X.shape[1]:
             raise ValueError(
-                f"n_probes={self.n_probes} orthogonal directions do not fit in d_model={X.shape[1]}"
+                f"n_probes={self.n_probes} orthogonal directions do not fit in {X.shape[1]} "
+                f"feature(s) (d_model={X.shape[1]}); use n_probes <= d_model."
             )
         if self.method == "nullspace":
             members = self._fit_nullspace(X, y)
@@ -169,11 +198,19 @@ class DiverseProbeEnsemble(ProbeMetadataMixin, BaseEstimator):
         meta = {k: getattr(self, k) for k in ("model_name", "hook", "pooling", "label")}
         for m in members:
             m.set_metadata(**meta)
+            if "pos_label" in m.get_params(deep=False):
+                m.set_params(pos_label=self.pos_label)
+            m.classes_ = self.classes_.copy()  # members were fit on 0/1; they predict our labels
             m.library_version_ = library_version()
-        self._set_members(members, n_fit=len(y), n_positive=int(y.sum()))
+        self._set_members(members, n_fit=len(y), n_positive=int(y.sum()), classes=self.classes_)
         self.member_train_auroc_ = np.array([auroc(y, m.decision_function(X)) for m in members])
-        self.library_version_ = library_version()
-        return self
+
+    def _member_template(self) -> BaseProbe:
+        """A fresh base probe that takes the 0/1 labels the ensemble encoded."""
+        probe = make_base_probe(self.base)
+        if "pos_label" in probe.get_params(deep=False):
+            probe.set_params(pos_label=None)
+        return probe
 
     def _fit_nullspace(self, X: np.ndarray, y: np.ndarray) -> list[BaseProbe]:
         d = X.shape[1]
@@ -181,7 +218,16 @@ class DiverseProbeEnsemble(ProbeMetadataMixin, BaseEstimator):
         members: list[BaseProbe] = []
         for i in tqdm(range(self.n_probes), desc="nullspace probes", disable=not self.progress):
             Xp = X - (X @ Q) @ Q.T
-            probe = make_base_probe(self.base).fit(Xp, y)
+            try:
+                probe = self._member_template().fit(Xp, y)
+            except ValueError as exc:
+                if i == 0:
+                    raise
+                raise ValueError(
+                    f"nullspace member {i} found no direction orthogonal to the previous {i}: "
+                    f"{exc} The complement of their directions carries no class signal; use "
+                    f"n_probes={i} or method='penalty'."
+                ) from exc
             # Xp @ w == X @ (P w): the member's effective raw weight lies in the complement of Q.
             w = probe.coef_raw_
             w_eff = w - Q @ (Q.T @ w)
@@ -198,7 +244,7 @@ class DiverseProbeEnsemble(ProbeMetadataMixin, BaseEstimator):
         return members
 
     def _fit_penalty(self, X: np.ndarray, y: np.ndarray) -> list[BaseProbe]:
-        base = make_base_probe(self.base)
+        base = self._member_template()
         if not isinstance(base, LogisticProbe) or isinstance(base.C, str):
             raise ValueError(
                 "method='penalty' fits L2-logistic members jointly: base must be a LogisticProbe "
@@ -284,7 +330,12 @@ class DiverseProbeEnsemble(ProbeMetadataMixin, BaseEstimator):
         return [members[i] for i in order]
 
     def _set_members(
-        self, members: Sequence[BaseProbe], *, n_fit: int | None, n_positive: int | None
+        self,
+        members: Sequence[BaseProbe],
+        *,
+        n_fit: int | None,
+        n_positive: int | None,
+        classes: np.ndarray | None = None,
     ) -> None:
         if len(members) == 0:
             raise ValueError("an ensemble needs at least one member")
@@ -296,7 +347,7 @@ class DiverseProbeEnsemble(ProbeMetadataMixin, BaseEstimator):
         self.bias_ = np.array([m.bias_ for m in members], dtype=np.float64)
         self.directions_ = np.stack([m.direction_ for m in members]).astype(np.float32)
         self.n_features_in_ = int(d)
-        self.classes_ = np.array([0, 1])
+        self.classes_ = np.array([0, 1]) if classes is None else np.asarray(classes).copy()
         self.n_fit_, self.n_positive_ = n_fit, n_positive
         self._modules_by_device: dict[str, EnsembleModule] = {}
 
@@ -326,6 +377,7 @@ class DiverseProbeEnsemble(ProbeMetadataMixin, BaseEstimator):
             [copy.deepcopy(self.members_[i]) for i in indices],
             n_fit=self.n_fit_,
             n_positive=self.n_positive_,
+            classes=self.classes_,
         )
         new.member_train_auroc_ = self.member_train_auroc_[indices]
         new.library_version_ = getattr(self, "library_version_", None)
@@ -340,97 +392,116 @@ class DiverseProbeEnsemble(ProbeMetadataMixin, BaseEstimator):
             m.set_metadata(**kwargs)
         return self
 
+    def member_probes(self) -> list[BaseProbe]:
+        """The fitted members (the same objects as ``members_``)."""
+        self._check_fitted()
+        return list(self.members_)
+
     # ---- inference --------------------------------------------------------------------------
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "members_"):
-            raise RuntimeError(
-                "This DiverseProbeEnsemble is not fitted yet: call fit(X, y) or load_probe(path)."
-            )
-
-    def __sklearn_is_fitted__(self) -> bool:
-        return hasattr(self, "members_")
-
-    @property
-    def d_model(self) -> int | None:
-        return getattr(self, "n_features_in_", None)
-
-    def _check_predict_X(self, X: ArrayLike) -> np.ndarray:
-        self._check_fitted()
-        X = as_numpy_2d(X)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[1]} features but this ensemble was fit on d_model="
-                f"{self.n_features_in_}. Pass activations from the same model and hook."
-            )
-        return X
-
     def member_decision_function(self, X: Float[ArrayLike, "n d_model"]) -> Float[np.ndarray, "n k"]:
+        """Each member's logit of P(positive), float64 [n, k]."""
         X = self._check_predict_X(X)
         return X @ self.coef_raw_.T + self.bias_
 
     def member_proba(self, X: Float[ArrayLike, "n d_model"]) -> Float[np.ndarray, "n k"]:
-        """P(y=1) per example and member, float64 [n, k]."""
+        """P(positive) per example and member, float64 [n, k]."""
         z = self.member_decision_function(X)
         return 0.5 * (1.0 + np.tanh(0.5 * z))
 
-    def member_scores(self, X: Float[ArrayLike, "n d_model"], y: Int[ArrayLike, " n"]) -> np.ndarray:
+    def member_scores(self, X: Float[ArrayLike, "n d_model"], y: ArrayLike) -> Float[np.ndarray, " k"]:
         """AUROC of each member on (X, y), float64 [k]."""
         z = self.member_decision_function(X)
-        y = as_binary_labels(y, z.shape[0])
-        return np.array([auroc(y, z[:, i]) for i in range(z.shape[1])])
+        y01 = self._encode_y(y, z.shape[0])
+        return np.array([auroc(y01, z[:, i]) for i in range(z.shape[1])])
 
     def proba(self, X: Float[ArrayLike, "n d_model"]) -> Float[np.ndarray, " n"]:
-        """Aggregated P(y=1), float64 [n] (== ``predict_proba(X)[:, 1]`` == ``forward``)."""
+        """Aggregated P(positive), float64 [n] (== ``predict_proba(X)[:, 1]`` == ``forward``)."""
         p = self.member_proba(X)
         return p.mean(axis=1) if self.aggregate == "mean" else p.max(axis=1)
 
-    def predict_proba(self, X: Float[ArrayLike, "n d_model"]) -> Float[np.ndarray, "n 2"]:
-        p = self.proba(X)
-        return np.stack([1.0 - p, p], axis=1)
-
     def decision_function(self, X: Float[ArrayLike, "n d_model"]) -> Float[np.ndarray, " n"]:
-        """Logit of the aggregated probability."""
-        p = np.clip(self.proba(X), 1e-300, 1.0)
-        q = np.clip(1.0 - self.proba(X), 1e-300, 1.0)
-        return np.log(p) - np.log(q)
+        """Logit of the aggregated probability, float64 [n]."""
+        p = self.proba(X)
+        return np.log(np.clip(p, 1e-300, 1.0)) - np.log(np.clip(1.0 - p, 1e-300, 1.0))
 
-    def predict(self, X: Float[ArrayLike, "n d_model"]) -> Int[np.ndarray, " n"]:
-        return (self.proba(X) > 0.5).astype(np.int64)
+    def _positive(self, X: ArrayLike) -> np.ndarray:
+        return self.proba(X) > 0.5
 
-    def score(self, X: Float[ArrayLike, "n d_model"], y: Int[ArrayLike, " n"]) -> float:
+    def score(self, X: Float[ArrayLike, "n d_model"], y: ArrayLike) -> float:
         """AUROC of the aggregated probability."""
         p = self.proba(X)
-        return auroc(as_binary_labels(y, len(p)), p)
-
-    def accuracy(self, X: Float[ArrayLike, "n d_model"], y: Int[ArrayLike, " n"]) -> float:
-        p = self.predict(X)
-        return float(np.mean(p == as_binary_labels(y, len(p), require_both=False)))
+        return auroc(self._encode_y(y, len(p)), p)
 
     def as_module(self) -> EnsembleModule:
+        """An ``EnsembleModule`` with the members' frozen raw-space weights."""
         self._check_fitted()
         return EnsembleModule(self.coef_raw_.T.copy(), self.bias_, self.aggregate)
 
-    def _module_on(self, device: torch.device) -> EnsembleModule:
-        cache = self.__dict__.setdefault("_modules_by_device", {})
-        key = f"{device}/{self.aggregate}"
-        if key not in cache:
-            cache[key] = self.as_module().to(device)
-        return cache[key]
+    def _module_key(self) -> str:
+        return self.aggregate
 
     def member_forward(self, acts: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, "... k"]:
-        """Per-member P(y=1) in torch, [..., k] (float32, float64 for float64 input)."""
+        """Per-member P(positive) in torch, [..., k] (float32, float64 for float64 input)."""
         self._check_fitted()
+        _check_acts(acts, self.n_features_in_)
         return self._module_on(acts.device).member_proba(acts)
 
-    def forward(self, acts: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, "..."]:
-        """Aggregated P(y=1) for activations [..., d_model]; differentiable w.r.t. ``acts``."""
-        self._check_fitted()
-        if not isinstance(acts, torch.Tensor):
-            _check_acts(acts, self.n_features_in_)
-        return self._module_on(acts.device)(acts)
+    # ---- io ---------------------------------------------------------------------------------
 
-    __call__ = forward
+    def _to_record(self, prefix: str, tensors: dict[str, np.ndarray]) -> dict[str, Any]:
+        self._check_fitted()
+        record: dict[str, Any] = {
+            "class": type(self).__name__,
+            "params": encode_params(self),
+            "state": json_value(
+                {
+                    "n_fit": self.n_fit_,
+                    "n_positive": self.n_positive_,
+                    "classes": self._classes_state(),
+                    "orthogonality_": getattr(self, "orthogonality_", None),
+                    "n_iter_": getattr(self, "n_iter_", None),
+                },
+                "state",
+            ),
+            "library_version": getattr(self, "library_version_", None),
+            "members": [
+                m._to_record(f"{prefix}members.{i}.", tensors) for i, m in enumerate(self.members_)
+            ],
+        }
+        tensors[prefix + "member_train_auroc"] = np.asarray(self.member_train_auroc_, dtype=np.float64)
+        return record
+
+    @classmethod
+    def _from_record(
+        cls,
+        record: Mapping[str, Any],
+        tensors: Mapping[str, np.ndarray],
+        prefix: str,
+        *,
+        resolve: Callable[[str], type],
+        decode_params: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> DiverseProbeEnsemble:
+        ens = cls(**decode_params(record["params"]))
+        members = [
+            resolve(rec["class"])._from_record(
+                rec, tensors, f"{prefix}members.{i}.", resolve=resolve, decode_params=decode_params
+            )
+            for i, rec in enumerate(record["members"])
+        ]
+        state = record["state"]
+        ens._set_members(
+            members,
+            n_fit=state.get("n_fit"),
+            n_positive=state.get("n_positive"),
+            classes=_classes_from_state(state.get("classes")),
+        )
+        ens.member_train_auroc_ = tensors[prefix + "member_train_auroc"]
+        for key in ("orthogonality_", "n_iter_"):
+            if state.get(key) is not None:
+                setattr(ens, key, state[key])
+        ens.library_version_ = record.get("library_version")
+        return ens
 
 
 def _cosines(directions: np.ndarray) -> np.ndarray:

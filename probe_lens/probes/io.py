@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from probe_lens.probes.base import BaseProbe, ProbeMetadata, library_version
+from probe_lens.probes.base import Probe, ProbeMetadata, library_version
 from probe_lens.probes.ensemble import DiverseProbeEnsemble
 from probe_lens.probes.logistic import LogisticProbe
 from probe_lens.probes.mass_mean import MassMeanProbe
@@ -37,9 +37,7 @@ FORMAT_VERSION = 1
 JSON_NAME = "probe.json"
 TENSORS_NAME = "tensors.safetensors"
 
-Probe = BaseProbe | DiverseProbeEnsemble
-
-_REGISTRY: dict[str, type] = {
+_REGISTRY: dict[str, type[Probe]] = {
     "LogisticProbe": LogisticProbe,
     "MassMeanProbe": MassMeanProbe,
     "DiverseProbeEnsemble": DiverseProbeEnsemble,
@@ -47,41 +45,28 @@ _REGISTRY: dict[str, type] = {
 
 
 def register_probe_class(cls: type) -> type:
-    """Allow ``load_probe`` to rebuild a user-defined BaseProbe subclass (usable as a decorator)."""
-    if not (isinstance(cls, type) and issubclass(cls, BaseProbe)):
-        raise TypeError(f"only BaseProbe subclasses can be registered, got {cls!r}")
+    """Allow ``load_probe`` to rebuild a user-defined probe class (usable as a decorator).
+
+    Any ``Probe`` subclass qualifies: single probes (``BaseProbe`` subclasses implementing
+    ``_fit_raw``) and ensembles alike. Registered classes are also run through scikit-learn's
+    estimator checks by the test suite (``probe_classes``): a class whose constructor needs
+    arguments overrides ``_test_instances``.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Probe)):
+        raise TypeError(
+            f"only probe classes (subclasses of probe_lens.probes.Probe, e.g. of BaseProbe) can be "
+            f"registered, got {cls!r}"
+        )
     _REGISTRY[cls.__name__] = cls
     return cls
 
 
+def probe_classes() -> dict[str, type[Probe]]:
+    """``{class name: class}`` of every probe class ``load_probe`` can rebuild (built-in + registered)."""
+    return dict(_REGISTRY)
+
+
 # ---- encoding ---------------------------------------------------------------------------------
-
-
-def _json_value(value: Any, where: str) -> Any:
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value)
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_json_value(v, where) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _json_value(v, where) for k, v in value.items()}
-    raise TypeError(f"cannot save {where}={value!r} ({type(value).__name__}) as JSON")
-
-
-def _encode_params(estimator: Any) -> dict[str, Any]:
-    params = estimator.get_params(deep=False)
-    out = {}
-    for key, value in params.items():
-        if isinstance(value, BaseProbe):
-            out[key] = {"__probe__": type(value).__name__, "params": _encode_params(value)}
-        else:
-            out[key] = _json_value(value, f"{type(estimator).__name__}.{key}")
-    return out
 
 
 def _decode_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +81,7 @@ def _decode_params(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _class_named(name: str) -> type:
+def _class_named(name: str) -> type[Probe]:
     if name not in _REGISTRY:
         raise ValueError(
             f"unknown probe class {name!r} in probe file; known: {sorted(_REGISTRY)}. "
@@ -105,40 +90,11 @@ def _class_named(name: str) -> type:
     return _REGISTRY[name]
 
 
-def _probe_record(probe: BaseProbe, prefix: str, tensors: dict[str, np.ndarray]) -> dict[str, Any]:
-    for key, arr in probe._state_arrays().items():
-        tensors[prefix + key] = np.ascontiguousarray(arr)
-    return {
-        "class": type(probe).__name__,
-        "params": _encode_params(probe),
-        "state": _json_value(probe._state_scalars(), "state"),
-        "library_version": getattr(probe, "library_version_", None),
-    }
-
-
 def _encode(probe: Probe) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    tensors: dict[str, np.ndarray] = {}
-    if isinstance(probe, DiverseProbeEnsemble):
-        probe._check_fitted()
-        record: dict[str, Any] = {
-            "class": "DiverseProbeEnsemble",
-            "params": _encode_params(probe),
-            "state": {
-                "n_fit": probe.n_fit_,
-                "n_positive": probe.n_positive_,
-                "orthogonality_": getattr(probe, "orthogonality_", None),
-                "n_iter_": getattr(probe, "n_iter_", None),
-            },
-            "library_version": getattr(probe, "library_version_", None),
-            "members": [
-                _probe_record(m, f"members.{i}.", tensors) for i, m in enumerate(probe.members_)
-            ],
-        }
-        tensors["member_train_auroc"] = np.asarray(probe.member_train_auroc_, dtype=np.float64)
-    elif isinstance(probe, BaseProbe):
-        record = _probe_record(probe, "", tensors)
-    else:
+    if not isinstance(probe, Probe):
         raise TypeError(f"save_probe expects a fitted probe or ensemble, got {type(probe).__name__}")
+    tensors: dict[str, np.ndarray] = {}
+    record = probe._to_record("", tensors)
     record["metadata"] = probe.metadata.to_dict()
     return record, tensors
 
@@ -215,8 +171,13 @@ def load_probe(
     if not json_path.is_file():
         hint = " (pass the folder, not a file inside it)" if path.name in (JSON_NAME, TENSORS_NAME) else ""
         raise FileNotFoundError(f"no probe at {path}: expected {json_path}{hint}")
-    with open(json_path) as f:
-        record = json.load(f)
+    try:
+        with open(json_path) as f:
+            record = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(
+            f"{json_path} is not valid JSON ({e}): the probe file is truncated or corrupt; save or fit the probe again"
+        ) from e
     if record.get("format") != FORMAT:
         raise ValueError(f"{json_path} is not a probe_lens probe file (format={record.get('format')!r})")
     if int(record.get("format_version", -1)) > FORMAT_VERSION:
@@ -236,37 +197,12 @@ def load_probe(
 def _decode(record: dict[str, Any], tensors: dict[str, np.ndarray]) -> Probe:
     cls = _class_named(record["class"])
     meta = record.get("metadata", {})
-    if cls is DiverseProbeEnsemble:
-        ens = DiverseProbeEnsemble(**_decode_params(record["params"]))
-        members = [
-            _decode_single(rec, tensors, f"members.{i}.") for i, rec in enumerate(record["members"])
-        ]
-        state = record["state"]
-        ens._set_members(members, n_fit=state.get("n_fit"), n_positive=state.get("n_positive"))
-        ens.member_train_auroc_ = tensors["member_train_auroc"]
-        for key in ("orthogonality_", "n_iter_"):
-            if state.get(key) is not None:
-                setattr(ens, key, state[key])
-        ens.library_version_ = record.get("library_version")
-        probe: Probe = ens
-    else:
-        probe = _decode_single(record, tensors, "")
+    probe = cls._from_record(record, tensors, "", resolve=_class_named, decode_params=_decode_params)
     if meta.get("d_model") is not None and meta["d_model"] != probe.n_features_in_:
         raise ValueError(
             f"probe file is inconsistent: metadata d_model={meta['d_model']} but tensors have "
             f"{probe.n_features_in_}"
         )
-    return probe
-
-
-def _decode_single(record: dict[str, Any], tensors: dict[str, np.ndarray], prefix: str) -> BaseProbe:
-    cls = _class_named(record["class"])
-    probe = cls(**_decode_params(record["params"]))
-    arrays = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-    missing = {"coef_raw", "bias", "direction", "mean", "scale"} - set(arrays)
-    if missing:
-        raise ValueError(f"probe file lacks tensors {sorted(prefix + m for m in missing)}")
-    probe._restore(arrays, record.get("state", {}), record.get("library_version"))
     return probe
 
 

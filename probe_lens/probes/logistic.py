@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,7 +31,8 @@ class LogisticProbe(BaseProbe):
         standardize: standardise each activation dimension before fitting (paper: yes).
         tol: L-BFGS gradient tolerance in whitened coordinates. max_iter: iteration cap.
         Cs, cv, cv_scoring, random_state: cross-validation settings (used when ``C="cv"``).
-        model_name, hook, pooling, label: metadata (see ``ProbeMetadata``).
+        pos_label, model_name, hook, pooling, label: see ``BaseProbe`` (default positive
+            class: the larger label, e.g. 1 or True).
 
     Fitted: everything in ``BaseProbe`` plus ``C_`` (C used), ``n_iter_``, ``converged_``, and with
     ``C="cv"`` ``cv_Cs_`` (sorted Cs) and ``cv_scores_`` (mean held-out score per C, higher is better).
@@ -49,12 +51,15 @@ class LogisticProbe(BaseProbe):
         cv: int = 5,
         cv_scoring: str = "log_loss",
         random_state: int = 0,
+        pos_label: Any = None,
         model_name: str | None = None,
         hook: str | None = None,
         pooling: str | None = None,
         label: str = "toxic",
     ) -> None:
-        super().__init__(model_name=model_name, hook=hook, pooling=pooling, label=label)
+        super().__init__(
+            pos_label=pos_label, model_name=model_name, hook=hook, pooling=pooling, label=label
+        )
         self.C = C
         self.standardize = standardize
         self.tol = tol

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import scipy.linalg
@@ -24,7 +25,8 @@ class MassMeanProbe(BaseProbe):
 
     The score ``s = x @ direction`` is then calibrated by 1-D logistic regression
     (``P(y=1) = sigmoid(a s + c)``, ``calibration_ = [a, c]``), so
-    ``coef_raw_ = a * direction``. Fitted extras: ``class_means_`` (float64 [2, d_model]).
+    ``coef_raw_ = a * direction``. Fitted extras: ``class_means_`` (float64 [2, d_model]: negative,
+    positive class). pos_label, model_name, hook, pooling, label: see ``BaseProbe``.
     """
 
     _extra_state = ("class_means_", "calibration_")
@@ -34,12 +36,15 @@ class MassMeanProbe(BaseProbe):
         covariance: str = "none",
         *,
         shrinkage: str | float | None = "auto",
+        pos_label: Any = None,
         model_name: str | None = None,
         hook: str | None = None,
         pooling: str | None = None,
         label: str = "toxic",
     ) -> None:
-        super().__init__(model_name=model_name, hook=hook, pooling=pooling, label=label)
+        super().__init__(
+            pos_label=pos_label, model_name=model_name, hook=hook, pooling=pooling, label=label
+        )
         self.covariance = covariance
         self.shrinkage = shrinkage
 
