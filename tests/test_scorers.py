@@ -129,8 +129,8 @@ def test_auto_picks_detoxify_when_available(tiny_detoxify):
 def test_get_scorer_bad_names_and_options():
     with pytest.raises(ValueError, match="valid names"):
         get_scorer("perspective")
-    with pytest.raises(TypeError, match="no options"):
-        get_scorer("profanity", device="cpu")
+    with pytest.raises(TypeError, match="no options besides device"):
+        get_scorer("profanity", batch_size=4)
     with pytest.raises(TypeError, match="unknown option"):
         get_scorer("auto", allow_download=True)
     with pytest.raises(ValueError, match="model_type"):
@@ -278,3 +278,20 @@ def test_auto_picks_cached_detoxify_model_type(cached_original, tiny_detoxify):
     with torch.no_grad():
         expected = torch.sigmoid(oracle(**tokenizer(TEXTS[:2], return_tensors="pt", padding=True)).logits)[:, 1]
     np.testing.assert_allclose(scorer.score(TEXTS[:2]), expected.numpy(), atol=1e-5)
+
+
+def test_scorer_device_option(tiny_detoxify):
+    """``get_scorer(..., device=)``: cpu by default, passed to Detoxify, accepted by every name, checked."""
+    ckpt, cfg_dir, _, _ = tiny_detoxify
+    default = get_scorer("detoxify", checkpoint=ckpt, huggingface_config_path=cfg_dir)
+    assert default.describe()["details"]["device"] == "cpu"
+    auto = get_scorer("auto", checkpoint=ckpt, huggingface_config_path=cfg_dir, device=torch.device("cpu"))
+    assert isinstance(auto, DetoxifyScorer) and auto.describe()["details"]["device"] == "cpu"
+    assert {p.device.type for p in auto._model.model.parameters()} == {"cpu"}
+    np.testing.assert_allclose(auto.score(TEXTS), default.score(TEXTS), atol=1e-6)
+    assert isinstance(get_scorer("profanity", device="cpu"), ProfanityCheckScorer)  # bag of words: CPU anyway
+    with pytest.raises(ValueError, match="torch device"):
+        get_scorer("detoxify", checkpoint=ckpt, huggingface_config_path=cfg_dir, device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ScorerUnavailableError, match="CUDA is not available"):
+            get_scorer("auto", checkpoint=ckpt, huggingface_config_path=cfg_dir, device="cuda")

@@ -21,12 +21,20 @@ Batched no-grad CPU forwards of ``Unembed`` and ``GatedMLP`` therefore read cach
 their weights (rebuilt when a weight changes; :func:`clear_transposed_copies` frees them). The copies
 cost one more ``W_U`` and MLP in memory: 0.95 GB for Gemma-3-270M, 3.7 GB for Gemma-3-1B.
 
-``tests/test_compat.py`` proves the outputs and gradients equal the stock code's.
+Under autocast (bf16 training) the unembedding runs in fp32 (autocast off, and no TF32 on CUDA): bf16
+logits of magnitude 16-64 are rounded to steps of 0.125-0.25, too coarse for log-probs. The fast paths
+above are fp32-CPU-only and off under autocast, so a forward computes the same products with or
+without autograd there; :func:`training_products` makes that so without autocast too (for reference
+passes that must equal the training pass bit for bit, e.g. DPO reference log-probs).
+
+``tests/test_compat.py`` proves the outputs and gradients equal the stock code's; ``tests/test_precision.py``
+the fp32 unembedding under autocast.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import types
 import warnings
 
@@ -48,12 +56,65 @@ _WEIGHT_FIRST_ROWS = range(2, 129)
 _ROWS_FOR_TRANSPOSED_UNEMBED = 2
 
 
+_TRAINING_PRODUCTS: contextvars.ContextVar[bool] = contextvars.ContextVar("probe_lens_training_products", default=False)
+
+
+@contextlib.contextmanager
+def training_products():
+    """Inside this block the patched forwards compute exactly the products they compute with autograd on.
+
+    The no-grad CPU fast paths (cached transposed weights, weight-first products) round differently in
+    the last bits; a no-grad pass that must equal a training pass bit for bit (a DPO reference pass, a
+    KL reference) runs inside this block.
+    """
+    token = _TRAINING_PRODUCTS.set(True)
+    try:
+        yield
+    finally:
+        _TRAINING_PRODUCTS.reset(token)
+
+
 def _rows(x: torch.Tensor) -> int:
     return x.numel() // max(x.shape[-1], 1)
 
 
+def _no_grad_fast_ok(x: torch.Tensor) -> bool:
+    """Whether the fp32 CPU no-grad fast paths may run: no autograd, CPU, no autocast, not told otherwise."""
+    return (
+        not torch.is_grad_enabled()
+        and x.device.type == "cpu"
+        and not torch.is_autocast_enabled("cpu")
+        and not _TRAINING_PRODUCTS.get()
+    )
+
+
 def _weight_first_ok(x: torch.Tensor) -> bool:
-    return not torch.is_grad_enabled() and x.device.type == "cpu" and _rows(x) in _WEIGHT_FIRST_ROWS
+    return _no_grad_fast_ok(x) and _rows(x) in _WEIGHT_FIRST_ROWS
+
+
+@contextlib.contextmanager
+def _full_fp32(device: torch.device):
+    """Autocast off for ``device``'s type and, on CUDA, fp32 matmuls without TF32 (restored afterwards)."""
+    with torch.autocast(device.type, enabled=False):
+        if device.type != "cuda":
+            yield
+            return
+        before = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("highest")
+        try:
+            yield
+        finally:
+            torch.set_float32_matmul_precision(before)
+
+
+def fp32_unembed(
+    residual: Float[torch.Tensor, "... d_model"],
+    W_U: Float[torch.Tensor, "d_model d_vocab"],
+    b_U: Float[torch.Tensor, " d_vocab"],
+) -> Float[torch.Tensor, "... d_vocab"]:
+    """``residual @ W_U + b_U`` in full fp32 whatever autocast says (fp32 logits)."""
+    with _full_fp32(residual.device):
+        return residual.float() @ W_U.float() + b_U.float()
 
 
 def weight_first_matmul(
@@ -97,8 +158,10 @@ def _unembed_forward(
     self: Unembed, residual: Float[torch.Tensor, "batch pos d_model"]
 ) -> Float[torch.Tensor, "batch pos d_vocab_out"]:
     residual = self.hook_in(residual)
+    if torch.is_autocast_enabled(residual.device.type):
+        return self.hook_out(fp32_unembed(residual, self.W_U, self.b_U))
     rows = _rows(residual)
-    if rows >= _ROWS_FOR_TRANSPOSED_UNEMBED and not torch.is_grad_enabled() and residual.device.type == "cpu":
+    if rows >= _ROWS_FOR_TRANSPOSED_UNEMBED and _no_grad_fast_ok(residual):
         w_u_t = _transposed_copy(self, "W_U")
         if rows in _WEIGHT_FIRST_ROWS:
             return self.hook_out(weight_first_matmul(residual, w_u_t, self.b_U))

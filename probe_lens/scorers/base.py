@@ -36,6 +36,16 @@ def validate_texts(texts: Sequence[str]) -> list[str]:
     return texts
 
 
+def check_device(device: Any) -> str:
+    """A torch device (string or ``torch.device``) as a canonical string, with a clear error otherwise."""
+    import torch
+
+    try:
+        return str(torch.device(device))
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be a torch device such as 'cpu', 'cuda' or 'cuda:1', got {device!r}") from exc
+
+
 def check_scores(scores: Any, n: int, who: str) -> Float[np.ndarray, " n"]:
     """Scores from a backend -> float64 [n] in [0, 1], or an error naming the backend."""
     arr = np.asarray(scores, dtype=np.float64).reshape(-1)

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from probe_lens.scorers.base import Scorer, ScorerUnavailableError, package_version
+from probe_lens.scorers.base import Scorer, ScorerUnavailableError, check_device, package_version
 
 # model type -> (HF repo detoxify's config names, tokenizer files it needs). From detoxify's configs.
 HF_BACKBONES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -105,12 +105,13 @@ class DetoxifyScorer(Scorer):
             Unpickled: trusted files only.
         huggingface_config_path: folder with the backbone's transformers config and tokenizer
             (for offline use with ``checkpoint``).
-        device: torch device string.
+        device: torch device to run on (``"cpu"``, ``"cuda"``, ``"cuda:1"``; default ``"cpu"``).
         batch_size: texts per forward pass.
         allow_download: if the weights are not available locally, let detoxify download them
             (GitHub + Hugging Face hub). Off by default: then a missing model is an error.
     Raises:
-        ScorerUnavailableError: weights/config not available locally and ``allow_download`` is False.
+        ScorerUnavailableError: weights/config not available locally and ``allow_download`` is False,
+            or a CUDA device was asked for and there is none.
     """
 
     name = "detoxify"
@@ -126,6 +127,11 @@ class DetoxifyScorer(Scorer):
         allow_download: bool = False,
     ) -> None:
         super().__init__()
+        import torch
+
+        device = check_device(device)
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ScorerUnavailableError(f"Detoxify on device={device!r}: CUDA is not available here; use device='cpu'")
         if checkpoint is None and model_type not in HF_BACKBONES:
             raise ValueError(f"unknown detoxify model_type {model_type!r}; choose one of {sorted(HF_BACKBONES)}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from probe_lens.scorers.base import Scorer, ScorerUnavailableError
+from probe_lens.scorers.base import Scorer, ScorerUnavailableError, check_device
 from probe_lens.scorers.detoxify_scorer import DetoxifyScorer
 from probe_lens.scorers.profanity import ProfanityCheckScorer
 
 SCORERS = ("auto", "detoxify", "profanity")
 
 
-def get_scorer(name: str = "auto", **kwargs: Any) -> Scorer:
+def get_scorer(name: str = "auto", *, device: Any = "cpu", **kwargs: Any) -> Scorer:
     """A toxicity scorer by name.
 
+    ``device`` (default ``"cpu"``) is where a neural scorer runs (``"cuda"``, ``"cuda:1"``: Detoxify
+    on a GPU); alt-profanity-check is a bag-of-words model and always runs on the CPU.
+
     * ``"detoxify"``: :class:`DetoxifyScorer` (kwargs: ``model_type``, ``checkpoint``,
-      ``huggingface_config_path``, ``device``, ``batch_size``, ``allow_download``).
-    * ``"profanity"``: :class:`ProfanityCheckScorer` (no kwargs).
+      ``huggingface_config_path``, ``batch_size``, ``allow_download``).
+    * ``"profanity"``: :class:`ProfanityCheckScorer` (no other kwargs).
     * ``"auto"``: Detoxify if its weights are available locally (kwargs as for detoxify, never
       downloads), else alt-profanity-check. ``describe()`` of the result records
       ``chosen_by="auto"`` and the reason.
@@ -26,14 +29,15 @@ def get_scorer(name: str = "auto", **kwargs: Any) -> Scorer:
     """
     if not isinstance(name, str) or name not in SCORERS:
         raise ValueError(f"unknown scorer {name!r}; valid names: {list(SCORERS)}")
+    device = check_device(device)
     if name == "profanity":
         if kwargs:
-            raise TypeError(f"the 'profanity' scorer takes no options, got {sorted(kwargs)}")
+            raise TypeError(f"the 'profanity' scorer takes no options besides device, got {sorted(kwargs)}")
         return ProfanityCheckScorer()
     if name == "detoxify":
-        return DetoxifyScorer(**kwargs)
+        return DetoxifyScorer(device=device, **kwargs)
 
-    allowed = {"model_type", "checkpoint", "huggingface_config_path", "device", "batch_size"}
+    allowed = {"model_type", "checkpoint", "huggingface_config_path", "batch_size"}
     unknown = set(kwargs) - allowed
     if unknown:
         raise TypeError(f"get_scorer('auto') got unknown option(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -43,7 +47,7 @@ def get_scorer(name: str = "auto", **kwargs: Any) -> Scorer:
         huggingface_config_path=kwargs.get("huggingface_config_path"),
     )
     if ok:
-        scorer: Scorer = DetoxifyScorer(**kwargs)
+        scorer: Scorer = DetoxifyScorer(device=device, **kwargs)
         reason = f"detoxify available locally ({why})"
     else:
         try:

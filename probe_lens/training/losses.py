@@ -3,6 +3,9 @@
 Everything here acts on *response* tokens only: position ``t`` of ``response_mask`` marks a token
 whose log-probability (given tokens ``< t``) counts. Reductions are explicit so the loops can
 normalise by the size of the whole (multi-process, accumulated) batch.
+
+Under autocast (bf16 training) the log-softmax, the log-prob sums, the KL and the DPO loss run in fp32
+with autocast off (the unembedding itself is fp32 under autocast, see ``probe_lens.models.compat``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,15 @@ from probe_lens.activations import pool
 _IGNORE = -100
 
 
+def _fp32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in at least fp32 (fp64 stays fp64)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+def _no_autocast(t: torch.Tensor):
+    return torch.autocast(t.device.type, enabled=False)
+
+
 def token_logps(
     logits: Float[torch.Tensor, "batch pos vocab"],
     tokens: Int[torch.Tensor, "batch pos"],
@@ -29,8 +41,9 @@ def token_logps(
     Column ``t-1`` of the result holds the log-prob of ``tokens[:, t]``.
     """
     targets = tokens[:, 1:].masked_fill(~response_mask[:, 1:].bool(), _IGNORE)
-    flat = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
-    nll = F.cross_entropy(flat, targets.reshape(-1), ignore_index=_IGNORE, reduction="none")
+    with _no_autocast(logits):
+        flat = _fp32(logits[:, :-1].reshape(-1, logits.shape[-1]))
+        nll = F.cross_entropy(flat, targets.reshape(-1), ignore_index=_IGNORE, reduction="none")
     return -nll.view(targets.shape)
 
 
@@ -69,20 +82,31 @@ def response_token_logps(
     *,
     hooked: torch.nn.Module | None = None,
     return_logits: bool = False,
+    start: int | None = None,
 ):
     """:func:`token_logps` of a forward that unembeds only the positions the response needs.
 
     Returns ``[batch, pos - 1 - start]`` log-probs aligned with ``tokens[:, start + 1:]`` (and the
     logits when ``return_logits``). ``hooked`` is the HookedTransformer whose hooks to use when
-    ``model`` is a wrapper (DDP).
+    ``model`` is a wrapper (DDP). ``start`` (default :func:`response_logits_start` of this batch) fixes
+    the first unembedded column, e.g. to one that does not depend on the batch's rows.
     """
-    start = response_logits_start(response_mask)
+    first = response_logits_start(response_mask)
+    if start is None:
+        start = first
+    elif not 0 <= start <= first:
+        raise ValueError(f"start={start} must lie in [0, {first}] (the column before this batch's first response token)")
     with logits_from(hooked if hooked is not None else model, start):
         logits = model(tokens, attention_mask=attention_mask)
     if logits.shape[1] == tokens.shape[1]:  # the model ignored the hook (not a HookedTransformer)
         logits = logits[:, start:]
     lp = token_logps(logits, tokens[:, start:], response_mask[:, start:].to(tokens.device))
     return (lp, logits) if return_logits else lp
+
+
+def _sum_logps(lp: Float[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, " batch"]:
+    with _no_autocast(lp):
+        return _fp32(lp).sum(dim=1)
 
 
 def _check(tokens: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor) -> None:
@@ -105,7 +129,7 @@ def sequence_logps(
 ) -> Float[torch.Tensor, " batch"]:
     """Sum of the log-probs of the response tokens given everything before them (nats, fp32)."""
     _check(tokens, attention_mask, response_mask)
-    return response_token_logps(model, tokens, attention_mask, response_mask).sum(dim=1)
+    return _sum_logps(response_token_logps(model, tokens, attention_mask, response_mask))
 
 
 def lm_loss(
@@ -132,10 +156,11 @@ def kl_per_token(
 
     Column ``t-1`` is the KL at the position that predicts ``tokens[:, t]``; 0 off the response.
     """
-    p_log = torch.log_softmax(policy_logits[:, :-1].float(), dim=-1)
-    q_log = torch.log_softmax(ref_logits[:, :-1].float(), dim=-1)
-    kl = (p_log.exp() * (p_log - q_log)).sum(dim=-1)
-    return kl * response_mask[:, 1:].to(kl.dtype)
+    with _no_autocast(policy_logits):
+        p_log = torch.log_softmax(_fp32(policy_logits[:, :-1]), dim=-1)
+        q_log = torch.log_softmax(_fp32(ref_logits[:, :-1]).to(p_log.device), dim=-1)
+        kl = (p_log.exp() * (p_log - q_log)).sum(dim=-1)
+        return kl * response_mask[:, 1:].to(kl.device, kl.dtype)
 
 
 def probe_probability(
@@ -189,6 +214,13 @@ def dpo_loss(
     shapes = {tuple(t.shape) for t in (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)}
     if len(shapes) != 1:
         raise ValueError(f"all four log-prob tensors must have the same shape [batch]; got {sorted(shapes)}")
+    with _no_autocast(policy_chosen_logps):
+        return _dpo_loss_fp32(
+            _fp32(policy_chosen_logps), _fp32(policy_rejected_logps), ref_chosen_logps, ref_rejected_logps, beta, reduction
+        )
+
+
+def _dpo_loss_fp32(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta, reduction):
     ref_c = ref_chosen_logps.to(policy_chosen_logps)
     ref_r = ref_rejected_logps.to(policy_rejected_logps)
     logits = (policy_chosen_logps - ref_c) - (policy_rejected_logps - ref_r)

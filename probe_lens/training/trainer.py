@@ -27,6 +27,7 @@ from transformer_lens import HookedTransformer
 from probe_lens.activations import capture, trim_left_padding
 from probe_lens.activations.hooks import stop_layer_for
 from probe_lens.models import Generation
+from probe_lens.models.compat import training_products
 from probe_lens.training import distributed as D
 from probe_lens.training._io import MetricsWriter, atomic_write_text, truncate_metrics
 from probe_lens.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -37,7 +38,13 @@ from probe_lens.training.config import (
     TrainConfig,
     block_range,
 )
-from probe_lens.training.losses import dpo_loss, kl_per_token, probe_probability, response_token_logps
+from probe_lens.training.losses import (
+    dpo_loss,
+    kl_per_token,
+    probe_probability,
+    response_logits_start,
+    response_token_logps,
+)
 from probe_lens.training.pairs import PreferencePairs
 from probe_lens.training.probes_util import FlatProbe, flatten_probes
 
@@ -207,7 +214,7 @@ class _SFTObjective:
             metrics["train/probe_prob"] = term.detach()
             loss = loss + self.probe_weight * term
         if self.kl_weight:
-            with torch.no_grad():
+            with torch.no_grad(), training_products():  # the policy pass's products: KL exactly 0 at step 0
                 _, ref_logits = response_token_logps(self.reference_model, tok, am, rm, return_logits=True)
             start = tok.shape[1] - logits.shape[1]
             kl = kl_per_token(logits, ref_logits, rm[:, start:]).sum() / norm["tokens"]
@@ -227,11 +234,21 @@ class _SFTObjective:
 
 
 class _DPOObjective:
-    """Sigmoid DPO on fixed pairs; reference log-probs precomputed once or from a live model."""
+    """Sigmoid DPO on fixed pairs; reference log-probs precomputed once or from a live model.
+
+    Reference and policy log-probs are computed alike, so with policy == reference they are bitwise
+    equal and the margin at step 0 is exactly 0 (in fp32 and under bf16 autocast): every forward sees
+    its rows on the pair set's one token grid (trimmed once for the whole set, not per batch: a row's
+    left padding changes the rounding of its attention sums), unembeds from the same column, in
+    batches of ``2 * batch_size`` rows (the last reference batch is filled up with repeated rows), and
+    the no-grad reference pass computes the products of a training pass (``training_products``).
+    """
 
     def __init__(self, pairs: PreferencePairs, config: DPOConfig, pad_id: int, reference_model) -> None:
         self.n = len(pairs)
         self.data = Generation.concat([pairs.chosen, pairs.rejected], pad_id)
+        self.grid = _trim(self.data.tokens, self.data.attention_mask, self.data.response_mask)
+        self.start = response_logits_start(self.grid[2])
         self.beta = config.beta
         self.precompute = config.precompute_reference
         self.reference_model = reference_model
@@ -243,8 +260,13 @@ class _DPOObjective:
         return torch.cat([idx, idx + self.n])
 
     def _logps(self, fwd, rows: torch.Tensor, dev) -> torch.Tensor:
-        tok, am, rm = (t.to(dev) for t in _trim(self.data.tokens[rows], self.data.attention_mask[rows], self.data.response_mask[rows]))
-        return response_token_logps(fwd, tok, am, rm, hooked=getattr(fwd, "module", fwd)).sum(dim=1)
+        tok, am, rm = (t[rows].to(dev) for t in self.grid)
+        lp = response_token_logps(fwd, tok, am, rm, hooked=getattr(fwd, "module", fwd), start=self.start)
+        return lp.sum(dim=1)
+
+    def _reference_logps(self, ref, rows: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), training_products():
+            return self._logps(ref, rows, _device(ref))
 
     def prepare(self, model, config: DPOConfig, resumed: bool) -> None:
         if not self.precompute or self.ref_logps is not None:
@@ -255,24 +277,20 @@ class _DPOObjective:
         dev = _device(ref)
         was = ref.training
         ref.eval()
-        out = []
+        size = config.batch_size
+        chosen, rejected = [], []
         try:
-            with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=config.bf16):
-                for start in tqdm(range(0, self.n, config.batch_size), desc="reference log-probs", disable=not config.progress, leave=False):
-                    rows = self._rows(torch.arange(start, min(self.n, start + config.batch_size)))
-                    out.append(self._logps(ref, rows, dev).float().cpu())
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=config.bf16):
+                for start in tqdm(range(0, self.n, size), desc="reference log-probs", disable=not config.progress, leave=False):
+                    idx = torch.arange(start, min(self.n, start + size))
+                    b = len(idx)
+                    full = torch.cat([idx, idx[-1:].expand(size - b)])  # a training micro-batch's shape
+                    lp = self._reference_logps(ref, self._rows(full)).float().cpu()
+                    chosen.append(lp[:b])
+                    rejected.append(lp[size : size + b])
         finally:
             ref.train(was)
-        lp = torch.cat(out)
-        # rows of each batch are [chosen..., rejected...]; regroup into [all chosen, all rejected]
-        chosen, rejected = [], []
-        pos = 0
-        for start in range(0, self.n, config.batch_size):
-            b = min(self.n, start + config.batch_size) - start
-            chosen.append(lp[pos : pos + b])
-            rejected.append(lp[pos + b : pos + 2 * b])
-            pos += 2 * b
-        self.ref_logps = torch.cat(chosen + rejected)
+        self.ref_logps = torch.cat(chosen + rejected)  # [all chosen, all rejected], indexed by _rows
 
     def normalizers(self, idx: torch.Tensor) -> dict[str, float]:
         return {"examples": float(len(idx))}
@@ -285,8 +303,7 @@ class _DPOObjective:
         if self.ref_logps is not None:
             ref = self.ref_logps[rows].to(dev)
         else:
-            with torch.no_grad():
-                ref = self._logps(self.reference_model, rows, _device(self.reference_model)).to(dev)
+            ref = self._reference_logps(self.reference_model, rows).to(dev)
         rc, rr = ref[: len(idx)], ref[len(idx) :]
         loss_sum, m = dpo_loss(pc, pr, rc, rr, self.beta, reduction="sum")
         share = len(idx) / norm["examples"]
