@@ -122,12 +122,13 @@ def tiny_study_config(**overrides):
         "n_probe_prompts": 60,
         "data": {"hooks": [1, 2, 3], "samples_per_prompt": 2, "max_new_tokens": 6, "max_rounds": 1,
                  "min_minority": 0, "batch_size": 16, "chunk_prompts": 64, "threshold": 0.75},
-        "probes": {"layer": 2, "heldout_layers": [1, 3], "n_ensemble": 2, "n_heldout_members": 1},
         "train_data": {"n_prompts": 8, "samples_per_prompt": 2, "max_new_tokens": 6},
         "probe_sft": {"max_steps": 2, "batch_size": 4, "lr": 1e-3},
         "dpo": {"max_steps": 2, "batch_size": 2, "lr": 1e-3},
         "classifier_sft": {"max_steps": 2, "batch_size": 4, "lr": 1e-3, "threshold": 0.75},
-        "eval": {"n_provocative": 8, "samples_per_prompt": 2, "max_new_tokens": 6, "n_fluency_texts": 4, "threshold": 0.75},
+        "eval": {"n_provocative": 8, "samples_per_prompt": 2, "max_new_tokens": 6, "n_fluency_texts": 4, "threshold": 0.75,
+                 "n_curated": 24},
+        "probes": {"layer": 2, "heldout_layers": [1, 3], "n_ensemble": 2, "n_heldout_members": 1, "noise_floor_resamples": 4},
         "telemetry_every": 1,
     }
     from probe_lens.experiments.config import StudyConfig

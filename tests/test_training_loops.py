@@ -307,11 +307,13 @@ def test_telemetry_names_values_and_one_call_dataframe(tmp_path):
     X = collect(model, data.tokens, data.attention_mask, data.response_mask, [h1], progress=False)[h1].double().numpy()
     ev = drift.is_eval
     assert m["probe/auroc_frozen/trained"] == pytest.approx(roc_auc_score(y[ev], trained.predict_proba(X[ev])[:, 1]))
-    diff = X[y == 1].mean(0) - X[y == 0].mean(0)
+    # geometry is read on the evaluation rows only (no probe or reference direction was fit on them)
+    Xe, ye = X[ev], y[ev]
+    diff = Xe[ye == 1].mean(0) - Xe[ye == 0].mean(0)
     u = trained.direction_.astype(np.float64)
     assert m[f"geometry/{h1}/mean_diff_norm"] == pytest.approx(np.linalg.norm(diff), rel=1e-6)
     assert m[f"geometry/{h1}/proj_toxic"] - m[f"geometry/{h1}/proj_clean"] == pytest.approx(diff @ u, rel=1e-5, abs=1e-9)
-    Xc = X - X.mean(0)
+    Xc = Xe - Xe.mean(0)
     eig = np.sort(np.linalg.eigvalsh(Xc.T @ Xc))[::-1]
     assert m[f"geometry/{h1}/pca_var_top3"] == pytest.approx(eig[:3].sum() / eig.sum(), rel=1e-6)
     refit = LogisticProbe(C=0.1).fit(X[~ev], y[~ev])  # the same estimator as the trained probe

@@ -1,6 +1,8 @@
-"""Prompt sets: the embedded CC0 prompt set with fixed splits, and loaders for the real datasets."""
+"""Prompt sets: the embedded CC0 prompt set with seeded stratified draws, the curated labelled evaluation set,
+and loaders for the real datasets."""
 
 from probe_lens.data.builder import ActivationDataset, BuildConfig, build_dataset
+from probe_lens.data.curated import CURATED_PROMPT, CuratedText, load_curated
 from probe_lens.data.loaders import (
     DatasetUnavailableError,
     load_civil_comments,
@@ -15,6 +17,8 @@ from probe_lens.data.prompts import (
     neutral,
     provocative,
     split_prompts,
+    stratified_partition,
+    stratified_sample,
     texts,
 )
 
@@ -32,6 +36,11 @@ __all__ = [
     "neutral",
     "provocative",
     "split_prompts",
+    "stratified_partition",
+    "stratified_sample",
     "texts",
+    "CURATED_PROMPT",
+    "CuratedText",
+    "load_curated",
     "truncate_prompt",
 ]

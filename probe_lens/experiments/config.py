@@ -13,19 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from probe_lens.data.builder import BuildConfig
+from probe_lens.experiments.cells import BUILTIN_CELLS, DEFAULT_GRID, CellSpec, resolve_cells
 from probe_lens.training.config import ClassifierSFTConfig, DPOConfig, ProbeSFTConfig
 
-CELLS: tuple[str, ...] = (
-    "base",
-    "probe_sft_1",
-    "probe_sft_ens",
-    "probe_dpo_1",
-    "probe_dpo_ens",
-    "classifier_dpo",
-    "classifier_sft",
-)
-"""The grid: the untrained base model, probe-SFT and probe-DPO against one probe and against a
-diverse ensemble, and the two output-classifier baselines."""
+CELLS: tuple[str, ...] = DEFAULT_GRID
+"""The default grid: the untrained base model, probe-SFT and probe-DPO against one probe and against a
+diverse ensemble, the two output-classifier baselines and probe-filtered SFT (see ``cells.py``)."""
 
 
 @dataclasses.dataclass
@@ -36,13 +29,26 @@ class ProbeSetup:
     """Layer of the trained-against probes (``blocks.L.hook_resid_post``)."""
     heldout_layers: list[int] = dataclasses.field(default_factory=lambda: [6, 12])
     """Other layers with held-out logistic probes."""
-    C: float = 1.0
-    """Inverse L2 strength of the logistic probes (sklearn convention)."""
+    C: float | str = 1.0
+    """Inverse L2 strength of every logistic probe (trained-against, held-out, ensemble members, the
+    re-fit and retrained ones), sklearn convention; ``"cv"`` picks it by cross-validation on the probe-fit rows."""
+    standardize: bool = True
+    """Logistic probes standardise features before fitting (directions are mapped back to activation space)."""
     n_ensemble: int = 4
-    """Members of the diverse (orthogonal, nullspace) ensemble trained against in ``*_ens`` cells."""
+    """Members of the diverse (orthogonal) ensemble trained against in ensemble cells."""
     n_heldout_members: int = 2
     """Extra ensemble members fit after the trained ones and never trained against."""
-    pooling: str = "mean"
+    ensemble_method: str = "nullspace"
+    """How ensemble members are made orthogonal: ``nullspace`` (fit, project out, repeat) or ``penalty``."""
+    massmean_covariance: str = "none"
+    """Held-out mass-mean probe: ``none`` (difference of class means) or ``tied`` (LDA-style whitening)."""
+    retrain_estimator: str = "logistic"
+    """Estimator of the probes re-fit on the current model at every telemetry step: ``logistic`` or ``massmean``."""
+    noise_floor_resamples: int = 20
+    """Bootstrap re-fits on the base model giving each probe's cosine noise floor (0: none)."""
+    pooling: str | None = None
+    """Pooling over response tokens; None = ``data.pooling`` (probes are fit on activations pooled that way,
+    and probe-SFT pools the live activations the same way)."""
 
     def __post_init__(self) -> None:
         if self.layer < 0:
@@ -51,8 +57,52 @@ class ProbeSetup:
             raise ValueError(f"probes.n_ensemble must be >= 2 (an ensemble), got {self.n_ensemble}")
         if self.n_heldout_members < 0:
             raise ValueError(f"probes.n_heldout_members must be >= 0, got {self.n_heldout_members}")
-        if self.C <= 0:
-            raise ValueError(f"probes.C must be > 0, got {self.C}")
+        if isinstance(self.C, str):
+            if self.C != "cv":
+                raise ValueError(f"probes.C must be a number > 0 or 'cv' (cross-validated), got {self.C!r}")
+        elif isinstance(self.C, bool) or not isinstance(self.C, (int, float)) or not self.C > 0:
+            raise ValueError(f"probes.C must be a number > 0 or 'cv' (cross-validated), got {self.C!r}")
+        if self.ensemble_method not in ("nullspace", "penalty"):
+            raise ValueError(f"probes.ensemble_method must be 'nullspace' or 'penalty', got {self.ensemble_method!r}")
+        if self.massmean_covariance not in ("none", "tied"):
+            raise ValueError(f"probes.massmean_covariance must be 'none' or 'tied', got {self.massmean_covariance!r}")
+        if self.retrain_estimator not in ("logistic", "massmean"):
+            raise ValueError(f"probes.retrain_estimator must be 'logistic' or 'massmean', got {self.retrain_estimator!r}")
+        if isinstance(self.noise_floor_resamples, bool) or not isinstance(self.noise_floor_resamples, int) or self.noise_floor_resamples < 0:
+            raise ValueError(f"probes.noise_floor_resamples must be an int >= 0, got {self.noise_floor_resamples!r}")
+
+
+@dataclasses.dataclass
+class SamplingSetup:
+    """Which prompts feed which step. Drawn stratified by ``stratify_by`` (topic), seeded.
+
+    Held-out evaluation prompts are fixed by ``prompt_seed``. From the rest, a probe pool of
+    ``n_probe_prompts`` prompts (tags ``probe_tags``) is continued once by the base model; each seed
+    then redraws which pool prompts fit the probes (``fit_fraction``) and which give the on-policy
+    evaluation rows (the others), so intervals over seeds include probe-data variance. Training prompts
+    come from the prompts outside the pool, redrawn per seed.
+    """
+
+    probe_tags: list[str] = dataclasses.field(default_factory=lambda: ["provocative"])
+    """Prompt tags of the probe pool. Provocative only (default): both classes share one prompt
+    distribution, so a probe cannot score by prompt type."""
+    fit_fraction: float = 0.6
+    """Share of the pool's prompts whose continuations fit the probes (per seed); the rest are on-policy eval rows."""
+    stratify_by: str = "topic"
+    """Prompt attribute the draws are stratified by (``topic`` or ``tag``)."""
+
+    def __post_init__(self) -> None:
+        from probe_lens.data.prompts import TAGS
+
+        if isinstance(self.probe_tags, str):
+            self.probe_tags = [self.probe_tags]
+        bad = [t for t in self.probe_tags if t not in TAGS]
+        if bad or not self.probe_tags:
+            raise ValueError(f"sampling.probe_tags must be a non-empty list of {list(TAGS)}, got {self.probe_tags!r}")
+        if not isinstance(self.fit_fraction, (int, float)) or not 0.1 <= float(self.fit_fraction) <= 0.9:
+            raise ValueError(f"sampling.fit_fraction must be in [0.1, 0.9], got {self.fit_fraction!r}")
+        if self.stratify_by not in ("topic", "tag"):
+            raise ValueError(f"sampling.stratify_by must be 'topic' or 'tag', got {self.stratify_by!r}")
 
 
 @dataclasses.dataclass
@@ -65,8 +115,10 @@ class TrainData:
     """k samples per prompt: DPO ranks them; SFT trains on all (probe-SFT) or the clean ones (classifier-SFT)."""
     max_new_tokens: int = 24
     temperature: float = 1.0
+    top_p: float = 1.0
 
     def __post_init__(self) -> None:
+        _sampling_params("train_data", self.temperature, self.top_p)
         if self.n_prompts < 1:
             raise ValueError(f"train_data.n_prompts must be >= 1, got {self.n_prompts}")
         if self.samples_per_prompt < 2:
@@ -82,20 +134,43 @@ class EvalSetup:
     n_provocative: int = 100
     """Held-out provocative prompts (the paper evaluates on 100 held-out toxic prompts)."""
     samples_per_prompt: int = 2
-    """k samples per prompt (expected maximum toxicity is over these k)."""
+    """k samples per prompt (expected maximum toxicity is over these k; reported only when k >= 2)."""
     max_new_tokens: int = 24
     temperature: float = 1.0
+    top_p: float = 1.0
     n_fluency_texts: int = 50
     """Held-out neutral texts whose perplexity measures fluency."""
     threshold: float = 0.5
     n_telemetry_prompts: int = 16
     """Held-out provocative prompts sampled (1 each) at every telemetry step, for toxicity vs step."""
+    telemetry_temperature: float = 1.0
+    telemetry_top_p: float = 1.0
+    curated: str | None = "toxicity"
+    """Curated labelled text set (``probe_lens.data.curated``) every probe is also scored on, at every
+    telemetry step; None skips it. Evaluation only: nothing is fit or tuned on it."""
+    n_curated: int | None = None
+    """Use a seeded subsample of this many curated rows, stratified by kind (None: all of them)."""
+    ci_method: str = "delong"
+    """Interval of each AUROC over examples: ``delong`` or ``bootstrap``."""
 
     def __post_init__(self) -> None:
         if self.n_provocative < 1 or self.samples_per_prompt < 1 or self.max_new_tokens < 1:
             raise ValueError("eval.n_provocative, eval.samples_per_prompt and eval.max_new_tokens must be >= 1")
         if not 0 < self.threshold < 1:
             raise ValueError(f"eval.threshold must be in (0, 1), got {self.threshold}")
+        _sampling_params("eval", self.temperature, self.top_p)
+        _sampling_params("eval (telemetry)", self.telemetry_temperature, self.telemetry_top_p)
+        if self.n_curated is not None and (isinstance(self.n_curated, bool) or not isinstance(self.n_curated, int) or self.n_curated < 8):
+            raise ValueError(f"eval.n_curated must be an int >= 8 or null (all rows), got {self.n_curated!r}")
+        if self.ci_method not in ("delong", "bootstrap"):
+            raise ValueError(f"eval.ci_method must be 'delong' or 'bootstrap', got {self.ci_method!r}")
+
+
+def _sampling_params(where: str, temperature: Any, top_p: Any) -> None:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ValueError(f"{where}: temperature must be a number > 0, got {temperature!r}")
+    if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+        raise ValueError(f"{where}: top_p must be in (0, 1], got {top_p!r}")
 
 
 @dataclasses.dataclass
@@ -109,11 +184,14 @@ class StudyConfig:
     scorer: str = "auto"
     """Output classifier: "auto" (Detoxify if its weights are local, else alt-profanity-check), "detoxify", "profanity"."""
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1])
-    cells: list[str] = dataclasses.field(default_factory=lambda: list(CELLS))
+    cells: list[Any] = dataclasses.field(default_factory=lambda: list(CELLS))
+    """Built-in cell names (``cells.BUILTIN_CELLS``) or ``{name, objective, signal}`` records."""
     prompt_seed: int = 0
-    """Seed of the prompt splits (fixed across training seeds)."""
+    """Seed of the fixed held-out evaluation split and of the probe pool's draw."""
     n_probe_prompts: int | None = None
-    """Prompts of the probe-fit split used for probe data (None: all of it, ~290 of the embedded set)."""
+    """Prompts in the probe pool (None: every non-evaluation prompt with a ``sampling.probe_tags`` tag,
+    less the training prompts' share)."""
+    sampling: SamplingSetup = dataclasses.field(default_factory=SamplingSetup)
     data: BuildConfig = dataclasses.field(default_factory=BuildConfig)
     probes: ProbeSetup = dataclasses.field(default_factory=ProbeSetup)
     train_data: TrainData = dataclasses.field(default_factory=TrainData)
@@ -123,6 +201,8 @@ class StudyConfig:
     dpo_margin_probe: float = 0.0
     """Minimum probe-score gap for a DPO pair (pairs below it are dropped and counted)."""
     dpo_margin_classifier: float = 0.0
+    probe_filter_threshold: float = 0.5
+    """Probe-filtered SFT keeps the samples whose probe P(toxic) is below this (the probe's decision threshold)."""
     eval: EvalSetup = dataclasses.field(default_factory=EvalSetup)
     telemetry_every: int = 5
     telemetry_hooks: list[int] = dataclasses.field(default_factory=list)
@@ -131,9 +211,9 @@ class StudyConfig:
     """Keep each cell's final checkpoint after its evaluation (full weights: large for 1B models)."""
 
     def __post_init__(self) -> None:
-        unknown = [c for c in self.cells if c not in CELLS]
-        if unknown:
-            raise ValueError(f"unknown cell(s)/method(s) {unknown}; valid: {list(CELLS)}")
+        self.cell_specs: list[CellSpec] = resolve_cells(self.cells)
+        # keep built-in cells as names (readable study files), declared ones as records
+        self.cells = [c.name if BUILTIN_CELLS.get(c.name) == c else c.to_dict() for c in self.cell_specs]
         if not self.seeds:
             raise ValueError("seeds is empty; give at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
@@ -151,6 +231,25 @@ class StudyConfig:
             raise ValueError(f"n_probe_prompts must be >= 4 or null (all), got {self.n_probe_prompts}")
         if self.telemetry_every < 0:
             raise ValueError(f"telemetry_every must be >= 0, got {self.telemetry_every}")
+        if not isinstance(self.probe_filter_threshold, (int, float)) or not 0 < self.probe_filter_threshold <= 1:
+            raise ValueError(f"probe_filter_threshold must be in (0, 1], got {self.probe_filter_threshold!r}")
+        if self.probes.pooling is not None and self.probes.pooling != self.data.pooling:
+            raise ValueError(
+                f"probes.pooling ({self.probes.pooling!r}) differs from data.pooling ({self.data.pooling!r}): probes are "
+                "fit on activations pooled by data.pooling; set data.pooling instead (probes.pooling: null follows it)"
+            )
+        if self.probe_sft.pooling != self.data.pooling:
+            raise ValueError(
+                f"probe_sft.pooling ({self.probe_sft.pooling!r}) differs from data.pooling ({self.data.pooling!r}): "
+                "probe-SFT must pool the live activations the way its probe was fit; set both to the same value"
+            )
+
+    def cell(self, name: str) -> CellSpec:
+        """The declared cell called ``name``."""
+        for c in self.cell_specs:
+            if c.name == name:
+                return c
+        raise ValueError(f"unknown cell {name!r}; this study's cells: {[c.name for c in self.cell_specs]}")
 
     # ---- (de)serialisation ------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -215,6 +314,7 @@ class StudyConfig:
 
 
 _SUBCONFIGS: dict[str, type] = {
+    "sampling": SamplingSetup,
     "data": BuildConfig,
     "probes": ProbeSetup,
     "train_data": TrainData,

@@ -22,8 +22,8 @@ _DEMO: dict[str, Any] = {
     "preset": "demo",
     "seeds": [0],
     "n_probe_prompts": 96,
-    "cells": ["base", "probe_sft_1", "probe_dpo_1"],
-    "data": {"hooks": [4, 6, 9, 12], "samples_per_prompt": 2, "max_new_tokens": 16, "max_rounds": 1,
+    "cells": ["base", "probe_sft_1", "classifier_sft"],
+    "data": {"hooks": [4, 6, 9], "samples_per_prompt": 2, "max_new_tokens": 16, "max_rounds": 1,
              "min_minority": 0, "batch_size": 32, "chunk_prompts": 48},
     "probes": {"layer": 6, "heldout_layers": [4, 9], "n_ensemble": 2, "n_heldout_members": 1},
     "train_data": {"n_prompts": 16, "samples_per_prompt": 2, "max_new_tokens": 16},
@@ -32,7 +32,7 @@ _DEMO: dict[str, Any] = {
     "classifier_sft": {"trainable": _BLOCKS, "max_steps": 4, "batch_size": 4, "lr": 2e-5},
     "eval": {"n_provocative": 24, "samples_per_prompt": 1, "max_new_tokens": 16, "n_fluency_texts": 16,
              "n_telemetry_prompts": 8},
-    "telemetry_every": 2,
+    "telemetry_every": 4,
 }
 
 _QUICK: dict[str, Any] = {

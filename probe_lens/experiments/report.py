@@ -39,6 +39,8 @@ from probe_lens.experiments.stats import format_cells, summarize
 __all__ = [
     "NoFigureData",
     "fig_auroc_vs_step",
+    "fig_contrasts",
+    "fig_tracked_auroc_vs_step",
     "fig_cosine_drift",
     "fig_geometry",
     "fig_geometry_vs_step",
@@ -282,6 +284,86 @@ def fig_auroc_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None, membe
     fig.update_layout(
         title=_title("Do the probes still work? AUROC on the drift set vs training step", _scorer_name(metrics, scorer)),
         height=520, template="plotly_white", legend=dict(title="cell · probe / hook"),
+    )
+    return fig
+
+
+_TRACKED = re.compile(r"^probe/(?P<set>[a-z]+)_auroc/(?P<probe>.+)$")
+
+
+def fig_tracked_auroc_vs_step(
+    metrics: pd.DataFrame, *, probes: Sequence[str] | None = None, scorer: str | None = None,
+    trained_against: Mapping[str, Sequence[str]] | None = None,
+) -> go.Figure:
+    """AUROC vs step of each tracked probe in every cell: one row of panels per evaluation set
+    (``probe/<set>_auroc/<probe>``: curated, on-policy), one column per probe, one line per cell.
+
+    ``trained_against`` (``{cell: [probe, ...]}``) draws the cells that train against a panel's probe
+    solid and its control cells dashed. Ensemble members are left out.
+    """
+    metrics = _check_metrics(metrics)
+    found: dict[str, list[str]] = {}
+    for c in metrics.columns:
+        m = _TRACKED.match(str(c))
+        if m and not _MEMBER.search(m["probe"]) and metrics[c].notna().any():
+            found.setdefault(m["set"], []).append(m["probe"])
+    if not found:
+        raise NoFigureData("no probe/<set>_auroc/<probe> column holds a value")
+    sets = [s_ for s_ in ("curated", "onpolicy") if s_ in found] + sorted(set(found) - {"curated", "onpolicy"})
+    names = list(probes) if probes is not None else sorted({p for v in found.values() for p in v})
+    fig = make_subplots(rows=len(sets), cols=len(names), shared_yaxes=True,
+                        subplot_titles=[f"{p} · {s_}" for s_ in sets for p in names])
+    colors = _colors(_cell_order(metrics["cell"].astype(str)))
+    shown: set[str] = set()
+    xr = _x_range(metrics)
+    against = {c: set(v) for c, v in (trained_against or {}).items()}
+    for r, which in enumerate(sets):
+        for k, probe in enumerate(names):
+            col = f"probe/{which}_auroc/{probe}"
+            if col not in metrics.columns:
+                continue
+            curve = _curve(metrics, col)
+            for cell in _cell_order(curve["cell"]):
+                dash = "solid" if probe in against.get(cell, ()) or not against else "dash"
+                _add_curves(fig, curve[curve["cell"] == cell], row=r + 1, col=k + 1, colors=colors, label=None,
+                            dash=dash, shown=shown, x_range=xr, bounds=(0.0, 1.0))
+            fig.update_xaxes(title_text="step", row=r + 1, col=k + 1)
+        fig.update_yaxes(title_text=f"AUROC ({which})", row=r + 1, col=1)
+    fig.update_layout(
+        title=_title("Does each probe keep working? AUROC vs step in every cell (solid: the cell trains against "
+                     "this probe; dashed: a control)", _scorer_name(metrics, scorer)),
+        height=330 * len(sets) + 140, width=max(900, 300 * len(names)), template="plotly_white", legend=dict(title="cell"),
+    )
+    return fig
+
+
+def fig_contrasts(contrasts: pd.DataFrame, *, scorer: str | None = None) -> go.Figure:
+    """The paired contrasts as a forest plot: mean difference (cell − control) with its 95% CI over seeds,
+    one panel per metric; filled markers where the interval excludes 0."""
+    if not isinstance(contrasts, pd.DataFrame) or contrasts.empty:
+        raise NoFigureData("no contrast was formed")
+    metrics = list(dict.fromkeys(contrasts["metric"]))
+    rows, ncols = _grid(len(metrics), 2)
+    fig = make_subplots(rows=rows, cols=ncols, subplot_titles=metrics, horizontal_spacing=0.25)
+    for i, m in enumerate(metrics):
+        d = contrasts[contrasts["metric"] == m]
+        r, k = divmod(i, ncols)
+        lo = (d["mean_diff"] - d["ci_low"]).to_numpy(dtype=float)
+        hi = (d["ci_high"] - d["mean_diff"]).to_numpy(dtype=float)
+        fig.add_trace(go.Scatter(
+            x=d["mean_diff"], y=d["contrast"], mode="markers", showlegend=False,
+            marker=dict(size=9, symbol=["circle" if v else "circle-open" for v in d["resolved"]], color="#1f77b4"),
+            error_x=dict(type="data", symmetric=False, array=np.nan_to_num(hi), arrayminus=np.nan_to_num(lo)),
+            customdata=np.stack([d["ci_low"], d["ci_high"], d["n_seeds"]], axis=-1),
+            hovertemplate="%{y}<br>Δ %{x:.4f}<br>95% CI [%{customdata[0]:.4f}, %{customdata[1]:.4f}]"
+                          "<br>seeds %{customdata[2]}<extra></extra>",
+        ), row=r + 1, col=k + 1)
+        fig.add_vline(x=0, line=dict(color="#999", width=1, dash="dot"), row=r + 1, col=k + 1)
+    fig.update_layout(
+        title=_title("Paired contrasts: cell − control, paired by seed", _scorer_name(None, scorer),
+                     "markers: mean over seeds, bars: 95% t-interval over seeds, filled: excludes 0"),
+        height=max(300, 60 * max(len(contrasts[contrasts["metric"] == m]) for m in metrics)) * rows + 120,
+        template="plotly_white",
     )
     return fig
 
@@ -629,6 +711,40 @@ def _results_html(results: pd.DataFrame) -> str:
     return out
 
 
+def _auroc_figure(metrics: pd.DataFrame, scorer: str, config: Mapping[str, Any]) -> go.Figure:
+    """Tracked-probe AUROCs (study runs) when logged, else the frozen/held-out/re-fit view."""
+    if any(_TRACKED.match(str(c)) for c in metrics.columns):
+        against = config.get("trained_against") if isinstance(config.get("trained_against"), Mapping) else None
+        return fig_tracked_auroc_vs_step(metrics, scorer=scorer, probes=config.get("headline_probes"), trained_against=against)
+    return fig_auroc_vs_step(metrics, scorer=scorer)
+
+
+def _headline_section(headline: Mapping[str, Any], scorer: str, pngs: dict[str, go.Figure]) -> str:
+    table, con = headline.get("table"), headline.get("contrasts")
+    body = ""
+    if isinstance(table, pd.DataFrame) and len(table):
+        body += f'<div class="scroll">{table.to_html(index=False, classes="results", border=0, escape=True, na_rep="–")}</div>'
+    if isinstance(con, pd.DataFrame) and len(con):
+        from probe_lens.experiments.stats import describe_contrasts
+
+        shown = con.assign(
+            mean_diff=con["mean_diff"].map(lambda v: f"{v:+.3f}"),
+            ci=[f"[{lo:+.3f}, {hi:+.3f}]" for lo, hi in zip(con["ci_low"], con["ci_high"])],
+            resolved=con["resolved"].map(lambda v: "yes" if v else "no"),
+        )[["contrast", "metric", "mean_diff", "ci", "n_seeds", "resolved", *(["within_seed"] if "within_seed" in con else [])]]
+        body += "<h3>Paired contrasts (cell − control, paired by seed; CI: Student-t over seeds)</h3>"
+        body += f'<div class="scroll">{shown.to_html(index=False, classes="results", border=0, escape=True)}</div>'
+        body += "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in describe_contrasts(con).splitlines() if line.strip()) + "</ul>"
+        fig = fig_contrasts(con, scorer=scorer)
+        pngs["contrasts"] = fig
+        body += fig.to_html(full_html=False, include_plotlyjs=False, div_id="plot-fig-contrasts",
+                            config={"responsive": True, "displaylogo": False})
+    note = ("Each trained-against probe is measured the same way in every cell: compare its AUROC and cosine in the "
+            "cells that train against it with its controls (base, the classifier baselines). "
+            f"Toxicity scorer: {html.escape(scorer)}.")
+    return _section("fig-headline", "Headline: does the probe keep working?", body or "<p class=\"no-data\">No headline.</p>", note)
+
+
 def write_report(
     run_dir: str | Path,
     *,
@@ -638,6 +754,7 @@ def write_report(
     config: Mapping[str, Any],
     out_name: str = "report.html",
     png_dir: str | Path | None = None,
+    headline: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``run_dir/out_name``: one self-contained, offline HTML with every figure; return its path.
 
@@ -651,6 +768,11 @@ def write_report(
     With ``png_dir``, the key figures are also written there as PNGs (``cosine_drift.png``,
     ``auroc_vs_step.png``, ``toxicity_vs_step.png``, ``geometry_vs_step.png``, ``geometry.png``,
     ``results_table.png``); without kaleido + Chrome that step is skipped with a warning.
+
+    ``headline`` (``{"table": DataFrame of strings, "contrasts": DataFrame}``, from
+    :mod:`probe_lens.experiments.headline`) opens the report: section ``fig-headline`` with the headline
+    table, the paired contrasts and their forest plot (``contrasts.png``); with it, ``fig-auroc`` shows
+    every tracked probe in every cell (:func:`fig_tracked_auroc_vs_step`).
     """
     if not isinstance(config, Mapping):
         raise TypeError(f"config must be a dict (e.g. dataclasses.asdict of the study config), got {type(config).__name__}")
@@ -668,8 +790,8 @@ def write_report(
     builders: list[tuple[str, str, str, Any]] = [
         ("fig-cosine-drift", "Probe-direction drift vs step", "cosine_drift",
          lambda: fig_cosine_drift(metrics, probe_hooks=probe_hooks, scorer=scorer)),
-        ("fig-auroc", "Probe AUROC vs step: frozen, held-out, re-fit", "auroc_vs_step",
-         lambda: fig_auroc_vs_step(metrics, scorer=scorer)),
+        ("fig-auroc", "Probe AUROC vs step", "auroc_vs_step",
+         lambda: _auroc_figure(metrics, scorer, config)),
         ("fig-toxicity", "Toxicity vs step", "toxicity_vs_step", lambda: fig_toxicity_vs_step(metrics, scorer=scorer)),
         ("fig-geometry-step", "Residual geometry vs step", "geometry_vs_step",
          lambda: fig_geometry_vs_step(metrics, scorer=scorer)),
@@ -679,6 +801,8 @@ def write_report(
 
     sections: list[str] = []
     pngs: dict[str, go.Figure] = {}
+    if headline is not None:
+        sections.append(_headline_section(headline, scorer, pngs))
     try:
         table = _results_html(results)
         pngs["results_table"] = fig_results_table(results, scorer=scorer)

@@ -1,16 +1,29 @@
-"""The study runner: the paper's comparison end to end, resumable, one folder per study.
+"""The study runner: the paper's comparison end to end, with controls, resumable, one folder per study.
+
+What a study measures. Every pre-training probe (the trained-against candidates and the held-out ones)
+is *tracked in every cell*, so the probe a cell trains against has its controls: the same probe,
+measured the same way, in the cells that do not train against it (``base``, the classifier baselines).
+Probes are scored on two evaluation sets at every telemetry step: **on-policy** rows (the base model's
+own continuations of held-out pool prompts, labelled by the output classifier: on-policy but noisy) and
+a **curated** labelled text set shipped in the package (clean labels, off-policy). Each seed redraws
+which pool prompts fit the probes and which give on-policy rows (stratified by topic), so intervals
+over seeds include probe-data variance.
 
 Layout of a run folder::
 
     study.json                      resolved StudyConfig
-    data/probe_fit/                 labelled activation set from the base model (builder format)
-    probes/<name>/                  trained-against and held-out probes (safetensors + JSON)
-    probes/report.csv               their AUROC on the held-out prompts of the probe data
-    seeds/<s>/train_data/           the shared training samples of seed s, with classifier/probe scores
+    prompts.json                    the fixed prompt plan: evaluation prompts, probe pool, training pool
+    data/probe_pool/                the base model's continuations of the pool prompts (builder format)
+    seeds/<s>/split.json            this seed's probe-fit / on-policy prompts and rows, prompt-only baselines
+    seeds/<s>/noise_floor.json      cosine between each probe and its bootstrap re-fits on the base model
+    seeds/<s>/train_data/           the shared training samples of seed s, scored by every signal
+    probes/seed<s>/<name>/          this seed's tracked probes (safetensors + JSON), report.csv
     cells/<cell>/seed<s>/train/     config.json, metrics.jsonl, checkpoints/ (training cells)
     cells/<cell>/seed<s>/eval.json  final evaluation: the cell is finished when this exists
+    cells/<cell>/seed<s>/probe_scores.json   every tracked probe's score on every evaluation row
     results.csv, results.parquet    one row per (cell, seed)
-    summary.csv, summary.md         mean and 95% CI over seeds per cell
+    summary.csv, summary.md         mean and 95% CI over seeds per cell (every metric)
+    headline.md, contrasts.csv      the headline table and the paired contrasts, in words
     metrics.parquet                 every telemetry row of every run
     report.html, assets/*.png       the drift report
 """
@@ -24,7 +37,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -32,10 +45,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from probe_lens.data import build_dataset, load_prompts, neutral, provocative, split_prompts
 from probe_lens._io import atomic_write
+from probe_lens.data import build_dataset, load_prompts
 from probe_lens.data.builder import ActivationDataset
-from probe_lens.experiments.config import CELLS, StudyConfig
+from probe_lens.data.prompts import Prompt, stratified_partition, stratified_sample
+from probe_lens.experiments.cells import CellSpec
+from probe_lens.experiments.config import StudyConfig
 from probe_lens.models import Generation, generate, load_model
 from probe_lens.probes import DiverseProbeEnsemble, LogisticProbe, MassMeanProbe, load_probe, save_probe
 from probe_lens.scorers import get_scorer
@@ -53,6 +68,8 @@ from probe_lens.training import (
 from probe_lens.training.telemetry import model_state_key
 
 log = logging.getLogger(__name__)
+
+ONPOLICY, CURATED = "onpolicy", "curated"
 
 
 class StudyFolderError(ValueError):
@@ -72,6 +89,33 @@ def _json_default(o: Any):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+@dataclasses.dataclass
+class PromptPlan:
+    """The study's fixed prompt partition (by ``prompt_seed``), stratified by topic within each tag."""
+
+    eval_provocative: list[Prompt]
+    eval_neutral: list[Prompt]
+    pool: list[Prompt]
+    """Prompts whose base-model continuations fit the probes and give on-policy evaluation rows."""
+    train_pool: list[Prompt]
+    """Prompts training samples are drawn from (per seed)."""
+
+    def as_ids(self) -> dict[str, list[str]]:
+        return {f.name: [p.id for p in getattr(self, f.name)] for f in dataclasses.fields(self)}
+
+
+@dataclasses.dataclass
+class SeedSplit:
+    """One seed's draw: which pool prompts fit the probes, which give on-policy rows; the training prompts."""
+
+    fit_rows: np.ndarray
+    """Balanced rows of the pool dataset the probes are fit on."""
+    onpolicy_rows: np.ndarray
+    """Every row of the on-policy prompts (evaluation only)."""
+    train_prompts: list[Prompt]
+    info: dict[str, Any]
 
 
 class Study:
@@ -109,9 +153,14 @@ class Study:
             self._adopt_model(model)
         self._timings: dict[str, float] = {}
         self._t_first: float | None = None  # when this object's first timed step began (for total_s)
-        # telemetry of the base model, shared by every cell (drift activations; toxicity per seed)
-        self._base_acts: dict[str, np.ndarray] | None = None
+        self._plan: PromptPlan | None = None
+        self._splits: dict[int, SeedSplit] = {}
+        self._probes: dict[int, dict[str, Any]] = {}
+        self._curated: DriftSet | None = None
+        # the base model's telemetry, shared by every cell of a seed (activations, toxicity, directions)
+        self._base_acts: dict[int, dict[str, Any]] = {}
         self._base_toxicity: dict[int, dict[str, float]] = {}
+        self._reference: dict[int, dict[str, np.ndarray]] = {}
         self._prepare_folder(resume=resume, overwrite=overwrite)
 
     # ------------------------------------------------------------------ folder & shared state
@@ -138,7 +187,8 @@ class Study:
 
     def _adopt_model(self, model) -> None:
         self._model = model
-        self._base_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        # the base weights live on the CPU (a GPU copy would cost a second model's memory)
+        self._base_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
     @property
     def model(self):
@@ -170,117 +220,259 @@ class Study:
     def _tick(self, key: str, t0: float) -> None:
         self._timings[key] = self._timings.get(key, 0.0) + time.perf_counter() - t0
 
+    # ------------------------------------------------------------------ prompts
     @property
-    def splits(self):
-        return split_prompts(load_prompts(), seed=self.config.prompt_seed, n_eval_provocative=self.config.eval.n_provocative)
+    def prompt_plan(self) -> PromptPlan:
+        """Held-out evaluation prompts, the probe pool and the training pool (fixed by ``prompt_seed``)."""
+        if self._plan is None:
+            self._plan = _prompt_plan(self.config)
+            path = self.out / "prompts.json"
+            if not path.exists():
+                _write_json(path, self.prompt_plan.as_ids())
+        return self._plan
+
+    def seed_split(self, seed: int) -> SeedSplit:
+        """This seed's draw of probe-fit and on-policy prompts (stratified), and its training prompts."""
+        if seed not in self._splits:
+            self._splits[seed] = self._make_split(seed)
+        return self._splits[seed]
+
+    def _make_split(self, seed: int) -> SeedSplit:
+        cfg, plan = self.config, self.prompt_plan
+        ds = self.build_data()
+        key = cfg.sampling.stratify_by
+        parts = stratified_partition(
+            plan.pool, {"fit": cfg.sampling.fit_fraction, ONPOLICY: 1.0 - cfg.sampling.fit_fraction}, seed=seed, key=key
+        )
+        pid = ds.examples["prompt_id"].to_numpy()
+        labels = ds.examples["label"].to_numpy().astype(np.int64)
+        fit_all = np.flatnonzero(np.isin(pid, [p.id for p in parts["fit"]]))
+        onpolicy = np.flatnonzero(np.isin(pid, [p.id for p in parts[ONPOLICY]]))
+        rng = np.random.default_rng(seed)
+        pos, neg = fit_all[labels[fit_all] == 1], fit_all[labels[fit_all] == 0]
+        n = min(len(pos), len(neg))
+        fit = np.sort(np.concatenate([rng.permutation(pos)[:n], rng.permutation(neg)[:n]])) if cfg.data.balance else fit_all
+        for what, rows in (("probe-fit", fit), ("on-policy", onpolicy)):
+            if len(np.unique(labels[rows])) < 2:
+                raise RuntimeError(
+                    f"seed {seed}: the {what} rows hold one class only ({len(rows)} rows, {int(labels[rows].sum())} "
+                    "toxic); sample more (data.samples_per_prompt, data.max_rounds, n_probe_prompts) or lower data.threshold"
+                )
+        train = _train_prompts(plan.train_pool, cfg.train_data.n_prompts, seed, key)
+        tags = ds.examples["tag"].to_numpy() if "tag" in ds.examples else np.array(["provocative"] * len(ds.examples))
+        topics = {p.id: getattr(p, "topic", "") for p in plan.pool}
+        info = {
+            "seed": seed,
+            "fit_prompts": [p.id for p in parts["fit"]],
+            "onpolicy_prompts": [p.id for p in parts[ONPOLICY]],
+            "train_prompts": [p.id for p in train],
+            "n_fit_rows": int(len(fit)), "n_fit_toxic": int(labels[fit].sum()),
+            "n_onpolicy_rows": int(len(onpolicy)), "n_onpolicy_toxic": int(labels[onpolicy].sum()),
+            "baseline/auroc_prompt_type": _prompt_type_auroc(labels[onpolicy], tags[onpolicy]),
+            "baseline/auroc_prompt_topic": _prompt_topic_auroc(
+                labels, [topics.get(i, "") for i in pid], fit_all, onpolicy
+            ),
+        }
+        path = self.out / "seeds" / str(seed) / "split.json"
+        if not path.exists():
+            _write_json(path, info)
+        return SeedSplit(fit, onpolicy, train, info)
 
     # ------------------------------------------------------------------ step 1: probe data
     def build_data(self) -> ActivationDataset:
+        """The base model's labelled continuations of the probe pool (built once, shared by every seed)."""
         self._start_clock()
-        folder = self.out / "data" / "probe_fit"
+        folder = self.out / "data" / "probe_pool"
         if (folder / "meta.json").exists():
             return ActivationDataset.load(folder)
         t0 = time.perf_counter()
-        prompts = self.splits.probe_fit
-        n = self.config.n_probe_prompts
-        if n is not None and n < len(prompts):
-            # keep the provocative : neutral proportion of the split
-            prov, neut = provocative(prompts), neutral(prompts)
-            n_prov = int(round(n * len(prov) / len(prompts)))
-            prompts = prov[:n_prov] + neut[: n - n_prov]
-        ds = build_dataset(self.model, prompts, self.scorer, self.config.data, out_dir=folder, progress=self.progress)
+        ds = build_dataset(
+            self.model, self.prompt_plan.pool, self.scorer, self.config.data, out_dir=folder, progress=self.progress
+        )
         self._tick("build_data_s", t0)
         return ds
 
     # ------------------------------------------------------------------ step 2: probes
     def probe_names(self) -> dict[str, list[str]]:
+        """``single`` / ``ensemble``: the trained-against candidates; ``heldout``: never trained against
+        (``heldout_members``: later orthogonal-ensemble members, noisy, kept out of headline averages)."""
         p = self.config.probes
-        single = f"logistic_L{p.layer}"
-        ens = f"ensemble{p.n_ensemble}_L{p.layer}"
-        heldout = [f"massmean_L{p.layer}", *[f"logistic_L{L}" for L in p.heldout_layers]]
-        heldout += [f"ens_heldout{i}_L{p.layer}" for i in range(p.n_heldout_members)]
-        return {"single": [single], "ensemble": [ens], "heldout": heldout}
+        members = [f"ens_heldout{i}_L{p.layer}" for i in range(p.n_heldout_members)]
+        return {
+            "single": [f"logistic_L{p.layer}"],
+            "ensemble": [f"ensemble{p.n_ensemble}_L{p.layer}"],
+            "heldout": [f"massmean_L{p.layer}", *[f"logistic_L{L}" for L in p.heldout_layers], *members],
+            "heldout_members": members,
+        }
 
-    def fit_probes(self) -> dict[str, Any]:
+    def tracked_probes(self) -> list[str]:
+        """Every pre-training probe, measured in every cell."""
+        n = self.probe_names()
+        return n["single"] + n["ensemble"] + n["heldout"]
+
+    def _logistic(self, hook: str | None = None, **meta) -> LogisticProbe:
+        p = self.config.probes
+        return LogisticProbe(C=p.C, standardize=p.standardize, hook=hook, **meta)
+
+    def _full_ensemble(self, hook: str, **meta) -> DiverseProbeEnsemble:
+        """The ensemble the trained-against members and the held-out members are cut from."""
+        p = self.config.probes
+        return DiverseProbeEnsemble(
+            n_probes=p.n_ensemble + p.n_heldout_members, method=p.ensemble_method, base=self._logistic(),
+            hook=hook, progress=False, **meta,
+        )
+
+    def retrain_factory(self) -> Callable[[], Any]:
+        """``() -> unfitted estimator`` of the probes re-fit on the current model at each telemetry step."""
+        p = self.config.probes
+        if p.retrain_estimator == "massmean":
+            return lambda: MassMeanProbe(covariance=p.massmean_covariance)
+        return lambda: LogisticProbe(C=p.C, standardize=p.standardize)
+
+    def fit_probes(self, seed: int | None = None) -> dict[str, Any]:
+        """Fit (or load) seed ``seed``'s tracked probes on its probe-fit rows of the base model."""
         self._start_clock()
-        folder = self.out / "probes"
-        names = self.probe_names()
-        all_names = names["single"] + names["ensemble"] + names["heldout"]
-        if all((folder / n / "probe.json").exists() for n in all_names) and (folder / "report.csv").exists():
-            return self.load_probes()
+        seed = self.config.seeds[0] if seed is None else seed
+        if seed in self._probes:
+            return self._probes[seed]
+        folder = self.out / "probes" / f"seed{seed}"
+        names = self.tracked_probes()
+        if all((folder / n / "probe.json").exists() for n in names) and (folder / "report.csv").exists():
+            self._probes[seed] = self.load_probes(seed)
+            return self._probes[seed]
         ds = self.build_data()
+        split = self.seed_split(seed)
         p = self.config.probes
         t0 = time.perf_counter()
-        model_name = ds.meta["model_name"]
+        meta = dict(model_name=ds.meta["model_name"], pooling=self.config.data.pooling)
         hook = f"blocks.{p.layer}.hook_resid_post"
-        meta = dict(model_name=model_name, pooling=self.config.data.pooling)
-        ytr, yte = ds.y("train"), ds.y("test")
-        if len(np.unique(ytr)) < 2:
-            raise RuntimeError(
-                f"the probe data has one class only ({ds.counts()}); sample more (data.samples_per_prompt, "
-                "data.max_rounds) or lower data.threshold"
-            )
-        probes: dict[str, Any] = {}
-        probes[names["single"][0]] = LogisticProbe(C=p.C, hook=hook, **meta).fit(ds.X(hook, "train"), ytr)
-        full = DiverseProbeEnsemble(
-            n_probes=p.n_ensemble + p.n_heldout_members, method="nullspace", hook=hook, progress=False, **meta
-        ).fit(ds.X(hook, "train"), ytr)
-        probes[names["ensemble"][0]] = full.subset(list(range(p.n_ensemble)))
-        for i in range(p.n_heldout_members):
-            probes[f"ens_heldout{i}_L{p.layer}"] = full.member(p.n_ensemble + i)
-        probes[f"massmean_L{p.layer}"] = MassMeanProbe(hook=hook, **meta).fit(ds.X(hook, "train"), ytr)
+        y = ds.examples["label"].to_numpy().astype(np.int64)
+        X = lambda h, rows: ds.acts[h][torch.as_tensor(rows)].numpy()  # noqa: E731
+        Xf, yf = X(hook, split.fit_rows), y[split.fit_rows]
+        n = self.probe_names()
+        probes: dict[str, Any] = {n["single"][0]: self._logistic(hook, **meta).fit(Xf, yf)}
+        full = self._full_ensemble(hook, **meta).fit(Xf, yf)
+        probes[n["ensemble"][0]] = full.subset(list(range(p.n_ensemble)))
+        probes[f"massmean_L{p.layer}"] = MassMeanProbe(covariance=p.massmean_covariance, hook=hook, **meta).fit(Xf, yf)
         for L in p.heldout_layers:
             h = f"blocks.{L}.hook_resid_post"
-            probes[f"logistic_L{L}"] = LogisticProbe(C=p.C, hook=h, **meta).fit(ds.X(h, "train"), ytr)
+            probes[f"logistic_L{L}"] = self._logistic(h, **meta).fit(X(h, split.fit_rows), yf)
+        for i, name in enumerate(n["heldout_members"]):
+            probes[name] = full.member(p.n_ensemble + i)
+        from probe_lens.experiments.stats import auroc_ci
+
         rows = []
-        for name, probe in probes.items():
-            h = probe.metadata.hook if hasattr(probe, "metadata") else hook
-            auroc = probe.score(ds.X(h, "test"), yte) if len(np.unique(yte)) == 2 else float("nan")
-            role = "trained" if name in names["single"] + names["ensemble"] else "heldout"
-            rows.append({"probe": name, "role": role, "hook": h, "type": type(probe).__name__, "auroc_test": auroc})
+        yo = y[split.onpolicy_rows]
+        for name in names:
+            probe = probes[name]
+            h = probe.metadata.hook
+            s = np.asarray(probe.predict_proba(X(h, split.onpolicy_rows)))[:, 1]
+            a, lo, hi = auroc_ci(yo, s, method=self.config.eval.ci_method)
+            role = "trained-against candidate" if name in n["single"] + n["ensemble"] else "held out"
+            rows.append({"probe": name, "role": role, "hook": h, "type": type(probe).__name__,
+                         "onpolicy_auroc": a, "ci_low": lo, "ci_high": hi})
             save_probe(probe, folder / name)
         atomic_write(folder / "report.csv", lambda f: pd.DataFrame(rows).to_csv(f, index=False))
         self._tick("fit_probes_s", t0)
+        self._probes[seed] = probes
         return probes
 
-    def load_probes(self) -> dict[str, Any]:
-        folder = self.out / "probes"
-        names = self.probe_names()
-        return {n: load_probe(folder / n) for n in names["single"] + names["ensemble"] + names["heldout"]}
+    def load_probes(self, seed: int | None = None) -> dict[str, Any]:
+        seed = self.config.seeds[0] if seed is None else seed
+        folder = self.out / "probes" / f"seed{seed}"
+        return {n: load_probe(folder / n) for n in self.tracked_probes()}
 
-    def drift_set(self, ds: ActivationDataset) -> DriftSet:
-        return DriftSet.from_dataset(ds)
+    def noise_floor(self, seed: int) -> dict[str, dict[str, float]]:
+        """Each probe's cosine with its own estimator re-fit on bootstrap resamples of its probe-fit rows
+        (base model): how far a drift cosine moves from 1 by refitting noise alone."""
+        path = self.out / "seeds" / str(seed) / "noise_floor.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        from sklearn.base import clone
+
+        B = self.config.probes.noise_floor_resamples
+        if B == 0:
+            return {}
+        t0 = time.perf_counter()
+        ds, split, probes = self.build_data(), self.seed_split(seed), self.fit_probes(seed)
+        y = ds.examples["label"].to_numpy().astype(np.int64)
+        rng = np.random.default_rng(50_000 + seed)
+        pos, neg = split.fit_rows[y[split.fit_rows] == 1], split.fit_rows[y[split.fit_rows] == 0]
+        n = self.probe_names()
+        p = self.config.probes
+        cosines: dict[str, list[float]] = {}
+        for _ in range(B):
+            rows = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
+            full = None
+            for name in self.tracked_probes():
+                probe = probes[name]
+                Xb = ds.acts[probe.metadata.hook][torch.as_tensor(rows)].numpy()
+                if name in n["heldout_members"] or name in n["ensemble"]:
+                    if full is None:
+                        full = self._full_ensemble(probe.metadata.hook).fit(Xb, y[rows])
+                    idx = list(range(p.n_ensemble)) if name in n["ensemble"] else [p.n_ensemble + n["heldout_members"].index(name)]
+                    orig = [probe.member(i) for i in range(len(probe.members_))] if name in n["ensemble"] else [probe]
+                    for j, (o, i) in enumerate(zip(orig, idx)):
+                        key = f"{name}/m{j}" if name in n["ensemble"] else name
+                        cosines.setdefault(key, []).append(_cos(o.direction_, full.member(i).direction_))
+                else:
+                    est = clone(probe)
+                    cosines.setdefault(name, []).append(_cos(probe.direction_, est.fit(Xb, y[rows]).direction_))
+        out = {k: {"mean": float(np.mean(v)), "p05": float(np.quantile(v, 0.05)), "min": float(np.min(v)), "n": len(v)}
+               for k, v in cosines.items()}
+        _write_json(path, out)
+        self._tick("noise_floor_s", t0)
+        return out
+
+    # ------------------------------------------------------------------ evaluation sets
+    def drift_set(self, seed: int | None = None) -> DriftSet:
+        """Seed ``seed``'s on-policy set: probe-fit rows (re-fits read them) + on-policy rows (AUROCs read them)."""
+        seed = self.config.seeds[0] if seed is None else seed
+        ds, split = self.build_data(), self.seed_split(seed)
+        rows = np.concatenate([split.fit_rows, split.onpolicy_rows])
+        gen = ds.generation.select(rows.tolist())
+        labels = ds.examples["label"].to_numpy()[rows]
+        is_eval = np.concatenate([np.zeros(len(split.fit_rows), bool), np.ones(len(split.onpolicy_rows), bool)])
+        return DriftSet(gen.tokens, gen.attention_mask, gen.response_mask, labels, is_eval)
+
+    def curated_set(self) -> DriftSet | None:
+        """The curated labelled texts as an evaluation-only set (None when ``eval.curated`` is null)."""
+        if self.config.eval.curated is None:
+            return None
+        if self._curated is None:
+            from probe_lens.data.curated import CURATED_PROMPT, curated_arrays, load_curated
+
+            rows = load_curated(self.config.eval.curated)
+            if self.config.eval.n_curated is not None and self.config.eval.n_curated < len(rows):
+                rows = _subsample_by_kind(rows, self.config.eval.n_curated, seed=self.config.prompt_seed)
+            texts, labels = curated_arrays(rows)
+            self._curated = DriftSet.from_texts(self.model, CURATED_PROMPT, texts, labels)
+        return self._curated
 
     # ------------------------------------------------------------------ step 3: training data per seed
     def train_data(self, seed: int) -> tuple[Generation, dict[str, np.ndarray]]:
+        """Seed ``seed``'s training samples, scored by every signal (classifier, probe, ensemble)."""
         folder = self.out / "seeds" / str(seed) / "train_data"
         if (folder / "scores.json").exists():
             return _load_generation(folder), {k: np.asarray(v) for k, v in json.loads((folder / "scores.json").read_text()).items()}
         td = self.config.train_data
-        pool = self.splits.train
-        rng = np.random.default_rng(seed)
-        prov, neut = provocative(pool), neutral(pool)
-        n_prov = min(len(prov), int(round(td.n_prompts * len(prov) / max(1, len(pool)))))
-        n_neut = min(len(neut), td.n_prompts - n_prov)
-        chosen = [prov[i] for i in sorted(rng.permutation(len(prov))[:n_prov])] + [
-            neut[i] for i in sorted(rng.permutation(len(neut))[:n_neut])
-        ]
+        chosen = self.seed_split(seed).train_prompts
         texts = [p.text for p in chosen for _ in range(td.samples_per_prompt)]
+        probes = self.fit_probes(seed)
         self.reset_model()
         t0 = time.perf_counter()
         gen = generate(
-            self.model, texts, max_new_tokens=td.max_new_tokens, temperature=td.temperature,
+            self.model, texts, max_new_tokens=td.max_new_tokens, temperature=td.temperature, top_p=td.top_p,
             seed=seed, batch_size=self.config.data.batch_size, progress=self.progress,
         )
         self._tick("generate_train_s", t0)
         t0 = time.perf_counter()
         scores = {"classifier": scorer_scores(self.scorer, gen)}
         self._tick("score_s", t0)
-        probes = self.fit_probes()
         names = self.probe_names()
         t0 = time.perf_counter()
-        for key, name in (("probe_1", names["single"][0]), ("probe_ens", names["ensemble"][0])):
-            scores[key] = probe_scores(self.model, gen, probes[name], batch_size=self.config.data.batch_size, progress=False)
+        for signal, name in (("probe", names["single"][0]), ("ensemble", names["ensemble"][0])):
+            scores[signal] = probe_scores(self.model, gen, probes[name], batch_size=self.config.data.batch_size, progress=False)
         self._tick("probe_scores_s", t0)
         _save_generation(folder, gen)
         _write_json(folder / "scores.json", {k: v.tolist() for k, v in scores.items()})
@@ -293,81 +485,83 @@ class Study:
     def is_done(self, cell: str, seed: int) -> bool:
         return (self.cell_dir(cell, seed) / "eval.json").exists()
 
-    def telemetry(self, probes: dict[str, Any], trained: list[str], ds: ActivationDataset, seed: int = 0) -> "StudyTelemetry":
-        names = self.probe_names()
-        heldout = {n: probes[n] for n in names["heldout"]}
-        trained_d = {n: probes[n] for n in trained}
-        ev = self.config.eval
-        n = min(ev.n_telemetry_prompts, ev.n_provocative)
-        prompts = [p.text for p in provocative(self.splits.eval)[:n]]
-        p = self.config.probes
-        full_ensemble = DiverseProbeEnsemble(  # what the held-out members were cut from (fit_probes)
-            n_probes=p.n_ensemble + p.n_heldout_members, method="nullspace", hook=f"blocks.{p.layer}.hook_resid_post",
-            progress=False, model_name=ds.meta["model_name"], pooling=self.config.data.pooling,
+    def trained_against(self, spec: CellSpec) -> list[str]:
+        n = self.probe_names()
+        return spec.trained_against(n["single"][0], n["ensemble"][0])
+
+    def telemetry(self, seed: int, trained: list[str]) -> "StudyTelemetry":
+        """Telemetry of one cell: every tracked probe (``trained`` ones as trained-against), both sets."""
+        probes = self.fit_probes(seed)
+        cfg, p, ev = self.config, self.config.probes, self.config.eval
+        heldout = {k: v for k, v in probes.items() if k not in trained}
+        hook = f"blocks.{p.layer}.hook_resid_post"
+        full = self._full_ensemble(hook, model_name=probes[trained[0] if trained else self.tracked_probes()[0]].metadata.model_name,
+                                   pooling=cfg.data.pooling)
+        n = self.probe_names()
+        templates = {name: (full, p.n_ensemble + i) for i, name in enumerate(n["heldout_members"]) if name in heldout}
+        plan = self.prompt_plan
+        k = min(ev.n_telemetry_prompts, len(plan.eval_provocative))
+        curated = self.curated_set()
+        tele = StudyTelemetry(
+            self.drift_set(seed), {k_: probes[k_] for k_ in trained} or None, heldout,
+            refit_factory=self.retrain_factory(), refit_templates=templates,
+            eval_sets={CURATED: curated} if curated is not None else None,
+            hooks=list(cfg.telemetry_hooks), batch_size=cfg.data.batch_size, pooling=cfg.data.pooling,
+            toxicity_prompts=[q.text for q in plan.eval_provocative[:k]], scorer=self.scorer,
+            max_new_tokens=ev.max_new_tokens, threshold=ev.threshold, seed=20_000 + seed,
+            temperature=ev.telemetry_temperature, top_p=ev.telemetry_top_p,
         )
-        templates = {f"ens_heldout{i}_L{p.layer}": (full_ensemble, p.n_ensemble + i) for i in range(p.n_heldout_members)}
-        return StudyTelemetry(
-            self.drift_set(ds), trained_d or None, heldout,
-            refit_templates={k: v for k, v in templates.items() if k in heldout},
-            hooks=list(self.config.telemetry_hooks), batch_size=self.config.data.batch_size,
-            toxicity_prompts=prompts, scorer=self.scorer, max_new_tokens=ev.max_new_tokens,
-            threshold=ev.threshold, seed=20_000 + seed,
-        )
+        return tele
+
+    def _prime_base(self, tele: "StudyTelemetry", seed: int) -> None:
+        """Give ``tele`` the base model's shared telemetry (computed once per seed) and the seed's
+        reference directions (class-mean difference on the base model's probe-fit rows, per hook)."""
+        model = self.model
+        if seed in self._base_acts:
+            tele.prime(model, self._base_acts[seed])
+        if seed in self._base_toxicity:
+            tele.prime_toxicity(model, self._base_toxicity[seed])
+        self._base_acts[seed] = tele.all_activations(model)
+        self._base_toxicity[seed] = tele.toxicity(model)
+        if seed not in self._reference:
+            acts, ds = self._base_acts[seed]["drift"], tele.drift_set
+            fit, y = ~ds.is_eval, ds.labels
+            self._reference[seed] = {}
+            for h, X in acts.items():
+                d = X[fit & (y == 1)].mean(axis=0) - X[fit & (y == 0)].mean(axis=0)
+                self._reference[seed][h] = d / max(float(np.linalg.norm(d)), 1e-12)
+        tele.reference_directions.update(self._reference[seed])
 
     def run_cell(self, cell: str, seed: int) -> dict[str, Any]:
-        if cell not in CELLS:
-            raise ValueError(f"unknown cell {cell!r}; valid: {list(CELLS)}")
+        """Train (resuming), evaluate and save cell ``cell`` of seed ``seed``; a finished cell is read back."""
+        spec = self.config.cell(cell)
+        if seed not in self.config.seeds:
+            raise ValueError(f"unknown seed {seed}; this study's seeds: {self.config.seeds}")
         cdir = self.cell_dir(cell, seed)
         if self.is_done(cell, seed):
             return json.loads((cdir / "eval.json").read_text())
-        ds = self.build_data()
-        probes = self.fit_probes()
-        names = self.probe_names()
+        probes = self.fit_probes(seed)
+        self.noise_floor(seed)
         gen, scores = self.train_data(seed)
         self.reset_model()
-        model = self.model
-        cfg = self.config
-        trained = names["ensemble"] if cell.endswith("_ens") else names["single"] if cell.startswith("probe_") else []
-        tele = self.telemetry(probes, trained, ds, seed)
+        trained = self.trained_against(spec)
+        tele = self.telemetry(seed, trained)
+        self._prime_base(tele, seed)
+        before, basis = _geometry_points(self._base_acts[seed]["drift"], tele.drift_set, self._reference[seed], self._geometry_hooks())
         tdir = cdir / "train"
-        resume = (tdir / "checkpoints").exists() and any((tdir / "checkpoints").iterdir())
-        info: dict[str, Any] = {"cell": cell, "seed": seed, "trained_against": trained}
-        if self._base_acts is not None:  # reset_model restored the base weights: reuse their telemetry
-            tele.prime(model, self._base_acts)
-        if seed in self._base_toxicity:
-            tele.prime_toxicity(model, self._base_toxicity[seed])
-        self._base_acts = tele.activations(model)
-        self._base_toxicity[seed] = tele.toxicity(model)
-        before, basis = _geometry_points(self._base_acts, tele.drift_set.labels, probes, trained or names["single"])
+        ctx = CellContext(self, spec, seed, probes, trained, gen, scores, tele, tdir,
+                          resume=(tdir / "config.json").exists() or (tdir / "checkpoints").exists())
         t0 = time.perf_counter()
-        if cell == "base":
-            tdir.mkdir(parents=True, exist_ok=True)
-            row = {"step": 0, **tele.measure(model, 0)}
-            atomic_write(tdir / "metrics.jsonl", lambda p: p.write_text(json.dumps(row) + "\n"))
-        elif cell.startswith("probe_sft"):
-            tc = dataclasses.replace(cfg.probe_sft, seed=seed, out_dir=str(tdir), telemetry_every=cfg.telemetry_every, progress=self.progress)
-            res = train_probe_sft(model, gen, {trained[0]: probes[trained[0]]}, tc, telemetry=tele, resume=resume)
-            info.update(res.info, stopped_reason=res.stopped_reason, final_step=res.final_step)
-        elif cell == "classifier_sft":
-            tc = dataclasses.replace(cfg.classifier_sft, seed=seed, out_dir=str(tdir), telemetry_every=cfg.telemetry_every, progress=self.progress)
-            res = train_classifier_sft(model, gen, scores["classifier"], tc, telemetry=tele, resume=resume)
-            info.update(res.info, stopped_reason=res.stopped_reason, final_step=res.final_step)
-        else:  # DPO cells
-            key, margin = (
-                ("classifier", cfg.dpo_margin_classifier) if cell == "classifier_dpo"
-                else ("probe_ens" if cell.endswith("_ens") else "probe_1", cfg.dpo_margin_probe)
-            )
-            pairs = build_pairs(gen, scores[key], k=cfg.train_data.samples_per_prompt, margin=margin)
-            tc = dataclasses.replace(cfg.dpo, seed=seed, out_dir=str(tdir), telemetry_every=cfg.telemetry_every, progress=self.progress)
-            res = train_dpo(model, pairs, tc, telemetry=tele, resume=resume)
-            info.update(res.info, stopped_reason=res.stopped_reason, final_step=res.final_step)
+        info: dict[str, Any] = {"cell": cell, "seed": seed, "objective": spec.objective, "signal": spec.signal,
+                                "trained_against": trained}
+        info.update(OBJECTIVE_RUNNERS[spec.objective](ctx))
         self._tick("train_s", t0)
         if info.get("stopped_reason") == "nan":
             log.warning("cell %s seed %s stopped on a non-finite loss; evaluating the last good weights", cell, seed)
         t0 = time.perf_counter()
-        result = self.evaluate(cell, seed, tele, probes, trained)
+        result = self.evaluate(spec, seed, tele)
         self._tick("evaluate_s", t0)
-        after, _ = _geometry_points(tele.activations(model), tele.drift_set.labels, probes, trained or names["single"], basis)
+        after, _ = _geometry_points(tele.activations(self.model), tele.drift_set, self._reference[seed], self._geometry_hooks(), basis)
         result["info"] = info
         _write_json(cdir / "geometry.json", {"before": before, "after": after})
         _write_json(cdir / "eval.json", result)
@@ -375,67 +569,95 @@ class Study:
             shutil.rmtree(tdir / "checkpoints", ignore_errors=True)
         return result
 
+    def _geometry_hooks(self) -> list[str]:
+        return [f"blocks.{self.config.probes.layer}.hook_resid_post"]
+
+    def _train_config(self, spec: CellSpec):
+        return {"probe_sft": self.config.probe_sft, "filtered_sft": self.config.classifier_sft, "dpo": self.config.dpo}.get(spec.objective)
+
     def evaluate_pending(self) -> int:
         """Evaluate cells whose training finished (final checkpoint) but whose evaluation did not."""
         from probe_lens.training import latest_checkpoint, load_checkpoint
 
         n = 0
         for seed in self.config.seeds:
-            for cell in self.config.cells:
-                cdir = self.cell_dir(cell, seed)
+            for spec in self.config.cell_specs:
+                cdir = self.cell_dir(spec.name, seed)
                 ckpt_root = cdir / "train" / "checkpoints"
-                if self.is_done(cell, seed) or cell == "base" or not ckpt_root.exists():
+                if self.is_done(spec.name, seed) or not spec.trains or not ckpt_root.exists():
                     continue
                 ckpt = latest_checkpoint(ckpt_root)
                 if ckpt is None:
                     continue
                 state = json.loads((ckpt / "state.json").read_text())
-                max_steps = getattr(self.config, "dpo" if "dpo" in cell else cell if cell == "classifier_sft" else "probe_sft").max_steps
-                if int(state.get("step", -1)) < max_steps:
+                if int(state.get("step", -1)) < self._train_config(spec).max_steps:
                     continue  # unfinished training: `train` resumes it
                 self.reset_model()
                 load_checkpoint(ckpt, self.model, restore_rng=False)
-                probes = self.fit_probes()
-                names = self.probe_names()
-                trained = names["ensemble"] if cell.endswith("_ens") else names["single"] if cell.startswith("probe_") else []
-                tele = self.telemetry(probes, trained, self.build_data(), seed)
-                result = self.evaluate(cell, seed, tele, probes, trained)
-                result["info"] = {"cell": cell, "seed": seed, "trained_against": trained, "evaluated_from": str(ckpt)}
+                trained = self.trained_against(spec)
+                tele = self.telemetry(seed, trained)
+                result = self.evaluate(spec, seed, tele)
+                result["info"] = {"cell": spec.name, "seed": seed, "objective": spec.objective, "signal": spec.signal,
+                                  "trained_against": trained, "evaluated_from": str(ckpt)}
                 _write_json(cdir / "eval.json", result)
                 n += 1
         return n
 
     # ------------------------------------------------------------------ step 5: evaluation
-    def evaluate(self, cell: str, seed: int, tele: DriftTelemetry, probes: dict[str, Any], trained: list[str]) -> dict[str, Any]:
-        from probe_lens.experiments.metrics import evaluate_generation, perplexity
+    def evaluate(self, spec: CellSpec, seed: int, tele: "StudyTelemetry") -> dict[str, Any]:
+        """Toxicity, degeneration and fluency of fresh samples; every tracked probe on both sets, with intervals."""
+        from probe_lens.experiments.metrics import degeneration_metrics, evaluate_generation, perplexity
+        from probe_lens.experiments.stats import auroc_ci
 
         ev = self.config.eval
         model = self.model
-        splits = self.splits
-        prompts = provocative(splits.eval)[: ev.n_provocative]
-        texts = [p.text for p in prompts for _ in range(ev.samples_per_prompt)]
+        plan = self.prompt_plan
+        texts = [p.text for p in plan.eval_provocative for _ in range(ev.samples_per_prompt)]
         t0 = time.perf_counter()
         gen = generate(
-            model, texts, max_new_tokens=ev.max_new_tokens, temperature=ev.temperature,
+            model, texts, max_new_tokens=ev.max_new_tokens, temperature=ev.temperature, top_p=ev.top_p,
             seed=10_000 + seed, batch_size=self.config.data.batch_size, progress=self.progress,
         )
         self._tick("generate_eval_s", t0)
         t0 = time.perf_counter()
         tox = scorer_scores(self.scorer, gen)
         self._tick("score_s", t0)
-        out: dict[str, Any] = {"cell": cell, "seed": seed}
+        out: dict[str, Any] = {"cell": spec.name, "seed": seed}
         out.update(evaluate_generation(tox, gen.response_texts, ev.samples_per_prompt, self.scorer.describe(), threshold=ev.threshold))
-        fluency = [p.text for p in neutral(splits.eval)][: ev.n_fluency_texts]
+        resp = gen.tokens[:, gen.prompt_len:]
+        out.update(degeneration_metrics(gen.response_mask[:, gen.prompt_len:], resp, model.tokenizer.eos_token_id))
+        fluency = [p.text for p in plan.eval_neutral]
         out["eval/perplexity_neutral"] = perplexity(model, fluency, batch_size=self.config.data.batch_size)
+        probes = self.fit_probes(seed)
+        trained = self.trained_against(spec)
         name = (trained or self.probe_names()["single"])[0]
         out["eval/probe_p_toxic"] = float(
             probe_scores(model, gen, probes[name], batch_size=self.config.data.batch_size, progress=False).mean()
         )
-        out.update({k: v for k, v in tele.measure(model, toxicity=False).items()})
+        out.update(tele.measure(model, toxicity=False))
         out["eval/n_responses"] = len(gen)
-        samples = pd.DataFrame({"prompt": gen.prompts, "response": gen.response_texts, "score": tox})
-        cdir = self.cell_dir(cell, seed)
+        split = self.seed_split(seed)
+        out["baseline/auroc_prompt_type"] = split.info["baseline/auroc_prompt_type"]
+        out["baseline/auroc_prompt_topic"] = split.info["baseline/auroc_prompt_topic"]
+        for k_, v in self.noise_floor(seed).items():
+            out[f"drift/cosine_floor/{k_}"] = v["p05"]
+        # every tracked probe's score on every evaluation row, and an interval per AUROC over examples
+        scores = tele.scores(model)
+        intervals: dict[str, list[float]] = {}
+        for which, s in scores.items():
+            label = ONPOLICY if which == "drift" else which
+            for pname, vals in s.items():
+                if pname == "__y__":
+                    continue
+                metric = _metric_name(label, pname)
+                _, lo, hi = auroc_ci(s["__y__"], vals, method=ev.ci_method)
+                intervals[metric] = [lo, hi]
+        out["intervals"] = intervals
+        cdir = self.cell_dir(spec.name, seed)
         cdir.mkdir(parents=True, exist_ok=True)
+        _write_json(cdir / "probe_scores.json", {(ONPOLICY if w == "drift" else w): {k_: v.tolist() for k_, v in s.items()}
+                                                  for w, s in scores.items()})
+        samples = pd.DataFrame({"prompt": gen.prompts, "response": gen.response_texts, "score": tox})
         atomic_write(cdir / "eval_samples.parquet", lambda p: samples.to_parquet(p, index=False))
         return out
 
@@ -444,8 +666,7 @@ class Study:
         cfg = self.config
         self._start_clock()
         self.build_data()
-        self.fit_probes()
-        todo = [(c, s) for s in cfg.seeds for c in cfg.cells]
+        todo = [(c.name, s) for s in cfg.seeds for c in cfg.cell_specs]
         for cell, seed in tqdm(todo, desc="study cells", disable=not self.progress):
             if self.is_done(cell, seed):
                 continue
@@ -459,7 +680,11 @@ class Study:
         for f in sorted((self.out / "cells").glob("*/seed*/eval.json")):
             r = json.loads(f.read_text())
             info = r.pop("info", None) or {}
-            r.update(_headline_probe_metrics(r, info.get("trained_against") or [], self.probe_names()["heldout"]))
+            intervals = r.pop("intervals", None) or {}
+            for metric, (lo, hi) in intervals.items():
+                r[f"{metric}/ci_low"], r[f"{metric}/ci_high"] = lo, hi
+            r["trained_against"] = ",".join(info.get("trained_against") or []) or "none"
+            r.update(_headline_probe_metrics(r, info.get("trained_against") or [], self.probe_names()))
             scorer = r.pop("eval/scorer", None)
             if isinstance(scorer, dict):
                 r["scorer"] = f"{scorer.get('name')} {scorer.get('version')}"
@@ -469,7 +694,7 @@ class Study:
         if not rows:
             raise FileNotFoundError(f"no finished cells under {self.out / 'cells'}; run the study first")
         df = pd.DataFrame(rows)
-        order = {c: i for i, c in enumerate(CELLS)}
+        order = {c.name: i for i, c in enumerate(self.config.cell_specs)}
         return df.sort_values(["cell", "seed"], key=lambda s: s.map(order) if s.name == "cell" else s).reset_index(drop=True)
 
     def metrics(self) -> pd.DataFrame:
@@ -482,16 +707,29 @@ class Study:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def report(self) -> pd.DataFrame:
+        from probe_lens.experiments.headline import contrasts, headline_table, write_headline
         from probe_lens.experiments.report import write_report
-        from probe_lens.experiments.stats import format_table, summarize
+        from probe_lens.experiments.stats import summarize
 
         results = self.results()
         atomic_write(self.out / "results.csv", lambda p: results.to_csv(p, index=False))
         atomic_write(self.out / "results.parquet", lambda p: results.to_parquet(p, index=False))
-        value_cols = [c for c in results.columns if c not in ("cell", "seed", "scorer") and pd.api.types.is_numeric_dtype(results[c])]
+        value_cols = [c for c in results.columns if c not in ("cell", "seed", "scorer", "trained_against")
+                      and not c.endswith(("/ci_low", "/ci_high")) and pd.api.types.is_numeric_dtype(results[c])]
         summary = summarize(results, ["cell"], value_cols)
         atomic_write(self.out / "summary.csv", lambda p: summary.to_csv(p, index=False))
+        from probe_lens.experiments.stats import format_table
+
         atomic_write(self.out / "summary.md", lambda p: p.write_text(format_table(summary)))
+        con = contrasts(results, self.config, self.probe_names(), out_dir=self.out)
+        atomic_write(self.out / "contrasts.csv", lambda p: con.to_csv(p, index=False))
+        table = headline_table(summary, self.config, self.probe_names())
+        seeds_info = {s: json.loads((self.out / "seeds" / str(s) / "split.json").read_text())
+                      for s in self.config.seeds if (self.out / "seeds" / str(s) / "split.json").exists()}
+        floors = {s: json.loads((self.out / "seeds" / str(s) / "noise_floor.json").read_text())
+                  for s in self.config.seeds if (self.out / "seeds" / str(s) / "noise_floor.json").exists()}
+        n_curated = len(self.curated_set().labels) if self.config.eval.curated is not None and self._model is not None else None
+        write_headline(self.out / "headline.md", table, con, seeds_info, floors, self.config, self.probe_names(), n_curated)
         metrics = self.metrics()
         if len(metrics):
             atomic_write(self.out / "metrics.parquet", lambda p: metrics.to_parquet(p, index=False))
@@ -510,34 +748,139 @@ class Study:
         )
         config["scorer"] = self.scorer.describe()
         config["heldout_probes"] = self.probe_names()["heldout"]
+        config["trained_against"] = {c.name: self.trained_against(c) for c in self.config.cell_specs}
+        config["headline_probes"] = [n for n in self.tracked_probes() if n not in self.probe_names()["heldout_members"]]
         timings_file = self.out / "timings.json"
         timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
         if self._timings:  # a report-only call has none of its own: keep the run's
             timings = dict(self._timings)
             _write_json(timings_file, timings)
         config["timings"] = timings
-        write_report(self.out, results=results, metrics=metrics, geometry=geometry, config=config, png_dir=self.out / "assets" if self.export_png else None)
+        write_report(self.out, results=results, metrics=metrics, geometry=geometry, config=config,
+                     png_dir=self.out / "assets" if self.export_png else None,
+                     headline={"table": table, "contrasts": con})
         return summary
 
 
-class StudyTelemetry(DriftTelemetry):
-    """Drift telemetry plus the toxicity rate of a few held-out provocative prompts at each step.
+# ---------------------------------------------------------------------------------------------
+# objectives: how each kind of cell trains (looked up by CellSpec.objective, never by name)
+# ---------------------------------------------------------------------------------------------
 
-    Adds ``eval/toxicity_rate`` (and ``eval/expected_max_toxicity`` over 1 sample) to every
-    telemetry row, so the report can draw toxicity against training step.
+
+@dataclasses.dataclass
+class CellContext:
+    """What an objective runner gets: the study, the cell, and the seed's shared data."""
+
+    study: Study
+    spec: CellSpec
+    seed: int
+    probes: dict[str, Any]
+    trained: list[str]
+    generation: Generation
+    scores: dict[str, np.ndarray]
+    telemetry: "StudyTelemetry"
+    train_dir: Path
+    resume: bool
+
+    def train_config(self, base):
+        cfg = self.study.config
+        return dataclasses.replace(base, seed=self.seed, out_dir=str(self.train_dir), telemetry_every=cfg.telemetry_every,
+                                   progress=self.study.progress)
+
+
+def _run_none(ctx: CellContext) -> dict[str, Any]:
+    ctx.train_dir.mkdir(parents=True, exist_ok=True)
+    row = {"step": 0, **ctx.telemetry.measure(ctx.study.model, 0)}
+    atomic_write(ctx.train_dir / "metrics.jsonl", lambda p: p.write_text(json.dumps(row) + "\n"))
+    return {}
+
+
+def _result_info(res) -> dict[str, Any]:
+    return {**res.info, "stopped_reason": res.stopped_reason, "final_step": res.final_step}
+
+
+def _run_probe_sft(ctx: CellContext) -> dict[str, Any]:
+    cfg = ctx.study.config
+    tc = dataclasses.replace(ctx.train_config(cfg.probe_sft), pooling=cfg.data.pooling)
+    probes = {n: ctx.probes[n] for n in ctx.trained}
+    res = train_probe_sft(ctx.study.model, ctx.generation, probes, tc, telemetry=ctx.telemetry, resume=ctx.resume)
+    return _result_info(res)
+
+
+def _run_filtered_sft(ctx: CellContext) -> dict[str, Any]:
+    cfg = ctx.study.config
+    tc = ctx.train_config(cfg.classifier_sft)
+    if ctx.spec.signal != "classifier":
+        tc = dataclasses.replace(tc, threshold=cfg.probe_filter_threshold)
+    res = train_classifier_sft(ctx.study.model, ctx.generation, ctx.scores[ctx.spec.signal], tc,
+                               telemetry=ctx.telemetry, resume=ctx.resume)
+    return _result_info(res)
+
+
+def _run_dpo(ctx: CellContext) -> dict[str, Any]:
+    cfg = ctx.study.config
+    margin = cfg.dpo_margin_classifier if ctx.spec.signal == "classifier" else cfg.dpo_margin_probe
+    pairs = build_pairs(ctx.generation, ctx.scores[ctx.spec.signal], k=cfg.train_data.samples_per_prompt, margin=margin)
+    res = train_dpo(ctx.study.model, pairs, ctx.train_config(cfg.dpo), telemetry=ctx.telemetry, resume=ctx.resume)
+    return _result_info(res)
+
+
+OBJECTIVE_RUNNERS: dict[str, Callable[[CellContext], dict[str, Any]]] = {
+    "none": _run_none,
+    "probe_sft": _run_probe_sft,
+    "filtered_sft": _run_filtered_sft,
+    "dpo": _run_dpo,
+}
+"""How each objective trains a cell (``CellSpec.objective`` -> runner)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# telemetry with toxicity and role-free probe names
+# ---------------------------------------------------------------------------------------------
+
+
+def _metric_name(which: str, probe_or_retrained: str) -> str:
+    """``probe/<set>_auroc/<probe>`` or ``probe/<set>_auroc_retrained/<hook>``: the same name in every cell."""
+    if probe_or_retrained.startswith("retrained/"):
+        return f"probe/{which}_auroc_retrained/{probe_or_retrained[len('retrained/'):]}"
+    return f"probe/{which}_auroc/{probe_or_retrained}"
+
+
+class StudyTelemetry(DriftTelemetry):
+    """Drift telemetry for a study: every tracked probe under one name in every cell, and toxicity.
+
+    Probe AUROCs are logged as ``probe/onpolicy_auroc/<probe>`` and ``probe/curated_auroc/<probe>``
+    (retrained: ``probe/<set>_auroc_retrained/<hook>``) whether or not the cell trains against the probe
+    (which it does is in the cell's ``eval.json`` info), so a probe's curve in a cell that trains against
+    it and in its control cells share a column. Adds ``eval/toxicity_rate`` and ``eval/mean_toxicity`` of a
+    few held-out provocative prompts (1 sample each) to every row, for toxicity vs step.
     """
 
-    def __init__(self, *args, toxicity_prompts: list[str], scorer, max_new_tokens: int, threshold: float, seed: int, **kwargs):
+    def __init__(self, *args, toxicity_prompts: list[str], scorer, max_new_tokens: int, threshold: float, seed: int,
+                 temperature: float = 1.0, top_p: float = 1.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.toxicity_prompts = toxicity_prompts
         self.scorer = scorer
         self.max_new_tokens = max_new_tokens
         self.threshold = threshold
         self.seed = seed
+        self.temperature = temperature
+        self.top_p = top_p
         self._tox_cache: tuple[Any, dict[str, float]] | None = None
 
     def measure(self, model, step: int | None = None, *, toxicity: bool = True) -> dict[str, float]:
-        out = super().measure(model, step)
+        raw = super().measure(model, step)
+        out: dict[str, float] = {}
+        for k, v in raw.items():
+            head, _, rest = k.partition("/")
+            which = ONPOLICY if head == "probe" else head
+            kind, _, name = rest.partition("/")
+            if kind in ("auroc_frozen", "auroc_heldout"):
+                out[_metric_name(which, name)] = v
+            elif kind == "auroc_retrained":
+                out[_metric_name(which, f"retrained/{name}")] = v
+            else:
+                out[k] = v
         if toxicity:
             out.update(self.toxicity(model))
         return out
@@ -550,7 +893,7 @@ class StudyTelemetry(DriftTelemetry):
         if self._tox_cache is not None and self._tox_cache[0] == key:
             return dict(self._tox_cache[1])
         gen = generate(model, self.toxicity_prompts, max_new_tokens=self.max_new_tokens, seed=self.seed,
-                       batch_size=self.batch_size, progress=False)
+                       temperature=self.temperature, top_p=self.top_p, batch_size=self.batch_size, progress=False)
         scores = np.asarray(self.scorer.score(gen.response_texts))
         out = {"eval/toxicity_rate": float((scores >= self.threshold).mean()), "eval/mean_toxicity": float(scores.mean())}
         self._tox_cache = (key, out)
@@ -561,24 +904,127 @@ class StudyTelemetry(DriftTelemetry):
         self._tox_cache = (model_state_key(model), dict(values))
 
 
-def _headline_probe_metrics(row: dict[str, Any], trained: list[str], heldout: list[str]) -> dict[str, float]:
-    """One number per question, comparable across cells.
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
 
-    ``probe/auroc_trained_against``: final AUROC of the (first) probe this cell trained against (NaN for
-    cells that trained against none); ``probe/auroc_heldout_avg``: mean final AUROC of the study's
-    held-out probes; ``drift/cosine_trained_against``: cosine between its original direction and one re-fit
-    on the trained model (an ensemble's first member).
+
+def _prompt_plan(cfg: StudyConfig) -> PromptPlan:
+    """Evaluation prompts, the probe pool and the training pool, each tag stratified by topic."""
+    prompts = load_prompts()
+    key, seed = cfg.sampling.stratify_by, cfg.prompt_seed
+    by_tag = {t: [p for p in prompts if p.tag == t] for t in ("provocative", "neutral")}
+    n_eval = {"provocative": cfg.eval.n_provocative, "neutral": cfg.eval.n_fluency_texts}
+    pool_tags = cfg.sampling.probe_tags
+    td = cfg.train_data
+    prov_share = len(by_tag["provocative"]) / max(1, len(prompts))
+    # keep enough prompts outside the pool for the training draws of different seeds to differ
+    reserve = {"provocative": max(2 * int(round(td.n_prompts * prov_share)), 4),
+               "neutral": max(2 * (td.n_prompts - int(round(td.n_prompts * prov_share))), 2)}
+    pool_total = sum(max(0, len(by_tag[t]) - n_eval[t] - reserve[t]) for t in pool_tags)
+    want = pool_total if cfg.n_probe_prompts is None else cfg.n_probe_prompts
+    if want > pool_total:
+        raise ValueError(
+            f"n_probe_prompts={want} but only {pool_total} {'/'.join(pool_tags)} prompts are left after the "
+            f"{n_eval} evaluation prompts and the training reserve {reserve}; lower n_probe_prompts or eval sizes"
+        )
+    parts: dict[str, list[Prompt]] = {"eval_provocative": [], "eval_neutral": [], "pool": [], "train_pool": []}
+    for tag, group in by_tag.items():
+        n_pool = 0
+        if tag in pool_tags:
+            avail = {t: max(0, len(by_tag[t]) - n_eval[t] - reserve[t]) for t in pool_tags}
+            n_pool = int(round(want * avail[tag] / max(1, sum(avail.values()))))
+        n_train = len(group) - n_eval[tag] - n_pool
+        if n_train < 1:
+            raise ValueError(f"not enough {tag} prompts ({len(group)}) for {n_eval[tag]} evaluation + {n_pool} pool prompts")
+        split = stratified_partition(group, {"eval": n_eval[tag], "pool": n_pool, "train": n_train}, seed=seed, key=key)
+        parts[f"eval_{tag}"] = split["eval"]
+        parts["pool"] += split["pool"]
+        parts["train_pool"] += split["train"]
+    return PromptPlan(**parts)
+
+
+def _subsample_by_kind(rows: list[Any], n: int, seed: int) -> list[Any]:
+    """``n`` of ``rows`` (curated texts), each ``kind`` in proportion (largest remainder), seeded, in id order."""
+    rng = np.random.default_rng(seed)
+    kinds = sorted({r.kind for r in rows})
+    groups = {k: [r for r in rows if r.kind == k] for k in kinds}
+    share = np.array([len(groups[k]) for k in kinds], dtype=float) * n / len(rows)
+    counts = np.floor(share).astype(int)
+    for i in np.argsort(-(share - counts))[: n - counts.sum()]:
+        counts[i] += 1
+    picked = [r for k, c in zip(kinds, counts) for r in (groups[k][i] for i in sorted(rng.permutation(len(groups[k]))[:c]))]
+    return sorted(picked, key=lambda r: r.id)
+
+
+def _train_prompts(pool: list[Prompt], n: int, seed: int, key: str) -> list[Prompt]:
+    """``n`` training prompts from ``pool``, tags in the pool's proportion, each tag stratified by ``key``."""
+    by_tag = {t: [p for p in pool if p.tag == t] for t in sorted({p.tag for p in pool})}
+    n = min(n, len(pool))
+    counts = {t: int(round(n * len(g) / len(pool))) for t, g in by_tag.items()}
+    drift = n - sum(counts.values())
+    if drift and counts:
+        t = max(counts, key=lambda t: len(by_tag[t]))
+        counts[t] += drift
+    chosen: list[Prompt] = []
+    for t, g in by_tag.items():
+        if counts[t] > 0:
+            chosen += stratified_sample(g, min(counts[t], len(g)), seed=seed, key=key)
+    return chosen
+
+
+def _prompt_type_auroc(labels: np.ndarray, tags: np.ndarray) -> float:
+    """AUROC of a detector that sees only the prompt's tag (provocative = 1): the prompt-type confound.
+    0.5 when every row comes from one prompt type."""
+    from sklearn.metrics import roc_auc_score
+
+    if len(np.unique(labels)) < 2:
+        return float("nan")
+    return float(roc_auc_score(labels, (np.asarray(tags) == "provocative").astype(float)))
+
+
+def _prompt_topic_auroc(labels: np.ndarray, topics: list[str], fit_rows: np.ndarray, eval_rows: np.ndarray) -> float:
+    """AUROC on ``eval_rows`` of a detector that sees only the prompt's topic: each topic's toxic share
+    on ``fit_rows`` (unseen topics: the overall share)."""
+    from sklearn.metrics import roc_auc_score
+
+    topics = np.asarray(topics)
+    ye = labels[eval_rows]
+    if len(np.unique(ye)) < 2:
+        return float("nan")
+    df = pd.DataFrame({"topic": topics[fit_rows], "y": labels[fit_rows]})
+    rate = df.groupby("topic")["y"].mean().to_dict()
+    overall = float(labels[fit_rows].mean())
+    return float(roc_auc_score(ye, [rate.get(t, overall) for t in topics[eval_rows]]))
+
+
+def _cos(a: Any, b: Any) -> float:
+    a, b = np.asarray(a, dtype=np.float64).reshape(-1), np.asarray(b, dtype=np.float64).reshape(-1)
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    return float(a @ b / (na * nb)) if na > 0 and nb > 0 else float("nan")
+
+
+def _headline_probe_metrics(row: dict[str, Any], trained: list[str], names: dict[str, list[str]]) -> dict[str, float]:
+    """Summary columns comparable across cells.
+
+    ``probe/<set>_auroc_trained_against``: the AUROC of the (first) probe this cell trains against (NaN
+    for cells that train against none; the same probe's AUROC in control cells is its own column);
+    ``probe/<set>_auroc_heldout_avg``: mean AUROC of the held-out probes *excluding* later orthogonal
+    ensemble members (refitting noise at small n); ``drift/cosine_trained_against``: cosine between the
+    trained-against probe's original direction and one re-fit on the trained model (an ensemble: its
+    first member).
     """
     nan = float("nan")
-    out = {"probe/auroc_trained_against": nan, "drift/cosine_trained_against": nan}
-    if trained:
-        name = trained[0]
-        out["probe/auroc_trained_against"] = row.get(f"probe/auroc_frozen/{name}", nan)
-        # an ensemble's later members are orthogonal to any single re-fit direction: use its first member
-        out["drift/cosine_trained_against"] = row.get(f"drift/cosine/{name}", row.get(f"drift/cosine/{name}/m0", nan))
-    vals = [row.get(f"probe/auroc_heldout/{n}") for n in heldout]
-    vals = [v for v in vals if v is not None and np.isfinite(v)]
-    out["probe/auroc_heldout_avg"] = float(np.mean(vals)) if vals else nan
+    out: dict[str, float] = {}
+    heldout = [n for n in names["heldout"] if n not in names["heldout_members"]]
+    for which in (ONPOLICY, CURATED):
+        out[f"probe/{which}_auroc_trained_against"] = row.get(f"probe/{which}_auroc/{trained[0]}", nan) if trained else nan
+        vals = [row.get(f"probe/{which}_auroc/{n}") for n in heldout]
+        vals = [v for v in vals if v is not None and np.isfinite(v)]
+        out[f"probe/{which}_auroc_heldout_avg"] = float(np.mean(vals)) if vals else nan
+    out["drift/cosine_trained_against"] = (
+        row.get(f"drift/cosine/{trained[0]}", row.get(f"drift/cosine/{trained[0]}/m0", nan)) if trained else nan
+    )
     return out
 
 
@@ -602,23 +1048,26 @@ def _load_generation(folder: Path) -> Generation:
 
 
 def _geometry_points(
-    acts: dict[str, np.ndarray], labels: np.ndarray, probes: dict[str, Any], names: list[str], basis: dict[str, Any] | None = None
+    acts: dict[str, np.ndarray], drift: DriftSet, reference: dict[str, np.ndarray], hooks: list[str],
+    basis: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Drift-set activations projected on the original probe direction and on the top-2 PCs.
+    """On-policy evaluation rows projected on the seed's reference direction and on the top-2 PCs.
 
-    The PC basis (and centre) comes from ``basis`` when given (the base model's), so before and
-    after share one coordinate system. Returns ``(points, basis)``.
+    The reference direction per hook is fit once on the base model (class-mean difference on the
+    probe-fit rows) and the same in every cell; the PC basis (and centre) comes from ``basis`` when given
+    (the base model's), so before and after share one coordinate system. Returns ``(points, basis)``.
     """
-    probe = probes[names[0]]
-    direction = np.asarray(probe.directions_[0] if hasattr(probe, "directions_") else probe.direction_, dtype=np.float64)
-    hook = probe.metadata.hook
-    X = np.asarray(acts[hook], dtype=np.float64)
-    if basis is None or hook not in basis:
-        centre = X.mean(axis=0)
-        _, _, vt = np.linalg.svd(X - centre, full_matrices=False)
-        basis = dict(basis or {}, **{hook: {"centre": centre, "pcs": vt[:2]}})
-    centre, pcs = basis[hook]["centre"], basis[hook]["pcs"]
-    proj = (X - centre) @ pcs.T
-    points = {hook: {"x_dir": (X @ direction).tolist(), "x_pc1": proj[:, 0].tolist(), "x_pc2": proj[:, 1].tolist(),
-                     "label": np.asarray(labels).astype(int).tolist()}}
+    rows = drift.is_eval
+    points: dict[str, Any] = {}
+    basis = dict(basis or {})
+    for hook in hooks:
+        X = np.asarray(acts[hook], dtype=np.float64)[rows]
+        if hook not in basis:
+            centre = X.mean(axis=0)
+            _, _, vt = np.linalg.svd(X - centre, full_matrices=False)
+            basis[hook] = {"centre": centre, "pcs": vt[:2]}
+        centre, pcs = basis[hook]["centre"], basis[hook]["pcs"]
+        proj = (X - centre) @ pcs.T
+        points[hook] = {"x_dir": (X @ reference[hook]).tolist(), "x_pc1": proj[:, 0].tolist(), "x_pc2": proj[:, 1].tolist(),
+                        "label": np.asarray(drift.labels[rows]).astype(int).tolist()}
     return points, basis

@@ -16,13 +16,17 @@ returns flat metrics with stable names::
     geometry/<hook>/pca_var_top<k>     variance fraction of the top-k principal components
 
 Ensemble members are named ``<name>/m<i>``. AUROCs are measured on the evaluation part of the drift
-set; re-fit probes are fit on the other part. A probe's drift cosine compares it with a fresh copy of
+set; re-fit probes are fit on the other part. Extra evaluation-only sets (``eval_sets``, e.g. a curated
+labelled text set) give the same AUROCs under ``<set>/auroc_frozen/<name>``, ``<set>/auroc_heldout/<name>``
+and ``<set>/auroc_retrained/<hook>`` (the retrained probes are still fit on the drift set's fit rows).
+Geometry is read on the evaluation rows only (rows no probe was fit on). A probe's drift cosine compares it with a fresh copy of
 *the same estimator* (type and hyper-parameters, sklearn ``clone``) fit on the current activations:
 member ``i`` of an ensemble with member ``i`` of the re-fit ensemble, so a mass-mean probe or an
 orthogonal ensemble member is compared with its own kind, not with a logistic direction (a probe that
 ``clone`` cannot copy is compared with ``refit_factory()``). A probe cut out of a larger ensemble can
-name that ensemble and its index in ``refit_templates``. The "original direction" at a hook is the first
-trained-against probe's (else the first held-out probe's) direction; at hooks without a probe it is
+name that ensemble and its index in ``refit_templates``. The "original direction" at a hook is the one
+given in ``reference_directions`` (pass the same ones to every run you compare); else the first
+trained-against probe's (else the first held-out probe's) direction; at hooks without either it is
 the class-mean difference at the first measurement (kept in ``state_dict`` for resumes).
 """
 
@@ -57,6 +61,8 @@ class DriftSet:
     pool_mask: Int[torch.Tensor, "n pos"]
     labels: np.ndarray
     is_eval: np.ndarray
+    eval_only: bool = False
+    """An evaluation-only set (every row is an eval row; nothing is fit on it)."""
 
     def __post_init__(self) -> None:
         n = self.tokens.shape[0]
@@ -68,7 +74,10 @@ class DriftSet:
             raise ValueError(f"{len(self.labels)} labels / {len(self.is_eval)} eval flags for {n} texts")
         if not np.isin(self.labels, [0, 1]).all():
             raise ValueError("labels must be 0/1 (1 = toxic)")
-        for part, mask in (("evaluation", self.is_eval), ("fit", ~self.is_eval)):
+        if self.eval_only and not self.is_eval.all():
+            raise ValueError("an eval_only set must mark every row as an evaluation row")
+        parts = (("evaluation", self.is_eval),) if self.eval_only else (("evaluation", self.is_eval), ("fit", ~self.is_eval))
+        for part, mask in parts:
             if len(np.unique(self.labels[mask])) < 2:
                 raise ValueError(
                     f"the {part} part of the drift set holds one class only; it needs toxic and clean texts "
@@ -109,6 +118,23 @@ class DriftSet:
         return cls(gen.tokens, gen.attention_mask, gen.response_mask, labels, is_eval)
 
 
+    @classmethod
+    def from_texts(cls, model, prompt: str, texts: Sequence[str], labels: Any) -> "DriftSet":
+        """An evaluation-only set of labelled ``texts``, each read as the response to ``prompt``
+        (pooled over the response tokens), e.g. a curated labelled set."""
+        from probe_lens.models.generation import tokenize_pairs
+
+        gen = tokenize_pairs(model, [prompt] * len(texts), list(texts))
+        y = np.asarray(labels).astype(np.int64).reshape(-1)
+        return cls(gen.tokens, gen.attention_mask, gen.response_mask, y, np.ones(len(y), dtype=bool), eval_only=True)
+
+    def select(self, rows: Any) -> "DriftSet":
+        """The rows ``rows`` of this set (same flags)."""
+        idx = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        return DriftSet(self.tokens[idx], self.attention_mask[idx], self.pool_mask[idx], self.labels[idx.numpy()],
+                        self.is_eval[idx.numpy()], eval_only=self.eval_only)
+
+
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
     return float(a @ b / (na * nb)) if na > 0 and nb > 0 else float("nan")
@@ -118,9 +144,20 @@ def _auroc(y: np.ndarray, s: np.ndarray) -> float:
     return float(roc_auc_score(y, s)) if len(np.unique(y)) == 2 else float("nan")
 
 
+def mark_model_updated(model) -> None:
+    """Tell caches keyed by :func:`model_state_key` that ``model``'s weights changed.
+
+    The training loop calls it after every optimizer step: fused or foreach optimizers (and in-place
+    writes under ``torch.no_grad`` through ``.data``) need not bump torch's version counters.
+    """
+    model._probe_lens_updates = getattr(model, "_probe_lens_updates", 0) + 1
+
+
 def model_state_key(model) -> tuple:
-    """Changes whenever a parameter of ``model`` is modified in place (torch's version counters)."""
-    return (id(model), tuple(p._version for p in model.parameters()))
+    """Changes whenever ``model``'s weights change: an explicit update counter (bumped by
+    :func:`mark_model_updated` after each optimizer step) plus torch's per-parameter version counters
+    (bumped by in-place writes such as ``load_state_dict``)."""
+    return (id(model), getattr(model, "_probe_lens_updates", 0), tuple(p._version for p in model.parameters()))
 
 
 def _direction(probe: Any) -> np.ndarray:
@@ -146,6 +183,9 @@ class DriftTelemetry:
         refit_templates: ``{probe name: (unfitted estimator, member index)}`` for probes whose drift
             cosine must be measured against member ``index`` of a re-fit ``estimator`` (e.g. a held-out
             member cut from a larger ensemble); other probes are re-fit as ``clone(probe)``.
+        eval_sets: ``{name: evaluation-only DriftSet}`` every probe is also scored on (``<name>/...``).
+        reference_directions: ``{hook: direction}`` the geometry is projected on (fix these once, on
+            the base model, and pass the same to every run you compare).
         pooling: pooling of the drift activations (default: the first probe's, else ``"mean"``).
         pca_ks: the k of each ``pca_var_top<k>`` metric.
         batch_size, progress: for the activation pass.
@@ -160,6 +200,8 @@ class DriftTelemetry:
         refit_factory: Callable[[], Any] | None = None,
         *,
         refit_templates: dict[str, tuple[Any, int]] | None = None,
+        eval_sets: dict[str, DriftSet] | None = None,
+        reference_directions: dict[str, np.ndarray] | None = None,
         pooling: str | None = None,
         pca_ks: Sequence[int] = (1, 5),
         batch_size: int = 16,
@@ -179,14 +221,22 @@ class DriftTelemetry:
         unknown = set(self.refit_templates) - set(self.trained_probes) - set(self.heldout_probes)
         if unknown:
             raise ValueError(f"refit_templates names unknown probes {sorted(unknown)}")
-        self._acts_cache: tuple[Any, dict[str, np.ndarray]] | None = None
+        self.eval_sets = dict(eval_sets or {})
+        for name, es in self.eval_sets.items():
+            if not isinstance(es, DriftSet):
+                raise TypeError(f"eval_sets[{name!r}] must be a DriftSet, got {type(es).__name__}")
+            if "/" in name or name in ("probe", "drift", "geometry"):
+                raise ValueError(f"eval set name {name!r} must not contain '/' or shadow a metric prefix")
+        self._acts_cache: dict[str, tuple[Any, dict[str, np.ndarray]]] = {}
         self.pooling = pooling
         self.pca_ks = tuple(int(k) for k in pca_ks)
         if any(k < 1 for k in self.pca_ks):
             raise ValueError(f"pca_ks must be positive, got {self.pca_ks}")
         self.batch_size = batch_size
         self.progress = progress
-        self.reference_directions: dict[str, np.ndarray] = {}
+        self.reference_directions: dict[str, np.ndarray] = {
+            h: np.asarray(v, dtype=np.float64).reshape(-1) for h, v in (reference_directions or {}).items()
+        }
 
     # ---- state (for resuming) ----------------------------------------------------------
 
@@ -213,32 +263,46 @@ class DriftTelemetry:
         return trained, heldout, sorted(hooks)
 
     @torch.no_grad()
-    def activations(self, model) -> dict[str, np.ndarray]:
-        """Pooled drift-set activations ``{hook: float64 [n, d_model]}`` of ``model`` now.
+    def activations(self, model, which: str = "drift") -> dict[str, np.ndarray]:
+        """Pooled activations ``{hook: float64 [n, d_model]}`` of ``model`` now, on the drift set
+        (``which="drift"``) or on the evaluation set of that name.
 
-        Cached until any parameter of ``model`` changes in place (an optimizer step, a weight load),
-        so measuring, evaluating and drawing geometry of one model state cost one forward pass.
-        Treat the returned arrays as read-only.
+        Cached until ``model``'s weights change (:func:`model_state_key`), so measuring, evaluating
+        and drawing geometry of one model state cost one forward pass. Treat the arrays as read-only.
         """
         trained, heldout, hooks = self._resolve(model)
         key = model_state_key(model)
-        if self._acts_cache is not None and self._acts_cache[0] == key and set(hooks) <= set(self._acts_cache[1]):
-            return self._acts_cache[1]
+        cached = self._acts_cache.get(which)
+        if cached is not None and cached[0] == key and set(hooks) <= set(cached[1]):
+            return cached[1]
+        if which == "drift":
+            ds = self.drift_set
+        elif which in self.eval_sets:
+            ds = self.eval_sets[which]
+        else:
+            raise ValueError(f"unknown set {which!r}; this telemetry has 'drift' and {sorted(self.eval_sets)}")
         pooling = self.pooling or next((p.pooling for p in trained + heldout if p.pooling), None) or "mean"
         acts = collect(
-            model, self.drift_set.tokens, self.drift_set.attention_mask, self.drift_set.pool_mask, hooks,
+            model, ds.tokens, ds.attention_mask, ds.pool_mask, hooks,
             pooling=pooling, batch_size=self.batch_size, progress=self.progress,
         )
         out = {h: a.double().numpy() for h, a in acts.items()}
-        self._acts_cache = (key, out)
+        self._acts_cache[which] = (key, out)
         return out
 
-    def prime(self, model, acts: dict[str, np.ndarray]) -> None:
-        """Declare ``acts`` (from :meth:`activations` of an identical model) as ``model``'s current ones.
+    def all_activations(self, model) -> dict[str, dict[str, np.ndarray]]:
+        """``{"drift": acts, <eval set>: acts, ...}`` of ``model`` now (cached like :meth:`activations`)."""
+        return {w: self.activations(model, w) for w in ("drift", *self.eval_sets)}
 
-        For runners that restore the same base weights many times: one drift pass serves them all.
-        """
-        self._acts_cache = (model_state_key(model), acts)
+    def prime(self, model, acts: dict[str, Any]) -> None:
+        """Declare ``acts`` (from :meth:`activations` or :meth:`all_activations` of an identical model)
+        as ``model``'s current ones. For runners that restore the same base weights many times."""
+        key = model_state_key(model)
+        if acts and all(isinstance(v, dict) for v in acts.values()):
+            for which, a in acts.items():
+                self._acts_cache[which] = (key, a)
+        else:
+            self._acts_cache["drift"] = (key, acts)
 
     def _refit_directions(
         self, acts: dict[str, np.ndarray], fit_rows: np.ndarray, hook_of: dict[str, str]
@@ -271,31 +335,58 @@ class DriftTelemetry:
                     out[name] = _direction(est)
         return out
 
+    def scores(self, model) -> dict[str, dict[str, np.ndarray]]:
+        """``{set: {probe or member name: P(toxic) per eval row}}`` of ``model`` now, plus ``{set: {"__y__": labels}}``.
+
+        Sets: ``"drift"`` (its evaluation rows) and every eval set. Retrained probes (fit on the drift
+        set's fit rows of the current model) appear as ``retrained/<hook>``.
+        """
+        trained, heldout, hooks = self._resolve(model)
+        acts = self.all_activations(model)
+        ev = self.drift_set.is_eval
+        fit_acts, fit_y = acts["drift"], self.drift_set.labels
+        retrained = {h: self.refit_factory().fit(fit_acts[h][~ev], fit_y[~ev]) for h in hooks}
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for which, a in acts.items():
+            ds = self.drift_set if which == "drift" else self.eval_sets[which]
+            rows = ds.is_eval
+            s: dict[str, np.ndarray] = {"__y__": ds.labels[rows]}
+            for flat, named in ((trained, self.trained_probes), (heldout, self.heldout_probes)):
+                for p in flat:
+                    if p.name != p.parent:
+                        s[p.name] = np.asarray(p.probe.predict_proba(a[p.hook][rows]))[:, 1]
+                for name, probe in named.items():
+                    hook = next(p.hook for p in flat if p.parent == name)
+                    s[name] = np.asarray(probe.predict_proba(a[hook][rows]))[:, 1]
+            for h, probe in retrained.items():
+                s[f"retrained/{h}"] = np.asarray(probe.predict_proba(a[h][rows]))[:, 1]
+            out[which] = s
+        return out
+
     def measure(self, model, step: int | None = None) -> dict[str, float]:
         """All metrics for ``model`` as it is now (flat names, floats)."""
         trained, heldout, hooks = self._resolve(model)
         acts = self.activations(model)
         y, ev = self.drift_set.labels, self.drift_set.is_eval
         out: dict[str, float] = {}
-        for kind, flat, named in (("frozen", trained, self.trained_probes), ("heldout", heldout, self.heldout_probes)):
-            for p in flat:  # ensemble members one by one
-                if p.name != p.parent:
-                    s = np.asarray(p.probe.predict_proba(acts[p.hook][ev]))[:, 1]
-                    out[f"probe/auroc_{kind}/{p.name}"] = _auroc(y[ev], s)
-            for name, probe in named.items():  # each probe or whole ensemble as it predicts
-                hook = next(p.hook for p in flat if p.parent == name)
-                s = np.asarray(probe.predict_proba(acts[hook][ev]))[:, 1]
-                out[f"probe/auroc_{kind}/{name}"] = _auroc(y[ev], s)
-        for h in hooks:
-            probe = self.refit_factory()
-            probe.fit(acts[h][~ev], y[~ev])
-            out[f"probe/auroc_retrained/{h}"] = _auroc(y[ev], np.asarray(probe.predict_proba(acts[h][ev]))[:, 1])
+        trained_names = {p.name for p in trained} | set(self.trained_probes)
+        for which, scores in self.scores(model).items():
+            prefix = "probe" if which == "drift" else which
+            ys = scores["__y__"]
+            for name, s in scores.items():
+                if name == "__y__":
+                    continue
+                if name.startswith("retrained/"):
+                    out[f"{prefix}/auroc_retrained/{name[len('retrained/'):]}"] = _auroc(ys, s)
+                else:
+                    kind = "frozen" if name in trained_names else "heldout"
+                    out[f"{prefix}/auroc_{kind}/{name}"] = _auroc(ys, s)
         refit_dirs = self._refit_directions(acts, ~ev, {p.parent: p.hook for p in trained + heldout})
         for p in trained + heldout:
             out[f"drift/cosine/{p.name}"] = _cos(_direction(p.probe), refit_dirs[p.name])
-        for h in hooks:
-            X = acts[h]
-            mu1, mu0 = X[y == 1].mean(axis=0), X[y == 0].mean(axis=0)
+        for h in hooks:  # geometry on the evaluation rows: no probe or reference direction was fit on them
+            X, yg = acts[h][ev], y[ev]
+            mu1, mu0 = X[yg == 1].mean(axis=0), X[yg == 0].mean(axis=0)
             diff = mu1 - mu0
             if h not in self.reference_directions:
                 self.reference_directions[h] = diff / max(np.linalg.norm(diff), 1e-12)

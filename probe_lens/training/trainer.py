@@ -47,6 +47,7 @@ from probe_lens.training.losses import (
 )
 from probe_lens.training.pairs import PreferencePairs
 from probe_lens.training.probes_util import FlatProbe, flatten_probes
+from probe_lens.training.telemetry import mark_model_updated
 
 STOP_REASONS = ("max_steps", "nan", "stop_after", "callback")
 
@@ -474,6 +475,7 @@ def _run(
                 break
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
+            mark_model_updated(model)  # telemetry caches must not rely on version counters (fused AdamW)
             scheduler.step()
             seconds = time.perf_counter() - t_step
             step_row = {"step": step, **values, "train/lr": lr, "train/grad_norm": grad_norm, "train/step_seconds": seconds}

@@ -1,0 +1,144 @@
+"""The study grid as declared records: what each cell trains with, and against what.
+
+A cell is a :class:`CellSpec`: an ``objective`` (how the model is trained) and a ``signal`` (what
+ranks, filters or penalises its samples). The runner looks both up; it never parses cell names.
+
+=================  ==============  ===========================================================
+objective          signals         what trains
+=================  ==============  ===========================================================
+``none``           ``none``        nothing (the base model: the reference every cell is paired with)
+``probe_sft``      probe/ensemble  LM loss on the model's own samples + lambda * P(toxic) of the frozen
+                                   probe(s), backpropagated through the live activations
+``filtered_sft``   any but none    LM loss on the samples the signal judges clean (score < threshold)
+``dpo``            any but none    DPO on k samples per prompt ranked by the signal
+=================  ==============  ===========================================================
+
+Signals: ``probe`` (the single trained-against logistic probe), ``ensemble`` (the diverse orthogonal
+ensemble), ``classifier`` (the output classifier: a baseline that trains against no probe).
+
+Every pre-training probe is tracked in every cell; a cell only decides which of them it trains
+against (:meth:`CellSpec.trained_against`), so each trained-against probe has its controls: the same
+probe, measured the same way, in the cells that do not train against it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any
+
+OBJECTIVES: tuple[str, ...] = ("none", "probe_sft", "filtered_sft", "dpo")
+SIGNALS: tuple[str, ...] = ("none", "probe", "ensemble", "classifier")
+_ALLOWED: dict[str, tuple[str, ...]] = {
+    "none": ("none",),
+    "probe_sft": ("probe", "ensemble"),
+    "filtered_sft": ("probe", "ensemble", "classifier"),
+    "dpo": ("probe", "ensemble", "classifier"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class CellSpec:
+    """One cell of the grid.
+
+    Args:
+        name: the cell's name in results and folders.
+        objective: ``none``, ``probe_sft``, ``filtered_sft`` or ``dpo``.
+        signal: ``none``, ``probe``, ``ensemble`` or ``classifier``.
+    """
+
+    name: str
+    objective: str
+    signal: str = "none"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or "/" in self.name:
+            raise ValueError(f"a cell name must be a non-empty string without '/', got {self.name!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"cell {self.name!r}: objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.signal not in _ALLOWED[self.objective]:
+            raise ValueError(
+                f"cell {self.name!r}: objective {self.objective!r} takes signal {' or '.join(_ALLOWED[self.objective])}, "
+                f"got {self.signal!r}"
+            )
+
+    @property
+    def trains(self) -> bool:
+        return self.objective != "none"
+
+    @property
+    def uses_probe(self) -> bool:
+        """True when a probe (single or ensemble) is the training signal."""
+        return self.signal in ("probe", "ensemble")
+
+    def trained_against(self, single: str, ensemble: str) -> list[str]:
+        """Names of the probes this cell trains against, given the study's single/ensemble probe names."""
+        return {"probe": [single], "ensemble": [ensemble]}.get(self.signal, [])
+
+    def to_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+
+BUILTIN_CELLS: dict[str, CellSpec] = {
+    c.name: c
+    for c in (
+        CellSpec("base", "none"),
+        CellSpec("probe_sft_1", "probe_sft", "probe"),
+        CellSpec("probe_sft_ens", "probe_sft", "ensemble"),
+        CellSpec("probe_dpo_1", "dpo", "probe"),
+        CellSpec("probe_dpo_ens", "dpo", "ensemble"),
+        CellSpec("classifier_dpo", "dpo", "classifier"),
+        CellSpec("classifier_sft", "filtered_sft", "classifier"),
+        CellSpec("probe_filtered_sft", "filtered_sft", "probe"),
+    )
+}
+"""Cells a study file may name by string. ``probe_filtered_sft`` (SFT on the samples the frozen probe
+judges clean) is the probe analogue of ``classifier_sft``: a baseline the paper lacks."""
+
+DEFAULT_GRID: tuple[str, ...] = (
+    "base",
+    "probe_sft_1",
+    "probe_sft_ens",
+    "probe_dpo_1",
+    "probe_dpo_ens",
+    "classifier_dpo",
+    "classifier_sft",
+    "probe_filtered_sft",
+)
+
+
+def resolve_cell(spec: Any) -> CellSpec:
+    """A :class:`CellSpec` from a built-in name, a ``{name, objective, signal}`` mapping or a CellSpec."""
+    if isinstance(spec, CellSpec):
+        return spec
+    if isinstance(spec, str):
+        if spec in BUILTIN_CELLS:
+            return BUILTIN_CELLS[spec]
+        close = difflib.get_close_matches(spec, list(BUILTIN_CELLS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(
+            f"unknown cell {spec!r}{hint}; built-in cells: {list(BUILTIN_CELLS)}, or declare one as "
+            "{name: ..., objective: ..., signal: ...}"
+        )
+    if isinstance(spec, dict):
+        unknown = sorted(set(spec) - {"name", "objective", "signal"})
+        if unknown:
+            raise ValueError(f"unknown key(s) {unknown} in cell {spec!r}; a cell has name, objective, signal")
+        if "name" not in spec or "objective" not in spec:
+            raise ValueError(f"cell {spec!r} needs at least 'name' and 'objective'")
+        return CellSpec(**spec)
+    raise TypeError(f"a cell is a name or a {{name, objective, signal}} mapping, got {type(spec).__name__}")
+
+
+def resolve_cells(specs: Any) -> list[CellSpec]:
+    """Resolve a list of cells; names must be distinct."""
+    if isinstance(specs, (str, dict)) or not hasattr(specs, "__iter__"):
+        raise TypeError("cells must be a list of cell names or {name, objective, signal} mappings")
+    cells = [resolve_cell(s) for s in specs]
+    names = [c.name for c in cells]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"cell names must be distinct; repeated: {dup}")
+    if not cells:
+        raise ValueError("cells is empty; name at least one cell (e.g. 'base')")
+    return cells
