@@ -4,15 +4,30 @@
     probe-lens reproduce --preset quick|paper [--model NAME] [--seeds N] [--out DIR] [--resume]
     probe-lens build-data | fit-probes | train | evaluate | report   (the steps on their own)
     probe-lens config --preset quick > study.yaml    # a study file to edit and pass back with --config
+
+A mistake a user can fix (bad flag or study file, unavailable model, a folder holding another study,
+...) prints one ``probe-lens <cmd>: error: ...`` paragraph and exits with 2; Ctrl-C exits with 130
+(every step is resumable: rerun with --resume); anything else is an internal error (exit 1).
+``--debug`` or ``PROBE_LENS_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import os
 import sys
 import time
+from pathlib import Path
+
+# the steps that run on an existing run folder: with --out and no --preset/--config they use its study.json
+_STEP_COMMANDS = ("build-data", "fit-probes", "train", "evaluate", "report")
+
+
+class UsageError(Exception):
+    """A mistake in the command line or a study file: one error paragraph, exit code 2."""
 
 
 def _add_study_args(p: argparse.ArgumentParser, *, default_preset: str = "quick", default_out: str | None = None) -> None:
@@ -27,17 +42,51 @@ def _add_study_args(p: argparse.ArgumentParser, *, default_preset: str = "quick"
                    help="override one field, e.g. --set probe_sft.max_steps=20 (repeatable)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error (also PROBE_LENS_DEBUG=1)")
     p.set_defaults(default_preset=default_preset)
 
 
-def _study(args, *, resume: bool | None = None):
-    from probe_lens.experiments import Study, make_config
+def _config(args):
+    """The resolved StudyConfig; a bad preset, flag, ``--set`` or study file raises UsageError."""
+    import yaml
 
-    preset = args.preset or (None if args.config_file else args.default_preset)
-    cfg = make_config(preset, config_file=args.config_file, model=args.model, seeds=args.seeds, overrides=args.overrides)
+    from probe_lens.experiments import make_config
+
+    config_file, preset = args.config_file, args.preset
+    saved = Path(args.out) / "study.json" if args.out else None
+    if args.command in _STEP_COMMANDS and not preset and not config_file and saved is not None and saved.is_file():
+        config_file = str(saved)  # a step on an existing run folder: that study, unless told otherwise
+    preset = preset or (None if config_file else args.default_preset)
+    where = f"--config {config_file}" if config_file else "the study settings"
+    try:
+        cfg = make_config(preset, config_file=config_file, model=args.model, seeds=args.seeds, overrides=args.overrides)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{config_file} is not valid JSON ({e}); fix it or write a fresh one with `probe-lens config`") from e
+    except yaml.YAMLError as e:
+        raise UsageError(
+            f"cannot parse {config_file or 'a --set value'} as YAML ({' '.join(str(e).split())}); "
+            "--set values are YAML, e.g. --set seeds=[0,1] --set probe_sft.lr=1e-5"
+        ) from e
+    except KeyError as e:
+        raise UsageError(f"bad value in {where}: {e.args[0] if e.args else e}") from e
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"bad value in {where}: {e}") from e
     if args.device:
         cfg.device = args.device
-    out = args.out or f"runs/{cfg.preset}"
+    return cfg
+
+
+def _study(args, *, resume: bool | None = None, cfg=None, need_study: bool = False):
+    """Open the study in ``--out`` (default ``runs/<preset>``); ``need_study``: refuse a folder without one."""
+    from probe_lens.experiments import Study
+
+    cfg = cfg if cfg is not None else _config(args)
+    out = Path(args.out or f"runs/{cfg.preset}")
+    if need_study and not (out / "study.json").is_file():
+        raise UsageError(
+            f"{out} holds no study (no study.json), so there is nothing to {args.command}; run "
+            f"`probe-lens reproduce --out {out}` (or build-data, fit-probes, train) first, or point --out at a run folder"
+        )
     return Study(cfg, out, resume=args.resume if resume is None else resume, overwrite=args.overwrite,
                  progress=not args.no_progress)
 
@@ -89,7 +138,8 @@ def cmd_reproduce(args) -> int:
 def cmd_build_data(args) -> int:
     study = _study(args, resume=True)
     ds = study.build_data()
-    print(json.dumps({"folder": str(study.out / "data" / "probe_fit"), **ds.counts(), "shortfall": ds.meta.get("shortfall")}, indent=2))
+    folder = next((p.parent for p in sorted((study.out / "data").glob("*/meta.json"))), study.out / "data")
+    print(json.dumps({"folder": str(folder), **ds.counts(), "shortfall": ds.meta.get("shortfall")}, indent=2))
     return 0
 
 
@@ -97,24 +147,45 @@ def cmd_fit_probes(args) -> int:
     import pandas as pd
 
     study = _study(args, resume=True)
-    study.fit_probes()
-    print(pd.read_csv(study.out / "probes" / "report.csv").to_string(index=False))
+    for seed in study.config.seeds:  # each seed fits its own probes
+        study.fit_probes(seed)
+    for report in sorted((study.out / "probes").glob("**/report.csv")):
+        print(f"{report.parent.relative_to(study.out)}:\n{pd.read_csv(report).to_string(index=False)}")
     return 0
 
 
+def _fmt(v, spec: str = ".3f") -> str:
+    """A number for a one-line summary; "n/a" for None/NaN/non-numbers."""
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if v != v else format(v, spec)
+
+
 def cmd_train(args) -> int:
-    study = _study(args, resume=True)
-    cells = args.cell or study.config.cells
-    seeds = args.seed if args.seed else study.config.seeds
+    cfg = _config(args)
+    cells = args.cell or cfg.cells
+    seeds = args.seed if args.seed else cfg.seeds
+    bad_cells = [c for c in cells if c not in cfg.cells]
+    if bad_cells:
+        raise UsageError(f"unknown --cell {', '.join(bad_cells)}; this study's cells are: {', '.join(cfg.cells)}")
+    bad_seeds = [s for s in seeds if s not in cfg.seeds]
+    if bad_seeds:
+        raise UsageError(
+            f"--seed {', '.join(map(str, bad_seeds))} is not a seed of this study; its seeds are: "
+            f"{', '.join(map(str, cfg.seeds))} (change them with --seeds N or --set seeds=[...])"
+        )
+    study = _study(args, resume=True, cfg=cfg)
     for seed in seeds:
         for cell in cells:
             r = study.run_cell(cell, seed)
-            print(f"{cell} seed {seed}: toxicity rate {r.get('eval/toxicity_rate'):.3f}")
+            print(f"{cell} seed {seed}: toxicity rate {_fmt(r.get('eval/toxicity_rate'))}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    study = _study(args, resume=True)
+    study = _study(args, resume=True, need_study=True)
     n = study.evaluate_pending()
     print(f"evaluated {n} cell(s) whose training had finished without an evaluation")
     return 0
@@ -122,7 +193,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_report(args) -> int:
     t0 = time.perf_counter()
-    study = _study(args, resume=True)
+    study = _study(args, resume=True, need_study=True)
     summary = study.report()
     _print_summary(study, summary, t0)
     return 0
@@ -131,9 +202,7 @@ def cmd_report(args) -> int:
 def cmd_config(args) -> int:
     import yaml
 
-    from probe_lens.experiments import make_config
-
-    cfg = make_config(args.preset or "quick", config_file=args.config_file, model=args.model, seeds=args.seeds, overrides=args.overrides)
+    cfg = _config(args)
     sys.stdout.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     return 0
 
@@ -161,16 +230,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors a user can cause and fix (input, files, weights, disk): exit code 2, no traceback."""
+    import yaml
+
+    from probe_lens._disk import DiskSpaceError
+    from probe_lens.data.builder import ScorerOutputError
+    from probe_lens.data.loaders import DatasetUnavailableError
+    from probe_lens.experiments.runner import StudyFolderError
+    from probe_lens.models.loading import ModelUnavailableError
+    from probe_lens.scorers.base import ScorerUnavailableError
+    from probe_lens.training.checkpoint import CheckpointError
+
+    return (
+        UsageError, StudyFolderError, ModelUnavailableError, ScorerUnavailableError, DatasetUnavailableError,
+        CheckpointError, ScorerOutputError, DiskSpaceError, FileNotFoundError, FileExistsError, yaml.YAMLError,
+        ValueError,  # the library's bad-input errors (json.JSONDecodeError included)
+    )
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, json.JSONDecodeError):
+        return f"a JSON file of the run folder is truncated or corrupt ({e}); rerun with --debug to see which"
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return f"the disk is full ({e}); free some space, then rerun the same command with --resume"
+    return str(e)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    from probe_lens.experiments.runner import StudyFolderError
-
+    debug = args.debug or os.environ.get("PROBE_LENS_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+    prog = f"probe-lens {args.command}"
     try:
         return args.func(args)
-    except (StudyFolderError, ValueError, FileNotFoundError) as e:
-        print(f"probe-lens {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"\n{prog}: interrupted; rerun the same command with --resume to continue", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug:
+            raise
+        if isinstance(e, _user_errors()) or (isinstance(e, OSError) and e.errno == errno.ENOSPC):
+            print(f"{prog}: error: {_describe(e)}", file=sys.stderr)
+            return 2
+        print(
+            f"{prog}: internal error (please report): {type(e).__name__}: {e}\n"
+            "rerun with --debug (or PROBE_LENS_DEBUG=1) to see the traceback",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

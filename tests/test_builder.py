@@ -147,3 +147,78 @@ def test_drift_set_from_a_dataset_keeps_its_balanced_rows_and_prompt_split(tiny)
     assert np.array_equal(drift.is_eval, ds.examples["split"].to_numpy()[rows] == "test")
     assert torch.equal(drift.tokens, ds.generation.tokens[torch.as_tensor(rows)])
     assert torch.equal(drift.pool_mask, ds.generation.response_mask[torch.as_tensor(rows)])
+
+
+class BadAfter(ByteScorer):
+    """The byte scorer, returning ``bad(scores)`` from its ``good``-th call on (a buggy backend)."""
+
+    def __init__(self, bad, good: int = 2, via_score: bool = True):
+        super().__init__()
+        self.bad, self.good, self.via_score = bad, good, via_score
+
+    def score(self, texts):
+        if not self.via_score:
+            return super().score(texts)
+        s = list(ByteScorer._score(self, texts))
+        return self.bad(s) if self.calls > self.good else s
+
+    def _score(self, texts):
+        s = super()._score(texts)
+        return self.bad(s) if (not self.via_score and self.calls > self.good) else s
+
+
+@pytest.mark.parametrize(
+    "bad, via_score, message",
+    [
+        (lambda s: s[:-1], True, r"returned 5 scores for 6 texts"),
+        (lambda s: [float("nan")] + s[1:], True, r"returned NaN/inf for 1 of 6 texts"),
+        (lambda s: [1.5] + s[1:], True, r"1 of 6 scores outside \[0, 1\] \(min .*, max 1\.5\)"),
+        (lambda s: [-0.1] + s[1:], True, r"outside \[0, 1\]"),
+        (lambda s: s[:-1], False, r"failed: RuntimeError: byte-share returned 5 scores for 6 texts"),
+    ],
+)
+def test_a_bad_scorer_stops_the_build_and_keeps_finished_chunks(tiny, tmp_path, bad, via_score, message):
+    from probe_lens.data.builder import ScorerOutputError
+
+    full = build_dataset(tiny, PROMPTS, ByteScorer(), _cfg(), out_dir=tmp_path / "full", progress=False)
+    scorer = BadAfter(bad, good=2, via_score=via_score)
+    scorer.calls = 0
+    with pytest.raises(ScorerOutputError, match=r"scorer 'byte-share' .*" + message + r".*stopped at chunk r00_c0002; the 2 finished chunk"):
+        build_dataset(tiny, PROMPTS, scorer, _cfg(), out_dir=tmp_path / "cut", progress=False)
+    assert sorted(p.name for p in (tmp_path / "cut" / "chunks").glob("*.json")) == ["r00_c0000.json", "r00_c0001.json"]
+    good = ByteScorer()
+    resumed = build_dataset(tiny, PROMPTS, good, _cfg(), out_dir=tmp_path / "cut", progress=False)
+    assert good.calls == 2  # the finished chunks were reused
+    assert resumed.examples.equals(full.examples)
+
+
+def test_corrupt_or_foreign_chunks_are_named_and_rebuilt(tiny, tmp_path):
+    import json
+    import shutil
+
+    full = build_dataset(tiny, PROMPTS, ByteScorer(), _cfg(), out_dir=tmp_path / "full", progress=False)
+    other = build_dataset(tiny, PROMPTS[1:], ByteScorer(), _cfg(), out_dir=tmp_path / "other", progress=False)
+    assert len(other) > 0
+    cut = tmp_path / "cut"
+    shutil.copytree(tmp_path / "full", cut)
+    (cut / "meta.json").unlink()  # an interrupted build with all four chunks on disk...
+    chunks = cut / "chunks"
+    st = chunks / "r00_c0001.safetensors"
+    st.write_bytes(st.read_bytes()[: st.stat().st_size // 2])  # ...one truncated,
+    for ext in ("json", "safetensors"):  # one copied from a build over other prompts,
+        shutil.copy(tmp_path / "other" / "chunks" / f"r00_c0002.{ext}", chunks / f"r00_c0002.{ext}")
+    payload = json.loads((tmp_path / "other" / "chunks" / "r00_c0000.json").read_text())
+    del payload["stamp"], payload["tensors_sha256"]  # and one foreign chunk in the older, unstamped format
+    (chunks / "r00_c0003.json").write_text(json.dumps(payload))
+    shutil.copy(tmp_path / "other" / "chunks" / "r00_c0000.safetensors", chunks / "r00_c0003.safetensors")
+    scorer = ByteScorer()
+    with pytest.warns(RuntimeWarning) as record:
+        resumed = build_dataset(tiny, PROMPTS, scorer, _cfg(), out_dir=cut, progress=False)
+    msgs = [str(w.message) for w in record if "chunk" in str(w.message)]
+    assert any("r00_c0001" in m and "checksum" in m for m in msgs), msgs
+    assert any("r00_c0002" in m and "other settings (prompt_ids_sha)" in m for m in msgs), msgs
+    assert any("r00_c0003" in m and "other prompts" in m for m in msgs), msgs
+    assert scorer.calls == 3  # exactly the three bad chunks were rebuilt
+    assert resumed.examples.equals(full.examples)
+    for h in full.hooks:
+        assert torch.equal(resumed.acts[h], full.acts[h])

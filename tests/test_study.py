@@ -209,3 +209,17 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["reproduce", "--bogus"])
+
+
+def test_a_study_stops_before_training_when_the_disk_is_short(tmp_path, monkeypatch):
+    import shutil
+
+    from probe_lens._disk import DiskSpaceError
+
+    study = Study(tiny_study_config(cells=["base", "probe_sft_1"]), tmp_path, model=tiny_model(n_layers=4),
+                  scorer=non_ascii_scorer(), progress=False, export_png=False)
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=1024))
+    with pytest.raises(DiskSpaceError, match="checkpoints"):
+        study.run()
+    assert not (tmp_path / "data").exists()  # nothing was built

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -221,8 +222,97 @@ def test_resume_after_crash_is_bit_identical(tmp_path):
     assert df_full.shape == df_cut.shape  # no duplicated rows from the crashed part
     cols = ["step", "train/loss", "probe/auroc_frozen/p", "drift/cosine/p", "geometry/blocks.1.hook_resid_post/resid_norm"]
     assert df_full[cols].equals(df_cut[cols])
-    ckpt = load_file(str(res.checkpoint_path / "optimizer.safetensors"))
-    assert any(k.endswith("exp_avg_sq") for k in ckpt)
+    # the final checkpoint of a finished run keeps no optimizer state (save_optimizer_final=False)...
+    assert res.checkpoint_path.name == "step_000004" and not (res.checkpoint_path / "optimizer.safetensors").exists()
+    # ...the intermediate ones do (they are what a resume needs)
+    model = tiny_model(seed=0)
+    cfg = ProbeSFTConfig(lr=1e-2, max_steps=4, batch_size=8, checkpoint_every=2, keep_checkpoints=2,
+                         out_dir=str(tmp_path / "kept"), progress=False)
+    train_probe_sft(model, data, probe, cfg)
+    ckpts = tmp_path / "kept" / "checkpoints"
+    assert any(k.endswith("exp_avg_sq") for k in load_file(str(ckpts / "step_000002" / "optimizer.safetensors")))
+    assert not (ckpts / "step_000004" / "optimizer.safetensors").exists()
+
+
+def _crash_resume_equals_uninterrupted(tmp_path, train, cfg_kw, crash=3):
+    """Run ``train(model, cfg, telemetry, resume)`` whole, and crashed at ``crash`` then resumed: same run."""
+    data, y = make_data(tiny_model(seed=0))
+    probe = fit_probe(tiny_model(seed=0), data, y, layer=1)
+    drift = DriftSet.from_generation(data, y)
+
+    def run(out, crash_step=None, resume=False):
+        model = tiny_model(seed=0)
+        tel = CrashAt(drift, {"p": probe})
+        tel.crash_step = crash_step
+        cfg_cls, kw = cfg_kw
+        cfg = cfg_cls(max_steps=4, telemetry_every=1, checkpoint_every=2, out_dir=str(out), progress=False, **kw)
+        return model, train(model, data, y, probe, cfg, tel, resume)
+
+    full, res_full = run(tmp_path / "full")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut", crash_step=crash)
+    assert json.loads((tmp_path / "cut" / "checkpoints" / "latest.json").read_text())["step"] == 2
+    resumed, res = run(tmp_path / "cut", resume=True)
+    assert (res.final_step, res.stopped_reason) == (4, "max_steps")
+    for (n, a), b in zip(full.named_parameters(), resumed.parameters()):
+        assert torch.equal(a, b), f"{n} differs after resume"
+    df_full, df_cut = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "cut")
+    assert df_full.shape == df_cut.shape  # no duplicated rows from the crashed part
+    pd.testing.assert_frame_equal(df_full.drop(columns=["train/step_seconds"]), df_cut.drop(columns=["train/step_seconds"]))
+    return res
+
+
+def test_dpo_resume_after_crash_is_bit_identical(tmp_path):
+    def train(model, data, y, probe, cfg, tel, resume):
+        acts = collect(model, data.tokens, data.attention_mask, data.response_mask, [probe.hook], progress=False)
+        pairs = build_pairs(data, probe.predict_proba(acts[probe.hook])[:, 1], k=2)
+        return train_dpo(model, pairs, cfg, telemetry=tel, resume=resume)
+
+    res = _crash_resume_equals_uninterrupted(
+        tmp_path, train, (DPOConfig, dict(lr=1e-2, batch_size=2, grad_accum_steps=2, warmup_steps=1, scheduler="cosine")))
+    # the reference log-probs came back from the checkpoint (the resumed model is no longer the reference)
+    assert "dpo.ref_logps" in load_file(str(res.checkpoint_path / "extra.safetensors"))
+
+
+def test_classifier_sft_resume_after_crash_is_bit_identical(tmp_path):
+    def train(model, data, y, probe, cfg, tel, resume):
+        return train_classifier_sft(model, data, y * 0.9 + 0.05, cfg, telemetry=tel, resume=resume)
+
+    _crash_resume_equals_uninterrupted(tmp_path, train, (ClassifierSFTConfig, dict(lr=1e-2, batch_size=4, threshold=0.5)))
+
+
+def test_finished_run_final_checkpoint_loads_and_resumes_honestly(tmp_path):
+    from probe_lens.training import load_checkpoint, save_checkpoint
+
+    data, y = make_data(tiny_model(seed=0))
+    probe = fit_probe(tiny_model(seed=0), data, y, layer=1)
+    kw = dict(lr=1e-2, batch_size=8, out_dir=str(tmp_path / "run"), progress=False)
+    model = tiny_model(seed=0)
+    res = train_probe_sft(model, data, probe, ProbeSFTConfig(max_steps=3, **kw))
+    final = res.checkpoint_path
+    assert not (final / "optimizer.safetensors").exists()
+    # it loads for evaluation
+    fresh = tiny_model(seed=0)
+    state = load_checkpoint(final, fresh, restore_rng=False)
+    assert state["step"] == 3 and "optimizer" not in state
+    for (n, a), b in zip(model.named_parameters(), fresh.parameters()):
+        assert torch.equal(a, b), n
+    # resuming the finished run (same config) is a no-op, not an error
+    again = train_probe_sft(fresh, data, probe, ProbeSFTConfig(max_steps=3, **kw), resume=True)
+    assert (again.final_step, again.stopped_reason) == (3, "max_steps")
+    # training it longer is refused clearly: the schedule depends on max_steps
+    with pytest.raises(ValueError, match="max_steps: saved 3 vs now 6.*start a new out_dir"):
+        train_probe_sft(tiny_model(seed=0), data, probe, ProbeSFTConfig(max_steps=6, **kw), resume=True)
+    # a checkpoint without optimizer state before max_steps: AdamW restarts, with a warning
+    out2 = tmp_path / "noopt"
+    cfg2 = ProbeSFTConfig(max_steps=3, lr=1e-2, batch_size=8, out_dir=str(out2), progress=False)
+    train_probe_sft(tiny_model(seed=0), data, probe, cfg2, stop_after=1)
+    m = tiny_model(seed=0)
+    load_checkpoint(out2 / "checkpoints" / "step_000001", m)
+    save_checkpoint(out2 / "checkpoints", 1, m, None)  # the same step, without optimizer state
+    with pytest.warns(RuntimeWarning, match="AdamW restarts"):
+        cont = train_probe_sft(m, data, probe, cfg2, resume=True)
+    assert cont.final_step == 3
 
 
 def test_resume_refuses_a_different_config(tmp_path):

@@ -8,14 +8,17 @@ chunk by chunk, so an interrupted build resumes where it stopped and gives the s
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
@@ -25,9 +28,13 @@ from probe_lens.activations import collect, resolve_hooks
 from probe_lens.activations.pooling import POOLINGS
 from probe_lens.data.prompts import Prompt
 from probe_lens.models.generation import Generation, generate
-from probe_lens.scorers.base import Scorer, label
+from probe_lens.scorers.base import Scorer, ScorerUnavailableError, label
 
 FORMAT_VERSION = 1
+
+
+class ScorerOutputError(ValueError):
+    """The scorer returned unusable scores (wrong count, NaN, outside [0, 1]); the build stopped."""
 
 
 @dataclasses.dataclass
@@ -201,6 +208,36 @@ def _chunk_seed(seed: int, round_: int, chunk: int) -> int:
     return (seed * 1_000_003 + round_ * 10_007 + chunk) % (2**31)
 
 
+def _scorer_name(scorer: Any) -> str:
+    try:
+        return str(scorer.describe().get("name"))
+    except Exception:  # a duck-typed scorer without describe()
+        return type(scorer).__name__
+
+
+def _checked_scores(raw: Any, texts: list[str], who: str) -> np.ndarray:
+    """``raw`` as float64 [len(texts)] in [0, 1], or a ScorerOutputError saying what is wrong."""
+    n = len(texts)
+    try:
+        arr = np.asarray(raw, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as e:
+        raise ScorerOutputError(f"scorer {who!r} returned something that is not a list of numbers ({e})") from e
+    if arr.shape != (n,):
+        raise ScorerOutputError(f"scorer {who!r} returned {arr.shape[0]} scores for {n} texts (one per text is needed)")
+    bad = np.flatnonzero(~np.isfinite(arr))
+    if len(bad):
+        raise ScorerOutputError(
+            f"scorer {who!r} returned NaN/inf for {len(bad)} of {n} texts (first: text {bad[0]}, {texts[bad[0]][:60]!r})"
+        )
+    out = np.flatnonzero((arr < 0) | (arr > 1))
+    if len(out):
+        raise ScorerOutputError(
+            f"scorer {who!r} returned {len(out)} of {n} scores outside [0, 1] (min {arr.min():.4g}, max {arr.max():.4g}); "
+            "scores must be probabilities P(toxic)"
+        )
+    return arr
+
+
 def _build_chunk(model, prompts: list[Prompt], hooks: list[str], scorer: Scorer, cfg: BuildConfig, seed: int):
     k = cfg.samples_per_prompt
     texts = [p.text for p in prompts for _ in range(k)]
@@ -215,7 +252,14 @@ def _build_chunk(model, prompts: list[Prompt], hooks: list[str], scorer: Scorer,
         progress=False,
     )
     t0 = time.perf_counter()
-    scores = scorer.score(gen.response_texts)
+    who = _scorer_name(scorer)
+    try:
+        raw = scorer.score(gen.response_texts)
+    except ScorerUnavailableError:
+        raise
+    except (RuntimeError, ValueError, TypeError) as e:  # Scorer.score's own output check, or the backend's
+        raise ScorerOutputError(f"scorer {who!r} failed: {type(e).__name__}: {e}") from e
+    scores = _checked_scores(raw, gen.response_texts, who)
     t_score = time.perf_counter() - t0
     acts = collect(
         model, gen.tokens, gen.attention_mask, gen.response_mask, hooks,
@@ -234,21 +278,74 @@ def _build_chunk(model, prompts: list[Prompt], hooks: list[str], scorer: Scorer,
     return gen, acts, rows, t_score
 
 
-def _save_chunk(folder: Path, name: str, gen: Generation, acts, rows: pd.DataFrame) -> None:
+def _chunk_stamp(meta_base: dict[str, Any], prompts: list[Prompt], seed: int) -> dict[str, Any]:
+    """What a chunk was built from: model, hooks, sampling config (not the round budget), its prompts, seed."""
+    config = {k: v for k, v in meta_base["config"].items() if k not in _BUDGET_FIELDS}
+    return {
+        "model_name": meta_base["model_name"], "d_model": meta_base["d_model"], "hooks": meta_base["hooks"],
+        "scorer": meta_base["scorer"].get("name"), "config": config, "prompt_ids_sha": _ids_digest(prompts), "seed": seed,
+    }
+
+
+def _save_chunk(folder: Path, name: str, gen: Generation, acts, rows: pd.DataFrame, stamp: dict[str, Any]) -> None:
     tensors = {f"acts/{h}": a.contiguous() for h, a in acts.items()}
     tensors.update({f"gen/{k}": v for k, v in gen.state_dict().items()})
-    atomic_write(folder / f"{name}.safetensors", lambda p: save_file(tensors, str(p)))
-    payload = {"prompt_len": gen.prompt_len, "rows": rows.to_dict(orient="list")}
+    tensors_sha = None
+
+    def write_tensors(p: Path) -> None:
+        nonlocal tensors_sha
+        save_file(tensors, str(p))
+        tensors_sha = _sha256(p)
+
+    atomic_write(folder / f"{name}.safetensors", write_tensors)
+    payload = {"prompt_len": gen.prompt_len, "rows": rows.to_dict(orient="list"), "stamp": stamp, "tensors_sha256": tensors_sha}
     atomic_write(folder / f"{name}.json", lambda p: p.write_text(json.dumps(payload, default=float)))
 
 
-def _load_chunk(folder: Path, name: str, hooks: list[str]):
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _load_chunk(folder: Path, name: str, hooks: list[str], stamp: dict[str, Any], n_rows: int, prompt_ids: list[str]):
+    """A saved chunk, or None if there is none. A corrupt or foreign one is named in a warning and
+    returned as None (so it is rebuilt), never mixed in."""
     js, st = folder / f"{name}.json", folder / f"{name}.safetensors"
     if not (js.exists() and st.exists()):
         return None
+    try:
+        return _read_chunk(js, st, hooks, stamp, n_rows, prompt_ids)
+    except (ValueError, KeyError, TypeError, OSError, SafetensorError) as e:
+        warnings.warn(f"chunk {st.parent / name}.* cannot be used ({e}); rebuilding it", RuntimeWarning, stacklevel=3)
+        return None
+
+
+def _read_chunk(js: Path, st: Path, hooks: list[str], stamp: dict[str, Any], n_rows: int, prompt_ids: list[str]):
     payload = json.loads(js.read_text())
+    saved = payload.get("stamp")
+    if saved is not None and not _same_json(saved, stamp):
+        diff = sorted(k for k in set(saved) | set(stamp) if not _same_json(saved.get(k), stamp.get(k)))
+        raise ValueError(f"it was built with other settings ({', '.join(diff)})")
+    if payload.get("tensors_sha256") and _sha256(st) != payload["tensors_sha256"]:
+        raise ValueError(f"{st.name} does not match the checksum in {js.name} (truncated or corrupt)")
     t = load_file(str(st))
     rows = pd.DataFrame(payload["rows"])
+    if rows["prompt_id"].tolist() != prompt_ids:
+        found = sorted(set(rows["prompt_id"].tolist()))
+        raise ValueError(f"its rows are for other prompts (e.g. {found[:3]}) than this chunk's (e.g. {sorted(set(prompt_ids))[:3]})")
+    score = rows["score"].to_numpy(dtype=np.float64)
+    if not (np.isfinite(score).all() and ((score >= 0) & (score <= 1)).all()):
+        raise ValueError("its scores are NaN or outside [0, 1]")
+    for h in hooks:
+        a = t.get(f"acts/{h}")
+        if a is None or a.shape[0] != n_rows or a.shape[1] != stamp["d_model"]:
+            raise ValueError(f"its activations for {h} are missing or shaped {None if a is None else tuple(a.shape)}, "
+                             f"not ({n_rows}, {stamp['d_model']})")
+    if t["gen/tokens"].shape[0] != n_rows:
+        raise ValueError(f"it holds {t['gen/tokens'].shape[0]} sequences, not {n_rows}")
     gen = Generation(
         prompts=rows["prompt"].tolist(),
         tokens=t["gen/tokens"],
@@ -313,6 +410,7 @@ def build_dataset(
     frames: list[pd.DataFrame] = []
     timings = {"generate_collect_s": 0.0, "score_s": 0.0}
     round_pool = prompts
+    n_done = 0
     for round_ in range(cfg.max_rounds):
         if round_ > 0:
             labels_so_far = label(pd.concat(frames)["score"].to_numpy(), cfg.threshold)
@@ -324,16 +422,27 @@ def build_dataset(
         bar = tqdm(chunks, desc=f"build dataset (round {round_ + 1}/{cfg.max_rounds})", disable=not progress)
         for c, chunk in enumerate(bar):
             name = f"r{round_:02d}_c{c:04d}"
-            loaded = _load_chunk(folder / "chunks", name, hooks) if folder is not None else None
+            seed = _chunk_seed(cfg.seed, round_, c)
+            stamp = _chunk_stamp(meta_base, chunk, seed)
+            ids = [p.id for p in chunk for _ in range(cfg.samples_per_prompt)]
+            loaded = _load_chunk(folder / "chunks", name, hooks, stamp, len(ids), ids) if folder is not None else None
             if loaded is None:
                 t0 = time.perf_counter()
-                gen, acts, rows, t_score = _build_chunk(model, chunk, hooks, scorer, cfg, _chunk_seed(cfg.seed, round_, c))
+                try:
+                    gen, acts, rows, t_score = _build_chunk(model, chunk, hooks, scorer, cfg, seed)
+                except ScorerOutputError as e:
+                    kept = f"; the {n_done} finished chunk(s) are kept in {folder / 'chunks'}" if folder is not None else ""
+                    raise ScorerOutputError(
+                        f"{e}. The build stopped at chunk {name}{kept}: fix the scorer and call build_dataset again "
+                        "with the same out_dir to continue"
+                    ) from e
                 timings["generate_collect_s"] += time.perf_counter() - t0 - t_score
                 timings["score_s"] += t_score
                 if folder is not None:
-                    _save_chunk(folder / "chunks", name, gen, acts, rows)
+                    _save_chunk(folder / "chunks", name, gen, acts, rows, stamp)
             else:
                 gen, acts, rows = loaded
+            n_done += 1
             rows = rows.assign(round=round_)
             gens.append(gen)
             frames.append(rows)

@@ -183,6 +183,8 @@ class StudyConfig:
     device: str | None = None
     scorer: str = "auto"
     """Output classifier: "auto" (Detoxify if its weights are local, else alt-profanity-check), "detoxify", "profanity"."""
+    scorer_device: str = "cpu"
+    """Where a neural output classifier (Detoxify) runs: ``cpu``, ``cuda``, ``cuda:1``."""
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1])
     cells: list[Any] = dataclasses.field(default_factory=lambda: list(CELLS))
     """Built-in cell names (``cells.BUILTIN_CELLS``) or ``{name, objective, signal}`` records."""

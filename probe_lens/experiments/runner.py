@@ -210,7 +210,7 @@ class Study:
     @property
     def scorer(self):
         if self._scorer is None:
-            self._scorer = get_scorer(self.config.scorer)
+            self._scorer = get_scorer(self.config.scorer, device=self.config.scorer_device)
         return self._scorer
 
     def _start_clock(self) -> None:
@@ -662,9 +662,26 @@ class Study:
         return out
 
     # ------------------------------------------------------------------ all of it
+    def check_disk(self) -> None:
+        """Stop before training when the disk cannot hold the largest checkpoint a cell will write."""
+        from probe_lens._disk import check_free_disk, checkpoint_bytes
+        from probe_lens.training.trainer import select_trainable
+
+        need = 0
+        for spec in self.config.cell_specs:
+            tc = self._train_config(spec)
+            if tc is None:
+                continue
+            names = select_trainable(self.model, tc.trainable)
+            need = max(need, checkpoint_bytes(self.model, names, with_optimizer=True, params=tc.checkpoint_params)
+                       * (tc.keep_checkpoints + 1))
+        if need:
+            check_free_disk(self.out, need, "the training checkpoints of one cell (kept until it is evaluated)")
+
     def run(self) -> pd.DataFrame:
         cfg = self.config
         self._start_clock()
+        self.check_disk()
         self.build_data()
         todo = [(c.name, s) for s in cfg.seeds for c in cfg.cell_specs]
         for cell, seed in tqdm(todo, desc="study cells", disable=not self.progress):

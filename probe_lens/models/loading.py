@@ -29,8 +29,21 @@ _EMBEDDED_ALIASES = {"embedded", "gemma-3-270m", EMBEDDED_MODEL_NAME, "embedded:
 _CACHE_VERSION = 1
 
 
+TINY_MODEL_NAME = "probe-lens-tiny"
+"""``load_model`` name of the random-init tiny test model (``"probe-lens-tiny:4"``: 4 layers)."""
+
+
 class ModelUnavailableError(RuntimeError):
     """The requested model's weights cannot be reached (offline, no local copy)."""
+
+
+def _tiny(name: str) -> HookedTransformer:
+    from probe_lens.testing import tiny_model
+
+    layers = name.partition(":")[2] or "2"
+    if not layers.isdigit() or int(layers) < 1:
+        raise ValueError(f"{name!r}: the tiny model is named {TINY_MODEL_NAME!r} or '{TINY_MODEL_NAME}:L' with L >= 1 layers")
+    return tiny_model(seed=0, n_layers=int(layers))
 
 
 def default_cache_dir() -> Path:
@@ -173,6 +186,9 @@ def load_model(
       through the HF hub (needs internet or a populated HF cache).
     - a local HF model folder (``config.json`` + weights): its architecture must be one TL supports;
       the TL name is read from the folder's ``config.json`` ``_name_or_path``.
+    - ``"probe-lens-tiny"`` / ``"probe-lens-tiny:L"``: the random-init tiny test model of
+      :func:`probe_lens.testing.tiny_model` with L layers (default 2): the whole pipeline in seconds,
+      for tests and dry runs (its outputs are meaningless).
     """
     device = device or default_device()
     enable_tf32(device)
@@ -184,6 +200,10 @@ def load_model(
         return _hooked_from_hf(EMBEDDED_MODEL_NAME, hf, tok, device=device, dtype=dtype)
     if not isinstance(name, str) or not name:
         raise TypeError(f"model name must be a non-empty string or None, got {name!r}")
+    if name == TINY_MODEL_NAME or name.startswith(TINY_MODEL_NAME + ":"):
+        model = _tiny(name)
+        model = model if str(device) == "cpu" else model.to(device)
+        return model if dtype == torch.float32 else model.to(dtype)
     path = Path(name).expanduser()
     if path.is_dir():
         return _load_local_folder(path, device=device, dtype=dtype)

@@ -45,6 +45,9 @@ class TrainConfig:
             Needs ``out_dir``.
         keep_checkpoints: how many recent checkpoints to keep on disk (>= 1).
         checkpoint_params: ``"trainable"`` (small; resume needs the same base model) or ``"all"``.
+        save_optimizer_final: keep the AdamW moments in the final checkpoint of a finished run too
+            (twice the weights' size). Intermediate checkpoints always hold them, for resuming; a
+            final one without them still loads for evaluation.
         out_dir: where ``config.json``, ``metrics.jsonl`` and ``checkpoints/`` go (None: in memory only).
         progress: show a tqdm bar.
     """
@@ -70,6 +73,7 @@ class TrainConfig:
     checkpoint_every: int = 0
     keep_checkpoints: int = 1
     checkpoint_params: str = "trainable"
+    save_optimizer_final: bool = False
     out_dir: str | None = None
     progress: bool = True
 
@@ -102,6 +106,8 @@ class TrainConfig:
             _positive(self, "max_grad_norm", float, allow_zero=False)
         if not isinstance(self.bf16, bool):
             raise TypeError(f"bf16 must be True or False, got {self.bf16!r}")
+        if not isinstance(self.save_optimizer_final, bool):
+            raise TypeError(f"save_optimizer_final must be True or False, got {self.save_optimizer_final!r}")
         if self.checkpoint_params not in ("trainable", "all"):
             raise ValueError(f"checkpoint_params must be 'trainable' or 'all', got {self.checkpoint_params!r}")
         validate_trainable(self.trainable)

@@ -336,10 +336,14 @@ def _prepare_out_dir(config: TrainConfig, resume: bool, info: D.DistInfo) -> Pat
     if resume and cfg_path.exists():
         saved = json.loads(cfg_path.read_text())
         now = config.to_dict()
-        diff = sorted(k for k in set(saved) | set(now) if k != "progress" and saved.get(k) != now.get(k))
+        # fields that change neither the weights nor the metrics may differ
+        free = ("progress", "save_optimizer_final")
+        diff = sorted(k for k in set(saved) | set(now) if k not in free and saved.get(k) != now.get(k))
         if diff:
             detail = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {now.get(k)!r}" for k in diff)
-            raise ValueError(f"cannot resume {out}: the config differs ({detail}); use the saved config.json")
+            hint = (" (the schedule depends on max_steps: to train a finished run longer, start a new out_dir "
+                    "from its final weights)" if "max_steps" in diff else "")
+            raise ValueError(f"cannot resume {out}: the config differs ({detail}); use the saved config.json{hint}")
     elif not resume and ((out / "checkpoints" / "latest.json").exists() or (out / "metrics.jsonl").exists()):
         raise FileExistsError(f"{out} already holds a run; pass resume=True to continue it or choose a new out_dir")
     if info.is_main:
@@ -389,6 +393,12 @@ def _run(
         if ckpt is not None:
             state = load_checkpoint(ckpt, model, optimizer, scheduler)
             start_step, last_ckpt = int(state["step"]), ckpt
+            if "optimizer" not in state and start_step < config.max_steps:
+                warnings.warn(
+                    f"{ckpt} holds no optimizer state (a final checkpoint written with save_optimizer_final=False); "
+                    "AdamW restarts from zero moments, so the continued run differs from an uninterrupted one",
+                    RuntimeWarning, stacklevel=3,
+                )
             objective.load_extra(state["extra"])
             if telemetry is not None and hasattr(telemetry, "load_state_dict"):
                 telemetry.load_state_dict({k[len("telemetry."):]: v for k, v in state["extra"].items() if k.startswith("telemetry.")})
@@ -417,14 +427,15 @@ def _run(
                 model.train()
             return row
 
-        def checkpoint(step: int) -> Path | None:
+        def checkpoint(step: int, final: bool = False) -> Path | None:
             path = None
             if ckpt_root is not None and info.is_main:
                 extra = dict(objective.extra_tensors())
                 if telemetry is not None and hasattr(telemetry, "state_dict"):
                     extra.update({f"telemetry.{k}": v for k, v in telemetry.state_dict().items()})
                 path = save_checkpoint(
-                    ckpt_root, step, model, optimizer, scheduler, params=config.checkpoint_params,
+                    ckpt_root, step, model, None if final and not config.save_optimizer_final else optimizer,
+                    scheduler, params=config.checkpoint_params,
                     extra_tensors=extra, metadata={"method": config.method}, keep=config.keep_checkpoints,
                 )
             D.barrier(info)
@@ -486,7 +497,7 @@ def _run(
             if config.telemetry_every and (step % config.telemetry_every == 0 or step == config.max_steps):
                 step_row = {**step_row, **measure(step)}
             if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == config.max_steps:
-                last_ckpt = checkpoint(step) or last_ckpt
+                last_ckpt = checkpoint(step, final=step == config.max_steps) or last_ckpt
             if on_step is not None:
                 stop = bool(on_step(step, step_row)) if info.is_main else False
                 if info.enabled:  # every rank stops together
