@@ -4,8 +4,10 @@ The study runs on ``--model probe-lens-tiny:4`` (the random-init tiny model) wit
 scorer standing in for the output classifier (patched in: study files only name real scorers).
 """
 
+import io
 import json
 import shutil
+from contextlib import redirect_stdout
 
 import pandas as pd
 import pytest
@@ -43,13 +45,9 @@ def finished(tmp_path_factory):
     """A finished tiny study made by `probe-lens reproduce`; returns (study file, run folder, stdout)."""
     root = tmp_path_factory.mktemp("cli")
     f, out = _study_file(root, keep_checkpoints=True), root / "run"
-    with pytest.MonkeyPatch.context():
-        import io
-        from contextlib import redirect_stdout
-
-        buf = io.StringIO()
-        with redirect_stdout(buf):
-            rc = main(["reproduce", "--config", f, "--out", str(out), "--no-progress"])
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        rc = main(["reproduce", "--config", f, "--out", str(out), "--no-progress"])
     assert rc == 0, buf.getvalue()
     return f, out, buf.getvalue()
 
