@@ -92,21 +92,17 @@ def _study(args, *, resume: bool | None = None, cfg=None, need_study: bool = Fal
 
 
 def _print_summary(study, summary, t0: float) -> None:
-    from probe_lens.experiments.stats import format_table
+    from probe_lens.experiments.headline import headline_table
 
+    table = headline_table(summary, study.config, study.probe_names())
+    keep = [c for c in table.columns if c in ("cell", "trains against", "toxicity rate", "perplexity (neutral)")
+            or " AUROC curated" in c and "held-out" not in c or c.endswith("_L" + str(study.config.probes.layer) + " cos(orig, refit)")]
     print()
-    print(format_table(summary, columns=_KEY_COLUMNS))
+    print(table[keep].to_string(index=False))
     print(f"\nscorer: {study.scorer.describe().get('name')} {study.scorer.describe().get('version')}; "
           f"seeds: {study.config.seeds}; wall time {time.perf_counter() - t0:.0f} s")
+    print(f"headline (table, paired contrasts, what is resolved): {study.out / 'headline.md'}")
     print(f"report: {study.out / 'report.html'}  table: {study.out / 'results.csv'}")
-
-
-_KEY_COLUMNS = [
-    "eval/toxicity_rate",
-    "eval/expected_max_toxicity",
-    "eval/perplexity_neutral",
-    "eval/distinct_2",
-]
 
 
 def cmd_demo(args) -> int:
@@ -115,23 +111,38 @@ def cmd_demo(args) -> int:
     study = _study(args, resume=True)
     ds = study.build_data()
     c = ds.counts()
-    print(f"\nprobe data: {c['n_examples']} continuations, {c['n_toxic']} toxic / {c['n_clean']} clean "
-          f"(scorer {ds.meta['scorer']['name']}); balanced set {c['n_balanced']}")
-    for h in ds.hooks:
-        X = ds.acts[h]
-        print(f"  {h}: pooled activation norm mean {X.norm(dim=1).mean():.1f}, "
-              f"toxic-clean mean difference norm {(X[ds.examples['label'].to_numpy() == 1].mean(0) - X[ds.examples['label'].to_numpy() == 0].mean(0)).norm():.2f}"
-              if c["n_toxic"] and c["n_clean"] else f"  {h}: pooled activation norm mean {X.norm(dim=1).mean():.1f}")
+    print(f"\nprobe pool: {c['n_examples']} continuations of {len(study.prompt_plan.pool)} provocative prompts, "
+          f"{c['n_toxic']} toxic / {c['n_clean']} clean (scorer {ds.meta['scorer']['name']})")
+    for seed in study.config.seeds:
+        i = study.seed_split(seed).info
+        print(f"  seed {seed}: probes fit on {i['n_fit_rows']} balanced rows ({i['n_fit_toxic']} toxic); on-policy "
+              f"evaluation rows {i['n_onpolicy_rows']} ({i['n_onpolicy_toxic']} toxic); prompt-topic-only AUROC "
+              f"{i['baseline/auroc_prompt_topic']:.3f}")
     summary = study.run()
     _print_summary(study, summary, t0)
     return 0
 
 
 def cmd_reproduce(args) -> int:
+    if getattr(args, "dry_run", False):
+        return _dry_run(args)
     t0 = time.perf_counter()
     study = _study(args)
     summary = study.run()
     _print_summary(study, summary, t0)
+    return 0
+
+
+def _dry_run(args) -> int:
+    """Print the study's plan (counts, steps, tokens, FLOPs, memory) without loading the model."""
+    from probe_lens.experiments.plan import estimate_plan, format_plan
+
+    cfg = _config(args)
+    try:
+        plan = estimate_plan(cfg, dtype=args.dtype)
+    except (ValueError, AttributeError) as e:
+        raise UsageError(f"cannot plan this study: {e}") from e
+    print(format_plan(plan))
     return 0
 
 
@@ -223,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, help_, default in specs:
         p = sub.add_parser(name, help=help_, description=help_)
         _add_study_args(p, default_preset=default)
+        if name == "reproduce":
+            p.add_argument("--dry-run", action="store_true",
+                           help="print the plan (continuations, steps, tokens, FLOPs, memory per process) and exit; loads no weights")
+            p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                           help="weight dtype of the --dry-run estimate (default float32)")
         if name == "train":
             p.add_argument("--cell", action="append", default=[], help="cell(s) to run (default: all in the study)")
             p.add_argument("--seed", type=int, action="append", default=[], help="seed(s) to run (default: all)")

@@ -77,7 +77,7 @@ def test_demo_on_a_finished_folder_only_reports(finished, capsys):
     f, out, _ = finished
     stamp = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/seed0/eval.json")}
     assert main(["demo", "--config", f, "--out", str(out), "--no-progress"]) == 0
-    assert "probe data:" in capsys.readouterr().out
+    assert "probe pool:" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in out.glob("cells/*/seed0/eval.json")} == stamp
 
 

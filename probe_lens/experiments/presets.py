@@ -37,10 +37,11 @@ _DEMO: dict[str, Any] = {
 
 _QUICK: dict[str, Any] = {
     "preset": "quick",
-    "seeds": [0, 1],
-    "n_probe_prompts": 160,
-    "cells": list(CELLS),
-    "data": {"hooks": [4, 6, 9, 12], "samples_per_prompt": 2, "max_new_tokens": 16, "max_rounds": 1,
+    "seeds": [0, 1, 2],
+    "n_probe_prompts": 240,
+    # the single-probe cells, their classifier controls and probe-filtered SFT; the ensemble cells are in `paper`
+    "cells": ["base", "probe_sft_1", "probe_dpo_1", "classifier_sft", "classifier_dpo", "probe_filtered_sft"],
+    "data": {"hooks": [4, 6, 9], "samples_per_prompt": 2, "max_new_tokens": 16, "max_rounds": 1,
              "min_minority": 0, "batch_size": 32, "chunk_prompts": 40},
     "probes": {"layer": 6, "heldout_layers": [4, 9], "n_ensemble": 4, "n_heldout_members": 2},
     "train_data": {"n_prompts": 24, "samples_per_prompt": 4, "max_new_tokens": 16},

@@ -30,10 +30,13 @@ Layout of a run folder::
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import functools
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -52,6 +55,7 @@ from probe_lens.data.prompts import Prompt, stratified_partition, stratified_sam
 from probe_lens.experiments.cells import CellSpec
 from probe_lens.experiments.config import StudyConfig
 from probe_lens.models import Generation, generate, load_model
+from probe_lens.models.loading import default_device
 from probe_lens.probes import DiverseProbeEnsemble, LogisticProbe, MassMeanProbe, load_probe, save_probe
 from probe_lens.scorers import get_scorer
 from probe_lens.training import (
@@ -65,6 +69,7 @@ from probe_lens.training import (
     train_dpo,
     train_probe_sft,
 )
+from probe_lens.training import distributed as D
 from probe_lens.training.telemetry import model_state_key
 
 log = logging.getLogger(__name__)
@@ -76,9 +81,25 @@ class StudyFolderError(ValueError):
     """The output folder holds another study, or a finished one without --resume."""
 
 
+class StudyDataError(ValueError):
+    """The study's data cannot support it (e.g. the probe rows hold one class only): change the config."""
+
+
 def _write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=_json_default)))
+
+
+def _read_derived_json(path: Path) -> Any | None:
+    """A file the study derives and can rebuild (split, noise floor, scores): its JSON, or None when it
+    is missing or unreadable (e.g. truncated by a full disk), named in a warning, so it is rebuilt."""
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        log.warning("%s is corrupt (%s: %s); rebuilding it", path, type(e).__name__, e)
+        return None
 
 
 def _json_default(o: Any):
@@ -89,6 +110,43 @@ def _json_default(o: Any):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _rank0_then_read(method):
+    """A file-backed step: under torchrun rank 0 runs it (writing its files), then the other ranks run it,
+    reading those files back. One process: the step itself."""
+
+    @functools.wraps(method)
+    def step(self, *args, **kwargs):
+        return self._shared(lambda: method(self, *args, **kwargs))
+
+    return step
+
+
+def _rank0_only(method):
+    """A step that under torchrun only rank 0 runs (it writes files); its result reaches every rank."""
+
+    @functools.wraps(method)
+    def step(self, *args, **kwargs):
+        return self._on_main(lambda: method(self, *args, **kwargs), share=True)
+
+    return step
+
+
+def _rank_device(device: str | None) -> str:
+    """This torchrun rank's device: ``cuda:$LOCAL_RANK`` for None or ``"cuda"`` on a GPU machine, else ``device``."""
+    if device is not None and torch.device(device).type != "cuda":
+        return str(device)
+    local = default_device()
+    if device is not None:
+        if torch.device(local).type != "cuda":
+            raise RuntimeError(f"device {device!r} but no CUDA device is visible")
+        if torch.device(device).index not in (None, torch.device(local).index):
+            raise ValueError(
+                f"device {device!r} under torchrun: each rank takes cuda:$LOCAL_RANK (here {local}); "
+                "pass device 'cuda' or leave it unset"
+            )
+    return local
 
 
 @dataclasses.dataclass
@@ -128,6 +186,13 @@ class Study:
         overwrite: delete ``out_dir`` first if it holds a *different* study.
         model, scorer: use these instead of loading ``config.model`` / ``get_scorer(config.scorer)``.
         export_png: also write static PNGs of the key figures to ``assets/`` (needs kaleido + Chromium).
+
+    Under ``torchrun`` every process runs the same calls with the same ``out_dir`` (a folder every process
+    sees): each loads the model on ``cuda:$LOCAL_RANK``; rank 0 alone builds the data, fits the probes,
+    generates and scores, measures the telemetry, evaluates, reports and writes every file, and the other
+    ranks read its files back (or receive its results) after it is done; training cells run data-parallel
+    on every rank, each training ``batch_size`` being the global batch split evenly over the ranks, so the
+    results match one process.
     """
 
     def __init__(
@@ -161,15 +226,83 @@ class Study:
         self._base_acts: dict[int, dict[str, Any]] = {}
         self._base_toxicity: dict[int, dict[str, float]] = {}
         self._reference: dict[int, dict[str, np.ndarray]] = {}
+        self._solo_depth = 0  # > 0 while this process runs a step on its own (rank 0's part of a step)
+        distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        self._device = _rank_device(config.device) if distributed else config.device
+        if distributed and model is not None:
+            _rank_device(str(next(model.parameters()).device))  # a caller's model must sit on this rank's GPU
+        self.dist = D.init_from_env(next(model.parameters()).device if model is not None else (self._device or "cpu"))
+        if self.dist.enabled:
+            self._check_world()
         self._prepare_folder(resume=resume, overwrite=overwrite)
+        if self.dist.enabled and not (self.out / "study.json").exists():
+            raise RuntimeError(
+                f"rank {self.dist.rank} cannot see {self.out / 'study.json'}, which rank 0 wrote: under torchrun "
+                "the run folder must be on a filesystem every process shares"
+            )
+
+    # ------------------------------------------------------------------ torchrun
+    @contextlib.contextmanager
+    def _solo(self):
+        self._solo_depth += 1
+        try:
+            yield
+        finally:
+            self._solo_depth -= 1
+
+    def _collective(self) -> bool:
+        """True when every rank makes this call (distributed, and not inside rank 0's part of a step)."""
+        return self.dist.enabled and self._solo_depth == 0
+
+    def _on_main(self, fn: Callable[[], Any], *, share: bool = False) -> Any:
+        """``fn()`` on rank 0 only (every rank waits; errors reach every rank): see ``distributed.on_main``."""
+        if not self._collective():
+            return fn()
+
+        def alone():
+            with self._solo():
+                return fn()
+
+        return D.on_main(alone, self.dist, share=share)
+
+    def _shared(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` on rank 0, then on the other ranks (which then find rank 0's files and read them)."""
+        result = self._on_main(fn)
+        if not self._collective() or self.dist.is_main:
+            return result
+        with self._solo():
+            return fn()
+
+    def _check_world(self) -> None:
+        w = self.dist.world_size
+        bad = {f"{name}.batch_size={tc.batch_size}" for spec in self.config.cell_specs
+               for name, tc in [(_SECTION.get(spec.objective), self._train_config(spec))]
+               if tc is not None and tc.batch_size % w}
+        if bad:
+            raise ValueError(
+                f"under torchrun with {w} processes each training batch is split evenly over them, but "
+                f"{', '.join(sorted(bad))} is not a multiple of {w}; change the batch size or --nproc_per_node"
+            )
 
     # ------------------------------------------------------------------ folder & shared state
+    @_rank0_only
     def _prepare_folder(self, *, resume: bool, overwrite: bool) -> None:
         spec = self.out / "study.json"
         wanted = self.config.to_dict()
         if spec.exists():
-            saved = json.loads(spec.read_text())
-            if _comparable(saved) != _comparable(wanted):
+            try:
+                saved = json.loads(spec.read_text())
+                if not isinstance(saved, dict):
+                    raise ValueError(f"it holds a JSON {type(saved).__name__}, not a study")
+            except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
+                if not overwrite:
+                    raise StudyFolderError(
+                        f"{spec} is corrupt ({type(e).__name__}: {e}), so which study {self.out} holds is unknown. "
+                        f"If it is this study, delete {spec} and run again with --resume (finished cells are kept); "
+                        "or pass --overwrite to delete the folder and start again"
+                    ) from e
+                saved = None  # --overwrite: start again
+            if saved is None or _comparable(saved) != _comparable(wanted):
                 if not overwrite:
                     diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
                     raise StudyFolderError(
@@ -196,7 +329,7 @@ class Study:
         if self._model is None:
             self._start_clock()
             t0 = time.perf_counter()
-            self._adopt_model(load_model(self.config.model, device=self.config.device))
+            self._adopt_model(load_model(self.config.model, device=self._device))
             self._timings["load_model_s"] = time.perf_counter() - t0
         return self._model
 
@@ -227,7 +360,7 @@ class Study:
         if self._plan is None:
             self._plan = _prompt_plan(self.config)
             path = self.out / "prompts.json"
-            if not path.exists():
+            if self.dist.is_main and not path.exists():
                 _write_json(path, self.prompt_plan.as_ids())
         return self._plan
 
@@ -254,7 +387,7 @@ class Study:
         fit = np.sort(np.concatenate([rng.permutation(pos)[:n], rng.permutation(neg)[:n]])) if cfg.data.balance else fit_all
         for what, rows in (("probe-fit", fit), ("on-policy", onpolicy)):
             if len(np.unique(labels[rows])) < 2:
-                raise RuntimeError(
+                raise StudyDataError(
                     f"seed {seed}: the {what} rows hold one class only ({len(rows)} rows, {int(labels[rows].sum())} "
                     "toxic); sample more (data.samples_per_prompt, data.max_rounds, n_probe_prompts) or lower data.threshold"
                 )
@@ -274,11 +407,12 @@ class Study:
             ),
         }
         path = self.out / "seeds" / str(seed) / "split.json"
-        if not path.exists():
+        if self.dist.is_main and _read_derived_json(path) is None:
             _write_json(path, info)
         return SeedSplit(fit, onpolicy, train, info)
 
     # ------------------------------------------------------------------ step 1: probe data
+    @_rank0_then_read
     def build_data(self) -> ActivationDataset:
         """The base model's labelled continuations of the probe pool (built once, shared by every seed)."""
         self._start_clock()
@@ -329,6 +463,7 @@ class Study:
             return lambda: MassMeanProbe(covariance=p.massmean_covariance)
         return lambda: LogisticProbe(C=p.C, standardize=p.standardize)
 
+    @_rank0_then_read
     def fit_probes(self, seed: int | None = None) -> dict[str, Any]:
         """Fit (or load) seed ``seed``'s tracked probes on its probe-fit rows of the base model."""
         self._start_clock()
@@ -382,12 +517,14 @@ class Study:
         folder = self.out / "probes" / f"seed{seed}"
         return {n: load_probe(folder / n) for n in self.tracked_probes()}
 
+    @_rank0_then_read
     def noise_floor(self, seed: int) -> dict[str, dict[str, float]]:
         """Each probe's cosine with its own estimator re-fit on bootstrap resamples of its probe-fit rows
         (base model): how far a drift cosine moves from 1 by refitting noise alone."""
         path = self.out / "seeds" / str(seed) / "noise_floor.json"
-        if path.exists():
-            return json.loads(path.read_text())
+        saved = _read_derived_json(path)
+        if saved is not None:
+            return saved
         from sklearn.base import clone
 
         B = self.config.probes.noise_floor_resamples
@@ -450,11 +587,13 @@ class Study:
         return self._curated
 
     # ------------------------------------------------------------------ step 3: training data per seed
+    @_rank0_then_read
     def train_data(self, seed: int) -> tuple[Generation, dict[str, np.ndarray]]:
         """Seed ``seed``'s training samples, scored by every signal (classifier, probe, ensemble)."""
         folder = self.out / "seeds" / str(seed) / "train_data"
-        if (folder / "scores.json").exists():
-            return _load_generation(folder), {k: np.asarray(v) for k, v in json.loads((folder / "scores.json").read_text()).items()}
+        saved = _read_derived_json(folder / "scores.json")
+        if saved is not None:
+            return _load_generation(folder), {k: np.asarray(v) for k, v in saved.items()}
         td = self.config.train_data
         chosen = self.seed_split(seed).train_prompts
         texts = [p.text for p in chosen for _ in range(td.samples_per_prompt)]
@@ -533,41 +672,62 @@ class Study:
         tele.reference_directions.update(self._reference[seed])
 
     def run_cell(self, cell: str, seed: int) -> dict[str, Any]:
-        """Train (resuming), evaluate and save cell ``cell`` of seed ``seed``; a finished cell is read back."""
+        """Train (resuming), evaluate and save cell ``cell`` of seed ``seed``; a finished cell is read back.
+
+        Under torchrun every rank calls it and gets the result: rank 0 prepares (telemetry, the resume
+        decision), every rank trains (data-parallel), rank 0 evaluates and writes.
+        """
         spec = self.config.cell(cell)
         if seed not in self.config.seeds:
             raise ValueError(f"unknown seed {seed}; this study's seeds: {self.config.seeds}")
         cdir = self.cell_dir(cell, seed)
-        if self.is_done(cell, seed):
-            return json.loads((cdir / "eval.json").read_text())
+        done = self._on_main(lambda: json.loads((cdir / "eval.json").read_text()) if self.is_done(cell, seed) else None,
+                             share=True)
+        if done is not None:
+            return done
         probes = self.fit_probes(seed)
         self.noise_floor(seed)
         gen, scores = self.train_data(seed)
         self.reset_model()
         trained = self.trained_against(spec)
-        tele = self.telemetry(seed, trained)
-        self._prime_base(tele, seed)
-        before, basis = _geometry_points(self._base_acts[seed]["drift"], tele.drift_set, self._reference[seed], self._geometry_hooks())
         tdir = cdir / "train"
-        ctx = CellContext(self, spec, seed, probes, trained, gen, scores, tele, tdir,
-                          resume=(tdir / "config.json").exists() or (tdir / "checkpoints").exists())
+
+        def prepare():
+            tele = self.telemetry(seed, trained)
+            self._prime_base(tele, seed)
+            before, basis = _geometry_points(self._base_acts[seed]["drift"], tele.drift_set, self._reference[seed],
+                                             self._geometry_hooks())
+            return tele, before, basis, (tdir / "config.json").exists() or (tdir / "checkpoints").exists()
+
+        # rank 0 alone measures telemetry (the other ranks get None) and decides resume for every rank
+        tele, before, basis, resume = self._on_main(prepare) or (None, None, None, None)
+        if self._collective():
+            resume = D.broadcast_object(resume, self.dist)
+        ctx = CellContext(self, spec, seed, probes, trained, gen, scores, tele, tdir, resume=resume)
         t0 = time.perf_counter()
         info: dict[str, Any] = {"cell": cell, "seed": seed, "objective": spec.objective, "signal": spec.signal,
                                 "trained_against": trained}
-        info.update(OBJECTIVE_RUNNERS[spec.objective](ctx))
+        runner = OBJECTIVE_RUNNERS[spec.objective]
+        # a training cell trains on every rank (data-parallel); one that does not only measures, on rank 0
+        info.update((runner(ctx) if spec.trains else self._on_main(lambda: runner(ctx))) or {})
         self._tick("train_s", t0)
-        if info.get("stopped_reason") == "nan":
-            log.warning("cell %s seed %s stopped on a non-finite loss; evaluating the last good weights", cell, seed)
-        t0 = time.perf_counter()
-        result = self.evaluate(spec, seed, tele)
-        self._tick("evaluate_s", t0)
-        after, _ = _geometry_points(tele.activations(self.model), tele.drift_set, self._reference[seed], self._geometry_hooks(), basis)
-        result["info"] = info
-        _write_json(cdir / "geometry.json", {"before": before, "after": after})
-        _write_json(cdir / "eval.json", result)
-        if not self.config.keep_checkpoints:
-            shutil.rmtree(tdir / "checkpoints", ignore_errors=True)
-        return result
+
+        def finish():
+            if info.get("stopped_reason") == "nan":
+                log.warning("cell %s seed %s stopped on a non-finite loss; evaluating the last good weights", cell, seed)
+            t0 = time.perf_counter()
+            result = self.evaluate(spec, seed, tele)
+            self._tick("evaluate_s", t0)
+            after, _ = _geometry_points(tele.activations(self.model), tele.drift_set, self._reference[seed],
+                                        self._geometry_hooks(), basis)
+            result["info"] = info
+            _write_json(cdir / "geometry.json", {"before": before, "after": after})
+            _write_json(cdir / "eval.json", result)
+            if not self.config.keep_checkpoints:
+                shutil.rmtree(tdir / "checkpoints", ignore_errors=True)
+            return result
+
+        return self._on_main(finish, share=True)
 
     def _geometry_hooks(self) -> list[str]:
         return [f"blocks.{self.config.probes.layer}.hook_resid_post"]
@@ -575,6 +735,7 @@ class Study:
     def _train_config(self, spec: CellSpec):
         return {"probe_sft": self.config.probe_sft, "filtered_sft": self.config.classifier_sft, "dpo": self.config.dpo}.get(spec.objective)
 
+    @_rank0_only
     def evaluate_pending(self) -> int:
         """Evaluate cells whose training finished (final checkpoint) but whose evaluation did not."""
         from probe_lens.training import latest_checkpoint, load_checkpoint
@@ -662,6 +823,7 @@ class Study:
         return out
 
     # ------------------------------------------------------------------ all of it
+    @_rank0_only
     def check_disk(self) -> None:
         """Stop before training when the disk cannot hold the largest checkpoint a cell will write."""
         from probe_lens._disk import check_free_disk, checkpoint_bytes
@@ -682,10 +844,10 @@ class Study:
         cfg = self.config
         self._start_clock()
         self.check_disk()
-        self.build_data()
+        self._on_main(self.build_data)  # the other ranks never need the dataset itself
         todo = [(c.name, s) for s in cfg.seeds for c in cfg.cell_specs]
-        for cell, seed in tqdm(todo, desc="study cells", disable=not self.progress):
-            if self.is_done(cell, seed):
+        for cell, seed in tqdm(todo, desc="study cells", disable=not (self.progress and self.dist.is_main)):
+            if self._on_main(lambda: self.is_done(cell, seed), share=True):
                 continue
             self.run_cell(cell, seed)
         # from this object's first step (a caller may have built the data or loaded the model before run())
@@ -723,6 +885,7 @@ class Study:
             frames.append(df)
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
+    @_rank0_only
     def report(self) -> pd.DataFrame:
         from probe_lens.experiments.headline import contrasts, headline_table, write_headline
         from probe_lens.experiments.report import write_report
@@ -741,10 +904,16 @@ class Study:
         con = contrasts(results, self.config, self.probe_names(), out_dir=self.out)
         atomic_write(self.out / "contrasts.csv", lambda p: con.to_csv(p, index=False))
         table = headline_table(summary, self.config, self.probe_names())
-        seeds_info = {s: json.loads((self.out / "seeds" / str(s) / "split.json").read_text())
-                      for s in self.config.seeds if (self.out / "seeds" / str(s) / "split.json").exists()}
-        floors = {s: json.loads((self.out / "seeds" / str(s) / "noise_floor.json").read_text())
-                  for s in self.config.seeds if (self.out / "seeds" / str(s) / "noise_floor.json").exists()}
+        seeds_info, floors = {}, {}
+        for s in self.config.seeds:
+            split_file, floor_file = (self.out / "seeds" / str(s) / f for f in ("split.json", "noise_floor.json"))
+            if split_file.exists():  # a corrupt one is rebuilt
+                seeds_info[s] = _read_derived_json(split_file)
+                if seeds_info[s] is None:
+                    seeds_info[s] = self.seed_split(s).info
+                    _write_json(split_file, seeds_info[s])
+            if floor_file.exists():
+                floors[s] = self.noise_floor(s)
         n_curated = len(self.curated_set().labels) if self.config.eval.curated is not None and self._model is not None else None
         write_headline(self.out / "headline.md", table, con, seeds_info, floors, self.config, self.probe_names(), n_curated)
         metrics = self.metrics()
@@ -786,7 +955,10 @@ class Study:
 
 @dataclasses.dataclass
 class CellContext:
-    """What an objective runner gets: the study, the cell, and the seed's shared data."""
+    """What an objective runner gets: the study, the cell, and the seed's shared data.
+
+    Under torchrun a training runner runs on every rank; ``telemetry`` is None except on rank 0.
+    """
 
     study: Study
     spec: CellSpec
@@ -795,14 +967,18 @@ class CellContext:
     trained: list[str]
     generation: Generation
     scores: dict[str, np.ndarray]
-    telemetry: "StudyTelemetry"
+    telemetry: "StudyTelemetry | None"
     train_dir: Path
     resume: bool
 
     def train_config(self, base):
         cfg = self.study.config
-        return dataclasses.replace(base, seed=self.seed, out_dir=str(self.train_dir), telemetry_every=cfg.telemetry_every,
-                                   progress=self.study.progress)
+        tc = dataclasses.replace(base, seed=self.seed, out_dir=str(self.train_dir), telemetry_every=cfg.telemetry_every,
+                                 progress=self.study.progress)
+        world = self.study.dist.world_size
+        if world > 1:  # the study's batch is the global one: each rank takes its share (checked to divide)
+            tc = dataclasses.replace(tc, batch_size=tc.batch_size // world)
+        return tc
 
 
 def _run_none(ctx: CellContext) -> dict[str, Any]:
@@ -841,6 +1017,9 @@ def _run_dpo(ctx: CellContext) -> dict[str, Any]:
     res = train_dpo(ctx.study.model, pairs, ctx.train_config(cfg.dpo), telemetry=ctx.telemetry, resume=ctx.resume)
     return _result_info(res)
 
+
+_SECTION = {"probe_sft": "probe_sft", "filtered_sft": "classifier_sft", "dpo": "dpo"}
+"""The study config section that holds each training objective's settings."""
 
 OBJECTIVE_RUNNERS: dict[str, Callable[[CellContext], dict[str, Any]]] = {
     "none": _run_none,
@@ -935,9 +1114,10 @@ def _prompt_plan(cfg: StudyConfig) -> PromptPlan:
     pool_tags = cfg.sampling.probe_tags
     td = cfg.train_data
     prov_share = len(by_tag["provocative"]) / max(1, len(prompts))
-    # keep enough prompts outside the pool for the training draws of different seeds to differ
-    reserve = {"provocative": max(2 * int(round(td.n_prompts * prov_share)), 4),
-               "neutral": max(2 * (td.n_prompts - int(round(td.n_prompts * prov_share))), 2)}
+    # keep enough prompts outside the pool for the training draws (a quarter more, so seeds draw different ones)
+    n_train_prov = int(round(td.n_prompts * prov_share))
+    reserve = {"provocative": max(int(np.ceil(1.25 * n_train_prov)), 4),
+               "neutral": max(int(np.ceil(1.25 * (td.n_prompts - n_train_prov))), 2)}
     pool_total = sum(max(0, len(by_tag[t]) - n_eval[t] - reserve[t]) for t in pool_tags)
     want = pool_total if cfg.n_probe_prompts is None else cfg.n_probe_prompts
     if want > pool_total:
