@@ -6,9 +6,11 @@ mask and a mask of the response tokens (pooling and losses act on those alone).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import warnings
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from jaxtyping import Float, Int
@@ -16,6 +18,9 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.utilities.activation_functions import apply_softcap
+
+if TYPE_CHECKING:
+    from probe_lens.models.fast_sampling import FastSampling
 
 
 @dataclasses.dataclass
@@ -214,12 +219,19 @@ def generate(
     max_prompt_tokens: int | None = None,
     stop_at_eos: bool = True,
     progress: bool = True,
+    fast: "bool | FastSampling" = False,
 ) -> Generation:
     """Continue each prompt; batched with left padding and a KV cache.
 
     Greedy (``do_sample=False``) output does not depend on ``batch_size``. Sampling with a ``seed``
     is reproducible for the same prompts and ``batch_size``. Prompts longer than
     ``max_prompt_tokens`` (default: context minus ``max_new_tokens``) keep their last tokens.
+
+    ``fast=True`` (or a :class:`~probe_lens.models.fast_sampling.FastSampling`) samples with fp16
+    copies of the unembedding and MLP weights on CPU, one prefill per run of identical prompts and
+    in-place sampling arithmetic: faster, with logits within fp16 weight rounding of the reference
+    path's, so samples for a seed are close to but not always the same as ``fast=False``'s (see
+    ``benchmarks/RESULTS.md``). It never touches gradients or the weights.
     """
     prompts = _validate_prompts(prompts)
     if max_new_tokens < 1:
@@ -243,33 +255,35 @@ def generate(
     parts: list[Generation] = []
     was_training = model.training
     model.eval()
+    batch_fn, products = _sampling_backend(model, fast)
     try:
-        for start in tqdm(range(0, len(order), batch_size), desc="generate", disable=not progress, leave=False):
-            idx = order[start : start + batch_size]
-            tok, attn, resp, resp_mask = _generate_batch(
-                model,
-                [ids[i] for i in idx],
-                max_new_tokens=max_new_tokens,
-                do_sample=do_sample,
-                temperature=temperature,
-                top_p=top_p,
-                generator=generator,
-                stop_at_eos=stop_at_eos,
-            )
-            texts = [
-                model.tokenizer.decode(r[m.bool()].tolist(), skip_special_tokens=True)
-                for r, m in zip(resp, resp_mask)
-            ]
-            parts.append(
-                Generation(
-                    prompts=[prompts[i] for i in idx],
-                    tokens=torch.cat([tok, resp], dim=1),
-                    attention_mask=torch.cat([attn, resp_mask], dim=1),
-                    response_mask=torch.cat([torch.zeros_like(attn), resp_mask], dim=1),
-                    prompt_len=tok.shape[1],
-                    response_texts=texts,
+        with products:
+            for start in tqdm(range(0, len(order), batch_size), desc="generate", disable=not progress, leave=False):
+                idx = order[start : start + batch_size]
+                tok, attn, resp, resp_mask = batch_fn(
+                    model,
+                    [ids[i] for i in idx],
+                    max_new_tokens=max_new_tokens,
+                    do_sample=do_sample,
+                    temperature=temperature,
+                    top_p=top_p,
+                    generator=generator,
+                    stop_at_eos=stop_at_eos,
                 )
-            )
+                texts = [
+                    model.tokenizer.decode(r[m.bool()].tolist(), skip_special_tokens=True)
+                    for r, m in zip(resp, resp_mask)
+                ]
+                parts.append(
+                    Generation(
+                        prompts=[prompts[i] for i in idx],
+                        tokens=torch.cat([tok, resp], dim=1),
+                        attention_mask=torch.cat([attn, resp_mask], dim=1),
+                        response_mask=torch.cat([torch.zeros_like(attn), resp_mask], dim=1),
+                        prompt_len=tok.shape[1],
+                        response_texts=texts,
+                    )
+                )
     finally:
         model.train(was_training)
     merged = Generation.concat(parts, pad_id)
@@ -277,6 +291,20 @@ def generate(
     for pos, i in enumerate(order):
         inverse[i] = pos
     return merged.select(inverse)
+
+
+def _sampling_backend(model: HookedTransformer, fast: "bool | FastSampling"):
+    """The batch function and the context (fp16-weight products or nothing) ``generate`` runs under."""
+    if fast is False or fast is None:
+        return _generate_batch, contextlib.nullcontext()
+    from probe_lens.models.fast_sampling import FastSampling, generate_batch_fast, half_weight_products
+
+    if fast is True:
+        fast = FastSampling()
+    if not isinstance(fast, FastSampling):
+        raise TypeError(f"fast must be a bool or a FastSampling, got {type(fast).__name__}")
+    batch_fn = functools.partial(generate_batch_fast, share_prefill=fast.share_prefill)
+    return batch_fn, half_weight_products(model, unembed=fast.half_unembed, mlp=fast.half_mlp)
 
 
 def tokenize_pairs(
