@@ -89,9 +89,9 @@ def save_checkpoint(
         if scheduler is not None:
             state["scheduler"] = scheduler.state_dict()
         extra = {"rng.torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            for i, s in enumerate(torch.cuda.get_rng_state_all()):
-                extra[f"rng.cuda.{i}"] = s
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            # this process's device only (get_rng_state_all would open a context on every visible GPU)
+            extra["rng.cuda"] = torch.cuda.get_rng_state(torch.cuda.current_device())
         for k, v in (extra_tensors or {}).items():
             extra[k] = v.detach().cpu().contiguous()
         save_file(extra, str(tmp / "extra.safetensors"))
@@ -289,10 +289,12 @@ def load_checkpoint(
     extra = _load_tensors(path / "extra.safetensors")
     if restore_rng:
         torch.set_rng_state(extra["rng.torch"])
-        if torch.cuda.is_available():
-            cuda = [extra[k] for k in sorted(k for k in extra if k.startswith("rng.cuda."))]
-            if cuda:
-                torch.cuda.set_rng_state_all(cuda)
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            dev = torch.cuda.current_device()
+            # "rng.cuda.<i>": checkpoints written before one state per process
+            cuda = extra.get("rng.cuda", extra.get(f"rng.cuda.{dev}"))
+            if cuda is not None:
+                torch.cuda.set_rng_state(cuda, dev)
     state["extra"] = {k: v for k, v in extra.items() if not k.startswith("rng.")}
     return state
 

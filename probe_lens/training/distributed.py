@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -103,6 +103,34 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+class RankFailed(RuntimeError):
+    """Raised on the other ranks when rank 0 failed in a step they were waiting for (see :func:`on_main`)."""
+
+
+def on_main(fn: Callable[[], Any], info: DistInfo, *, share: bool = False) -> Any:
+    """Run ``fn()`` on rank 0 only; every rank waits for it.
+
+    Returns ``fn()``'s result on rank 0, and on the other ranks too when ``share`` (broadcast: it must
+    pickle), else None there. When ``fn`` raises, rank 0 re-raises it and the other ranks raise
+    :class:`RankFailed` with its message, so no rank waits at a later collective for a step that failed.
+    Not distributed: ``fn()``.
+    """
+    if not info.enabled:
+        return fn()
+    result, error, failure = None, None, None
+    if info.is_main:
+        try:
+            result = fn()
+        except BaseException as e:  # noqa: BLE001 -- every rank must learn of it, then rank 0 re-raises
+            failure, error = e, f"{type(e).__name__}: {e}"
+    error, shared = broadcast_object((error, result if share else None), info)
+    if failure is not None:
+        raise failure
+    if error is not None:
+        raise RankFailed(f"rank 0 failed: {error}")
+    return result if info.is_main else shared
 
 
 def cleanup() -> None:
