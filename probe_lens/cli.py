@@ -94,6 +94,8 @@ def _study(args, *, resume: bool | None = None, cfg=None, need_study: bool = Fal
 def _print_summary(study, summary, t0: float) -> None:
     from probe_lens.experiments.headline import headline_table
 
+    if not study.dist.is_main:  # under torchrun, rank 0 speaks for the study
+        return
     table = headline_table(summary, study.config, study.probe_names())
     keep = [c for c in table.columns if c in ("cell", "trains against", "toxicity rate", "perplexity (neutral)")
             or " AUROC curated" in c and "held-out" not in c or c.endswith("_L" + str(study.config.probes.layer) + " cos(orig, refit)")]

@@ -232,3 +232,15 @@ def test_a_full_disk_is_a_user_error(capsys, monkeypatch):
     monkeypatch.setattr(cli, "cmd_build_data", full)
     assert main(["build-data"]) == 2
     assert "the disk is full" in _err(capsys)
+
+
+def test_set_probes_C_cv_builds_and_runs_a_study(tmp_path):
+    """`--set probes.C=cv` (a TypeError in config validation before the study redesign) runs a tiny study."""
+    f, out = _study_file(tmp_path), tmp_path / "run"
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        rc = main(["reproduce", "--config", f, "--set", "probes.C=cv", "--out", str(out), "--no-progress"])
+    assert rc == 0, buf.getvalue()
+    assert json.loads((out / "study.json").read_text())["probes"]["C"] == "cv"
+    assert json.loads((out / "probes" / "seed0" / "logistic_L2" / "probe.json").read_text())["params"]["C"] == "cv"
+    assert pd.read_csv(out / "results.csv")["probe/curated_auroc/logistic_L2"].notna().all()
