@@ -88,14 +88,14 @@ def _int8_products(model):
                 mod.forward = prev
 
 
-def _next_token_quality(model, texts: list[str], products, chunk: int = 8) -> dict[str, float]:
+def _next_token_quality(model, texts: list[str], products_factory, chunk: int = 8) -> dict[str, float]:
     kls, agree, diff, n = [], 0, 0.0, 0
     for i in range(0, len(texts), chunk):
         toks = model.to_tokens(texts[i : i + chunk])
         mask = toks != model.tokenizer.pad_token_id
         with torch.no_grad():
             ref = model(toks, attention_mask=mask.long())
-            with products:
+            with products_factory():
                 cand = model(toks, attention_mask=mask.long())
         keep = mask.reshape(-1)
         ref, cand = ref.reshape(-1, ref.shape[-1])[keep], cand.reshape(-1, cand.shape[-1])[keep]
@@ -114,7 +114,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=2, help="samples per prompt (repeated prompts, as the study does)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=24)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2, help="0: only the teacher-forced and greedy quality checks")
     ap.add_argument("--n-greedy", type=int, default=32)
     ap.add_argument("--n-neutral", type=int, default=50)
     ap.add_argument("--ablation", action="store_true", help="also time fast=True with the fp32 products")
@@ -123,10 +123,8 @@ def main() -> None:
     import probe_lens
     from probe_lens.data import load_prompts
     from probe_lens.data.prompts import neutral, provocative
-    from probe_lens.experiments.metrics import perplexity
-    from probe_lens.models.fast_sampling import FastSampling, half_weight_products
+    from probe_lens.models.fast_sampling import FastSampling
     from probe_lens.models.generation import generate
-    from probe_lens.scorers import get_scorer
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     model = probe_lens.load_model()
@@ -139,6 +137,15 @@ def main() -> None:
     if args.ablation:
         paths["fast (fp32 products)"] = FastSampling(half_unembed=False, half_mlp=False)
     generate(model, texts[:4], **{**kw, "batch_size": 4}, fast=True)  # warm-up: builds the fp16 copies once
+    if args.repeats > 0:
+        _speed_and_toxicity(model, texts, prov, paths, kw, args)
+    _quality(model, neutral_texts, [p.text for p in provocative(prompts)][-args.n_greedy :], args)
+
+
+def _speed_and_toxicity(model, texts, prov, paths, kw, args) -> None:
+    from probe_lens.models.generation import generate
+    from probe_lens.scorers import get_scorer
+
     rates: dict[str, list[float]] = {k: [] for k in paths}
     samples = {}
     for r in range(args.repeats):
@@ -171,10 +178,16 @@ def main() -> None:
     same = sum(torch.equal(a, b) for a, b in zip(samples["reference"].tokens, samples["fast"].tokens))
     print(f"samples token-identical to the reference's (same seed): {same} / {len(texts)}")
 
+
+def _quality(model, neutral_texts, greedy, args) -> None:
+    from probe_lens.experiments.metrics import perplexity
+    from probe_lens.models.fast_sampling import half_weight_products
+    from probe_lens.models.generation import generate
+
     print(f"\n## next-token distributions on {len(neutral_texts)} held-out neutral texts (teacher-forced)")
     print("| products | mean KL(ref‖cand) | max KL | top-1 agreement | max abs logit diff | positions |")
     print("|---|---|---|---|---|---|")
-    for name, ctx in (("fp16 weights (kept)", half_weight_products(model)), ("int8 per-row (rejected)", _int8_products(model))):
+    for name, ctx in (("fp16 weights (kept)", lambda: half_weight_products(model)), ("int8 per-row (rejected)", lambda: _int8_products(model))):
         q = _next_token_quality(model, neutral_texts, ctx)
         print(f"| {name} | {q['kl_mean']:.2e} | {q['kl_max']:.2e} | {q['top1_agree']:.4f} | {q['max_abs_logit_diff']:.3f} | {q['positions']} |")
     with torch.no_grad():
@@ -184,7 +197,6 @@ def main() -> None:
     print(f"\nneutral-text perplexity: reference {ppl_ref:.4f}, fp16 weights {ppl_fast:.4f} "
           f"({(ppl_fast / ppl_ref - 1) * 100:+.3f}%)")
 
-    greedy = [p.text for p in provocative(prompts)][-args.n_greedy :]
     g0 = generate(model, greedy, max_new_tokens=args.new_tokens, do_sample=False, batch_size=args.batch_size, progress=False)
     g1 = generate(model, greedy, max_new_tokens=args.new_tokens, do_sample=False, batch_size=args.batch_size,
                   progress=False, fast=True)
