@@ -223,3 +223,17 @@ def test_a_study_stops_before_training_when_the_disk_is_short(tmp_path, monkeypa
     with pytest.raises(DiskSpaceError, match="checkpoints"):
         study.run()
     assert not (tmp_path / "data").exists()  # nothing was built
+
+
+def test_a_study_file_can_set_checkpoint_every(tiny):
+    """The runner fills in each cell's out_dir, so a study file may ask for intermediate checkpoints."""
+    from probe_lens.training import ProbeSFTConfig, train_probe_sft
+
+    cfg = make_config("quick", overrides=["probe_sft.checkpoint_every=2", "dpo.checkpoint_every=1"])
+    assert cfg.probe_sft.checkpoint_every == 2 and cfg.dpo.checkpoint_every == 1
+    # training without a folder to write them to is still refused, when it starts
+    from probe_lens.models import generate
+
+    gen = generate(tiny, ["hello there"], max_new_tokens=3, seed=0, progress=False)
+    with pytest.raises(ValueError, match="checkpoint_every > 0 needs out_dir"):
+        train_probe_sft(tiny, gen, None, ProbeSFTConfig(max_steps=1, probe_weight=0.0, checkpoint_every=1, progress=False))

@@ -449,3 +449,26 @@ def test_telemetry_names_values_and_one_call_dataframe(tmp_path):
     after = tel.activations(model)  # training changed the weights: a fresh pass
     assert after is not first and not np.allclose(after[h1], first[h1])
     assert df["train/loss"].notna().sum() == 4
+
+
+def test_telemetry_cache_follows_updates_that_bypass_version_counters(tiny):
+    """Fused optimizers (and writes through ``.data``) need not bump torch's version counters: the
+    cache key also reads the update counter the training loop bumps after every optimizer step."""
+    from probe_lens.training.telemetry import mark_model_updated, model_state_key
+
+    k0 = model_state_key(tiny)
+    p = next(tiny.parameters())
+    p.data.add_(1.0)  # an in-place write the version counter does not see
+    assert model_state_key(tiny) == k0
+    mark_model_updated(tiny)
+    assert model_state_key(tiny) != k0
+
+
+def test_training_marks_the_model_updated_after_every_step(tiny):
+    from probe_lens.models import generate
+    from probe_lens.training import ProbeSFTConfig, train_probe_sft
+
+    gen = generate(tiny, ["hello there", "good morning"], max_new_tokens=4, seed=0, progress=False)
+    before = getattr(tiny, "_probe_lens_updates", 0)
+    train_probe_sft(tiny, gen, None, ProbeSFTConfig(max_steps=3, batch_size=2, probe_weight=0.0, progress=False))
+    assert getattr(tiny, "_probe_lens_updates", 0) == before + 3

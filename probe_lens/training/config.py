@@ -111,8 +111,8 @@ class TrainConfig:
         if self.checkpoint_params not in ("trainable", "all"):
             raise ValueError(f"checkpoint_params must be 'trainable' or 'all', got {self.checkpoint_params!r}")
         validate_trainable(self.trainable)
-        if self.checkpoint_every and self.out_dir is None:
-            raise ValueError("checkpoint_every > 0 needs out_dir (where checkpoints are written)")
+        # (checkpoint_every > 0 without out_dir is refused when training starts: a study file sets
+        # checkpoint_every and the runner fills in each cell's out_dir)
 
     # ---- serialisation -----------------------------------------------------------------
 

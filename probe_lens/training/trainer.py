@@ -330,6 +330,8 @@ def _prepare_out_dir(config: TrainConfig, resume: bool, info: D.DistInfo) -> Pat
     if config.out_dir is None:
         if resume:
             raise ValueError("resume=True needs config.out_dir (where the run's checkpoints are)")
+        if config.checkpoint_every:
+            raise ValueError("checkpoint_every > 0 needs out_dir (where checkpoints are written)")
         return None
     out = Path(config.out_dir)
     cfg_path = out / "config.json"
