@@ -108,10 +108,23 @@ def test_evaluate_picks_up_a_cell_whose_evaluation_did_not_finish(finished, caps
     _, out, _ = finished
     run = tmp_path / "run"
     shutil.copytree(out, run)
-    (run / "cells" / "probe_sft_1" / "seed0" / "eval.json").unlink()
+    cell = run / "cells" / "probe_sft_1" / "seed0"
+    before = json.loads((cell / "eval.json").read_text())
+    geometry = json.loads((cell / "geometry.json").read_text())
+    (cell / "eval.json").unlink()
+    (cell / "geometry.json").unlink()
     assert main(["evaluate", "--out", str(run), "--no-progress"]) == 0
     assert "evaluated 1 cell(s)" in capsys.readouterr().out
-    assert (run / "cells" / "probe_sft_1" / "seed0" / "eval.json").exists()
+    after = json.loads((cell / "eval.json").read_text())
+    # evaluated from the final checkpoint: the same numbers as the uninterrupted evaluation, and the same
+    # reference direction for the geometry
+    for k, v in before.items():
+        if isinstance(v, float) and (k.startswith(("probe/", "eval/", "drift/")) or "/mean_diff_cos_orig" in k):
+            assert after[k] == pytest.approx(v, rel=1e-6, abs=1e-9, nan_ok=True), k
+    again = json.loads((cell / "geometry.json").read_text())
+    for part in ("before", "after"):
+        for hook, pts in geometry[part].items():
+            assert again[part][hook]["x_dir"] == pytest.approx(pts["x_dir"], rel=1e-6, abs=1e-6)
 
 
 def test_report_on_a_run_folder(finished, capsys):

@@ -754,12 +754,18 @@ class Study:
                 if int(state.get("step", -1)) < self._train_config(spec).max_steps:
                     continue  # unfinished training: `train` resumes it
                 self.reset_model()
-                load_checkpoint(ckpt, self.model, restore_rng=False)
                 trained = self.trained_against(spec)
                 tele = self.telemetry(seed, trained)
+                self._prime_base(tele, seed)  # the seed's reference directions, fit on the base model
+                before, basis = _geometry_points(self._base_acts[seed]["drift"], tele.drift_set, self._reference[seed],
+                                                 self._geometry_hooks())
+                load_checkpoint(ckpt, self.model, restore_rng=False)
                 result = self.evaluate(spec, seed, tele)
+                after, _ = _geometry_points(tele.activations(self.model), tele.drift_set, self._reference[seed],
+                                            self._geometry_hooks(), basis)
                 result["info"] = {"cell": spec.name, "seed": seed, "objective": spec.objective, "signal": spec.signal,
                                   "trained_against": trained, "evaluated_from": str(ckpt)}
+                _write_json(cdir / "geometry.json", {"before": before, "after": after})
                 _write_json(cdir / "eval.json", result)
                 n += 1
         return n
