@@ -1,11 +1,16 @@
 """The paper's comparison as a resumable study: config, presets, runner, metrics, statistics, report."""
 
-from probe_lens.experiments.config import CELLS, EvalSetup, ProbeSetup, StudyConfig, TrainData
+from probe_lens.experiments.cells import BUILTIN_CELLS, CellSpec
+from probe_lens.experiments.config import CELLS, EvalSetup, ProbeSetup, SamplingSetup, StudyConfig, TrainData
 from probe_lens.experiments.presets import PRESETS, make_config
-from probe_lens.experiments.runner import Study, StudyFolderError
+from probe_lens.experiments.runner import Study, StudyDataError, StudyFolderError
 
 __all__ = [
+    "BUILTIN_CELLS",
     "CELLS",
+    "CellSpec",
+    "SamplingSetup",
+    "StudyDataError",
     "PRESETS",
     "EvalSetup",
     "ProbeSetup",
