@@ -7,8 +7,9 @@ from typing import Literal
 import torch
 from jaxtyping import Float, Int
 
+from probe_lens._common import POOLINGS  # one definition for the whole package
+
 Pooling = Literal["mean", "last", "max"]
-POOLINGS: tuple[str, ...] = ("mean", "last", "max")
 
 
 def pool(

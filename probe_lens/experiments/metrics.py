@@ -24,11 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
-from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 from transformer_lens.utilities.activation_functions import apply_softcap
 
+from probe_lens.probes.metrics import auroc
 from probe_lens.scorers.base import validate_texts
 
 __all__ = [
@@ -210,32 +210,8 @@ def perplexity(
     return math.exp(total_nll / total_tokens)
 
 
-def auroc(y: Any, scores: Any) -> float:
-    """Area under the ROC curve of ``scores`` for binary labels ``y`` (1 = toxic), via sklearn.
+# ``auroc``: the package has one (``probe_lens.probes.metrics.auroc``), re-exported here for metrics users.
 
-    Raises a ValueError if ``y`` holds one class only (AUROC is undefined then).
-    """
-    if isinstance(y, torch.Tensor):
-        y = y.detach().cpu().numpy()
-    if isinstance(scores, torch.Tensor):
-        scores = scores.detach().cpu().numpy()
-    y = np.asarray(y)
-    s = np.asarray(scores, dtype=np.float64)
-    if y.ndim != 1 or s.ndim != 1:
-        raise ValueError(f"y and scores must be 1-D, got shapes {y.shape} and {s.shape}")
-    if len(y) != len(s):
-        raise ValueError(f"{len(y)} labels but {len(s)} scores; they must pair up")
-    if y.dtype == bool:
-        y = y.astype(np.int64)
-    if not np.isin(y, [0, 1]).all():
-        raise ValueError(f"y must hold binary labels 0/1 (1 = toxic), got values {np.unique(y)[:5].tolist()}")
-    if not np.all(np.isfinite(s)):
-        raise ValueError("scores contain NaN or inf")
-    classes = np.unique(y)
-    if len(classes) < 2:
-        what = "no labels" if len(classes) == 0 else f"only class {int(classes[0])} ({len(y)} examples)"
-        raise ValueError(f"AUROC needs both classes, but y has {what}; evaluate on a set with toxic and clean texts")
-    return float(roc_auc_score(y.astype(np.int64), s))
 
 
 def degeneration_metrics(

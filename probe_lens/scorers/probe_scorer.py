@@ -11,9 +11,8 @@ import numpy as np
 import torch
 from jaxtyping import Float
 
+from probe_lens._common import POOLINGS
 from probe_lens.scorers.base import Scorer, check_scores
-
-POOLINGS = ("mean", "last", "max")
 
 
 def _as_2d_numpy(acts: Any) -> np.ndarray:

@@ -38,10 +38,10 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 import torch
 from jaxtyping import Int
-from sklearn.metrics import roc_auc_score
 
 from probe_lens.activations import collect, resolve_hooks
 from probe_lens.models import Generation
+from probe_lens.probes.metrics import auroc
 from probe_lens.training.probes_util import FlatProbe, flatten_probes, named_probes
 
 if TYPE_CHECKING:
@@ -141,7 +141,10 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _auroc(y: np.ndarray, s: np.ndarray) -> float:
-    return float(roc_auc_score(y, s)) if len(np.unique(y)) == 2 else float("nan")
+    """The package's one AUROC (``probes.metrics.auroc``), logged as NaN where a set holds one class."""
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    return auroc(y, s)
 
 
 def mark_model_updated(model) -> None:

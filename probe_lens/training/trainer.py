@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from probe_lens._common import hook_layer
 from probe_lens.activations import capture, trim_left_padding
 from probe_lens.activations.hooks import stop_layer_for
 from probe_lens.models import Generation
@@ -103,7 +104,7 @@ def select_trainable(model: torch.nn.Module, spec: str) -> list[str]:
         n_layers = getattr(getattr(model, "cfg", None), "n_layers", None)
         if n_layers is not None and b >= n_layers:
             raise ValueError(f"trainable={spec!r}: the model has blocks 0..{n_layers - 1}")
-        chosen = [n for n in names if (m := re.match(r"blocks\.(\d+)\.", n)) and a <= int(m.group(1)) <= b]
+        chosen = [n for n in names if (L := hook_layer(n)) is not None and n.startswith("blocks.") and a <= L <= b]
     else:
         pattern = re.compile(spec)
         chosen = [n for n in names if pattern.search(n)]
