@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 from transformer_lens.utilities.activation_functions import apply_softcap
 
+from probe_lens._common import check_threshold
 from probe_lens.probes.metrics import auroc
 from probe_lens.scorers.base import validate_texts
 
@@ -61,11 +62,7 @@ def _scores(scores: Any, what: str = "scores") -> Float[np.ndarray, " n"]:
 
 
 def _threshold(threshold: Any) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)):
-        raise TypeError(f"threshold must be a number in (0, 1), got {threshold!r}")
-    if not 0.0 < float(threshold) < 1.0:
-        raise ValueError(f"threshold must be strictly between 0 and 1, got {threshold!r} (the paper uses 0.5)")
-    return float(threshold)
+    return check_threshold(threshold)
 
 
 def _per_prompt(scores: Any, k: Any) -> Float[np.ndarray, "n_prompts k"]:

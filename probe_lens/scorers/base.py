@@ -9,6 +9,8 @@ from typing import Any, Sequence
 import numpy as np
 from jaxtyping import Float
 
+from probe_lens._common import check_threshold
+
 
 class ScorerUnavailableError(RuntimeError):
     """An explicitly requested scorer cannot run here (missing package, weights or config)."""
@@ -61,10 +63,7 @@ def label(scores: Any, threshold: float = 0.5) -> np.ndarray:
 
     ``threshold`` must lie strictly between 0 and 1 (the paper uses 0.5).
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)):
-        raise TypeError(f"threshold must be a number in (0, 1), got {threshold!r}")
-    if not 0.0 < float(threshold) < 1.0:
-        raise ValueError(f"threshold must be strictly between 0 and 1, got {threshold!r} (the paper uses 0.5)")
+    check_threshold(threshold)
     arr = np.asarray(scores, dtype=np.float64)
     if arr.ndim != 1:
         raise ValueError(f"scores must be 1-D (n,), got shape {arr.shape}")
