@@ -237,3 +237,22 @@ def test_a_study_file_can_set_checkpoint_every(tiny):
     gen = generate(tiny, ["hello there"], max_new_tokens=3, seed=0, progress=False)
     with pytest.raises(ValueError, match="checkpoint_every > 0 needs out_dir"):
         train_probe_sft(tiny, gen, None, ProbeSFTConfig(max_steps=1, probe_weight=0.0, checkpoint_every=1, progress=False))
+
+
+def test_contrast_specs_pair_each_probe_cell_with_its_controls():
+    from probe_lens.experiments.headline import contrast_specs
+
+    cfg = tiny_study_config(seeds=[0, 1])
+    names = {"single": ["logistic_L2"], "ensemble": ["ensemble2_L2"], "heldout": ["massmean_L2"], "heldout_members": []}
+    specs = set(contrast_specs(cfg, names))
+    assert ("probe/curated_auroc/logistic_L2", "probe_sft_1", "classifier_sft") in specs
+    assert ("probe/curated_auroc/logistic_L2", "probe_sft_1", "base") in specs
+    assert ("probe/curated_auroc/ensemble2_L2", "probe_dpo_ens", "classifier_dpo") in specs
+    assert ("probe/curated_auroc/logistic_L2", "probe_filtered_sft", "classifier_sft") in specs
+    assert ("eval/toxicity_rate", "classifier_dpo", "base") in specs
+    # a drift cosine is 1 by construction in base: only trained controls
+    assert ("drift/cosine/logistic_L2", "probe_sft_1", "classifier_sft") in specs
+    assert not any(m.startswith("drift/cosine/") and b == "base" for m, _, b in specs)
+    # no probe cell is its own control, and classifier cells are compared with base only
+    assert all(a != b for _, a, b in specs)
+    assert {b for _, a, b in specs if a.startswith("classifier_")} == {"base"}

@@ -482,7 +482,7 @@ class Study:
         meta = dict(model_name=ds.meta["model_name"], pooling=self.config.data.pooling)
         hook = f"blocks.{p.layer}.hook_resid_post"
         y = ds.examples["label"].to_numpy().astype(np.int64)
-        X = lambda h, rows: ds.acts[h][torch.as_tensor(rows)].numpy()  # noqa: E731
+        X = functools.partial(_pooled, ds)
         Xf, yf = X(hook, split.fit_rows), y[split.fit_rows]
         n = self.probe_names()
         probes: dict[str, Any] = {n["single"][0]: self._logistic(hook, **meta).fit(Xf, yf)}
@@ -1199,6 +1199,11 @@ def _prompt_topic_auroc(labels: np.ndarray, topics: list[str], fit_rows: np.ndar
     rate = df.groupby("topic")["y"].mean().to_dict()
     overall = float(labels[fit_rows].mean())
     return float(roc_auc_score(ye, [rate.get(t, overall) for t in topics[eval_rows]]))
+
+
+def _pooled(ds: ActivationDataset, hook: str, rows: np.ndarray) -> np.ndarray:
+    """Pooled activations ``[len(rows), d_model]`` of the dataset's ``rows`` at ``hook``."""
+    return ds.acts[hook][torch.as_tensor(rows)].numpy()
 
 
 def _cos(a: Any, b: Any) -> float:
