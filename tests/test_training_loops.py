@@ -472,3 +472,33 @@ def test_training_marks_the_model_updated_after_every_step(tiny):
     before = getattr(tiny, "_probe_lens_updates", 0)
     train_probe_sft(tiny, gen, None, ProbeSFTConfig(max_steps=3, batch_size=2, probe_weight=0.0, progress=False))
     assert getattr(tiny, "_probe_lens_updates", 0) == before + 3
+
+
+def test_telemetry_scores_every_probe_on_an_evaluation_only_set_and_uses_given_reference_directions():
+    """Extra evaluation-only sets (e.g. curated texts) get the same AUROCs (sklearn oracle); the geometry
+    projects on the reference direction given, on the drift set's evaluation rows only."""
+    from sklearn.metrics import roc_auc_score
+
+    model = tiny_model(seed=0)
+    data, y = make_data(model)
+    trained = fit_probe(model, data, y, layer=1)
+    h1 = "blocks.1.hook_resid_post"
+    drift = DriftSet.from_generation(data, y, eval_fraction=0.5, seed=1)
+    texts = [t if t.strip() else "x" for t in data.response_texts]
+    curated = DriftSet.from_texts(model, "Reply:", texts, y)
+    assert curated.eval_only and curated.is_eval.all()
+    with pytest.raises(ValueError, match="eval_only"):
+        DriftSet(curated.tokens, curated.attention_mask, curated.pool_mask, y, ~curated.is_eval, eval_only=True)
+    ref = np.random.default_rng(0).normal(size=model.cfg.d_model)
+    tel = DriftTelemetry(drift, {"trained": trained}, None, eval_sets={"curated": curated},
+                         reference_directions={h1: ref})
+    m = tel.measure(model, 0)
+    Xc = collect(model, curated.tokens, curated.attention_mask, curated.pool_mask, [h1], progress=False)[h1].double().numpy()
+    assert m["curated/auroc_frozen/trained"] == pytest.approx(roc_auc_score(y, trained.predict_proba(Xc)[:, 1]))
+    assert "curated/auroc_retrained/" + h1 in m
+    X = collect(model, data.tokens, data.attention_mask, data.response_mask, [h1], progress=False)[h1].double().numpy()
+    ev = drift.is_eval
+    u = ref / np.linalg.norm(ref)
+    assert m[f"geometry/{h1}/proj_toxic"] == pytest.approx(X[ev][y[ev] == 1].mean(0) @ u, rel=1e-5)
+    with pytest.raises(ValueError, match="shadow a metric prefix"):
+        DriftTelemetry(drift, {"trained": trained}, eval_sets={"probe": curated})

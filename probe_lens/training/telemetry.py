@@ -19,8 +19,8 @@ Ensemble members are named ``<name>/m<i>``. AUROCs are measured on the evaluatio
 set; re-fit probes are fit on the other part. Extra evaluation-only sets (``eval_sets``, e.g. a curated
 labelled text set) give the same AUROCs under ``<set>/auroc_frozen/<name>``, ``<set>/auroc_heldout/<name>``
 and ``<set>/auroc_retrained/<hook>`` (the retrained probes are still fit on the drift set's fit rows).
-Geometry is read on the evaluation rows only (rows no probe was fit on). A probe's drift cosine compares it with a fresh copy of
-*the same estimator* (type and hyper-parameters, sklearn ``clone``) fit on the current activations:
+Geometry is read on the evaluation rows only (rows no probe was fit on). A probe's drift cosine
+compares it with a fresh copy of *the same estimator* (type and hyper-parameters, sklearn ``clone``) fit on the current activations:
 member ``i`` of an ensemble with member ``i`` of the re-fit ensemble, so a mass-mean probe or an
 orthogonal ensemble member is compared with its own kind, not with a logistic direction (a probe that
 ``clone`` cannot copy is compared with ``refit_factory()``). A probe cut out of a larger ensemble can
@@ -116,7 +116,6 @@ class DriftSet:
         is_eval = dataset.examples["split"].to_numpy()[rows] == "test"
         labels = dataset.examples["label"].to_numpy()[rows]
         return cls(gen.tokens, gen.attention_mask, gen.response_mask, labels, is_eval)
-
 
     @classmethod
     def from_texts(cls, model, prompt: str, texts: Sequence[str], labels: Any) -> "DriftSet":
