@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from probe_lens._io import atomic_write
+from probe_lens._io import atomic_write, sha256_file
 from probe_lens.activations import collect, resolve_hooks
 from probe_lens.activations.pooling import POOLINGS
 from probe_lens.data.prompts import Prompt
@@ -295,19 +295,11 @@ def _save_chunk(folder: Path, name: str, gen: Generation, acts, rows: pd.DataFra
     def write_tensors(p: Path) -> None:
         nonlocal tensors_sha
         save_file(tensors, str(p))
-        tensors_sha = _sha256(p)
+        tensors_sha = sha256_file(p)
 
     atomic_write(folder / f"{name}.safetensors", write_tensors)
     payload = {"prompt_len": gen.prompt_len, "rows": rows.to_dict(orient="list"), "stamp": stamp, "tensors_sha256": tensors_sha}
     atomic_write(folder / f"{name}.json", lambda p: p.write_text(json.dumps(payload, default=float)))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _load_chunk(folder: Path, name: str, hooks: list[str], stamp: dict[str, Any], n_rows: int, prompt_ids: list[str]):
@@ -329,7 +321,7 @@ def _read_chunk(js: Path, st: Path, hooks: list[str], stamp: dict[str, Any], n_r
     if saved is not None and not _same_json(saved, stamp):
         diff = sorted(k for k in set(saved) | set(stamp) if not _same_json(saved.get(k), stamp.get(k)))
         raise ValueError(f"it was built with other settings ({', '.join(diff)})")
-    if payload.get("tensors_sha256") and _sha256(st) != payload["tensors_sha256"]:
+    if payload.get("tensors_sha256") and sha256_file(st) != payload["tensors_sha256"]:
         raise ValueError(f"{st.name} does not match the checksum in {js.name} (truncated or corrupt)")
     t = load_file(str(st))
     rows = pd.DataFrame(payload["rows"])
@@ -493,8 +485,6 @@ def build_dataset(
 
 
 def _ids_digest(prompts: list[Prompt]) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     for p in prompts:
         h.update(f"{p.id}\x00{p.text}\x00".encode())

@@ -34,7 +34,7 @@ from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.components import Unembed
 from transformer_lens.components.mlps.gated_mlp import GatedMLP
 
-from probe_lens.models.generation import _sample, last_position_logits
+from probe_lens.models.generation import _sample, last_position_logits, left_pad
 
 _SLOT = "_probe_lens_fp16_"
 _FALLBACK = "_probe_lens_fallback_forward"
@@ -222,12 +222,8 @@ def generate_batch_fast(
     device = model.cfg.device
     pad_id = model.tokenizer.pad_token_id
     eos_id = model.tokenizer.eos_token_id
-    b, width = len(prompt_ids), max(len(t) for t in prompt_ids)
-    tokens = torch.full((b, width), pad_id, dtype=torch.long)
-    attn = torch.zeros((b, width), dtype=torch.long)
-    for i, t in enumerate(prompt_ids):
-        tokens[i, width - len(t) :] = torch.tensor(t)
-        attn[i, width - len(t) :] = 1
+    tokens, attn = left_pad(prompt_ids, pad_id)
+    b = len(prompt_ids)
     firsts = _runs(prompt_ids) if share_prefill else list(range(b))
     uniq = sorted(set(firsts))
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, len(uniq))

@@ -166,6 +166,17 @@ def last_position_logits(
     return apply_softcap(model.unembed(resid), model.cfg.output_logits_soft_cap)[:, -1]
 
 
+def left_pad(prompt_ids: list[list[int]], pad_id: int) -> tuple[Int[torch.Tensor, "batch pos"], Int[torch.Tensor, "batch pos"]]:
+    """Token ids and attention mask ``[batch, longest]`` of ``prompt_ids``, padded on the left."""
+    b, width = len(prompt_ids), max(len(t) for t in prompt_ids)
+    tokens = torch.full((b, width), pad_id, dtype=torch.long)
+    attn = torch.zeros((b, width), dtype=torch.long)
+    for i, t in enumerate(prompt_ids):
+        tokens[i, width - len(t) :] = torch.tensor(t)
+        attn[i, width - len(t) :] = 1
+    return tokens, attn
+
+
 @torch.no_grad()
 def _generate_batch(
     model: HookedTransformer,
@@ -181,12 +192,8 @@ def _generate_batch(
     device = model.cfg.device
     pad_id = model.tokenizer.pad_token_id
     eos_id = model.tokenizer.eos_token_id
-    b, width = len(prompt_ids), max(len(t) for t in prompt_ids)
-    tokens = torch.full((b, width), pad_id, dtype=torch.long)
-    attn = torch.zeros((b, width), dtype=torch.long)
-    for i, t in enumerate(prompt_ids):
-        tokens[i, width - len(t) :] = torch.tensor(t)
-        attn[i, width - len(t) :] = 1
+    tokens, attn = left_pad(prompt_ids, pad_id)
+    b = len(prompt_ids)
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, b)
     logits = last_position_logits(model, tokens.to(device), attn.to(device), cache)
     resp = torch.full((b, max_new_tokens), pad_id, dtype=torch.long)

@@ -15,7 +15,6 @@ JSON values; nothing is unpickled or imported by name from the file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from probe_lens._io import sha256_file
 from probe_lens.probes.base import Probe, ProbeMetadata, library_version
 from probe_lens.probes.ensemble import DiverseProbeEnsemble
 from probe_lens.probes.logistic import LogisticProbe
@@ -128,7 +128,7 @@ def save_probe(probe: Probe, path: str | os.PathLike, *, overwrite: bool = True)
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "saved_by": library_version(),
-            "tensors_sha256": _sha256(tmp / TENSORS_NAME),
+            "tensors_sha256": sha256_file(tmp / TENSORS_NAME),
             **record,
         }
         with open(tmp / JSON_NAME, "w") as f:
@@ -186,7 +186,7 @@ def load_probe(
             f"(v{FORMAT_VERSION}); upgrade probe_lens."
         )
     tensors_path = path / TENSORS_NAME
-    if _sha256(tensors_path) != record.get("tensors_sha256"):
+    if sha256_file(tensors_path) != record.get("tensors_sha256"):
         raise ValueError(f"{tensors_path} does not match the checksum in {json_path}: corrupted file")
     tensors = load_file(str(tensors_path))
     probe = _decode(record, tensors)
@@ -269,9 +269,3 @@ def _check_compatible(
             )
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
