@@ -18,6 +18,7 @@ import errno
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -156,6 +157,44 @@ def cmd_build_data(args) -> int:
     return 0
 
 
+def cmd_build_reference(args) -> int:
+    """Sample the reference continuations of every prompt with the given tags (resumable)."""
+    import subprocess
+
+    from probe_lens.data import load_prompts
+    from probe_lens.data.reference import ReferenceConfig, build_reference
+    from probe_lens.models import load_model
+    from probe_lens.scorers import get_scorer
+
+    try:
+        cfg = ReferenceConfig(samples_per_prompt=args.samples_per_prompt, max_new_tokens=args.max_new_tokens,
+                              temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                              batch_size=args.batch_size, fast=not args.no_fast)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    prompts = [p for p in load_prompts() if p.tag in args.tags]
+    if not prompts:
+        raise UsageError(f"no embedded prompt has a tag in {args.tags}; tags are 'provocative' and 'neutral'")
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    provenance = {
+        "command": "probe-lens " + shlex.join(args.argv),
+        "commit": commit, "uncommitted_changes": dirty, "tags": args.tags,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    model = load_model(args.model, device=args.device)
+    scorer = get_scorer(args.scorer)
+    ref = build_reference(model, prompts, scorer, cfg, out=args.out, provenance=provenance, progress=not args.no_progress)
+    print(json.dumps({"file": str(args.out), **ref.counts()}, indent=2))
+    return 0
+
+
 def cmd_fit_probes(args) -> int:
     import pandas as pd
 
@@ -233,6 +272,24 @@ def build_parser() -> argparse.ArgumentParser:
         ("report", cmd_report, "step 5: results table, summary with CIs, report.html", "quick"),
         ("config", cmd_config, "print a preset as a study file (YAML)", "quick"),
     ]
+    p = sub.add_parser("build-reference", help="sample the reference continuations a study reads instead of sampling",
+                       description="Sample every embedded prompt with the given tags, score the continuations and "
+                       "write them (tokens, texts, scores, per-row seeds) as a gzipped JSONL with a provenance file.")
+    p.add_argument("--out", required=True, help="the .jsonl.gz to write (parts go to <out>.parts/ and resume)")
+    p.add_argument("--model", default=None, help="TransformerLens name or local HF folder (default: embedded Gemma-3-270M)")
+    p.add_argument("--tags", nargs="+", default=["provocative"], help="prompt tags to sample (default: provocative)")
+    p.add_argument("--samples-per-prompt", type=int, default=10)
+    p.add_argument("--max-new-tokens", type=int, default=24)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--scorer", default="auto", help="output classifier (default: auto)")
+    p.add_argument("--no-fast", action="store_true", help="sample with the reference path instead of fast sampling")
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--debug", action="store_true")
+    p.set_defaults(func=cmd_build_reference)
     for name, fn, help_, default in specs:
         p = sub.add_parser(name, help=help_, description=help_)
         _add_study_args(p, default_preset=default)
@@ -277,7 +334,9 @@ def _describe(e: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     debug = args.debug or os.environ.get("PROBE_LENS_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
     prog = f"probe-lens {args.command}"
     try:

@@ -34,7 +34,7 @@ from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.components import Unembed
 from transformer_lens.components.mlps.gated_mlp import GatedMLP
 
-from probe_lens.models.generation import _sample, last_position_logits, left_pad
+from probe_lens.models.generation import _sample, last_position_logits, left_pad, uniform_rows
 
 _SLOT = "_probe_lens_fp16_"
 _FALLBACK = "_probe_lens_fallback_forward"
@@ -168,7 +168,7 @@ def sample_in_place(
     do_sample: bool,
     temperature: float,
     top_p: float,
-    generator: torch.Generator | None,
+    generator: "torch.Generator | list[torch.Generator] | None",
 ) -> Int[torch.Tensor, " batch"]:
     """The reference path's inverse-CDF sampling (same uniform draws), computed in place in ``logits``.
 
@@ -181,7 +181,7 @@ def sample_in_place(
         x.div_(temperature)
     x.sub_(x.amax(dim=-1, keepdim=True)).exp_()
     cdf = x.cumsum_(dim=-1)
-    u = torch.rand((x.shape[0], 1), generator=generator).to(x.device) * cdf[:, -1:]
+    u = uniform_rows(x.shape[0], generator).to(x.device) * cdf[:, -1:]
     return torch.searchsorted(cdf, u).squeeze(-1).clamp_(max=x.shape[-1] - 1)
 
 
@@ -213,7 +213,7 @@ def generate_batch_fast(
     do_sample: bool,
     temperature: float,
     top_p: float,
-    generator: torch.Generator | None,
+    generator: "torch.Generator | list[torch.Generator] | None",
     stop_at_eos: bool,
     share_prefill: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

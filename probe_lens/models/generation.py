@@ -132,8 +132,22 @@ def tokenize_prompts(
     return ids
 
 
+def uniform_rows(n: int, generator: "torch.Generator | list[torch.Generator] | None") -> Float[torch.Tensor, "n 1"]:
+    """One uniform draw per row: from one shared generator, or from each row's own (``row_seeds``)."""
+    if isinstance(generator, list):
+        if len(generator) != n:
+            raise ValueError(f"{len(generator)} row generators for {n} rows")
+        return torch.cat([torch.rand((1, 1), generator=g) for g in generator])
+    return torch.rand((n, 1), generator=generator)
+
+
 def _sample(
-    logits: torch.Tensor, *, do_sample: bool, temperature: float, top_p: float, generator: torch.Generator | None
+    logits: torch.Tensor,
+    *,
+    do_sample: bool,
+    temperature: float,
+    top_p: float,
+    generator: "torch.Generator | list[torch.Generator] | None",
 ) -> torch.Tensor:
     if not do_sample:
         return logits.argmax(dim=-1)
@@ -147,7 +161,7 @@ def _sample(
         logits = torch.full_like(logits, float("-inf")).scatter(-1, sorted_idx, sorted_logits)
     # inverse-CDF sampling: one uniform per row (torch.multinomial is ~10x slower on a 262k vocab)
     cdf = torch.softmax(logits, dim=-1).cumsum(dim=-1)
-    u = torch.rand((logits.shape[0], 1), generator=generator).to(logits.device) * cdf[:, -1:]
+    u = uniform_rows(logits.shape[0], generator).to(logits.device) * cdf[:, -1:]
     return torch.searchsorted(cdf, u).squeeze(-1).clamp_(max=logits.shape[-1] - 1)
 
 
@@ -186,7 +200,7 @@ def _generate_batch(
     do_sample: bool,
     temperature: float,
     top_p: float,
-    generator: torch.Generator | None,
+    generator: "torch.Generator | list[torch.Generator] | None",
     stop_at_eos: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     device = model.cfg.device
@@ -227,6 +241,7 @@ def generate(
     stop_at_eos: bool = True,
     progress: bool = True,
     fast: "bool | FastSampling" = False,
+    row_seeds: Sequence[int] | None = None,
 ) -> Generation:
     """Continue each prompt; batched with left padding and a KV cache.
 
@@ -239,6 +254,10 @@ def generate(
     in-place sampling arithmetic: faster, with logits within fp16 weight rounding of the reference
     path's, so samples for a seed are close to but not always the same as ``fast=False``'s (see
     ``benchmarks/RESULTS.md``). It never touches gradients or the weights.
+
+    ``row_seeds`` (one int per prompt, instead of ``seed``) gives every row its own random stream, so
+    a row's sample does not depend on which rows share its batch: one row can be regenerated alone
+    (up to floating-point differences between batch shapes, which can flip a near-tie token).
     """
     prompts = _validate_prompts(prompts)
     if max_new_tokens < 1:
@@ -258,6 +277,12 @@ def generate(
     ids = tokenize_prompts(model, prompts, max_prompt_tokens=max_prompt_tokens)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    if row_seeds is not None:
+        row_seeds = [int(r) for r in row_seeds]
+        if seed is not None:
+            raise ValueError("pass seed or row_seeds, not both")
+        if len(row_seeds) != len(prompts):
+            raise ValueError(f"row_seeds has {len(row_seeds)} seeds for {len(prompts)} prompts; pass one per prompt")
     pad_id = model.tokenizer.pad_token_id
     parts: list[Generation] = []
     was_training = model.training
@@ -274,7 +299,7 @@ def generate(
                     do_sample=do_sample,
                     temperature=temperature,
                     top_p=top_p,
-                    generator=generator,
+                    generator=generator if row_seeds is None else [torch.Generator().manual_seed(row_seeds[i]) for i in idx],
                     stop_at_eos=stop_at_eos,
                 )
                 texts = [
