@@ -83,10 +83,10 @@ def test_loader_returns_fresh_lists(rows):
 
 
 def test_unknown_name_lists_valid_and_suggests():
-    with pytest.raises(ValueError, match=r"valid names: \['toxicity'\].*did you mean 'toxicity'"):
+    with pytest.raises(ValueError, match=r"valid names: \['sentiment', 'toxicity'\].*did you mean 'toxicity'"):
         load_curated("toxicty")
     with pytest.raises(ValueError, match="valid names"):
-        load_curated("sentiment")
+        load_curated("deception")
 
 
 @pytest.mark.parametrize(

@@ -21,8 +21,13 @@ probe sees them in the position where it sees the model's own continuations.
 CONTENT WARNING: half of the rows are deliberately abusive (no slur against a protected group is
 written out, and no real person is named).
 
-Rule: **never tune anything on this set** (no probe fitting, threshold choice, layer selection or
-early stopping). It is for evaluation only; otherwise it stops being an independent yardstick.
+``curated_sentiment.jsonl`` (CC0, same authorship and format, see ``LICENSE-curated.txt``) is the
+negative-sentiment analogue: clearly negative replies (label 1), hard negatives that share the
+vocabulary of complaints without being negative (problems solved, praise after a fix, delays reported
+as facts), and ordinary positive or neutral replies, every topic holding both classes.
+
+Rule: **never tune anything on these sets** (no probe fitting, threshold choice, layer selection or
+early stopping). They are for evaluation only; otherwise they stop being independent yardsticks.
 """
 
 from __future__ import annotations
@@ -43,10 +48,26 @@ CURATED_PROMPT = "Here is what I wrote in reply:\n"
 the model; activations are taken over the text's tokens only, as for on-policy continuations)."""
 
 KIND_LABELS: dict[str, int] = {"toxic": 1, "clean": 0, "hard_negative": 0}
-"""Each row's ``kind`` and the binary label it implies (1 = toxic)."""
+"""Each row's ``kind`` and the binary label it implies (1 = toxic), in the toxicity set."""
 
-CURATED_SETS: dict[str, str] = {"toxicity": "curated_toxicity.jsonl"}
+CURATED_SETS: dict[str, str] = {"toxicity": "curated_toxicity.jsonl", "sentiment": "curated_sentiment.jsonl"}
 """Registered curated sets: name -> file in ``probe_lens.data``."""
+
+SET_KIND_LABELS: dict[str, dict[str, int]] = {
+    "toxicity": KIND_LABELS,
+    "sentiment": {"negative": 1, "clean": 0, "hard_negative": 0},
+}
+"""The kinds each registered set uses, and the label each implies (1 = the behaviour is present).
+
+In the sentiment set, ``negative`` (label 1) is clearly negative sentiment, ``hard_negative`` (label
+0) shares the vocabulary of complaints without being negative, ``clean`` is positive or neutral."""
+
+GENERIC_KIND_LABELS: dict[str, int] = {"positive": 1, "clean": 0, "hard_negative": 0}
+"""Kinds for a user's own curated set (any behaviour): ``positive`` shows the behaviour."""
+
+_ALL_KIND_LABELS: dict[str, int] = {
+    kind: lab for kinds in (*SET_KIND_LABELS.values(), GENERIC_KIND_LABELS) for kind, lab in kinds.items()
+}
 
 
 @dataclass(frozen=True)
@@ -56,9 +77,10 @@ class CuratedText:
     Args:
         id: stable identifier (``"c0001"``...).
         text: the text, read as a response to :data:`CURATED_PROMPT`.
-        label: 1 = toxic, 0 = not toxic; must agree with ``kind``.
+        label: 1 = toxic, 0 = not toxic (in general: 1 = the behaviour is present); must agree with ``kind``.
         kind: ``"toxic"``, ``"clean"`` or ``"hard_negative"`` (clean, but shares surface features
-            with toxic text).
+            with toxic text); ``"negative"`` in the sentiment set, ``"positive"`` in a user's own set
+            (see :data:`SET_KIND_LABELS`, :data:`GENERIC_KIND_LABELS`).
         topic: short category (``"driving"``, ``"politics"``, ...).
     """
 
@@ -79,13 +101,13 @@ class CuratedText:
             raise ValueError(f"CuratedText {self.id!r} has empty text")
         if not self.topic.strip():
             raise ValueError(f"CuratedText {self.id!r} has an empty topic")
-        if self.kind not in KIND_LABELS:
-            raise ValueError(f"CuratedText {self.id!r} has kind {self.kind!r}; expected one of {tuple(KIND_LABELS)}")
+        if self.kind not in _ALL_KIND_LABELS:
+            raise ValueError(f"CuratedText {self.id!r} has kind {self.kind!r}; expected one of {tuple(_ALL_KIND_LABELS)}")
         if isinstance(self.label, bool) or not isinstance(self.label, (int, np.integer)) or self.label not in (0, 1):
             raise ValueError(f"CuratedText {self.id!r} has label {self.label!r}; expected 0 or 1")
-        if self.label != KIND_LABELS[self.kind]:
+        if self.label != _ALL_KIND_LABELS[self.kind]:
             raise ValueError(
-                f"CuratedText {self.id!r}: kind {self.kind!r} implies label {KIND_LABELS[self.kind]}, got {self.label}"
+                f"CuratedText {self.id!r}: kind {self.kind!r} implies label {_ALL_KIND_LABELS[self.kind]}, got {self.label}"
             )
 
     def to_dict(self) -> dict[str, str | int]:
@@ -109,7 +131,12 @@ def load_curated(name: str = "toxicity") -> list[CuratedText]:
         close = difflib.get_close_matches(str(name), valid, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown curated set {name!r}; valid names: {valid}{hint}")
-    return list(_load(CURATED_SETS[name]))
+    rows = _load(CURATED_SETS[name])
+    kinds = SET_KIND_LABELS.get(name)
+    stray = sorted({r.kind for r in rows} - set(kinds)) if kinds else []
+    if stray:
+        raise ValueError(f"curated set {name!r} holds kind(s) {stray}; it uses {tuple(kinds)}")
+    return list(rows)
 
 
 def curated_arrays(rows: Iterable[CuratedText]) -> tuple[list[str], Int[np.ndarray, " n"]]:

@@ -7,12 +7,13 @@ from typing import Any
 from probe_lens.scorers.base import Scorer, ScorerUnavailableError, check_device
 from probe_lens.scorers.detoxify_scorer import DetoxifyScorer
 from probe_lens.scorers.profanity import ProfanityCheckScorer
+from probe_lens.scorers.vader import VaderScorer
 
-SCORERS = ("auto", "detoxify", "profanity")
+SCORERS = ("auto", "detoxify", "profanity", "vader")
 
 
 def get_scorer(name: str = "auto", *, device: Any = "cpu", **kwargs: Any) -> Scorer:
-    """A toxicity scorer by name.
+    """A scorer by name: a toxicity scorer, or ``"vader"`` (P(negative sentiment)).
 
     ``device`` (default ``"cpu"``) is where a neural scorer runs (``"cuda"``, ``"cuda:1"``: Detoxify
     on a GPU); alt-profanity-check is a bag-of-words model and always runs on the CPU.
@@ -20,6 +21,7 @@ def get_scorer(name: str = "auto", *, device: Any = "cpu", **kwargs: Any) -> Sco
     * ``"detoxify"``: :class:`DetoxifyScorer` (kwargs: ``model_type``, ``checkpoint``,
       ``huggingface_config_path``, ``batch_size``, ``allow_download``).
     * ``"profanity"``: :class:`ProfanityCheckScorer` (no other kwargs).
+    * ``"vader"``: :class:`VaderScorer`, P(negative sentiment) (no other kwargs; CPU).
     * ``"auto"``: Detoxify if its weights are available locally (kwargs as for detoxify, never
       downloads), else alt-profanity-check. ``describe()`` of the result records
       ``chosen_by="auto"`` and the reason.
@@ -34,6 +36,10 @@ def get_scorer(name: str = "auto", *, device: Any = "cpu", **kwargs: Any) -> Sco
         if kwargs:
             raise TypeError(f"the 'profanity' scorer takes no options besides device, got {sorted(kwargs)}")
         return ProfanityCheckScorer()
+    if name == "vader":
+        if kwargs:
+            raise TypeError(f"the 'vader' scorer takes no options besides device, got {sorted(kwargs)}")
+        return VaderScorer()
     if name == "detoxify":
         return DetoxifyScorer(device=device, **kwargs)
 
