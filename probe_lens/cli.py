@@ -42,6 +42,9 @@ def _add_study_args(p: argparse.ArgumentParser, *, default_preset: str = "quick"
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one field, e.g. --set probe_sft.max_steps=20 (repeatable)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    p.add_argument("--fresh-data", action="store_true",
+                   help="sample the probe pool anew instead of reading the shipped reference continuations "
+                   "(same as --set data_source=fresh)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error (also PROBE_LENS_DEBUG=1)")
     p.set_defaults(default_preset=default_preset)
@@ -74,6 +77,8 @@ def _config(args):
         raise UsageError(f"bad value in {where}: {e}") from e
     if args.device:
         cfg.device = args.device
+    if getattr(args, "fresh_data", False):
+        cfg.data_source = "fresh"
     return cfg
 
 

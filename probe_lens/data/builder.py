@@ -13,7 +13,7 @@ import json
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,9 @@ from probe_lens.activations.pooling import POOLINGS
 from probe_lens.data.prompts import Prompt
 from probe_lens.models.generation import Generation, generate
 from probe_lens.scorers.base import Scorer, ScorerUnavailableError, label
+
+if TYPE_CHECKING:
+    from probe_lens.data.reference import ReferenceSet
 
 FORMAT_VERSION = 1
 
@@ -66,6 +69,8 @@ class BuildConfig:
     chunk_prompts: int = 32
     """Prompts per saved chunk: the unit of resumption."""
     seed: int = 0
+    fast_sampling: bool = True
+    """Sample with ``generate(..., fast=True)`` (fp16-weight products on CPU, one prefill per prompt)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.hooks, (str, int)):
@@ -204,8 +209,12 @@ def _as_prompts(prompts: Sequence[Prompt | str]) -> list[Prompt]:
     return out
 
 
-def _chunk_seed(seed: int, round_: int, chunk: int) -> int:
-    return (seed * 1_000_003 + round_ * 10_007 + chunk) % (2**31)
+def _row_seeds(seed: int, round_: int, prompts: list[Prompt], k: int) -> list[int]:
+    """Each sample's own random stream (:func:`~probe_lens.data.reference.row_seed`): round 0 draws the
+    rows a reference set built with the same seed holds; later rounds draw new ones."""
+    from probe_lens.data.reference import row_seed
+
+    return [row_seed(seed, p.id if round_ == 0 else f"{p.id}#round{round_}", s) for p in prompts for s in range(k)]
 
 
 def _scorer_name(scorer: Any) -> str:
@@ -238,7 +247,7 @@ def _checked_scores(raw: Any, texts: list[str], who: str) -> np.ndarray:
     return arr
 
 
-def _build_chunk(model, prompts: list[Prompt], hooks: list[str], scorer: Scorer, cfg: BuildConfig, seed: int):
+def _build_chunk(model, prompts: list[Prompt], hooks: list[str], scorer: Scorer, cfg: BuildConfig, round_: int):
     k = cfg.samples_per_prompt
     texts = [p.text for p in prompts for _ in range(k)]
     gen = generate(
@@ -247,9 +256,10 @@ def _build_chunk(model, prompts: list[Prompt], hooks: list[str], scorer: Scorer,
         max_new_tokens=cfg.max_new_tokens,
         temperature=cfg.temperature,
         top_p=cfg.top_p,
-        seed=seed,
+        row_seeds=_row_seeds(cfg.seed, round_, prompts, k),
         batch_size=cfg.batch_size,
         progress=False,
+        fast=cfg.fast_sampling,
     )
     t0 = time.perf_counter()
     who = _scorer_name(scorer)
@@ -273,6 +283,8 @@ def _build_chunk(model, prompts: list[Prompt], hooks: list[str], scorer: Scorer,
             "response": gen.response_texts,
             "n_response_tokens": gen.response_mask.sum(dim=1).numpy(),
             "score": scores,
+            "sample": [s for _ in prompts for s in range(k)],
+            "row_seed": _row_seeds(cfg.seed, round_, prompts, k),
         }
     )
     return gen, acts, rows, t_score
@@ -414,14 +426,14 @@ def build_dataset(
         bar = tqdm(chunks, desc=f"build dataset (round {round_ + 1}/{cfg.max_rounds})", disable=not progress)
         for c, chunk in enumerate(bar):
             name = f"r{round_:02d}_c{c:04d}"
-            seed = _chunk_seed(cfg.seed, round_, c)
+            seed = cfg.seed * 1_000 + round_  # recorded in the chunk stamp; each row draws from its own seed
             stamp = _chunk_stamp(meta_base, chunk, seed)
             ids = [p.id for p in chunk for _ in range(cfg.samples_per_prompt)]
             loaded = _load_chunk(folder / "chunks", name, hooks, stamp, len(ids), ids) if folder is not None else None
             if loaded is None:
                 t0 = time.perf_counter()
                 try:
-                    gen, acts, rows, t_score = _build_chunk(model, chunk, hooks, scorer, cfg, seed)
+                    gen, acts, rows, t_score = _build_chunk(model, chunk, hooks, scorer, cfg, round_)
                 except ScorerOutputError as e:
                     kept = f"; the {n_done} finished chunk(s) are kept in {folder / 'chunks'}" if folder is not None else ""
                     raise ScorerOutputError(
@@ -443,7 +455,20 @@ def build_dataset(
             n_toxic = int(label(pd.concat(frames)["score"].to_numpy(), cfg.threshold).sum())
             bar.set_postfix(toxic=n_toxic, total=sum(len(f) for f in frames))
 
-    examples = pd.concat(frames, ignore_index=True)
+    return _assemble(model, pd.concat(frames, ignore_index=True), gens, acts_parts, cfg, meta_base, timings, folder)
+
+
+def _assemble(
+    model: HookedTransformer,
+    examples: pd.DataFrame,
+    gens: list[Generation],
+    acts_parts: dict[str, list[torch.Tensor]],
+    cfg: BuildConfig,
+    meta_base: dict[str, Any],
+    timings: dict[str, float],
+    folder: Path | None,
+) -> ActivationDataset:
+    """Label, balance, split and save the finished rows (shared by sampling and reference builds)."""
     examples["label"] = label(examples["score"].to_numpy(), cfg.threshold)
     rng = np.random.default_rng(cfg.seed)
     examples["balanced"] = _balance_mask(examples["label"].to_numpy(), rng) if cfg.balance else True
@@ -475,13 +500,70 @@ def build_dataset(
         meta=meta,
     )
     if meta["shortfall"]:
-        import warnings
-
-        warnings.warn(meta["shortfall"], stacklevel=2)
+        warnings.warn(meta["shortfall"], stacklevel=3)
     if folder is not None:
         ds.save(folder)
         ds.meta = json.loads((folder / "meta.json").read_text())
     return ds
+
+
+def dataset_from_reference(
+    model: HookedTransformer,
+    reference: "ReferenceSet",
+    prompts: Sequence[Prompt | str],
+    scorer: Scorer,
+    config: BuildConfig | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> ActivationDataset:
+    """The activation set :func:`build_dataset` would sample, read from a reference set instead.
+
+    Takes samples ``0..config.samples_per_prompt-1`` of each prompt from ``reference`` and pools their
+    activations in one teacher-forced forward pass (no sampling; one round). Scores are the reference's
+    when ``scorer`` has the same name, else ``scorer`` re-scores the texts. Raises
+    :class:`~probe_lens.data.reference.ReferenceMismatch` when the reference cannot stand in (other model,
+    sampling settings or prompts). With ``out_dir`` a finished dataset there is loaded instead.
+    """
+    from probe_lens.data.reference import ReferenceMismatch, reference_mismatch
+
+    cfg = config or BuildConfig()
+    prompts = _as_prompts(prompts)
+    hooks = resolve_hooks(model, cfg.hooks)
+    why = reference_mismatch(reference, model, prompts, cfg)
+    if why is not None:
+        raise ReferenceMismatch(f"the reference set cannot replace sampling: {why}")
+    who = _scorer_name(scorer)
+    source = {"reference": reference.meta.get("file", "reference"), "reference_sha256": reference.meta.get("sha256"),
+              "reference_scorer": reference.meta.get("scorer", {}).get("name")}
+    meta_base = {
+        "config": cfg.to_dict(), "hooks": hooks, "model_name": model.cfg.model_name, "d_model": model.cfg.d_model,
+        "scorer": scorer.describe(), "n_prompts": len(prompts), "prompt_ids_sha": _ids_digest(prompts), "source": source,
+    }
+    folder = Path(out_dir) if out_dir is not None else None
+    if folder is not None and (folder / "meta.json").exists():
+        ds = ActivationDataset.load(folder)
+        _check_same_study(ds.meta, meta_base, folder)
+        return ds
+    t0 = time.perf_counter()
+    rows = reference.select([p.id for p in prompts], cfg.samples_per_prompt)
+    gen = reference.generation(rows, model.tokenizer.pad_token_id)
+    sub = reference.rows.loc[rows]
+    if who == source["reference_scorer"]:
+        scores = sub["score"].to_numpy(dtype=np.float64)
+    else:
+        scores = _checked_scores(scorer.score(gen.response_texts), gen.response_texts, who)
+    t_score = time.perf_counter() - t0
+    acts = collect(model, gen.tokens, gen.attention_mask, gen.response_mask, hooks, pooling=cfg.pooling,
+                   batch_size=cfg.batch_size, progress=progress)
+    tag = {p.id: p.tag for p in prompts}
+    examples = pd.DataFrame({
+        "prompt_id": sub["prompt_id"].tolist(), "prompt": gen.prompts, "tag": [tag[i] for i in sub["prompt_id"]],
+        "response": gen.response_texts, "n_response_tokens": gen.response_mask.sum(dim=1).numpy(), "score": scores,
+        "sample": sub["sample"].to_numpy(), "row_seed": sub["row_seed"].to_numpy(), "round": 0,
+    })
+    timings = {"forward_s": time.perf_counter() - t0 - t_score, "score_s": t_score}
+    return _assemble(model, examples, [gen], {h: [acts[h]] for h in hooks}, cfg, meta_base, timings, folder)
 
 
 def _ids_digest(prompts: list[Prompt]) -> str:

@@ -137,7 +137,8 @@ class ReferenceSet:
         """Write the gzipped JSONL (atomically)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        header = {"format": FORMAT, "meta": self.meta, "prompts": self.prompts}
+        meta = {k: v for k, v in self.meta.items() if k not in ("file", "sha256")}  # set by load, not stored
+        header = {"format": FORMAT, "meta": meta, "prompts": self.prompts}
         cols = ["prompt_id", "sample", "row_seed", "ids", "response", "score"]
 
         def write(p: Path) -> None:
@@ -168,7 +169,7 @@ class ReferenceSet:
         if header.get("format") != FORMAT:
             raise ValueError(f"{path} has reference format {header.get('format')}, this probe_lens reads {FORMAT}")
         rows = pd.DataFrame(recs, columns=["prompt_id", "sample", "row_seed", "ids", "response", "score"])
-        return cls(rows=rows, prompts=header["prompts"], meta=header["meta"])
+        return cls(rows=rows, prompts=header["prompts"], meta=dict(header["meta"], file=path.name, sha256=sha256_file(path)))
 
 
 def load_reference(path: str | Path | None = None) -> ReferenceSet:
@@ -253,7 +254,8 @@ def build_reference(
                           "ids": model.to_tokens(p.text, prepend_bos=True, truncate=False)[0].tolist()} for p in prompts}
     ref = ReferenceSet(rows=rows, prompts=prompt_info, meta=info)
     ref.save(out)
-    prov = dict(info, file=out.name, sha256=sha256_file(out), counts=ref.counts())
+    ref.meta = dict(info, file=out.name, sha256=sha256_file(out))
+    prov = dict(ref.meta, counts=ref.counts())
     atomic_write(provenance_path(out), lambda p: p.write_text(json.dumps(prov, indent=2, default=str) + "\n"))
     return ref
 
@@ -276,20 +278,35 @@ def _cpu_name() -> str:
 # ----------------------------------------------------------------------------- use in a study
 def reference_mismatch(ref: ReferenceSet, model: HookedTransformer, prompts: Sequence[Prompt], cfg: Any) -> str | None:
     """Why ``ref`` cannot replace sampling ``prompts`` with build config ``cfg`` (None when it can)."""
+    why = settings_mismatch(ref, model.cfg.model_name, [p.id for p in prompts], cfg)
+    if why is not None:
+        return why
+    changed = [p.id for p in prompts if ref.prompts[p.id]["text"] != p.text]
+    if changed:
+        return f"{len(changed)} prompts have other texts in it (e.g. {changed[0]})"
+    probe = prompts[0]
+    if model.to_tokens(probe.text, prepend_bos=True, truncate=False)[0].tolist() != ref.prompts[probe.id]["ids"]:
+        return "the model's tokenizer splits its prompts differently"
+    return None
+
+
+def settings_mismatch(ref: ReferenceSet, model_name: str, prompt_ids: Sequence[str], cfg: Any) -> str | None:
+    """The part of :func:`reference_mismatch` that needs no model: model name, sampling settings, prompts."""
     rc = ref.config
-    if ref.meta.get("model_name") != model.cfg.model_name:
-        return f"it was sampled from {ref.meta.get('model_name')}, not {model.cfg.model_name}"
+    if bool(getattr(cfg, "fast_sampling", rc.fast)) != rc.fast:
+        return f"it was sampled with fast={rc.fast} (study: data.fast_sampling {cfg.fast_sampling})"
+    if ref.meta.get("model_name") != model_name:
+        return f"it was sampled from {ref.meta.get('model_name')}, not {model_name}"
     want = {"max_new_tokens": int(cfg.max_new_tokens), "temperature": float(cfg.temperature), "top_p": float(cfg.top_p)}
     have = rc.sampling()
     diff = [f"{k} {have[k]} (study: {want[k]})" for k in want if have[k] != want[k]]
     if diff:
         return "it was sampled with " + ", ".join(diff)
+    if int(cfg.seed) != rc.seed:
+        return f"it was sampled with seed {rc.seed} (study: data.seed {cfg.seed})"
     if cfg.samples_per_prompt > rc.samples_per_prompt:
         return f"it holds {rc.samples_per_prompt} samples per prompt and the study asks for {cfg.samples_per_prompt}"
-    missing = [p.id for p in prompts if p.id not in ref.prompts or ref.prompts[p.id]["text"] != p.text]
+    missing = [p for p in prompt_ids if p not in ref.prompts]
     if missing:
-        return f"{len(missing)} of the study's {len(prompts)} pool prompts are not in it (e.g. {missing[0]})"
-    probe = prompts[0]
-    if model.to_tokens(probe.text, prepend_bos=True, truncate=False)[0].tolist() != ref.prompts[probe.id]["ids"]:
-        return "the model's tokenizer splits its prompts differently"
+        return f"{len(missing)} of the study's {len(prompt_ids)} pool prompts are not in it (e.g. {missing[0]})"
     return None

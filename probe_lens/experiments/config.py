@@ -193,6 +193,13 @@ class StudyConfig:
     n_probe_prompts: int | None = None
     """Prompts in the probe pool (None: every non-evaluation prompt with a ``sampling.probe_tags`` tag,
     less the training prompts' share)."""
+    data_source: str = "auto"
+    """Where the probe pool's continuations come from: ``reference`` (a shipped or built reference set:
+    one teacher-forced forward pass, no sampling), ``fresh`` (sample them, as ``build_dataset`` does), a
+    path to a reference ``.jsonl.gz``, or ``auto``: the shipped reference when the study runs the
+    embedded model with settings it covers (``data.max_new_tokens``/``temperature``/``top_p`` as sampled,
+    at most its samples per prompt, pool prompts in it), else fresh. ``data.fast_sampling`` decides how
+    every sample the study draws is made (training samples, evaluation and telemetry included)."""
     sampling: SamplingSetup = dataclasses.field(default_factory=SamplingSetup)
     data: BuildConfig = dataclasses.field(default_factory=BuildConfig)
     probes: ProbeSetup = dataclasses.field(default_factory=ProbeSetup)
@@ -228,6 +235,10 @@ class StudyConfig:
         if missing:
             raise ValueError(
                 f"data.hooks {sorted(hooks, key=str)} must include the probe layers {sorted(need)}; missing {missing}"
+            )
+        if self.data_source not in ("auto", "reference", "fresh") and not str(self.data_source).endswith(".jsonl.gz"):
+            raise ValueError(
+                f"data_source must be 'auto', 'reference', 'fresh' or a path to a reference .jsonl.gz, got {self.data_source!r}"
             )
         if self.n_probe_prompts is not None and self.n_probe_prompts < 4:
             raise ValueError(f"n_probe_prompts must be >= 4 or null (all), got {self.n_probe_prompts}")

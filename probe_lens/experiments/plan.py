@@ -209,6 +209,28 @@ def _generation_bytes(arch: _Arch, batch: int, seq: int, act_bytes: int) -> int:
     return int(2 * kv + 3 * batch * arch.d_vocab * 4)  # the cache is grown by concatenation: old + new
 
 
+def _reference_note(config: Any) -> str:
+    """Whether the study reads its probe pool from a reference set (as ``Study.reference_set`` decides,
+    less the tokenizer check, which needs the model), in words."""
+    src = getattr(config, "data_source", "fresh")
+    if src == "fresh":
+        return "probe data is sampled (data_source: fresh)"
+    from probe_lens.data.reference import load_reference, settings_mismatch
+    from probe_lens.experiments.runner import _prompt_plan
+    from probe_lens.models.loading import _EMBEDDED_ALIASES, EMBEDDED_MODEL_NAME
+
+    try:
+        ref = load_reference(None if src in ("auto", "reference") else src)
+    except (FileNotFoundError, ValueError) as e:
+        return f"probe data is sampled ({e})"
+    # TransformerLens names a model by the last part of its official name (cfg.model_name)
+    name = (EMBEDDED_MODEL_NAME if config.model is None or config.model in _EMBEDDED_ALIASES else str(config.model)).split("/")[-1]
+    why = settings_mismatch(ref, name, [p.id for p in _prompt_plan(config).pool], config.data)
+    if why is None:
+        return f"probe data comes from the reference set {ref.meta['file']}: no sampling, one teacher-forced pass"
+    return f"probe data is sampled: the reference set does not cover this study ({why})"
+
+
 def estimate_plan(
     config: Any, *, model_cfg: Any = None, dtype: torch.dtype | str | None = None, prompt_tokens: float | None = None
 ) -> StudyPlan:
@@ -229,10 +251,10 @@ def estimate_plan(
     if rounds > 1:
         notes.append(f"probe data counted at its budget of {rounds} rounds (fewer run once the minority class reaches data.min_minority)")
     n_probe = _n_probe_prompts(config)
-    uses_shipped = getattr(config, "fresh_data", True) is False or getattr(data, "source", "sample") in ("reference", "shipped")
+    source_note = _reference_note(config)
+    uses_shipped = source_note.startswith("probe data comes from")
     probe_conts = 0 if uses_shipped else n_probe * data.samples_per_prompt * rounds
-    if uses_shipped:
-        notes.append("probe data comes from the shipped reference set: no sampling, one teacher-forced pass")
+    notes.append(source_note)
     train_conts = td.n_prompts * td.samples_per_prompt
     training_cells = [(c, o) for c, o in cells if o != "none"]
     steps = {c: int(_train_config(config, o).max_steps) for c, o in training_cells}

@@ -23,7 +23,7 @@ _DEMO: dict[str, Any] = {
     "seeds": [0],
     "n_probe_prompts": 96,
     "cells": ["base", "probe_sft_1", "classifier_sft"],
-    "data": {"hooks": [4, 6, 9], "samples_per_prompt": 2, "max_new_tokens": 16, "max_rounds": 1,
+    "data": {"hooks": [4, 6, 9], "samples_per_prompt": 2, "max_new_tokens": 24, "max_rounds": 1,
              "min_minority": 0, "batch_size": 32, "chunk_prompts": 48},
     "probes": {"layer": 6, "heldout_layers": [4, 9], "n_ensemble": 2, "n_heldout_members": 1},
     "train_data": {"n_prompts": 16, "samples_per_prompt": 2, "max_new_tokens": 16},
@@ -41,7 +41,7 @@ _QUICK: dict[str, Any] = {
     "n_probe_prompts": 240,
     # the single-probe cells, their classifier controls and probe-filtered SFT; the ensemble cells are in `paper`
     "cells": ["base", "probe_sft_1", "probe_dpo_1", "classifier_sft", "classifier_dpo", "probe_filtered_sft"],
-    "data": {"hooks": [4, 6, 9], "samples_per_prompt": 2, "max_new_tokens": 16, "max_rounds": 1,
+    "data": {"hooks": [4, 6, 9], "samples_per_prompt": 2, "max_new_tokens": 24, "max_rounds": 1,
              "min_minority": 0, "batch_size": 32, "chunk_prompts": 40},
     "probes": {"layer": 6, "heldout_layers": [4, 9], "n_ensemble": 4, "n_heldout_members": 2},
     "train_data": {"n_prompts": 24, "samples_per_prompt": 4, "max_new_tokens": 16},
@@ -69,7 +69,24 @@ _PAPER: dict[str, Any] = {
     "telemetry_every": 25,
 }
 
-PRESETS: dict[str, dict[str, Any]] = {"demo": _DEMO, "quick": _QUICK, "paper": _PAPER}
+_STANDARD: dict[str, Any] = {
+    "preset": "standard",
+    "seeds": [0, 1, 2],
+    "cells": list(CELLS),
+    "n_probe_prompts": 300,
+    "data": {"hooks": [4, 6, 9], "samples_per_prompt": 4, "max_new_tokens": 24, "max_rounds": 1,
+             "min_minority": 0, "batch_size": 32, "chunk_prompts": 40},
+    "probes": {"layer": 6, "heldout_layers": [4, 9], "n_ensemble": 4, "n_heldout_members": 2},
+    "train_data": {"n_prompts": 64, "samples_per_prompt": 4, "max_new_tokens": 24},
+    "probe_sft": {"trainable": _BLOCKS, "max_steps": 24, "batch_size": 8, "lr": 3e-5, "probe_weight": 1.0, "warmup_steps": 2},
+    "dpo": {"trainable": _BLOCKS, "max_steps": 24, "batch_size": 4, "lr": 3e-5, "beta": 0.1, "warmup_steps": 2},
+    "classifier_sft": {"trainable": _BLOCKS, "max_steps": 24, "batch_size": 8, "lr": 3e-5, "warmup_steps": 2},
+    "eval": {"n_provocative": 100, "samples_per_prompt": 2, "max_new_tokens": 24, "n_fluency_texts": 50,
+             "n_telemetry_prompts": 16},
+    "telemetry_every": 12,
+}
+
+PRESETS: dict[str, dict[str, Any]] = {"demo": _DEMO, "quick": _QUICK, "standard": _STANDARD, "paper": _PAPER}
 
 
 def preset_dict(name: str) -> dict[str, Any]:

@@ -50,7 +50,8 @@ from tqdm.auto import tqdm
 
 from probe_lens._io import atomic_write
 from probe_lens.data import build_dataset, load_prompts
-from probe_lens.data.builder import ActivationDataset
+from probe_lens.data.builder import ActivationDataset, dataset_from_reference
+from probe_lens.data.reference import ReferenceMismatch, ReferenceSet, load_reference, reference_mismatch
 from probe_lens.data.prompts import Prompt, stratified_partition, stratified_sample
 from probe_lens.experiments.cells import CellSpec
 from probe_lens.experiments.config import StudyConfig
@@ -420,11 +421,42 @@ class Study:
         if (folder / "meta.json").exists():
             return ActivationDataset.load(folder)
         t0 = time.perf_counter()
-        ds = build_dataset(
-            self.model, self.prompt_plan.pool, self.scorer, self.config.data, out_dir=folder, progress=self.progress
-        )
+        reference = self.reference_set()
+        if reference is not None:
+            ds = dataset_from_reference(self.model, reference, self.prompt_plan.pool, self.scorer, self.config.data,
+                                        out_dir=folder, progress=self.progress)
+        else:
+            ds = build_dataset(
+                self.model, self.prompt_plan.pool, self.scorer, self.config.data, out_dir=folder, progress=self.progress
+            )
         self._tick("build_data_s", t0)
         return ds
+
+    def reference_set(self) -> "ReferenceSet | None":
+        """The reference continuations the probe pool is read from (``data_source``), or None to sample.
+
+        ``auto`` uses the shipped set for the embedded model when it covers the study's settings and logs
+        why not otherwise; ``reference`` or a path insists (a mismatch is an error saying what differs).
+        """
+        src = self.config.data_source
+        if src == "fresh":
+            return None
+        try:
+            ref = load_reference(None if src in ("auto", "reference") else src)
+        except FileNotFoundError:
+            if src == "auto":
+                return None
+            raise
+        why = reference_mismatch(ref, self.model, self.prompt_plan.pool, self.config.data)
+        if why is None:
+            return ref
+        if src == "auto":
+            log.info("sampling the probe pool afresh: the reference set does not cover this study (%s)", why)
+            return None
+        raise ReferenceMismatch(
+            f"data_source={src!r}, but the reference set cannot replace sampling: {why}; "
+            "use --fresh-data (data_source: fresh) or change those settings"
+        )
 
     # ------------------------------------------------------------------ step 2: probes
     def probe_names(self) -> dict[str, list[str]]:
@@ -602,7 +634,7 @@ class Study:
         t0 = time.perf_counter()
         gen = generate(
             self.model, texts, max_new_tokens=td.max_new_tokens, temperature=td.temperature, top_p=td.top_p,
-            seed=seed, batch_size=self.config.data.batch_size, progress=self.progress,
+            seed=seed, batch_size=self.config.data.batch_size, progress=self.progress, fast=self.config.data.fast_sampling,
         )
         self._tick("generate_train_s", t0)
         t0 = time.perf_counter()
@@ -648,7 +680,7 @@ class Study:
             hooks=list(cfg.telemetry_hooks), batch_size=cfg.data.batch_size, pooling=cfg.data.pooling,
             toxicity_prompts=[q.text for q in plan.eval_provocative[:k]], scorer=self.scorer,
             max_new_tokens=ev.max_new_tokens, threshold=ev.threshold, seed=20_000 + seed,
-            temperature=ev.telemetry_temperature, top_p=ev.telemetry_top_p,
+            temperature=ev.telemetry_temperature, top_p=ev.telemetry_top_p, fast_sampling=cfg.data.fast_sampling,
         )
         return tele
 
@@ -784,6 +816,7 @@ class Study:
         gen = generate(
             model, texts, max_new_tokens=ev.max_new_tokens, temperature=ev.temperature, top_p=ev.top_p,
             seed=10_000 + seed, batch_size=self.config.data.batch_size, progress=self.progress,
+            fast=self.config.data.fast_sampling,
         )
         self._tick("generate_eval_s", t0)
         t0 = time.perf_counter()
@@ -1059,8 +1092,9 @@ class StudyTelemetry(DriftTelemetry):
     """
 
     def __init__(self, *args, toxicity_prompts: list[str], scorer, max_new_tokens: int, threshold: float, seed: int,
-                 temperature: float = 1.0, top_p: float = 1.0, **kwargs):
+                 temperature: float = 1.0, top_p: float = 1.0, fast_sampling: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
+        self.fast_sampling = fast_sampling
         self.toxicity_prompts = toxicity_prompts
         self.scorer = scorer
         self.max_new_tokens = max_new_tokens
@@ -1095,7 +1129,8 @@ class StudyTelemetry(DriftTelemetry):
         if self._tox_cache is not None and self._tox_cache[0] == key:
             return dict(self._tox_cache[1])
         gen = generate(model, self.toxicity_prompts, max_new_tokens=self.max_new_tokens, seed=self.seed,
-                       temperature=self.temperature, top_p=self.top_p, batch_size=self.batch_size, progress=False)
+                       temperature=self.temperature, top_p=self.top_p, batch_size=self.batch_size, progress=False,
+                       fast=self.fast_sampling)
         scores = np.asarray(self.scorer.score(gen.response_texts))
         out = {"eval/toxicity_rate": float((scores >= self.threshold).mean()), "eval/mean_toxicity": float(scores.mean())}
         self._tox_cache = (key, out)
