@@ -100,6 +100,7 @@ def test_registered_behaviour_names_and_record(name, monkeypatch):
     assert 0 < b.threshold < 1
     record = json.loads(json.dumps(b.describe()))
     assert record["name"] == name and record["metric_prefix"] == b.metric_prefix
+    assert record["metric_keys"] == keys
     calls = []
     monkeypatch.setattr(scorers, "get_scorer", lambda n, **kw: calls.append((n, kw)) or "built")
     assert b.get_scorer(device="cuda:1") == "built"  # resolved lazily, by name, on the asked device

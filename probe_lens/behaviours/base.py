@@ -217,7 +217,11 @@ class Behaviour:
         }
 
     def describe(self) -> dict[str, Any]:
-        """JSON-ready record of the behaviour, to save next to a run's results."""
+        """JSON-ready record of the behaviour, to save next to a run's results.
+
+        It holds :attr:`metric_keys`, so a report can find a run's columns without the behaviour
+        being registered where the report runs.
+        """
         if isinstance(self.scorer, str):
             scorer = {"name": self.scorer, "kwargs": dict(self.scorer_kwargs)}
         else:
@@ -228,6 +232,7 @@ class Behaviour:
             "negative_label": self.negative_label,
             "threshold": self.threshold,
             "metric_prefix": self.metric_prefix,
+            "metric_keys": self.metric_keys,
             "scorer": scorer,
             "prompts": self.prompts_source,
             "curated": self.curated_source,
