@@ -178,10 +178,12 @@ class Point:
         raise ValueError(f"unknown call number {self.n!r}")
 
 
-R, B, CK, TR = "probe_lens.experiments.runner", "probe_lens.data.builder", "probe_lens.training.checkpoint", "probe_lens.training.trainer"
+R, B, CK, OBJ = "probe_lens.experiments.runner", "probe_lens.data.builder", "probe_lens.training.checkpoint", "probe_lens.training.objectives"
 IO, TEL = "probe_lens._io", "probe_lens.training.telemetry"
 SAVE_CKPT = f"{CK}:save_checkpoint"
-TRAIN_SFT, TRAIN_DPO, TRAIN_FILTERED = (f"{TR}:train_probe_sft", f"{TR}:train_dpo", f"{TR}:train_classifier_sft")
+TRAIN_SFT, TRAIN_DPO, TRAIN_FILTERED = (f"{OBJ}.probe_sft:train_probe_sft", f"{OBJ}.dpo:train_dpo",
+                                        f"{OBJ}.filtered_sft:train_classifier_sft")
+SFT_STEP, DPO_STEP = f"{OBJ}.probe_sft:SFTObjective.loss", f"{OBJ}.dpo:DPOObjective.loss"
 
 POINTS: list[Point] = [
     # data building (60 pool prompts in 4 chunks of 16)
@@ -210,13 +212,13 @@ POINTS: list[Point] = [
     Point("telemetry at a DPO step", f"{TEL}:DriftTelemetry.measure", (TRAIN_DPO,), n="mid", stage="telemetry"),
     Point("metrics row being appended", "probe_lens.training._io:MetricsWriter.write", n="mid", stage="telemetry"),
     # training, each objective
-    Point("probe-SFT first step", f"{TR}:_SFTObjective.micro", (TRAIN_SFT,), stage="train probe_sft"),
+    Point("probe-SFT first step", SFT_STEP, (TRAIN_SFT,), stage="train probe_sft"),
     Point("probe-SFT first checkpoint write starts", SAVE_CKPT, (TRAIN_SFT,), stage="train probe_sft"),
-    Point("probe-SFT last step", f"{TR}:_SFTObjective.micro", (TRAIN_SFT,), n="last", stage="train probe_sft"),
-    Point("DPO reference log-probs", f"{TR}:_DPOObjective._reference_logps", (TRAIN_DPO,), stage="train dpo"),
-    Point("DPO second step", f"{TR}:_DPOObjective.micro", (TRAIN_DPO,), n=2, stage="train dpo"),
+    Point("probe-SFT last step", SFT_STEP, (TRAIN_SFT,), n="last", stage="train probe_sft"),
+    Point("DPO reference log-probs", f"{OBJ}.dpo:DPOObjective._reference_logps", (TRAIN_DPO,), stage="train dpo"),
+    Point("DPO second step", DPO_STEP, (TRAIN_DPO,), n=2, stage="train dpo"),
     Point("DPO checkpoint write starts", SAVE_CKPT, (TRAIN_DPO,), n="mid", stage="train dpo"),
-    Point("filtered-SFT first step", f"{TR}:_SFTObjective.micro", (TRAIN_FILTERED,), stage="train filtered_sft"),
+    Point("filtered-SFT first step", SFT_STEP, (TRAIN_FILTERED,), stage="train filtered_sft"),
     Point("filtered-SFT second checkpoint", SAVE_CKPT, (TRAIN_FILTERED,), n=2, stage="train filtered_sft"),
     # inside checkpoint writes
     Point("probe-SFT checkpoint: model written, optimizer not", "safetensors.torch:save_file", (TRAIN_SFT, SAVE_CKPT),

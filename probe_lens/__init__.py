@@ -3,7 +3,7 @@
 The public API is small; everything else lives in the subpackages named by what they hold:
 ``models`` (loading, generation), ``activations`` (hooks, pooling, capture), ``probes`` (the zoo),
 ``data`` (prompts, loaders, the activation-set builder), ``scorers`` (output classifiers),
-``training`` (probe-SFT, DPO, telemetry), ``experiments`` (the study runner and report).
+``training`` (the Trainer, objectives by name, telemetry), ``experiments`` (the study runner and report).
 """
 
 __version__ = "0.1.0"
@@ -29,8 +29,10 @@ from probe_lens.training import (
     DriftSet,
     DriftTelemetry,
     ProbeSFTConfig,
+    Trainer,
     build_pairs,
     read_metrics,
+    register_objective,
     train_classifier_sft,
     train_dpo,
     train_probe_sft,
@@ -50,6 +52,7 @@ __all__ = [
     "ProbeSFTConfig",
     "Study",
     "StudyConfig",
+    "Trainer",
     "__version__",
     "build_dataset",
     "build_pairs",
@@ -66,6 +69,7 @@ __all__ = [
     "pool",
     "probe_report",
     "read_metrics",
+    "register_objective",
     "resolve_hook",
     "save_probe",
     "split_prompts",

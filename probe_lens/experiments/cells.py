@@ -1,7 +1,8 @@
 """The study grid as declared records: what each cell trains with, and against what.
 
-A cell is a :class:`CellSpec`: an ``objective`` (how the model is trained) and a ``signal`` (what
-ranks, filters or penalises its samples). The runner looks both up; it never parses cell names.
+A cell is a :class:`CellSpec`: an ``objective`` (how the model is trained: ``none`` or a name registered
+with ``probe_lens.training.register_objective``) and a ``signal`` (what ranks, filters or penalises its
+samples; each objective declares the signals it takes). The runner looks both up; it never parses cell names.
 
 =================  ==============  ===========================================================
 objective          signals         what trains
@@ -12,6 +13,9 @@ objective          signals         what trains
 ``filtered_sft``   any but none    LM loss on the samples the signal judges clean (score < threshold)
 ``dpo``            any but none    DPO on k samples per prompt ranked by the signal
 =================  ==============  ===========================================================
+
+``probe_filtered_sft`` (probe or ensemble) is ``filtered_sft`` with the probe's scores computed by the
+objective itself: the example of a plug-in objective (one file + one registration line).
 
 Signals: ``probe`` (the single trained-against logistic probe), ``ensemble`` (the diverse orthogonal
 ensemble), ``classifier`` (the output classifier: a baseline that trains against no probe).
@@ -27,14 +31,14 @@ import dataclasses
 import difflib
 from typing import Any
 
-OBJECTIVES: tuple[str, ...] = ("none", "probe_sft", "filtered_sft", "dpo")
+from probe_lens.training.objectives import OBJECTIVES
+
 SIGNALS: tuple[str, ...] = ("none", "probe", "ensemble", "classifier")
-_ALLOWED: dict[str, tuple[str, ...]] = {
-    "none": ("none",),
-    "probe_sft": ("probe", "ensemble"),
-    "filtered_sft": ("probe", "ensemble", "classifier"),
-    "dpo": ("probe", "ensemble", "classifier"),
-}
+
+
+def objective_signals(objective: str) -> tuple[str, ...]:
+    """The signals a cell of ``objective`` takes (``none`` trains nothing and takes ``none``)."""
+    return ("none",) if objective == "none" else OBJECTIVES[objective].objective_cls.signals
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +47,8 @@ class CellSpec:
 
     Args:
         name: the cell's name in results and folders.
-        objective: ``none``, ``probe_sft``, ``filtered_sft`` or ``dpo``.
-        signal: ``none``, ``probe``, ``ensemble`` or ``classifier``.
+        objective: ``none`` or a registered objective (``probe_sft``, ``filtered_sft``, ``dpo``, ...).
+        signal: ``none``, ``probe``, ``ensemble`` or ``classifier``, as the objective allows.
     """
 
     name: str
@@ -54,12 +58,17 @@ class CellSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or "/" in self.name:
             raise ValueError(f"a cell name must be a non-empty string without '/', got {self.name!r}")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"cell {self.name!r}: objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        if self.signal not in _ALLOWED[self.objective]:
+        if self.objective != "none" and self.objective not in OBJECTIVES:
+            known = ("none", *OBJECTIVES)
+            close = difflib.get_close_matches(str(self.objective), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"cell {self.name!r}: objective must be one of {known}, got {self.objective!r}{hint}")
+        allowed = objective_signals(self.objective)
+        if not allowed:
+            raise ValueError(f"cell {self.name!r}: objective {self.objective!r} declares no study signals (Objective.signals)")
+        if self.signal not in allowed:
             raise ValueError(
-                f"cell {self.name!r}: objective {self.objective!r} takes signal {' or '.join(_ALLOWED[self.objective])}, "
-                f"got {self.signal!r}"
+                f"cell {self.name!r}: objective {self.objective!r} takes signal {' or '.join(allowed)}, got {self.signal!r}"
             )
 
     @property

@@ -62,13 +62,10 @@ from probe_lens.scorers import get_scorer
 from probe_lens.training import (
     DriftSet,
     DriftTelemetry,
-    build_pairs,
+    get_objective,
     probe_scores,
     read_metrics,
     scorer_scores,
-    train_classifier_sft,
-    train_dpo,
-    train_probe_sft,
 )
 from probe_lens.training import distributed as D
 from probe_lens.training.telemetry import model_state_key
@@ -276,9 +273,8 @@ class Study:
 
     def _check_world(self) -> None:
         w = self.dist.world_size
-        bad = {f"{name}.batch_size={tc.batch_size}" for spec in self.config.cell_specs
-               for name, tc in [(_SECTION.get(spec.objective), self._train_config(spec))]
-               if tc is not None and tc.batch_size % w}
+        bad = {f"{get_objective(spec.objective).objective_cls.study_section}.batch_size={tc.batch_size}"
+               for spec in self.config.cell_specs if (tc := self._train_config(spec)) is not None and tc.batch_size % w}
         if bad:
             raise ValueError(
                 f"under torchrun with {w} processes each training batch is split evenly over them, but "
@@ -739,9 +735,8 @@ class Study:
         t0 = time.perf_counter()
         info: dict[str, Any] = {"cell": cell, "seed": seed, "objective": spec.objective, "signal": spec.signal,
                                 "trained_against": trained}
-        runner = OBJECTIVE_RUNNERS[spec.objective]
         # a training cell trains on every rank (data-parallel); one that does not only measures, on rank 0
-        info.update((runner(ctx) if spec.trains else self._on_main(lambda: runner(ctx))) or {})
+        info.update((_run_objective(ctx) if spec.trains else self._on_main(lambda: _run_none(ctx))) or {})
         self._tick("train_s", t0)
 
         def finish():
@@ -765,7 +760,8 @@ class Study:
         return [f"blocks.{self.config.probes.layer}.hook_resid_post"]
 
     def _train_config(self, spec: CellSpec):
-        return {"probe_sft": self.config.probe_sft, "filtered_sft": self.config.classifier_sft, "dpo": self.config.dpo}.get(spec.objective)
+        """The cell's training settings (its registered objective's ``cell_config``); None for ``none``."""
+        return get_objective(spec.objective).objective_cls.cell_config(self.config, spec) if spec.trains else None
 
     @_rank0_only
     def evaluate_pending(self) -> int:
@@ -988,15 +984,16 @@ class Study:
 
 
 # ---------------------------------------------------------------------------------------------
-# objectives: how each kind of cell trains (looked up by CellSpec.objective, never by name)
+# objectives: a training cell runs its registered objective's ``train_cell`` (probe_lens.training
+# .get_objective(CellSpec.objective)); a ``none`` cell only measures the base model
 # ---------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
 class CellContext:
-    """What an objective runner gets: the study, the cell, and the seed's shared data.
+    """What an objective's ``train_cell`` gets: the study, the cell, and the seed's shared data.
 
-    Under torchrun a training runner runs on every rank; ``telemetry`` is None except on rank 0.
+    Under torchrun a training cell runs on every rank; ``telemetry`` is None except on rank 0.
     """
 
     study: Study
@@ -1011,6 +1008,7 @@ class CellContext:
     resume: bool
 
     def train_config(self, base):
+        """``base`` (the objective's ``cell_config``) with this cell's seed, folder, telemetry and per-rank batch."""
         cfg = self.study.config
         tc = dataclasses.replace(base, seed=self.seed, out_dir=str(self.train_dir), telemetry_every=cfg.telemetry_every,
                                  progress=self.study.progress)
@@ -1027,46 +1025,10 @@ def _run_none(ctx: CellContext) -> dict[str, Any]:
     return {}
 
 
-def _result_info(res) -> dict[str, Any]:
+def _run_objective(ctx: CellContext) -> dict[str, Any]:
+    """Train a cell with its registered objective (``get_objective(spec.objective).objective_cls.train_cell``)."""
+    res = get_objective(ctx.spec.objective).objective_cls.train_cell(ctx)
     return {**res.info, "stopped_reason": res.stopped_reason, "final_step": res.final_step}
-
-
-def _run_probe_sft(ctx: CellContext) -> dict[str, Any]:
-    cfg = ctx.study.config
-    tc = dataclasses.replace(ctx.train_config(cfg.probe_sft), pooling=cfg.data.pooling)
-    probes = {n: ctx.probes[n] for n in ctx.trained}
-    res = train_probe_sft(ctx.study.model, ctx.generation, probes, tc, telemetry=ctx.telemetry, resume=ctx.resume)
-    return _result_info(res)
-
-
-def _run_filtered_sft(ctx: CellContext) -> dict[str, Any]:
-    cfg = ctx.study.config
-    tc = ctx.train_config(cfg.classifier_sft)
-    if ctx.spec.signal != "classifier":
-        tc = dataclasses.replace(tc, threshold=cfg.probe_filter_threshold)
-    res = train_classifier_sft(ctx.study.model, ctx.generation, ctx.scores[ctx.spec.signal], tc,
-                               telemetry=ctx.telemetry, resume=ctx.resume)
-    return _result_info(res)
-
-
-def _run_dpo(ctx: CellContext) -> dict[str, Any]:
-    cfg = ctx.study.config
-    margin = cfg.dpo_margin_classifier if ctx.spec.signal == "classifier" else cfg.dpo_margin_probe
-    pairs = build_pairs(ctx.generation, ctx.scores[ctx.spec.signal], k=cfg.train_data.samples_per_prompt, margin=margin)
-    res = train_dpo(ctx.study.model, pairs, ctx.train_config(cfg.dpo), telemetry=ctx.telemetry, resume=ctx.resume)
-    return _result_info(res)
-
-
-_SECTION = {"probe_sft": "probe_sft", "filtered_sft": "classifier_sft", "dpo": "dpo"}
-"""The study config section that holds each training objective's settings."""
-
-OBJECTIVE_RUNNERS: dict[str, Callable[[CellContext], dict[str, Any]]] = {
-    "none": _run_none,
-    "probe_sft": _run_probe_sft,
-    "filtered_sft": _run_filtered_sft,
-    "dpo": _run_dpo,
-}
-"""How each objective trains a cell (``CellSpec.objective`` -> runner)."""
 
 
 # ---------------------------------------------------------------------------------------------

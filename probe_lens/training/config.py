@@ -141,9 +141,11 @@ class TrainConfig:
 
     @staticmethod
     def load(path: str | Path) -> "TrainConfig":
-        """Read a saved config back into the class its ``method`` names."""
+        """Read a saved config back into the class its ``method`` names (any registered objective's config)."""
+        from probe_lens.training.objectives.registry import OBJECTIVES
+
         d = json.loads(Path(path).read_text())
-        classes = {c.method: c for c in (ProbeSFTConfig, ClassifierSFTConfig, DPOConfig, TrainConfig)}
+        classes = {c.method: c for c in (TrainConfig, *(o.config_cls for o in OBJECTIVES.values()))}
         method = d.get("method", "base")
         if method not in classes:
             raise ValueError(f"{path}: unknown method {method!r}; known: {sorted(classes)}")

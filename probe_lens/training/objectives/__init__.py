@@ -1,0 +1,44 @@
+"""Training objectives, one file each, registered by name.
+
+- ``base``: the :class:`Objective` interface and the step's :class:`MicroBatch` / :class:`StepOutput`.
+- ``registry``: :func:`register_objective`, :func:`get_objective`, :data:`OBJECTIVES`.
+- ``probe_sft``: LM loss + lambda * P(toxic) of frozen probes on the live activations (``train_probe_sft``).
+- ``filtered_sft``: LM loss on the samples a score (classifier or probe) calls clean (``train_classifier_sft``).
+- ``dpo``: sigmoid DPO on preference pairs (``train_dpo``).
+- ``probe_filtered_sft``: LM loss on the samples the frozen probe calls clean (scored here).
+
+A new objective is a new file with an :class:`Objective` subclass (and its config) plus one
+``register_objective`` line below (or in your own code).
+"""
+
+from probe_lens.training.config import ClassifierSFTConfig, DPOConfig, ProbeSFTConfig
+from probe_lens.training.objectives.base import MicroBatch, Objective, StepOutput
+from probe_lens.training.objectives.dpo import DPOObjective, train_dpo
+from probe_lens.training.objectives.filtered_sft import FilteredSFTObjective, train_classifier_sft
+from probe_lens.training.objectives.probe_filtered_sft import ProbeFilteredSFTConfig, ProbeFilteredSFTObjective
+from probe_lens.training.objectives.probe_sft import ProbeSFTObjective, SFTObjective, train_probe_sft
+from probe_lens.training.objectives.registry import OBJECTIVES, RegisteredObjective, get_objective, register_objective
+
+register_objective("probe_sft", ProbeSFTObjective, ProbeSFTConfig)
+register_objective("filtered_sft", FilteredSFTObjective, ClassifierSFTConfig)
+register_objective("dpo", DPOObjective, DPOConfig)
+register_objective("probe_filtered_sft", ProbeFilteredSFTObjective, ProbeFilteredSFTConfig)
+
+__all__ = [
+    "DPOObjective",
+    "FilteredSFTObjective",
+    "MicroBatch",
+    "OBJECTIVES",
+    "Objective",
+    "ProbeFilteredSFTConfig",
+    "ProbeFilteredSFTObjective",
+    "ProbeSFTObjective",
+    "RegisteredObjective",
+    "SFTObjective",
+    "StepOutput",
+    "get_objective",
+    "register_objective",
+    "train_classifier_sft",
+    "train_dpo",
+    "train_probe_sft",
+]

@@ -1,0 +1,83 @@
+"""Filtered SFT: the LM loss only, on the responses whose score (classifier or probe) is below a threshold."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from transformer_lens import HookedTransformer
+
+from probe_lens.models import Generation
+from probe_lens.training.config import ClassifierSFTConfig
+from probe_lens.training.objectives.base import check_config, check_generation
+from probe_lens.training.objectives.probe_sft import SFTObjective
+from probe_lens.training.trainer import StepCallback, Trainer, TrainResult
+
+if TYPE_CHECKING:
+    from probe_lens.experiments.cells import CellSpec
+    from probe_lens.experiments.config import StudyConfig
+    from probe_lens.experiments.runner import CellContext
+
+
+class FilteredSFTObjective(SFTObjective):
+    """LM loss on the rows of ``data`` whose ``scores`` (higher = more toxic) are below ``config.threshold``."""
+
+    signals = ("probe", "ensemble", "classifier")
+    study_section = "classifier_sft"
+
+    def __init__(
+        self, model: HookedTransformer, data: Generation, scores: Float[Any, " n"], config: ClassifierSFTConfig
+    ) -> None:
+        check_config(config, ClassifierSFTConfig)
+        check_generation(data, "data")
+        self.keep = kept_rows(scores, len(data), config.threshold)
+        self.n_scored, self.threshold = len(data), config.threshold
+        super().__init__(model, data.select(self.keep.tolist()), lm_weight=1.0)
+
+    def summary(self) -> dict[str, Any]:
+        return {"n_examples": self.n_scored, "n_kept": int(len(self.keep)), "threshold": self.threshold}
+
+    @classmethod
+    def cell_config(cls, study: "StudyConfig", cell: "CellSpec") -> ClassifierSFTConfig:
+        if cell.signal == "classifier":
+            return study.classifier_sft
+        return dataclasses.replace(study.classifier_sft, threshold=study.probe_filter_threshold)
+
+    @classmethod
+    def train_cell(cls, cell: "CellContext") -> TrainResult:
+        config = cell.train_config(cls.cell_config(cell.study.config, cell.spec))
+        return train_classifier_sft(cell.study.model, cell.generation, cell.scores[cell.spec.signal], config,
+                                    telemetry=cell.telemetry, resume=cell.resume)
+
+
+def kept_rows(scores: Float[Any, " n"], n: int, threshold: float) -> np.ndarray:
+    """Indices of the ``n`` scores below ``threshold``; refuses a wrong length, NaN/inf or nothing kept."""
+    s = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64).reshape(-1)
+    if len(s) != n:
+        raise ValueError(f"{len(s)} scores for {n} responses; give one score per row of data")
+    if not np.isfinite(s).all():
+        raise ValueError("scores contain NaN/inf")
+    keep = np.flatnonzero(s < threshold)
+    if len(keep) == 0:
+        raise ValueError(f"no response scored below threshold {threshold} (min score {s.min():.3g}); nothing to train on")
+    return keep
+
+
+def train_classifier_sft(
+    model: HookedTransformer,
+    data: Generation,
+    scores: Any,
+    config: ClassifierSFTConfig,
+    *,
+    telemetry=None,
+    resume: bool = False,
+    stop_after: int | None = None,
+    on_step: StepCallback | None = None,
+) -> TrainResult:
+    """Classifier-filtered SFT: LM loss only, on the rows whose output score is below ``config.threshold``."""
+    objective = FilteredSFTObjective(model, data, scores, config)
+    trainer = Trainer(model, objective, config, telemetry=telemetry, on_step=on_step)
+    return trainer.train(resume=resume, stop_after=stop_after)
