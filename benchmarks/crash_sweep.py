@@ -208,7 +208,7 @@ POINTS: list[Point] = [
     # telemetry
     Point("base cell telemetry", f"{TEL}:DriftTelemetry.measure", stage="telemetry"),
     Point("telemetry re-fits mid-study", f"{TEL}:DriftTelemetry._refit_directions", n="mid", stage="telemetry"),
-    Point("telemetry toxicity samples mid-study", f"{R}:StudyTelemetry.toxicity", n="mid", stage="telemetry"),
+    Point("telemetry toxicity samples mid-study", f"{R}:StudyTelemetry.rates", n="mid", stage="telemetry"),
     Point("telemetry at a DPO step", f"{TEL}:DriftTelemetry.measure", (TRAIN_DPO,), n="mid", stage="telemetry"),
     Point("metrics row being appended", "probe_lens.training._io:MetricsWriter.write", n="mid", stage="telemetry"),
     # training, each objective

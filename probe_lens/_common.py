@@ -16,6 +16,11 @@ POOLINGS: tuple[str, ...] = ("mean", "last", "max")
 _LAYER_RE = re.compile(r"(?:^|\.)blocks\.(\d+)(?:\.|$)")
 
 
+def metric_word(label: str) -> str:
+    """A class name as a word of a metric key: ``"not negative"`` -> ``"not_negative"``, ``"toxic"`` -> ``"toxic"``."""
+    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
+
+
 def hook_layer(hook: str | None) -> int | None:
     """Layer index of a TransformerLens name: ``"blocks.7.hook_resid_post"`` -> 7.
 

@@ -2,6 +2,8 @@
 
     probe-lens demo                                  # a small slice of the study (< 10 min on 2 CPU cores)
     probe-lens reproduce --preset quick|paper [--model NAME] [--seeds N] [--out DIR] [--resume]
+    probe-lens reproduce --behaviour sentiment --preset demo     # another behaviour (default: toxicity)
+    probe-lens reproduce --behaviour-file my_behaviour.yaml      # your own (see probe_lens.behaviours.spec)
     probe-lens build-data | fit-probes | train | evaluate | report   (the steps on their own)
     probe-lens config --preset quick > study.yaml    # a study file to edit and pass back with --config
 
@@ -35,6 +37,11 @@ def _add_study_args(p: argparse.ArgumentParser, *, default_preset: str = "quick"
     p.add_argument("--preset", default=None, help=f"demo | quick | paper (default: {default_preset}, or the --config file alone)")
     p.add_argument("--config", dest="config_file", default=None, help="a YAML/JSON study file (keys as in `probe-lens config`)")
     p.add_argument("--model", default=None, help="TransformerLens name or local HF folder; 'embedded' = Gemma-3-270M")
+    p.add_argument("--behaviour", default=None, metavar="NAME",
+                   help="what the study detects and trains against: toxicity (default) | sentiment | a registered name")
+    p.add_argument("--behaviour-file", default=None, metavar="PATH",
+                   help="a JSON/YAML behaviour spec (your prompts + a scorer name, or pre-labelled rows); "
+                   "see probe_lens.behaviours.spec")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1)")
     p.add_argument("--out", default=default_out, help="run folder (default: runs/<preset>)")
     p.add_argument("--resume", action="store_true", help="continue the study in --out; finished cells are kept")
@@ -62,8 +69,14 @@ def _config(args):
         config_file = str(saved)  # a step on an existing run folder: that study, unless told otherwise
     preset = preset or (None if config_file else args.default_preset)
     where = f"--config {config_file}" if config_file else "the study settings"
+    overrides = list(args.overrides)
+    behaviour, behaviour_file = getattr(args, "behaviour", None), getattr(args, "behaviour_file", None)
+    if behaviour_file is not None:  # its name comes from the file unless --behaviour names it too
+        overrides += [f"behaviour_file={json.dumps(behaviour_file)}", f"behaviour={json.dumps(behaviour)}"]
+    elif behaviour is not None:
+        overrides += [f"behaviour={json.dumps(behaviour)}", "behaviour_file=null"]
     try:
-        cfg = make_config(preset, config_file=config_file, model=args.model, seeds=args.seeds, overrides=args.overrides)
+        cfg = make_config(preset, config_file=config_file, model=args.model, seeds=args.seeds, overrides=overrides)
     except json.JSONDecodeError as e:
         raise UsageError(f"{config_file} is not valid JSON ({e}); fix it or write a fresh one with `probe-lens config`") from e
     except yaml.YAMLError as e:
@@ -103,7 +116,7 @@ def _print_summary(study, summary, t0: float) -> None:
     if not study.dist.is_main:  # under torchrun, rank 0 speaks for the study
         return
     table = headline_table(summary, study.config, study.probe_names())
-    keep = [c for c in table.columns if c in ("cell", "trains against", "toxicity rate", "perplexity (neutral)")
+    keep = [c for c in table.columns if c in ("cell", "trains against", f"{study.names.noun} rate", "perplexity (neutral)")
             or " AUROC curated" in c and "held-out" not in c or c.endswith("_L" + str(study.config.probes.layer) + " cos(orig, refit)")]
     print()
     print(table[keep].to_string(index=False))
@@ -118,14 +131,15 @@ def cmd_demo(args) -> int:
     args.preset = args.preset or "demo"
     study = _study(args, resume=True)
     ds = study.build_data()
-    c = ds.counts()
+    c, names = ds.counts(), study.names
+    keys, pos, neg = names.metric_keys, names.positive_label, names.negative_label
     print(f"\nprobe pool: {c['n_examples']} continuations of {len(study.prompt_plan.pool)} provocative prompts, "
-          f"{c['n_toxic']} toxic / {c['n_clean']} clean (scorer {ds.meta['scorer']['name']})")
+          f"{c[keys['n_positive']]} {pos} / {c[keys['n_negative']]} {neg} ({names.name}; scorer {ds.meta['scorer']['name']})")
     for seed in study.config.seeds:
         i = study.seed_split(seed).info
-        print(f"  seed {seed}: probes fit on {i['n_fit_rows']} balanced rows ({i['n_fit_toxic']} toxic); on-policy "
-              f"evaluation rows {i['n_onpolicy_rows']} ({i['n_onpolicy_toxic']} toxic); prompt-topic-only AUROC "
-              f"{i['baseline/auroc_prompt_topic']:.3f}")
+        print(f"  seed {seed}: probes fit on {i['n_fit_rows']} balanced rows ({i[keys['n_fit_positive']]} {pos}); "
+              f"on-policy evaluation rows {i['n_onpolicy_rows']} ({i[keys['n_onpolicy_positive']]} {pos}); "
+              f"prompt-topic-only AUROC {i['baseline/auroc_prompt_topic']:.3f}")
     summary = study.run()
     _print_summary(study, summary, t0)
     return 0
@@ -237,7 +251,7 @@ def cmd_train(args) -> int:
     for seed in seeds:
         for cell in cells:
             r = study.run_cell(cell, seed)
-            print(f"{cell} seed {seed}: toxicity rate {_fmt(r.get('eval/toxicity_rate'))}")
+            print(f"{cell} seed {seed}: {study.names.noun} rate {_fmt(r.get(study.names.metric_keys['rate']))}")
     return 0
 
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from probe_lens._common import check_threshold
+from probe_lens._common import check_threshold, metric_word as _slug
 from probe_lens.behaviours import _jsonl
 from probe_lens.data.curated import CURATED_PROMPT, CuratedText
 from probe_lens.data.prompts import Prompt
@@ -29,11 +29,6 @@ METRIC_ROLES: tuple[str, ...] = (
     "n_positive", "n_negative", "n_fit_positive", "n_onpolicy_positive", "proj_positive", "proj_negative",
 )
 """The roles :attr:`Behaviour.metric_keys` names; see there for the keys of the toxicity behaviour."""
-
-
-def _slug(label: str) -> str:
-    """A class name as a metric-key word: ``"not negative"`` -> ``"not_negative"``."""
-    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
 
 
 def _scorer_names() -> tuple[str, ...]:
@@ -177,6 +172,20 @@ class Behaviour:
         from probe_lens.scorers import label
 
         return label(scores, self.threshold)
+
+    @property
+    def prelabelled(self) -> bool:
+        """True when the scorer only looks labels up (:class:`~probe_lens.behaviours.LabelledRows`): it
+        cannot label fresh generations, so a study reads its probe data from the rows (see ``Study``)."""
+        from probe_lens.behaviours.labelled import LabelledRows
+
+        return isinstance(self.scorer, LabelledRows)
+
+    def __copy__(self) -> "Behaviour":
+        return self
+
+    def __deepcopy__(self, memo: dict) -> "Behaviour":
+        return self  # immutable, and it holds loaders: a copy is the same behaviour
 
     # ---- names -----------------------------------------------------------------------------
 

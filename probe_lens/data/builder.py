@@ -1,7 +1,8 @@
 """From prompts to a labelled activation set: sample, score, label, pool, balance, split, save.
 
 This is the paper's data pipeline: the model's *own* continuations of prompts, labelled toxic or
-not by an output classifier, with activations mean-pooled over the response tokens. Work is saved
+not (in general: the behaviour present or not) by an output classifier, with activations mean-pooled
+over the response tokens. Work is saved
 chunk by chunk, so an interrupted build resumes where it stopped and gives the same dataset.
 """
 
@@ -12,6 +13,7 @@ import hashlib
 import json
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -23,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from probe_lens._common import metric_word
 from probe_lens._io import atomic_write, sha256_file
 from probe_lens.activations import collect, resolve_hooks
 from probe_lens.activations.pooling import POOLINGS
@@ -145,11 +148,14 @@ class ActivationDataset:
         return hook
 
     def counts(self) -> dict[str, int]:
+        """``n_examples``, ``n_<positive class>``, ``n_<negative class>`` (``n_toxic``, ``n_clean`` for
+        toxicity: the behaviour in ``meta["behaviour"]``), ``n_balanced``."""
         ex = self.examples
+        pos, neg = _count_keys(self.meta.get("behaviour"))
         return {
             "n_examples": int(len(ex)),
-            "n_toxic": int(ex["label"].sum()),
-            "n_clean": int((ex["label"] == 0).sum()),
+            pos: int(ex["label"].sum()),
+            neg: int((ex["label"] == 0).sum()),
             "n_balanced": int(ex["balanced"].sum()),
         }
 
@@ -190,6 +196,23 @@ class ActivationDataset:
             response_texts=examples["response"].tolist(),
         )
         return cls(acts=acts, examples=examples, generation=gen, meta=meta)
+
+
+def _behaviour_record(behaviour: Any) -> dict[str, str]:
+    """``meta["behaviour"]``: the name and class names of ``behaviour`` (a Behaviour, a registered name, or
+    None: toxicity)."""
+    from probe_lens.behaviours import BehaviourNames
+
+    n = BehaviourNames.of(behaviour)
+    return {"name": n.name, "positive_label": n.positive_label, "negative_label": n.negative_label}
+
+
+def _count_keys(record: dict[str, str] | None) -> tuple[str, str]:
+    """The count keys of the two classes, ``("n_toxic", "n_clean")`` for toxicity (and for a dataset built
+    before behaviours, which records none)."""
+    record = record or {}
+    return (f"n_{metric_word(record.get('positive_label', 'toxic'))}",
+            f"n_{metric_word(record.get('negative_label', 'clean'))}")
 
 
 def _as_prompts(prompts: Sequence[Prompt | str]) -> list[Prompt]:
@@ -369,8 +392,12 @@ def build_dataset(
     *,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    behaviour: Any = None,
 ) -> ActivationDataset:
     """Sample, score, label, pool, balance and split; save under ``out_dir`` and resume from it.
+
+    ``behaviour`` (a :class:`~probe_lens.behaviours.Behaviour` or registered name; None: toxicity) names
+    the classes in ``meta`` and :meth:`ActivationDataset.counts`; ``scorer`` labels the responses.
 
     With ``out_dir`` a finished dataset there is simply loaded (no recomputation; the config must
     match), and an interrupted build continues from its saved chunks. Extra sampling rounds (over the
@@ -413,6 +440,7 @@ def build_dataset(
     acts_parts: dict[str, list[torch.Tensor]] = {h: [] for h in hooks}
     frames: list[pd.DataFrame] = []
     timings = {"generate_collect_s": 0.0, "score_s": 0.0}
+    positive = _behaviour_record(behaviour)["positive_label"]
     round_pool = prompts
     n_done = 0
     for round_ in range(cfg.max_rounds):
@@ -452,10 +480,11 @@ def build_dataset(
             frames.append(rows)
             for h in hooks:
                 acts_parts[h].append(acts[h])
-            n_toxic = int(label(pd.concat(frames)["score"].to_numpy(), cfg.threshold).sum())
-            bar.set_postfix(toxic=n_toxic, total=sum(len(f) for f in frames))
+            n_pos = int(label(pd.concat(frames)["score"].to_numpy(), cfg.threshold).sum())
+            bar.set_postfix({positive: n_pos, "total": sum(len(f) for f in frames)})
 
-    return _assemble(model, pd.concat(frames, ignore_index=True), gens, acts_parts, cfg, meta_base, timings, folder)
+    return _assemble(model, pd.concat(frames, ignore_index=True), gens, acts_parts, cfg, meta_base, timings, folder,
+                     behaviour)
 
 
 def _assemble(
@@ -467,22 +496,26 @@ def _assemble(
     meta_base: dict[str, Any],
     timings: dict[str, float],
     folder: Path | None,
+    behaviour: Any = None,
 ) -> ActivationDataset:
-    """Label, balance, split and save the finished rows (shared by sampling and reference builds)."""
+    """Label, balance, split and save the finished rows (shared by sampling, reference and labelled builds)."""
     examples["label"] = label(examples["score"].to_numpy(), cfg.threshold)
     rng = np.random.default_rng(cfg.seed)
     examples["balanced"] = _balance_mask(examples["label"].to_numpy(), rng) if cfg.balance else True
     examples["split"] = _split_by_prompt(examples["prompt_id"].to_numpy(), cfg.test_fraction, rng)
+    record = _behaviour_record(behaviour)
+    pos, neg = _count_keys(record)
     counts = {
         "n_examples": int(len(examples)),
-        "n_toxic": int(examples["label"].sum()),
-        "n_clean": int((examples["label"] == 0).sum()),
+        pos: int(examples["label"].sum()),
+        neg: int((examples["label"] == 0).sum()),
         "n_balanced": int(examples["balanced"].sum()),
         "rounds": int(examples["round"].max()) + 1,
     }
-    minority = min(counts["n_toxic"], counts["n_clean"])
+    minority = min(counts[pos], counts[neg])
     meta = dict(
         meta_base,
+        behaviour=record,
         counts=counts,
         timings=timings,
         shortfall=(
@@ -516,6 +549,7 @@ def dataset_from_reference(
     *,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    behaviour: Any = None,
 ) -> ActivationDataset:
     """The activation set :func:`build_dataset` would sample, read from a reference set instead.
 
@@ -563,7 +597,66 @@ def dataset_from_reference(
         "sample": sub["sample"].to_numpy(), "row_seed": sub["row_seed"].to_numpy(), "round": 0,
     })
     timings = {"forward_s": time.perf_counter() - t0 - t_score, "score_s": t_score}
-    return _assemble(model, examples, [gen], {h: [acts[h]] for h in hooks}, cfg, meta_base, timings, folder)
+    return _assemble(model, examples, [gen], {h: [acts[h]] for h in hooks}, cfg, meta_base, timings, folder, behaviour)
+
+
+def dataset_from_labelled(
+    model: HookedTransformer,
+    prompts: Sequence[Prompt | str],
+    labelled: Any,
+    config: BuildConfig | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    behaviour: Any = None,
+) -> ActivationDataset:
+    """The activation set of pre-labelled ``(prompt, response, label)`` rows: no sampling, no scorer.
+
+    Every row of ``labelled`` (a :class:`~probe_lens.behaviours.LabelledRows`) whose prompt text is one of
+    ``prompts`` is read teacher-forced (one forward pass; activations pooled over its response tokens as
+    ``config.pooling`` says) and keeps its label as its score. ``samples_per_prompt``, the sampling
+    settings and the round budget of ``config`` do not apply; balancing and the by-prompt split do. With
+    ``out_dir`` a finished dataset there is loaded instead.
+    """
+    from probe_lens.models.generation import tokenize_pairs
+
+    cfg = config or BuildConfig()
+    prompts = _as_prompts(prompts)
+    hooks = resolve_hooks(model, cfg.hooks)
+    by_text = {p.text: p for p in prompts}
+    rows = [(by_text[p], r, y) for p, r, y in labelled.rows if p in by_text]
+    if not rows:
+        raise ValueError(f"none of the {len(prompts)} prompts has a labelled row; the rows come from {labelled.source}")
+    empty = [r for _, r, _ in rows if not r.strip()]
+    if empty:
+        raise ValueError(f"{len(empty)} labelled row(s) have an empty response; a probe reads the response's tokens")
+    meta_base = {
+        "config": cfg.to_dict(), "hooks": hooks, "model_name": model.cfg.model_name, "d_model": model.cfg.d_model,
+        "scorer": labelled.describe(), "n_prompts": len(prompts), "prompt_ids_sha": _ids_digest(prompts),
+        "source": {"labelled": labelled.source, "labelled_version": labelled.version},
+    }
+    folder = Path(out_dir) if out_dir is not None else None
+    if folder is not None and (folder / "meta.json").exists():
+        ds = ActivationDataset.load(folder)
+        _check_same_study(ds.meta, meta_base, folder)
+        if ds.meta.get("source", {}).get("labelled_version") != labelled.version:
+            raise ValueError(f"{folder} holds a dataset of other labelled rows; use another out_dir or delete it to rebuild")
+        return ds
+    t0 = time.perf_counter()
+    gen = tokenize_pairs(model, [p.text for p, _, _ in rows], [r for _, r, _ in rows])
+    acts = collect(model, gen.tokens, gen.attention_mask, gen.response_mask, hooks, pooling=cfg.pooling,
+                   batch_size=cfg.batch_size, progress=progress)
+    sample, seen = [], Counter()
+    for p, _, _ in rows:  # the k-th labelled response of its prompt
+        sample.append(seen[p.id])
+        seen[p.id] += 1
+    examples = pd.DataFrame({
+        "prompt_id": [p.id for p, _, _ in rows], "prompt": gen.prompts, "tag": [p.tag for p, _, _ in rows],
+        "response": gen.response_texts, "n_response_tokens": gen.response_mask.sum(dim=1).numpy(),
+        "score": np.array([y for _, _, y in rows], dtype=np.float64), "sample": sample, "round": 0,
+    })
+    timings = {"forward_s": time.perf_counter() - t0, "score_s": 0.0}
+    return _assemble(model, examples, [gen], {h: [acts[h]] for h in hooks}, cfg, meta_base, timings, folder, behaviour)
 
 
 def _ids_digest(prompts: list[Prompt]) -> str:

@@ -140,14 +140,17 @@ class EvalSetup:
     top_p: float = 1.0
     n_fluency_texts: int = 50
     """Held-out neutral texts whose perplexity measures fluency."""
-    threshold: float = 0.5
+    threshold: float | None = None
+    """P(positive) at and above which a sampled response counts as positive in the rates; None: the
+    behaviour's threshold (0.5 for toxicity and sentiment)."""
     n_telemetry_prompts: int = 16
-    """Held-out provocative prompts sampled (1 each) at every telemetry step, for toxicity vs step."""
+    """Held-out provocative prompts sampled (1 each) at every telemetry step, for the behaviour's rate vs step."""
     telemetry_temperature: float = 1.0
     telemetry_top_p: float = 1.0
-    curated: str | None = "toxicity"
-    """Curated labelled text set (``probe_lens.data.curated``) every probe is also scored on, at every
-    telemetry step; None skips it. Evaluation only: nothing is fit or tuned on it."""
+    curated: str | None = "auto"
+    """Curated labelled text set every probe is also scored on, at every telemetry step: ``auto`` (the
+    behaviour's own set, none if it has none; written out as the behaviour's name), the behaviour's name,
+    or None to skip it. Evaluation only: nothing is fit or tuned on it."""
     n_curated: int | None = None
     """Use a seeded subsample of this many curated rows, stratified by kind (None: all of them)."""
     ci_method: str = "delong"
@@ -156,8 +159,8 @@ class EvalSetup:
     def __post_init__(self) -> None:
         if self.n_provocative < 1 or self.samples_per_prompt < 1 or self.max_new_tokens < 1:
             raise ValueError("eval.n_provocative, eval.samples_per_prompt and eval.max_new_tokens must be >= 1")
-        if not 0 < self.threshold < 1:
-            raise ValueError(f"eval.threshold must be in (0, 1), got {self.threshold}")
+        if self.threshold is not None and not 0 < self.threshold < 1:
+            raise ValueError(f"eval.threshold must be in (0, 1) or null (the behaviour's), got {self.threshold}")
         _sampling_params("eval", self.temperature, self.top_p)
         _sampling_params("eval (telemetry)", self.telemetry_temperature, self.telemetry_top_p)
         if self.n_curated is not None and (isinstance(self.n_curated, bool) or not isinstance(self.n_curated, int) or self.n_curated < 8):
@@ -181,8 +184,15 @@ class StudyConfig:
     model: str | None = None
     """None = the embedded Gemma-3-270M; else a TransformerLens model name or a local HF folder."""
     device: str | None = None
+    behaviour: str | None = None
+    """What the study detects and trains against: a registered behaviour (``probe_lens.behaviours``:
+    ``toxicity``, ``sentiment``, or one you registered); None: ``toxicity``, or the one ``behaviour_file``
+    defines. Its prompts, scorer, curated set, threshold and metric names are used throughout."""
+    behaviour_file: str | None = None
+    """A JSON/YAML behaviour spec (``probe_lens.behaviours.spec``) to use instead of a registered behaviour."""
     scorer: str = "auto"
-    """Output classifier: "auto" (Detoxify if its weights are local, else alt-profanity-check), "detoxify", "profanity"."""
+    """Output classifier: "auto" (the behaviour's own: for toxicity Detoxify if its weights are local, else
+    alt-profanity-check; for sentiment VADER) or a scorer name (``probe_lens.scorers.SCORERS``)."""
     scorer_device: str = "cpu"
     """Where a neural output classifier (Detoxify) runs: ``cpu``, ``cuda``, ``cuda:1``."""
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1])
@@ -227,8 +237,23 @@ class StudyConfig:
             raise ValueError("seeds is empty; give at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct, got {self.seeds}")
-        if self.scorer not in ("auto", "detoxify", "profanity"):
-            raise ValueError(f"scorer must be 'auto', 'detoxify' or 'profanity', got {self.scorer!r}")
+        # the resolved Behaviour (not a field: ``behaviour`` names it in the study file)
+        self.behaviour_spec = _resolve_behaviour(self.behaviour, self.behaviour_file)
+        self.behaviour = self.behaviour_spec.name
+        from probe_lens.scorers.registry import SCORERS
+
+        if self.scorer not in SCORERS:
+            raise ValueError(
+                f"scorer must be 'auto' (the behaviour's own) or a scorer name {list(SCORERS)}, got {self.scorer!r}"
+            )
+        b = self.behaviour_spec
+        if self.eval.threshold is None:
+            self.eval.threshold = b.threshold
+        if self.eval.curated == "auto":
+            self.eval.curated = b.name if b.has_curated else None
+        elif self.eval.curated is not None and (self.eval.curated != b.name or not b.has_curated):
+            own = f"'auto' or {b.name!r} (its own set)" if b.has_curated else "'auto' or null (it has no curated set)"
+            raise ValueError(f"eval.curated must be {own} for behaviour {b.name!r}, or null to skip it; got {self.eval.curated!r}")
         hooks = set(self.data.hooks)
         need = {self.probes.layer, *self.probes.heldout_layers}
         missing = sorted(need - hooks)
@@ -337,6 +362,22 @@ _SUBCONFIGS: dict[str, type] = {
     "eval": EvalSetup,
 }
 _TRAIN_FIELDS = ("probe_sft", "classifier_sft", "dpo")
+
+
+def _resolve_behaviour(name: str | None, file: str | None):
+    """The behaviour ``name`` (registered) or the one ``file`` defines; None and None: the default (toxicity)."""
+    from probe_lens.behaviours import BEHAVIOURS, DEFAULT_BEHAVIOUR, get_behaviour, load_behaviour_file
+
+    if file is None:
+        return get_behaviour(DEFAULT_BEHAVIOUR if name is None else name)
+    b = load_behaviour_file(file)
+    if name is not None and name != b.name:
+        raise ValueError(f"behaviour is {name!r} but behaviour_file {file} defines {b.name!r}; give one of them")
+    if b.name in BEHAVIOURS:
+        raise ValueError(
+            f"behaviour_file {file} defines {b.name!r}, the name of a registered behaviour; give it another name"
+        )
+    return b
 
 
 def _reject_unknown(where: str, d: dict[str, Any], valid: set[str]) -> None:

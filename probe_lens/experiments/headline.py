@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from probe_lens._io import atomic_write
+from probe_lens.behaviours import BehaviourNames
 from probe_lens.experiments.cells import CellSpec
 from probe_lens.experiments.config import StudyConfig
 
@@ -33,8 +34,9 @@ def _probe_cos(name: str, names: Mapping[str, list[str]]) -> str:
 def contrast_specs(config: StudyConfig, names: Mapping[str, list[str]]) -> list[tuple[str, str, str]]:
     """``(metric, cell, control)`` triples: each probe-trained cell against ``base`` and against the
     classifier cell of the matching objective (the trained-against probe's AUROC, its cosine (classifier
-    control only), the held-out mass-mean probe's AUROC, toxicity, perplexity); each classifier cell
-    against ``base``."""
+    control only), the held-out mass-mean probe's AUROC, the behaviour's rate, perplexity); each
+    classifier cell against ``base``."""
+    rate = BehaviourNames.of(config.behaviour_spec).metric_keys["rate"]
     cells = {c.name: c for c in config.cell_specs}
     layer = config.probes.layer
     out: list[tuple[str, str, str]] = []
@@ -46,9 +48,9 @@ def contrast_specs(config: StudyConfig, names: Mapping[str, list[str]]) -> list[
             controls += [c.name for c in cells.values() if c.signal == "classifier" and c.objective == _CONTROL_OBJECTIVE[spec.objective]]
             probe = spec.trained_against(names["single"][0], names["ensemble"][0])[0]
             metrics = [f"probe/curated_auroc/{probe}", f"probe/onpolicy_auroc/{probe}", _probe_cos(probe, names),
-                       f"probe/curated_auroc/massmean_L{layer}", "eval/toxicity_rate", "eval/perplexity_neutral"]
+                       f"probe/curated_auroc/massmean_L{layer}", rate, "eval/perplexity_neutral"]
         else:
-            metrics = [f"probe/curated_auroc/{names['single'][0]}", "eval/toxicity_rate", "eval/perplexity_neutral"]
+            metrics = [f"probe/curated_auroc/{names['single'][0]}", rate, "eval/perplexity_neutral"]
         if config.eval.curated is None:
             metrics = [m.replace("curated_auroc", "onpolicy_auroc") for m in metrics]
             metrics = list(dict.fromkeys(metrics))
@@ -105,18 +107,19 @@ def contrasts(
 
 
 def headline_columns(config: StudyConfig, names: Mapping[str, list[str]]) -> dict[str, str]:
-    """``{metric column: header}`` of the headline table, in order."""
+    """``{metric column: header}`` of the headline table, in order (``"toxicity rate"``: the behaviour's noun)."""
     single, ens = names["single"][0], names["ensemble"][0]
     layer = config.probes.layer
+    words = BehaviourNames.of(config.behaviour_spec)
     cols = {
-        "eval/toxicity_rate": "toxicity rate",
+        words.metric_keys["rate"]: f"{words.noun} rate",
         "eval/perplexity_neutral": "perplexity (neutral)",
         "eval/distinct_2": "distinct-2",
         "eval/response_length": "response tokens",
         "eval/eos_rate": "EOS rate",
     }
     if config.eval.samples_per_prompt >= 2:
-        cols["eval/expected_max_toxicity"] = f"exp. max toxicity (k={config.eval.samples_per_prompt})"
+        cols[words.metric_keys["expected_max"]] = f"exp. max {words.noun} (k={config.eval.samples_per_prompt})"
     sets = ["curated", "onpolicy"] if config.eval.curated is not None else ["onpolicy"]
     for which in sets:
         label = "curated" if which == "curated" else "on-policy"
@@ -178,13 +181,15 @@ def yardsticks_markdown(
     names: Mapping[str, list[str]], n_curated: int | None,
 ) -> str:
     single, ens, layer = names["single"][0], names["ensemble"][0], config.probes.layer
+    words = BehaviourNames.of(config.behaviour_spec)
+    pos, n_fit, n_on = words.positive_label, words.metric_keys["n_fit_positive"], words.metric_keys["n_onpolicy_positive"]
     rows = []
     for s in sorted(seeds_info):
         i, f = seeds_info[s], floors.get(s, {})
         rows.append({
             "seed": s,
-            "probe-fit rows (toxic)": f"{i['n_fit_rows']} ({i['n_fit_toxic']})",
-            "on-policy eval rows (toxic)": f"{i['n_onpolicy_rows']} ({i['n_onpolicy_toxic']})",
+            f"probe-fit rows ({pos})": f"{i['n_fit_rows']} ({i[n_fit]})",
+            f"on-policy eval rows ({pos})": f"{i['n_onpolicy_rows']} ({i[n_on]})",
             "curated rows": n_curated if n_curated is not None else "–",
             "prompt-type-only AUROC": f"{i['baseline/auroc_prompt_type']:.3f}",
             "prompt-topic-only AUROC": f"{i['baseline/auroc_prompt_topic']:.3f}",

@@ -151,10 +151,15 @@ def _train_config(config: Any, objective: str) -> Any:
     return {"probe_sft": config.probe_sft, "filtered_sft": config.classifier_sft, "dpo": config.dpo}[objective]
 
 
-def _mean_prompt_tokens() -> float:
-    from probe_lens.data import load_prompts
+def _mean_prompt_tokens(config: Any = None) -> float:
+    """Mean prompt length in tokens (~4 characters each, + BOS) of the study's behaviour's prompts."""
+    spec = getattr(config, "behaviour_spec", None)
+    if spec is not None:
+        prompts = spec.load_prompts()
+    else:
+        from probe_lens.data import load_prompts
 
-    prompts = load_prompts()
+        prompts = load_prompts()
     return 1.0 + sum(len(p.text) for p in prompts) / max(1, len(prompts)) / 4.0
 
 
@@ -213,6 +218,9 @@ def _reference_note(config: Any) -> str:
     """Whether the study reads its probe pool from a reference set (as ``Study.reference_set`` decides,
     less the tokenizer check, which needs the model), in words."""
     src = getattr(config, "data_source", "fresh")
+    spec = getattr(config, "behaviour_spec", None)
+    if spec is not None and spec.prelabelled and config.scorer == "auto":
+        return f"probe data comes from behaviour {spec.name!r}'s labelled rows: no sampling, one teacher-forced pass"
     if src == "fresh":
         return "probe data is sampled (data_source: fresh)"
     from probe_lens.data.reference import load_reference, settings_mismatch
@@ -240,7 +248,7 @@ def estimate_plan(
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else (dtype or torch.float32)
     w_bytes = torch.empty((), dtype=dtype).element_size()
     device = getattr(config, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
-    p_tok = float(prompt_tokens) if prompt_tokens is not None else _mean_prompt_tokens()
+    p_tok = float(prompt_tokens) if prompt_tokens is not None else _mean_prompt_tokens(config)
     notes: list[str] = []
     n_seeds = len(config.seeds)
     data, td, ev = config.data, config.train_data, config.eval

@@ -6,7 +6,9 @@ Inputs (see :func:`write_report`):
   ``"probe_dpo_ens"`` or ``"base"``), ``seed``, ``step`` and the stable metric names
   (``probe/auroc_frozen/<probe>``, ``probe/auroc_heldout/<probe>``, ``probe/auroc_retrained/<hook>``,
   ``drift/cosine/<probe>``, ``geometry/<hook>/<stat>``, ``eval/toxicity_rate``, ...), NaN where a
-  row did not measure a metric.
+  row did not measure a metric. The behaviour's keys and words (``eval/negativity_rate``, "negative")
+  come from ``behaviour=`` (a :class:`~probe_lens.behaviours.Behaviour`, its ``describe()`` record or
+  name; None: toxicity) or, in :func:`write_report`, from ``config["behaviour"]``.
 * ``results``: final numbers, one row per (cell, seed), or a :func:`~probe_lens.experiments.stats.summarize` table.
 * ``geometry``: optional 2-D projections of drift-set activations before and after training.
 
@@ -34,6 +36,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from probe_lens._io import atomic_write_text
+from probe_lens.behaviours import BehaviourNames
 from probe_lens.experiments.stats import format_cells, summarize
 
 __all__ = [
@@ -44,9 +47,11 @@ __all__ = [
     "fig_cosine_drift",
     "fig_geometry",
     "fig_geometry_vs_step",
+    "fig_rate_vs_step",
     "fig_results_table",
     "fig_toxicity_vs_step",
     "headline_metrics",
+    "rate_metrics",
     "results_summary",
     "write_report",
 ]
@@ -57,6 +62,15 @@ TOXICITY_METRICS = (
     ("eval/expected_max_toxicity", "expected max toxicity"),
     ("eval/toxicity_probability", "toxicity probability (any of k >= 0.5)"),
 )
+"""``rate_metrics()`` of the toxicity behaviour (kept for callers of the old name)."""
+
+
+def rate_metrics(behaviour: Any = None) -> tuple[tuple[str, str], ...]:
+    """``(metric key, panel title)`` of the behaviour's rate metrics (None: toxicity, :data:`TOXICITY_METRICS`)."""
+    n = BehaviourNames.of(behaviour)
+    k, t = n.metric_keys, f"{n.threshold:g}"
+    return ((k["rate"], f"{n.noun} rate (share >= {t})"), (k["expected_max"], f"expected max {n.noun}"),
+            (k["probability"], f"{n.noun} probability (any of k >= {t})"))
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 _MEMBER = re.compile(r"/m\d+$")
 _BAND_ALPHA = 0.15
@@ -206,8 +220,10 @@ def _x_range(metrics: pd.DataFrame) -> tuple[float, float]:
     return (float(steps.min()), float(steps.max())) if len(steps) else (0.0, 0.0)
 
 
-def _title(text: str, scorer: str, how: str = "lines: mean over seeds, bands: 95% CI") -> dict[str, Any]:
-    return dict(text=f"{text}<br><sup>toxicity labels/scores: {html.escape(scorer)} · {how}</sup>", x=0.01)
+def _title(text: str, scorer: str, how: str = "lines: mean over seeds, bands: 95% CI", behaviour: Any = None
+           ) -> dict[str, Any]:
+    noun = html.escape(BehaviourNames.of(behaviour).noun)
+    return dict(text=f"{text}<br><sup>{noun} labels/scores: {html.escape(scorer)} · {how}</sup>", x=0.01)
 
 
 # ---- figures ------------------------------------------------------------------------------
@@ -219,6 +235,7 @@ def fig_cosine_drift(
     probe_hooks: Mapping[str, str] | None = None,
     scorer: str | None = None,
     members: bool = True,
+    behaviour: Any = None,
 ) -> go.Figure:
     """Cosine between each probe's original direction and a probe re-fit at its hook, vs step.
 
@@ -249,13 +266,14 @@ def fig_cosine_drift(
         fig.update_xaxes(title_text="step" if r == rows - 1 else None, row=r + 1, col=k + 1)
     fig.update_layout(
         title=_title("Probe-direction drift: cos(original direction, direction re-fit on the current model)",
-                     _scorer_name(metrics, scorer)),
+                     _scorer_name(metrics, scorer), behaviour=behaviour),
         height=320 * rows + 120, template="plotly_white", legend=dict(title="cell"),
     )
     return fig
 
 
-def fig_auroc_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None, members: bool = False) -> go.Figure:
+def fig_auroc_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None, members: bool = False,
+                      behaviour: Any = None) -> go.Figure:
     """AUROC vs step of the trained-against (frozen), held-out and re-fit probes; one panel each.
 
     One line per (cell, probe or hook), mean over seeds with a CI band. Ensemble members are left
@@ -282,7 +300,8 @@ def fig_auroc_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None, membe
     fig.update_yaxes(title_text="AUROC (drift set)", row=1, col=1)
     fig.add_hline(y=0.5, line=dict(color="#999", width=1, dash="dot"))
     fig.update_layout(
-        title=_title("Do the probes still work? AUROC on the drift set vs training step", _scorer_name(metrics, scorer)),
+        title=_title("Do the probes still work? AUROC on the drift set vs training step", _scorer_name(metrics, scorer),
+                     behaviour=behaviour),
         height=520, template="plotly_white", legend=dict(title="cell · probe / hook"),
     )
     return fig
@@ -293,7 +312,7 @@ _TRACKED = re.compile(r"^probe/(?P<set>[a-z]+)_auroc/(?P<probe>.+)$")
 
 def fig_tracked_auroc_vs_step(
     metrics: pd.DataFrame, *, probes: Sequence[str] | None = None, scorer: str | None = None,
-    trained_against: Mapping[str, Sequence[str]] | None = None,
+    trained_against: Mapping[str, Sequence[str]] | None = None, behaviour: Any = None,
 ) -> go.Figure:
     """AUROC vs step of each tracked probe in every cell: one row of panels per evaluation set
     (``probe/<set>_auroc/<probe>``: curated, on-policy), one column per probe, one line per cell.
@@ -331,13 +350,13 @@ def fig_tracked_auroc_vs_step(
         fig.update_yaxes(title_text=f"AUROC ({which})", row=r + 1, col=1)
     fig.update_layout(
         title=_title("Does each probe keep working? AUROC vs step in every cell (solid: the cell trains against "
-                     "this probe; dashed: a control)", _scorer_name(metrics, scorer)),
+                     "this probe; dashed: a control)", _scorer_name(metrics, scorer), behaviour=behaviour),
         height=330 * len(sets) + 140, width=max(900, 300 * len(names)), template="plotly_white", legend=dict(title="cell"),
     )
     return fig
 
 
-def fig_contrasts(contrasts: pd.DataFrame, *, scorer: str | None = None) -> go.Figure:
+def fig_contrasts(contrasts: pd.DataFrame, *, scorer: str | None = None, behaviour: Any = None) -> go.Figure:
     """The paired contrasts as a forest plot: mean difference (cell − control) with its 95% CI over seeds,
     one panel per metric; filled markers where the interval excludes 0."""
     if not isinstance(contrasts, pd.DataFrame) or contrasts.empty:
@@ -361,19 +380,21 @@ def fig_contrasts(contrasts: pd.DataFrame, *, scorer: str | None = None) -> go.F
         fig.add_vline(x=0, line=dict(color="#999", width=1, dash="dot"), row=r + 1, col=k + 1)
     fig.update_layout(
         title=_title("Paired contrasts: cell − control, paired by seed", _scorer_name(None, scorer),
-                     "markers: mean over seeds, bars: 95% t-interval over seeds, filled: excludes 0"),
+                     "markers: mean over seeds, bars: 95% t-interval over seeds, filled: excludes 0", behaviour),
         height=max(300, 60 * max(len(contrasts[contrasts["metric"] == m]) for m in metrics)) * rows + 120,
         template="plotly_white",
     )
     return fig
 
 
-def fig_toxicity_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None) -> go.Figure:
-    """Toxicity of sampled responses vs step (``eval/toxicity_rate`` and, if logged, max/probability)."""
+def fig_rate_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None, behaviour: Any = None) -> go.Figure:
+    """How often sampled responses show the behaviour, vs step: its :func:`rate_metrics` (toxicity:
+    ``eval/toxicity_rate`` and, if logged, expected max / probability)."""
     metrics = _check_metrics(metrics)
-    present = [(c, t) for c, t in TOXICITY_METRICS if c in _columns(metrics, c)]
+    names = BehaviourNames.of(behaviour)
+    present = [(c, t) for c, t in rate_metrics(names) if c in _columns(metrics, c)]
     if not present:
-        raise NoFigureData("no eval/toxicity_rate (or other eval/*toxicity*) column holds a value")
+        raise NoFigureData(f"no {names.metric_keys['rate']} (or other {names.noun} rate) column holds a value")
     fig = make_subplots(rows=1, cols=len(present), subplot_titles=[t for _, t in present])
     colors = _colors(_cell_order(metrics["cell"].astype(str)))
     shown: set[str] = set()
@@ -382,24 +403,31 @@ def fig_toxicity_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None) ->
         _add_curves(fig, _curve(metrics, c), row=1, col=k + 1, colors=colors, label=None, dash="solid",
                     shown=shown, x_range=xr, bounds=(0.0, 1.0))
         fig.update_xaxes(title_text="step", row=1, col=k + 1)
-    fig.update_yaxes(title_text="P(toxic) measure", row=1, col=1)
+    fig.update_yaxes(title_text=f"P({html.escape(names.positive_label)}) measure", row=1, col=1)
     sc = _scorer_name(metrics, scorer)
     fig.update_layout(
-        title=_title(f"Toxicity of responses to held-out provocative prompts (scored by {html.escape(sc)})", sc),
+        title=_title(f"{html.escape(names.noun.capitalize())} of responses to held-out provocative prompts "
+                     f"(scored by {html.escape(sc)})", sc, behaviour=names),
         height=460, template="plotly_white", legend=dict(title="cell"),
     )
     return fig
 
 
-def fig_geometry_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None) -> go.Figure:
-    """Class means projected on the original direction (toxic solid, clean dashed) and
-    cos(class-mean difference, original direction), vs step, one column per hook."""
+fig_toxicity_vs_step = fig_rate_vs_step
+"""The toxicity name of :func:`fig_rate_vs_step` (its default behaviour)."""
+
+
+def fig_geometry_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None, behaviour: Any = None) -> go.Figure:
+    """Class means projected on the original direction (positive class solid, e.g. toxic; negative
+    dashed) and cos(class-mean difference, original direction), vs step, one column per hook."""
     metrics = _check_metrics(metrics)
+    names = BehaviourNames.of(behaviour)
+    proj_pos, proj_neg = names.metric_keys["proj_positive"], names.metric_keys["proj_negative"]
     hooks = sorted({c.split("/")[1] for c in _columns(metrics, "geometry/") if c.count("/") >= 2})
-    hooks = [h for h in hooks if f"geometry/{h}/proj_toxic" in metrics.columns or
+    hooks = [h for h in hooks if f"geometry/{h}/{proj_pos}" in metrics.columns or
              f"geometry/{h}/mean_diff_cos_orig" in metrics.columns]
     if not hooks:
-        raise NoFigureData("no geometry/<hook>/proj_toxic|proj_clean|mean_diff_cos_orig column holds a value")
+        raise NoFigureData(f"no geometry/<hook>/{proj_pos}|{proj_neg}|mean_diff_cos_orig column holds a value")
     fig = make_subplots(
         rows=2, cols=len(hooks), shared_xaxes=True,
         subplot_titles=[f"{h}: class means · original direction" for h in hooks]
@@ -409,7 +437,8 @@ def fig_geometry_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None) ->
     shown: set[str] = set()
     xr = _x_range(metrics)
     for k, h in enumerate(hooks):
-        for stat, label, dash in (("proj_toxic", "toxic mean", "solid"), ("proj_clean", "clean mean", "dash")):
+        for stat, label, dash in ((proj_pos, f"{names.positive_label} mean", "solid"),
+                                  (proj_neg, f"{names.negative_label} mean", "dash")):
             col = f"geometry/{h}/{stat}"
             if col in metrics.columns:
                 _add_curves(fig, _curve(metrics, col), row=1, col=k + 1, colors=colors, label=label, dash=dash,
@@ -422,7 +451,8 @@ def fig_geometry_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None) ->
     fig.update_yaxes(title_text="projection", row=1, col=1)
     fig.update_yaxes(title_text="cosine", row=2, col=1)
     fig.update_layout(
-        title=_title("Residual-stream geometry along the original probe direction", _scorer_name(metrics, scorer)),
+        title=_title("Residual-stream geometry along the original probe direction", _scorer_name(metrics, scorer),
+                     behaviour=names),
         height=700, template="plotly_white", legend=dict(title="cell · quantity"),
     )
     return fig
@@ -439,20 +469,21 @@ def _geometry_panel(part: Any, where: str) -> dict[str, np.ndarray]:
     if len(set(n.values())) != 1:
         raise ValueError(f"geometry{where} lists have different lengths {n}")
     if not np.isin(out["label"], [0, 1]).all():
-        raise ValueError(f"geometry{where}['label'] must be 0/1 (1 = toxic)")
+        raise ValueError(f"geometry{where}['label'] must be 0/1 (1 = the behaviour's positive class, e.g. toxic)")
     return out
 
 
-def fig_geometry(geometry: Mapping[str, Any] | None, *, scorer: str | None = None) -> go.Figure:
+def fig_geometry(geometry: Mapping[str, Any] | None, *, scorer: str | None = None, behaviour: Any = None) -> go.Figure:
     """Drift-set activations before vs after training, as 2-D projections (one row per cell and hook).
 
     Columns: before/after on (original direction, PC1), and, if ``x_pc2`` is given, (PC1, PC2).
-    Toxic points red, clean blue; the class means are drawn as large crosses. Both columns of a
-    view share axis ranges so movement is visible. ``geometry`` is
+    Positive-class points (e.g. toxic) red, the others blue; the class means are drawn as large crosses.
+    Both columns of a view share axis ranges so movement is visible. ``geometry`` is
     ``{cell: {hook: {"before": {"x_dir", "x_pc1", "x_pc2", "label"}, "after": {...}}}}``.
     """
     if geometry is None or (isinstance(geometry, Mapping) and not geometry):
         raise NoFigureData("no before/after geometry projections were given")
+    names = BehaviourNames.of(behaviour)
     if not isinstance(geometry, Mapping):
         raise TypeError(f"geometry must be a dict {{cell: {{hook: {{'before': ..., 'after': ...}}}}}}, got {type(geometry).__name__}")
     panels: list[tuple[str, str, dict[str, np.ndarray], dict[str, np.ndarray]]] = []
@@ -483,7 +514,7 @@ def fig_geometry(geometry: Mapping[str, Any] | None, *, scorer: str | None = Non
             pad_x, pad_y = 0.05 * (np.ptp(xs) or 1.0), 0.05 * (np.ptp(ys) or 1.0)
             for w, part in enumerate((before, after)):
                 c = 2 * v + w + 1
-                for lab, name, color in ((0, "clean", "#1f77b4"), (1, "toxic", "#d62728")):
+                for lab, name, color in ((0, names.negative_label, "#1f77b4"), (1, names.positive_label, "#d62728")):
                     m = part["label"] == lab
                     fig.add_trace(go.Scatter(
                         x=part[kx][m], y=part[ky][m], mode="markers", name=name, legendgroup=name,
@@ -507,7 +538,7 @@ def fig_geometry(geometry: Mapping[str, Any] | None, *, scorer: str | None = Non
             fig.update_xaxes(title_text=vx, row=len(panels), col=2 * v + w + 1)
     fig.update_layout(
         title=_title("Residual geometry before vs after training (drift set, projected)", _scorer_name(None, scorer),
-                     "x: class means marked; axes shared before/after"),
+                     "x: class means marked; axes shared before/after", names),
         height=330 * len(panels) + 120, width=None, template="plotly_white",
     )
     fig.update_annotations(font_size=11)
@@ -558,7 +589,8 @@ def headline_metrics(summary: pd.DataFrame) -> list[str]:
 
 
 def fig_results_table(
-    results: pd.DataFrame, *, scorer: str | None = None, digits: int = 3, metrics: Sequence[str] | None = None
+    results: pd.DataFrame, *, scorer: str | None = None, digits: int = 3, metrics: Sequence[str] | None = None,
+    behaviour: Any = None,
 ) -> go.Figure:
     """The results as a plotly table: mean ± 95% CI half-width over seeds per cell and metric.
 
@@ -574,8 +606,8 @@ def fig_results_table(
         cells=dict(values=[cells[c].tolist() for c in cells.columns], align="left", height=26),
     ))
     fig.update_layout(
-        title=dict(text="Results: mean ± 95% CI over seeds<br><sup>toxicity scorer: "
-                        f"{html.escape(_scorer_name(None, scorer))}</sup>", x=0.01),
+        title=dict(text=f"Results: mean ± 95% CI over seeds<br><sup>{html.escape(BehaviourNames.of(behaviour).noun)} "
+                        f"scorer: {html.escape(_scorer_name(None, scorer))}</sup>", x=0.01),
         height=120 + 17 * lines + 10 + 26 * len(cells) + 40, width=max(800, 130 * len(cells.columns)),
         margin=dict(l=20, r=20, t=90, b=20), template="plotly_white",
     )
@@ -584,9 +616,11 @@ def fig_results_table(
 
 # ---- the HTML report ----------------------------------------------------------------------
 
+_SCORER_ROW = "{Noun} scorer"
 _CONFIG_KEYS = (
     ("Model", ("model", "model_name")),
-    ("Toxicity scorer", ("scorer", "scorer_name")),
+    ("Behaviour", ()),
+    (_SCORER_ROW, ("scorer", "scorer_name")),
     ("Seeds", ("seeds", "seed")),
     ("Held-out probes", ("heldout_probes", "heldout", "held_out_probes")),
     ("Trained-against probes", ("probes", "trained_probes")),
@@ -711,15 +745,17 @@ def _results_html(results: pd.DataFrame) -> str:
     return out
 
 
-def _auroc_figure(metrics: pd.DataFrame, scorer: str, config: Mapping[str, Any]) -> go.Figure:
+def _auroc_figure(metrics: pd.DataFrame, scorer: str, config: Mapping[str, Any], names: BehaviourNames) -> go.Figure:
     """Tracked-probe AUROCs (study runs) when logged, else the frozen/held-out/re-fit view."""
     if any(_TRACKED.match(str(c)) for c in metrics.columns):
         against = config.get("trained_against") if isinstance(config.get("trained_against"), Mapping) else None
-        return fig_tracked_auroc_vs_step(metrics, scorer=scorer, probes=config.get("headline_probes"), trained_against=against)
-    return fig_auroc_vs_step(metrics, scorer=scorer)
+        return fig_tracked_auroc_vs_step(metrics, scorer=scorer, probes=config.get("headline_probes"),
+                                         trained_against=against, behaviour=names)
+    return fig_auroc_vs_step(metrics, scorer=scorer, behaviour=names)
 
 
-def _headline_section(headline: Mapping[str, Any], scorer: str, pngs: dict[str, go.Figure]) -> str:
+def _headline_section(headline: Mapping[str, Any], scorer: str, pngs: dict[str, go.Figure],
+                      names: BehaviourNames) -> str:
     table, con = headline.get("table"), headline.get("contrasts")
     body = ""
     if isinstance(table, pd.DataFrame) and len(table):
@@ -735,13 +771,13 @@ def _headline_section(headline: Mapping[str, Any], scorer: str, pngs: dict[str, 
         body += "<h3>Paired contrasts (cell − control, paired by seed; CI: Student-t over seeds)</h3>"
         body += f'<div class="scroll">{shown.to_html(index=False, classes="results", border=0, escape=True)}</div>'
         body += "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in describe_contrasts(con).splitlines() if line.strip()) + "</ul>"
-        fig = fig_contrasts(con, scorer=scorer)
+        fig = fig_contrasts(con, scorer=scorer, behaviour=names)
         pngs["contrasts"] = fig
         body += fig.to_html(full_html=False, include_plotlyjs=False, div_id="plot-fig-contrasts",
                             config={"responsive": True, "displaylogo": False})
     note = ("Each trained-against probe is measured the same way in every cell: compare its AUROC and cosine in the "
             "cells that train against it with its controls (base, the classifier baselines). "
-            f"Toxicity scorer: {html.escape(scorer)}.")
+            f"{html.escape(names.noun.capitalize())} scorer: {html.escape(scorer)}.")
     return _section("fig-headline", "Headline: does the probe keep working?", body or "<p class=\"no-data\">No headline.</p>", note)
 
 
@@ -758,15 +794,17 @@ def write_report(
 ) -> Path:
     """Write ``run_dir/out_name``: one self-contained, offline HTML with every figure; return its path.
 
-    The header states the study config (model, scorer, seeds, probes; read from ``config`` keys
-    ``model``, ``scorer``, ``seeds``, ``heldout_probes``, ``probes``, ``cells``; the full config is
-    embedded too). Sections: ``fig-results-table`` (HTML table, mean ± 95% CI over seeds),
-    ``fig-cosine-drift``, ``fig-auroc``, ``fig-toxicity``, ``fig-geometry-step``, ``fig-geometry``.
+    The header states the study config (model, behaviour, scorer, seeds, probes; read from ``config`` keys
+    ``model``, ``behaviour``, ``scorer``, ``seeds``, ``heldout_probes``, ``probes``, ``cells``; the full
+    config is embedded too). ``config["behaviour"]`` (a ``Behaviour.describe()`` record or a registered
+    name; absent: toxicity) gives every behaviour word and key. Sections: ``fig-results-table`` (HTML
+    table, mean ± 95% CI over seeds), ``fig-cosine-drift``, ``fig-auroc``, ``fig-<metric prefix>``
+    (``fig-toxicity``: the rate vs step), ``fig-geometry-step``, ``fig-geometry``.
     A figure without data says so in its section. plotly.js is inlined once.
 
     ``config["probe_hooks"]`` (``{probe: hook}``), if present, labels the drift panels with layers.
     With ``png_dir``, the key figures are also written there as PNGs (``cosine_drift.png``,
-    ``auroc_vs_step.png``, ``toxicity_vs_step.png``, ``geometry_vs_step.png``, ``geometry.png``,
+    ``auroc_vs_step.png``, ``<metric prefix>_vs_step.png`` (``toxicity_vs_step.png``), ``geometry_vs_step.png``, ``geometry.png``,
     ``results_table.png``); without kaleido + Chrome that step is skipped with a warning.
 
     ``headline`` (``{"table": DataFrame of strings, "contrasts": DataFrame}``, from
@@ -785,29 +823,32 @@ def write_report(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     scorer = _resolve_scorer(config, metrics, results)
+    names = BehaviourNames.of(config.get("behaviour"))
     probe_hooks = config.get("probe_hooks") if isinstance(config.get("probe_hooks"), Mapping) else None
 
     builders: list[tuple[str, str, str, Any]] = [
         ("fig-cosine-drift", "Probe-direction drift vs step", "cosine_drift",
-         lambda: fig_cosine_drift(metrics, probe_hooks=probe_hooks, scorer=scorer)),
+         lambda: fig_cosine_drift(metrics, probe_hooks=probe_hooks, scorer=scorer, behaviour=names)),
         ("fig-auroc", "Probe AUROC vs step", "auroc_vs_step",
-         lambda: _auroc_figure(metrics, scorer, config)),
-        ("fig-toxicity", "Toxicity vs step", "toxicity_vs_step", lambda: fig_toxicity_vs_step(metrics, scorer=scorer)),
+         lambda: _auroc_figure(metrics, scorer, config, names)),
+        (f"fig-{names.metric_prefix}", f"{names.noun.capitalize()} vs step", f"{names.metric_prefix}_vs_step",
+         lambda: fig_rate_vs_step(metrics, scorer=scorer, behaviour=names)),
         ("fig-geometry-step", "Residual geometry vs step", "geometry_vs_step",
-         lambda: fig_geometry_vs_step(metrics, scorer=scorer)),
-        ("fig-geometry", "Residual geometry before vs after", "geometry", lambda: fig_geometry(geometry, scorer=scorer)),
+         lambda: fig_geometry_vs_step(metrics, scorer=scorer, behaviour=names)),
+        ("fig-geometry", "Residual geometry before vs after", "geometry",
+         lambda: fig_geometry(geometry, scorer=scorer, behaviour=names)),
     ]
     from plotly.offline import get_plotlyjs
 
     sections: list[str] = []
     pngs: dict[str, go.Figure] = {}
     if headline is not None:
-        sections.append(_headline_section(headline, scorer, pngs))
+        sections.append(_headline_section(headline, scorer, pngs, names))
     try:
         table = _results_html(results)
-        pngs["results_table"] = fig_results_table(results, scorer=scorer)
+        pngs["results_table"] = fig_results_table(results, scorer=scorer, behaviour=names)
         note = (f"Mean ± half-width of the Student-t 95% CI over seeds (no ± with one seed). "
-                f"Toxicity scorer: {html.escape(scorer)}.")
+                f"{html.escape(names.noun.capitalize())} scorer: {html.escape(scorer)}.")
     except NoFigureData as exc:
         table, note = f'<p class="no-data">No data for this table: {html.escape(str(exc))}.</p>', ""
     sections.append(_section("fig-results-table", "Results", table, note))
@@ -824,8 +865,13 @@ def write_report(
 
     rows = []
     for label, keys in _CONFIG_KEYS:
-        v = scorer if label == "Toxicity scorer" else _config_value(config, keys)
-        rows.append(f"<tr><th>{label}</th><td>{html.escape(v) if v else '<i>not given in config</i>'}</td></tr>")
+        if label == _SCORER_ROW:
+            label, v = label.format(Noun=names.noun.capitalize()), scorer
+        elif label == "Behaviour":
+            v = f"{names.name}: {names.positive_label} (label 1) vs {names.negative_label} (label 0)"
+        else:
+            v = _config_value(config, keys)
+        rows.append(f"<tr><th>{html.escape(label)}</th><td>{html.escape(v) if v else '<i>not given in config</i>'}</td></tr>")
     full = html.escape(json.dumps(config, indent=2, default=str, sort_keys=True))
     header = (
         '<header id="study">\n<h1>probe_lens drift report</h1>\n'

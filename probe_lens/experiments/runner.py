@@ -11,7 +11,8 @@ over seeds include probe-data variance.
 
 Layout of a run folder::
 
-    study.json                      resolved StudyConfig
+    study.json                      resolved StudyConfig (``behaviour`` names what it detects and trains against)
+    behaviour.json                  the behaviour's record: class names, scorer, threshold, metric keys
     prompts.json                    the fixed prompt plan: evaluation prompts, probe pool, training pool
     data/probe_pool/                the base model's continuations of the pool prompts (builder format)
     seeds/<s>/split.json            this seed's probe-fit / on-policy prompts and rows, prompt-only baselines
@@ -49,8 +50,9 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from probe_lens._io import atomic_write
-from probe_lens.data import build_dataset, load_prompts
-from probe_lens.data.builder import ActivationDataset, dataset_from_reference
+from probe_lens.behaviours import DEFAULT_BEHAVIOUR, BehaviourNames, LabelledRows
+from probe_lens.data import build_dataset
+from probe_lens.data.builder import ActivationDataset, dataset_from_labelled, dataset_from_reference
 from probe_lens.data.reference import ReferenceMismatch, ReferenceSet, load_reference, reference_mismatch
 from probe_lens.data.prompts import Prompt, stratified_partition, stratified_sample
 from probe_lens.experiments.cells import CellSpec
@@ -182,8 +184,15 @@ class Study:
         out_dir: the run folder.
         resume: continue a study already in ``out_dir`` (finished cells are skipped).
         overwrite: delete ``out_dir`` first if it holds a *different* study.
-        model, scorer: use these instead of loading ``config.model`` / ``get_scorer(config.scorer)``.
+        model, scorer: use these instead of loading ``config.model`` / the scorer ``config.scorer`` names
+            (``auto``: the behaviour's own).
         export_png: also write static PNGs of the key figures to ``assets/`` (needs kaleido + Chromium).
+
+    The behaviour (``config.behaviour``) gives the prompts, the scorer, the curated set, the threshold
+    and every metric name and word. A pre-labelled behaviour (its scorer a
+    :class:`~probe_lens.behaviours.LabelledRows`, or ``scorer`` one) cannot label fresh generations: the
+    probe pool is read from its rows (teacher-forced, no sampling), the rate metrics are left out, and
+    cells whose signal is the output classifier are refused when the study is opened.
 
     Under ``torchrun`` every process runs the same calls with the same ``out_dir`` (a folder every process
     sees): each loads the model on ``cuda:$LOCAL_RANK``; rank 0 alone builds the data, fits the probes,
@@ -206,6 +215,12 @@ class Study:
         export_png: bool = True,
     ) -> None:
         self.config = config
+        self.behaviour = config.behaviour_spec
+        self.names = BehaviourNames.of(self.behaviour)  # its words and metric keys, e.g. metric_keys["rate"]
+        self.prelabelled = isinstance(scorer, LabelledRows) if scorer is not None else (
+            config.scorer == "auto" and self.behaviour.prelabelled)
+        if self.prelabelled:
+            _check_prelabelled(config)
         self.export_png = export_png
         self.out = Path(out_dir)
         self.progress = progress
@@ -220,9 +235,9 @@ class Study:
         self._splits: dict[int, SeedSplit] = {}
         self._probes: dict[int, dict[str, Any]] = {}
         self._curated: DriftSet | None = None
-        # the base model's telemetry, shared by every cell of a seed (activations, toxicity, directions)
+        # the base model's telemetry, shared by every cell of a seed (activations, rates, directions)
         self._base_acts: dict[int, dict[str, Any]] = {}
-        self._base_toxicity: dict[int, dict[str, float]] = {}
+        self._base_rates: dict[int, dict[str, float]] = {}
         self._reference: dict[int, dict[str, np.ndarray]] = {}
         self._solo_depth = 0  # > 0 while this process runs a step on its own (rank 0's part of a step)
         distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -314,6 +329,7 @@ class Study:
                 )
         self.out.mkdir(parents=True, exist_ok=True)
         self.config.save(spec)
+        _write_json(self.out / "behaviour.json", self.behaviour.describe())
 
     def _adopt_model(self, model) -> None:
         self._model = model
@@ -339,8 +355,15 @@ class Study:
 
     @property
     def scorer(self):
+        """The output classifier: ``config.scorer`` by name, or for ``auto`` the behaviour's own."""
         if self._scorer is None:
-            self._scorer = get_scorer(self.config.scorer, device=self.config.scorer_device)
+            b, device = self.behaviour, self.config.scorer_device
+            if self.config.scorer != "auto":
+                self._scorer = get_scorer(self.config.scorer, device=device)
+            elif isinstance(b.scorer, str):  # the behaviour's named scorer (for toxicity: get_scorer("auto"))
+                self._scorer = get_scorer(b.scorer, device=device, **b.scorer_kwargs)
+            else:
+                self._scorer = b.get_scorer(device=device)
         return self._scorer
 
     def _start_clock(self) -> None:
@@ -386,7 +409,8 @@ class Study:
             if len(np.unique(labels[rows])) < 2:
                 raise StudyDataError(
                     f"seed {seed}: the {what} rows hold one class only ({len(rows)} rows, {int(labels[rows].sum())} "
-                    "toxic); sample more (data.samples_per_prompt, data.max_rounds, n_probe_prompts) or lower data.threshold"
+                    f"{self.names.positive_label}); sample more (data.samples_per_prompt, data.max_rounds, "
+                    "n_probe_prompts) or lower data.threshold"
                 )
         train = _train_prompts(plan.train_pool, cfg.train_data.n_prompts, seed, key)
         tags = ds.examples["tag"].to_numpy() if "tag" in ds.examples else np.array(["provocative"] * len(ds.examples))
@@ -396,8 +420,8 @@ class Study:
             "fit_prompts": [p.id for p in parts["fit"]],
             "onpolicy_prompts": [p.id for p in parts[ONPOLICY]],
             "train_prompts": [p.id for p in train],
-            "n_fit_rows": int(len(fit)), "n_fit_toxic": int(labels[fit].sum()),
-            "n_onpolicy_rows": int(len(onpolicy)), "n_onpolicy_toxic": int(labels[onpolicy].sum()),
+            "n_fit_rows": int(len(fit)), self.names.metric_keys["n_fit_positive"]: int(labels[fit].sum()),
+            "n_onpolicy_rows": int(len(onpolicy)), self.names.metric_keys["n_onpolicy_positive"]: int(labels[onpolicy].sum()),
             "baseline/auroc_prompt_type": _prompt_type_auroc(labels[onpolicy], tags[onpolicy]),
             "baseline/auroc_prompt_topic": _prompt_topic_auroc(
                 labels, [topics.get(i, "") for i in pid], fit_all, onpolicy
@@ -417,13 +441,19 @@ class Study:
         if (folder / "meta.json").exists():
             return ActivationDataset.load(folder)
         t0 = time.perf_counter()
+        if self.prelabelled:  # no sampling: the labelled rows of the pool prompts, read teacher-forced
+            ds = dataset_from_labelled(self.model, self.prompt_plan.pool, self.scorer, self.config.data,
+                                       out_dir=folder, progress=self.progress, behaviour=self.behaviour)
+            self._tick("build_data_s", t0)
+            return ds
         reference = self.reference_set()
         if reference is not None:
             ds = dataset_from_reference(self.model, reference, self.prompt_plan.pool, self.scorer, self.config.data,
-                                        out_dir=folder, progress=self.progress)
+                                        out_dir=folder, progress=self.progress, behaviour=self.behaviour)
         else:
             ds = build_dataset(
-                self.model, self.prompt_plan.pool, self.scorer, self.config.data, out_dir=folder, progress=self.progress
+                self.model, self.prompt_plan.pool, self.scorer, self.config.data, out_dir=folder, progress=self.progress,
+                behaviour=self.behaviour,
             )
         self._tick("build_data_s", t0)
         return ds
@@ -601,23 +631,24 @@ class Study:
         return DriftSet(gen.tokens, gen.attention_mask, gen.response_mask, labels, is_eval)
 
     def curated_set(self) -> DriftSet | None:
-        """The curated labelled texts as an evaluation-only set (None when ``eval.curated`` is null)."""
+        """The behaviour's curated labelled texts as an evaluation-only set (None when ``eval.curated`` is null)."""
         if self.config.eval.curated is None:
             return None
         if self._curated is None:
-            from probe_lens.data.curated import CURATED_PROMPT, curated_arrays, load_curated
+            from probe_lens.data.curated import curated_arrays
 
-            rows = load_curated(self.config.eval.curated)
+            rows = self.behaviour.load_curated()
             if self.config.eval.n_curated is not None and self.config.eval.n_curated < len(rows):
                 rows = _subsample_by_kind(rows, self.config.eval.n_curated, seed=self.config.prompt_seed)
             texts, labels = curated_arrays(rows)
-            self._curated = DriftSet.from_texts(self.model, CURATED_PROMPT, texts, labels)
+            self._curated = DriftSet.from_texts(self.model, self.behaviour.curated_prompt, texts, labels)
         return self._curated
 
     # ------------------------------------------------------------------ step 3: training data per seed
     @_rank0_then_read
     def train_data(self, seed: int) -> tuple[Generation, dict[str, np.ndarray]]:
-        """Seed ``seed``'s training samples, scored by every signal (classifier, probe, ensemble)."""
+        """Seed ``seed``'s training samples, scored by every signal (classifier, probe, ensemble; no
+        classifier for a pre-labelled behaviour)."""
         folder = self.out / "seeds" / str(seed) / "train_data"
         saved = _read_derived_json(folder / "scores.json")
         if saved is not None:
@@ -634,7 +665,7 @@ class Study:
         )
         self._tick("generate_train_s", t0)
         t0 = time.perf_counter()
-        scores = {"classifier": scorer_scores(self.scorer, gen)}
+        scores = {} if self.prelabelled else {"classifier": scorer_scores(self.scorer, gen)}
         self._tick("score_s", t0)
         names = self.probe_names()
         t0 = time.perf_counter()
@@ -674,7 +705,9 @@ class Study:
             refit_factory=self.retrain_factory(), refit_templates=templates,
             eval_sets={CURATED: curated} if curated is not None else None,
             hooks=list(cfg.telemetry_hooks), batch_size=cfg.data.batch_size, pooling=cfg.data.pooling,
-            toxicity_prompts=[q.text for q in plan.eval_provocative[:k]], scorer=self.scorer,
+            class_names=self.names.class_names, metric_keys=self.names.metric_keys,
+            rate_prompts=[] if self.prelabelled else [q.text for q in plan.eval_provocative[:k]],
+            scorer=None if self.prelabelled else self.scorer,
             max_new_tokens=ev.max_new_tokens, threshold=ev.threshold, seed=20_000 + seed,
             temperature=ev.telemetry_temperature, top_p=ev.telemetry_top_p, fast_sampling=cfg.data.fast_sampling,
         )
@@ -686,10 +719,10 @@ class Study:
         model = self.model
         if seed in self._base_acts:
             tele.prime(model, self._base_acts[seed])
-        if seed in self._base_toxicity:
-            tele.prime_toxicity(model, self._base_toxicity[seed])
+        if seed in self._base_rates:
+            tele.prime_rates(model, self._base_rates[seed])
         self._base_acts[seed] = tele.all_activations(model)
-        self._base_toxicity[seed] = tele.toxicity(model)
+        self._base_rates[seed] = tele.rates(model)
         if seed not in self._reference:
             acts, ds = self._base_acts[seed]["drift"], tele.drift_set
             fit, y = ~ds.is_eval, ds.labels
@@ -800,7 +833,8 @@ class Study:
 
     # ------------------------------------------------------------------ step 5: evaluation
     def evaluate(self, spec: CellSpec, seed: int, tele: "StudyTelemetry") -> dict[str, Any]:
-        """Toxicity, degeneration and fluency of fresh samples; every tracked probe on both sets, with intervals."""
+        """The behaviour's rates, degeneration and fluency of fresh samples; every tracked probe on both sets,
+        with intervals (no rates for a pre-labelled behaviour: nothing labels fresh samples)."""
         from probe_lens.experiments.metrics import degeneration_metrics, evaluate_generation, perplexity
         from probe_lens.experiments.stats import auroc_ci
 
@@ -816,10 +850,11 @@ class Study:
         )
         self._tick("generate_eval_s", t0)
         t0 = time.perf_counter()
-        tox = scorer_scores(self.scorer, gen)
+        sample_scores = None if self.prelabelled else scorer_scores(self.scorer, gen)
         self._tick("score_s", t0)
-        out: dict[str, Any] = {"cell": spec.name, "seed": seed}
-        out.update(evaluate_generation(tox, gen.response_texts, ev.samples_per_prompt, self.scorer.describe(), threshold=ev.threshold))
+        out: dict[str, Any] = {"cell": spec.name, "seed": seed, "behaviour": self.behaviour.name}
+        out.update(evaluate_generation(sample_scores, gen.response_texts, ev.samples_per_prompt, self.scorer.describe(),
+                                       threshold=ev.threshold, metric_keys=self.names.metric_keys))
         resp = gen.tokens[:, gen.prompt_len:]
         out.update(degeneration_metrics(gen.response_mask[:, gen.prompt_len:], resp, model.tokenizer.eos_token_id))
         fluency = [p.text for p in plan.eval_neutral]
@@ -827,10 +862,10 @@ class Study:
         probes = self.fit_probes(seed)
         trained = self.trained_against(spec)
         name = (trained or self.probe_names()["single"])[0]
-        out["eval/probe_p_toxic"] = float(
+        out[self.names.metric_keys["probe_p"]] = float(
             probe_scores(model, gen, probes[name], batch_size=self.config.data.batch_size, progress=False).mean()
         )
-        out.update(tele.measure(model, toxicity=False))
+        out.update(tele.measure(model, rates=False))
         out["eval/n_responses"] = len(gen)
         split = self.seed_split(seed)
         out["baseline/auroc_prompt_type"] = split.info["baseline/auroc_prompt_type"]
@@ -853,7 +888,8 @@ class Study:
         cdir.mkdir(parents=True, exist_ok=True)
         _write_json(cdir / "probe_scores.json", {(ONPOLICY if w == "drift" else w): {k_: v.tolist() for k_, v in s.items()}
                                                   for w, s in scores.items()})
-        samples = pd.DataFrame({"prompt": gen.prompts, "response": gen.response_texts, "score": tox})
+        samples = pd.DataFrame({"prompt": gen.prompts, "response": gen.response_texts,
+                                "score": np.full(len(gen), np.nan) if sample_scores is None else sample_scores})
         atomic_write(cdir / "eval_samples.parquet", lambda p: samples.to_parquet(p, index=False))
         return out
 
@@ -897,6 +933,7 @@ class Study:
             intervals = r.pop("intervals", None) or {}
             for metric, (lo, hi) in intervals.items():
                 r[f"{metric}/ci_low"], r[f"{metric}/ci_high"] = lo, hi
+            r.setdefault("behaviour", self.behaviour.name)  # a run evaluated before behaviours: its study's
             r["trained_against"] = ",".join(info.get("trained_against") or []) or "none"
             r.update(_headline_probe_metrics(r, info.get("trained_against") or [], self.probe_names()))
             scorer = r.pop("eval/scorer", None)
@@ -929,7 +966,7 @@ class Study:
         results = self.results()
         atomic_write(self.out / "results.csv", lambda p: results.to_csv(p, index=False))
         atomic_write(self.out / "results.parquet", lambda p: results.to_parquet(p, index=False))
-        value_cols = [c for c in results.columns if c not in ("cell", "seed", "scorer", "trained_against")
+        value_cols = [c for c in results.columns if c not in ("cell", "seed", "scorer", "trained_against", "behaviour")
                       and not c.endswith(("/ci_low", "/ci_high")) and pd.api.types.is_numeric_dtype(results[c])]
         summary = summarize(results, ["cell"], value_cols)
         atomic_write(self.out / "summary.csv", lambda p: summary.to_csv(p, index=False))
@@ -968,6 +1005,7 @@ class Study:
             else name
         )
         config["scorer"] = self.scorer.describe()
+        config["behaviour"] = self.behaviour.describe()
         config["heldout_probes"] = self.probe_names()["heldout"]
         config["trained_against"] = {c.name: self.trained_against(c) for c in self.config.cell_specs}
         config["headline_probes"] = [n for n in self.tracked_probes() if n not in self.probe_names()["heldout_members"]]
@@ -1032,7 +1070,7 @@ def _run_objective(ctx: CellContext) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# telemetry with toxicity and role-free probe names
+# telemetry with the behaviour's rates and role-free probe names
 # ---------------------------------------------------------------------------------------------
 
 
@@ -1044,29 +1082,33 @@ def _metric_name(which: str, probe_or_retrained: str) -> str:
 
 
 class StudyTelemetry(DriftTelemetry):
-    """Drift telemetry for a study: every tracked probe under one name in every cell, and toxicity.
+    """Drift telemetry for a study: every tracked probe under one name in every cell, and the behaviour's rate.
 
     Probe AUROCs are logged as ``probe/onpolicy_auroc/<probe>`` and ``probe/curated_auroc/<probe>``
     (retrained: ``probe/<set>_auroc_retrained/<hook>``) whether or not the cell trains against the probe
     (which it does is in the cell's ``eval.json`` info), so a probe's curve in a cell that trains against
-    it and in its control cells share a column. Adds ``eval/toxicity_rate`` and ``eval/mean_toxicity`` of a
-    few held-out provocative prompts (1 sample each) to every row, for toxicity vs step.
+    it and in its control cells share a column. Adds the rate and mean score (``metric_keys`` roles
+    ``rate`` and ``mean``: ``eval/toxicity_rate``, ``eval/mean_toxicity`` for toxicity, the default) of a
+    few held-out provocative prompts (1 sample each, ``rate_prompts``; none: no rates) to every row, for
+    the rate vs step.
     """
 
-    def __init__(self, *args, toxicity_prompts: list[str], scorer, max_new_tokens: int, threshold: float, seed: int,
-                 temperature: float = 1.0, top_p: float = 1.0, fast_sampling: bool = False, **kwargs):
+    def __init__(self, *args, rate_prompts: list[str], scorer, max_new_tokens: int, threshold: float, seed: int,
+                 temperature: float = 1.0, top_p: float = 1.0, fast_sampling: bool = False,
+                 metric_keys: dict[str, str] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.fast_sampling = fast_sampling
-        self.toxicity_prompts = toxicity_prompts
+        self.rate_prompts = rate_prompts
+        self.metric_keys = dict(BehaviourNames.of(None).metric_keys if metric_keys is None else metric_keys)
         self.scorer = scorer
         self.max_new_tokens = max_new_tokens
         self.threshold = threshold
         self.seed = seed
         self.temperature = temperature
         self.top_p = top_p
-        self._tox_cache: tuple[Any, dict[str, float]] | None = None
+        self._rate_cache: tuple[Any, dict[str, float]] | None = None
 
-    def measure(self, model, step: int | None = None, *, toxicity: bool = True) -> dict[str, float]:
+    def measure(self, model, step: int | None = None, *, rates: bool = True) -> dict[str, float]:
         raw = super().measure(model, step)
         out: dict[str, float] = {}
         for k, v in raw.items():
@@ -1079,28 +1121,29 @@ class StudyTelemetry(DriftTelemetry):
                 out[_metric_name(which, f"retrained/{name}")] = v
             else:
                 out[k] = v
-        if toxicity:
-            out.update(self.toxicity(model))
+        if rates:
+            out.update(self.rates(model))
         return out
 
-    def toxicity(self, model) -> dict[str, float]:
-        """Toxicity rate and mean score of the telemetry prompts' samples (cached per model state)."""
-        if not self.toxicity_prompts:
+    def rates(self, model) -> dict[str, float]:
+        """The behaviour's rate and mean score of the telemetry prompts' samples (cached per model state)."""
+        if not self.rate_prompts:
             return {}
         key = model_state_key(model)
-        if self._tox_cache is not None and self._tox_cache[0] == key:
-            return dict(self._tox_cache[1])
-        gen = generate(model, self.toxicity_prompts, max_new_tokens=self.max_new_tokens, seed=self.seed,
+        if self._rate_cache is not None and self._rate_cache[0] == key:
+            return dict(self._rate_cache[1])
+        gen = generate(model, self.rate_prompts, max_new_tokens=self.max_new_tokens, seed=self.seed,
                        temperature=self.temperature, top_p=self.top_p, batch_size=self.batch_size, progress=False,
                        fast=self.fast_sampling)
         scores = np.asarray(self.scorer.score(gen.response_texts))
-        out = {"eval/toxicity_rate": float((scores >= self.threshold).mean()), "eval/mean_toxicity": float(scores.mean())}
-        self._tox_cache = (key, out)
+        out = {self.metric_keys["rate"]: float((scores >= self.threshold).mean()),
+               self.metric_keys["mean"]: float(scores.mean())}
+        self._rate_cache = (key, out)
         return dict(out)
 
-    def prime_toxicity(self, model, values: dict[str, float]) -> None:
-        """Declare ``values`` (from :meth:`toxicity` of an identical model and seed) as ``model``'s."""
-        self._tox_cache = (model_state_key(model), dict(values))
+    def prime_rates(self, model, values: dict[str, float]) -> None:
+        """Declare ``values`` (from :meth:`rates` of an identical model and seed) as ``model``'s."""
+        self._rate_cache = (model_state_key(model), dict(values))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1109,8 +1152,9 @@ class StudyTelemetry(DriftTelemetry):
 
 
 def _prompt_plan(cfg: StudyConfig) -> PromptPlan:
-    """Evaluation prompts, the probe pool and the training pool, each tag stratified by topic."""
-    prompts = load_prompts()
+    """Evaluation prompts, the probe pool and the training pool of the behaviour's prompts, each tag
+    stratified by topic."""
+    prompts = cfg.behaviour_spec.load_prompts()
     key, seed = cfg.sampling.stratify_by, cfg.prompt_seed
     by_tag = {t: [p for p in prompts if p.tag == t] for t in ("provocative", "neutral")}
     n_eval = {"provocative": cfg.eval.n_provocative, "neutral": cfg.eval.n_fluency_texts}
@@ -1184,8 +1228,8 @@ def _prompt_type_auroc(labels: np.ndarray, tags: np.ndarray) -> float:
 
 
 def _prompt_topic_auroc(labels: np.ndarray, topics: list[str], fit_rows: np.ndarray, eval_rows: np.ndarray) -> float:
-    """AUROC on ``eval_rows`` of a detector that sees only the prompt's topic: each topic's toxic share
-    on ``fit_rows`` (unseen topics: the overall share)."""
+    """AUROC on ``eval_rows`` of a detector that sees only the prompt's topic: each topic's share of
+    label 1 on ``fit_rows`` (unseen topics: the overall share)."""
     from sklearn.metrics import roc_auc_score
 
     topics = np.asarray(topics)
@@ -1234,10 +1278,32 @@ def _headline_probe_metrics(row: dict[str, Any], trained: list[str], names: dict
 
 
 def _comparable(d: dict[str, Any]) -> dict[str, Any]:
-    """Parts of a study config that change results (device and progress do not)."""
+    """Parts of a study config that change results (device and progress do not). A study file written
+    before behaviours (no ``behaviour`` key) is a toxicity study."""
     d = copy.deepcopy(d)
     d.pop("device", None)
+    d.setdefault("behaviour", DEFAULT_BEHAVIOUR)
+    if d.get("behaviour_file") is None:
+        d.pop("behaviour_file", None)
     return d
+
+
+def _check_prelabelled(cfg: StudyConfig) -> None:
+    """Refuse what a pre-labelled behaviour cannot do: cells trained against the output classifier
+    (it would have to label fresh samples) and a probe pool from anywhere but its rows."""
+    bad = [c.name for c in cfg.cell_specs if c.signal == "classifier"]
+    if bad:
+        keep = [c for c in cfg.cells if not (isinstance(c, str) and c in bad or isinstance(c, dict) and c.get("name") in bad)]
+        raise ValueError(
+            f"behaviour {cfg.behaviour!r} is pre-labelled: its labels cover only the rows it was given, so nothing "
+            f"labels the fresh samples that cell(s) {bad} rank or filter with the output classifier. Drop them "
+            f"(--set cells={json.dumps(keep)}) or name a scorer (--set scorer=NAME)"
+        )
+    if cfg.data_source != "auto":
+        raise ValueError(
+            f"behaviour {cfg.behaviour!r} is pre-labelled: the probe pool is read from its rows, so data_source "
+            f"must be 'auto', not {cfg.data_source!r}"
+        )
 
 
 def _save_generation(folder: Path, gen: Generation) -> None:

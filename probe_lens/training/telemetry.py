@@ -10,8 +10,8 @@ returns flat metrics with stable names::
                                        re-fit on the current activations)
     geometry/<hook>/mean_diff_norm     ||mean(toxic) - mean(clean)||
     geometry/<hook>/mean_diff_cos_orig cosine(mean difference, original direction at that hook)
-    geometry/<hook>/proj_toxic         mean(toxic) . original direction
-    geometry/<hook>/proj_clean         mean(clean) . original direction
+    geometry/<hook>/proj_toxic         mean(toxic) . original direction  (proj_<positive class> in general)
+    geometry/<hook>/proj_clean         mean(clean) . original direction  (proj_<negative class>)
     geometry/<hook>/resid_norm         mean L2 norm of the pooled activations
     geometry/<hook>/pca_var_top<k>     variance fraction of the top-k principal components
 
@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from jaxtyping import Int
 
+from probe_lens._common import metric_word
 from probe_lens.activations import collect, resolve_hooks
 from probe_lens.models import Generation
 from probe_lens.probes.metrics import auroc
@@ -190,6 +191,8 @@ class DriftTelemetry:
             the base model, and pass the same to every run you compare).
         pooling: pooling of the drift activations (default: the first probe's, else ``"mean"``).
         pca_ks: the k of each ``pca_var_top<k>`` metric.
+        class_names: ``(label 0, label 1)`` names in the geometry keys ``proj_<name>``; default
+            ``("clean", "toxic")`` (a behaviour's ``class_names``, e.g. ``("not negative", "negative")``).
         batch_size, progress: for the activation pass.
     """
 
@@ -208,6 +211,7 @@ class DriftTelemetry:
         pca_ks: Sequence[int] = (1, 5),
         batch_size: int = 16,
         progress: bool = False,
+        class_names: tuple[str, str] = ("clean", "toxic"),
     ) -> None:
         if not isinstance(drift_set, DriftSet):
             raise TypeError(f"drift_set must be a DriftSet, got {type(drift_set).__name__}")
@@ -236,6 +240,10 @@ class DriftTelemetry:
             raise ValueError(f"pca_ks must be positive, got {self.pca_ks}")
         self.batch_size = batch_size
         self.progress = progress
+        words = tuple(metric_word(str(c)) for c in class_names)
+        if len(words) != 2 or not all(words) or words[0] == words[1]:
+            raise ValueError(f"class_names must be two different names (label 0, label 1), got {class_names!r}")
+        self._proj_keys = tuple(f"proj_{w}" for w in words)
         self.reference_directions: dict[str, np.ndarray] = {
             h: np.asarray(v, dtype=np.float64).reshape(-1) for h, v in (reference_directions or {}).items()
         }
@@ -396,8 +404,8 @@ class DriftTelemetry:
             u = u / max(np.linalg.norm(u), 1e-12)
             out[f"geometry/{h}/mean_diff_norm"] = float(np.linalg.norm(diff))
             out[f"geometry/{h}/mean_diff_cos_orig"] = _cos(diff, u)
-            out[f"geometry/{h}/proj_toxic"] = float(mu1 @ u)
-            out[f"geometry/{h}/proj_clean"] = float(mu0 @ u)
+            out[f"geometry/{h}/{self._proj_keys[1]}"] = float(mu1 @ u)
+            out[f"geometry/{h}/{self._proj_keys[0]}"] = float(mu0 @ u)
             out[f"geometry/{h}/resid_norm"] = float(np.linalg.norm(X, axis=1).mean())
             sv = np.linalg.svd(X - X.mean(axis=0), compute_uv=False) ** 2
             total = float(sv.sum())
