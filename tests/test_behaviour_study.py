@@ -7,6 +7,7 @@ and the test checks that every key and word still comes from the behaviour.
 """
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -14,12 +15,13 @@ import yaml
 
 from probe_lens.behaviours import BEHAVIOURS, Behaviour, BehaviourFileError, get_behaviour, load_behaviour_file, register_behaviour
 from probe_lens.cli import main
-from probe_lens.experiments import Study, StudyConfig
+from probe_lens.experiments import Study, StudyConfig, make_config
 from probe_lens.experiments import report as R
 from probe_lens.experiments.metrics import evaluate_generation, expected_max_score, positive_rate, toxicity_rate
-from probe_lens.experiments.runner import StudyFolderError
+from probe_lens.experiments.runner import StudyFolderError, _prompt_plan
 from probe_lens.testing import non_ascii_scorer, tiny_model, tiny_study_config
 
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "behaviours"
 TOPICS = ("food", "travel", "work", "home")
 FAST = dict(probes={"noise_floor_resamples": 2}, eval={"n_telemetry_prompts": 4})
 
@@ -164,7 +166,7 @@ def _labelled_spec(tmp_path):
 
 def test_prelabelled_behaviour_from_a_spec_file_runs_what_it_can(tmp_path):
     spec = _labelled_spec(tmp_path)
-    cfg = tiny_study_config(behaviour_file=str(spec), cells=["base", "probe_dpo_1"], **FAST)
+    cfg = tiny_study_config(behaviour_file=str(spec), cells=["base", "probe_dpo_1", "probe_filtered_sft"], **FAST)
     assert cfg.behaviour == "rudeness" and cfg.eval.curated is None and cfg.behaviour_spec.prelabelled
     study = Study(cfg, tmp_path / "run", model=tiny_model(n_layers=4), progress=False, export_png=False)
     study.run()
@@ -177,7 +179,7 @@ def test_prelabelled_behaviour_from_a_spec_file_runs_what_it_can(tmp_path):
     assert keys["rate"] not in results.columns and keys["mean"] not in results.columns  # nothing labels fresh samples
     assert results[keys["probe_p"]].notna().all()
     assert results["probe/onpolicy_auroc/logistic_L2"].between(0, 1).all()
-    assert set(results["cell"]) == {"base", "probe_dpo_1"}
+    assert set(results["cell"]) == {"base", "probe_dpo_1", "probe_filtered_sft"}  # the probe ranks, the probe filters
     page = (out / "report.html").read_text()
     assert 'id="fig-rudeness"' in page and "no eval/rudeness_rate" in page
 
@@ -282,3 +284,26 @@ def test_toxicity_is_the_default_and_keeps_todays_names(tmp_path):
     Study(cfg, tmp_path, resume=True, progress=False)
     with pytest.raises(StudyFolderError, match="differs in: .*behaviour"):
         Study(StudyConfig(behaviour="sentiment"), tmp_path, resume=True, progress=False)
+
+
+@pytest.mark.parametrize("spec, extra", [("service_complaints.yaml", []),
+                                         ("rude_replies.yaml", ["cells=[base, probe_sft_1, probe_dpo_1]"])])
+def test_example_behaviours_fit_the_demo_preset_as_the_readme_runs_them(spec, extra, tmp_path):
+    cfg = make_config("demo", overrides=[f"behaviour_file={EXAMPLES / spec}", "n_probe_prompts=null", *extra])
+    b = cfg.behaviour_spec
+    assert cfg.behaviour == spec.removesuffix(".yaml") and b.description
+    plan = _prompt_plan(cfg)
+    assert len(plan.pool) >= 24 and len(plan.eval_provocative) == 24 and len(plan.eval_neutral) == 16
+    if b.prelabelled:
+        assert len(b.scorer) == 152 and cfg.eval.curated is None
+    else:
+        assert b.scorer == "vader" and cfg.eval.curated == "service_complaints" and len(b.load_curated()) == 24
+    Study(cfg, tmp_path / "run", progress=False)  # opens: nothing refused up front
+
+
+def test_a_behaviour_with_too_few_prompts_for_the_sizes_is_refused_up_front(tmp_path):
+    with pytest.raises(ValueError, match="n_probe_prompts=240 but only 220 of behaviour 'sentiment'"):
+        Study(make_config("quick", overrides=["behaviour=sentiment"]), tmp_path / "q", progress=False)
+    with pytest.raises(ValueError, match="only 0 are left for the probe pool"):
+        Study(make_config("paper", overrides=["behaviour=sentiment"]), tmp_path / "p", progress=False)
+    assert not (tmp_path / "q").exists()

@@ -221,6 +221,7 @@ class Study:
             config.scorer == "auto" and self.behaviour.prelabelled)
         if self.prelabelled:
             _check_prelabelled(config)
+        _prompt_plan(config)  # a behaviour with too few prompts for these sizes: say so now, not after loading the model
         self.export_png = export_png
         self.out = Path(out_dir)
         self.progress = progress
@@ -1167,9 +1168,16 @@ def _prompt_plan(cfg: StudyConfig) -> PromptPlan:
                "neutral": max(int(np.ceil(1.25 * (td.n_prompts - n_train_prov))), 2)}
     pool_total = sum(max(0, len(by_tag[t]) - n_eval[t] - reserve[t]) for t in pool_tags)
     want = pool_total if cfg.n_probe_prompts is None else cfg.n_probe_prompts
+    if pool_total < 4:
+        raise ValueError(
+            f"behaviour {cfg.behaviour!r} has {len(prompts)} prompts ({len(by_tag['provocative'])} provocative): after the "
+            f"{n_eval} evaluation prompts and the training reserve {reserve} only {pool_total} are left for the probe "
+            "pool (at least 4 needed); lower eval.n_provocative or train_data.n_prompts, or give more prompts"
+        )
     if want > pool_total:
         raise ValueError(
-            f"n_probe_prompts={want} but only {pool_total} {'/'.join(pool_tags)} prompts are left after the "
+            f"n_probe_prompts={want} but only {pool_total} of behaviour {cfg.behaviour!r}'s {'/'.join(pool_tags)} prompts "
+            "are left after the "
             f"{n_eval} evaluation prompts and the training reserve {reserve}; lower n_probe_prompts or eval sizes"
         )
     parts: dict[str, list[Prompt]] = {"eval_provocative": [], "eval_neutral": [], "pool": [], "train_pool": []}
