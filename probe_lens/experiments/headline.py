@@ -207,11 +207,15 @@ def write_headline(
     """``headline.md``: yardsticks and noise floors, the headline table, the contrasts in a table and in words."""
     from probe_lens.experiments.stats import describe_contrasts
 
+    b = config.behaviour_spec
+    onpolicy = (f"the pre-labelled responses of behaviour {b.name!r} to held-out pool prompts (its own labels; not "
+                "the model's own text)" if b.prelabelled and config.scorer == "auto" else
+                "the base model's continuations of held-out pool prompts, labelled by the output classifier "
+                "(on-policy, noisy labels)")
     text = [
         "# Headline\n",
         "## Yardsticks\n",
-        "On-policy rows: the base model's continuations of held-out pool prompts, labelled by the output "
-        "classifier (on-policy, noisy labels). Curated rows: the shipped hand-labelled set read as responses "
+        f"On-policy rows: {onpolicy}. Curated rows: the {b.name} behaviour's hand-labelled set read as responses "
         "(clean labels, off-policy). Prompt-only baselines: AUROC of a detector that sees only the prompt's "
         "type or topic (0.5 = no confound). Cosine floor: 5th percentile of cos(probe, same estimator re-fit on "
         "a bootstrap resample of its probe-fit rows) on the base model: drift cosines above it are within "
