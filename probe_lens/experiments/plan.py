@@ -148,7 +148,13 @@ def _cells(config: Any) -> list[tuple[str, str]]:
 
 
 def _train_config(config: Any, objective: str) -> Any:
-    return {"probe_sft": config.probe_sft, "filtered_sft": config.classifier_sft, "dpo": config.dpo}[objective]
+    """The training settings of an ``objective`` cell (its registered objective's study section)."""
+    from probe_lens.training import get_objective
+
+    section = get_objective(objective).objective_cls.study_section
+    if section is None:
+        raise ValueError(f"objective {objective!r} declares no study section to read its settings from")
+    return getattr(config, section)
 
 
 def _mean_prompt_tokens(config: Any = None) -> float:

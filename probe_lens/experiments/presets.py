@@ -49,8 +49,8 @@ _QUICK: dict[str, Any] = {
     "dpo": {"trainable": _BLOCKS, "max_steps": 8, "batch_size": 4, "lr": 3e-5, "beta": 0.1, "warmup_steps": 1},
     "classifier_sft": {"trainable": _BLOCKS, "max_steps": 8, "batch_size": 4, "lr": 3e-5, "warmup_steps": 1},
     "eval": {"n_provocative": 60, "samples_per_prompt": 1, "max_new_tokens": 16, "n_fluency_texts": 30,
-             "n_telemetry_prompts": 8},
-    "telemetry_every": 4,
+             "n_telemetry_prompts": 8, "n_curated": 150},
+    "telemetry_every": 8,
 }
 
 _PAPER: dict[str, Any] = {
@@ -74,16 +74,20 @@ _STANDARD: dict[str, Any] = {
     "seeds": [0, 1, 2],
     "cells": list(CELLS),
     "n_probe_prompts": 300,
-    "data": {"hooks": [4, 6, 9], "samples_per_prompt": 4, "max_new_tokens": 24, "max_rounds": 1,
+    # probe pool: 300 provocative prompts x 3 reference continuations (read, not sampled): ~540 probe-fit rows
+    # (~120 balanced) and ~360 on-policy rows per seed
+    "data": {"hooks": [4, 6, 9], "samples_per_prompt": 3, "max_new_tokens": 24, "max_rounds": 1,
              "min_minority": 0, "batch_size": 32, "chunk_prompts": 40},
     "probes": {"layer": 6, "heldout_layers": [4, 9], "n_ensemble": 4, "n_heldout_members": 2},
     "train_data": {"n_prompts": 64, "samples_per_prompt": 4, "max_new_tokens": 24},
-    "probe_sft": {"trainable": _BLOCKS, "max_steps": 24, "batch_size": 8, "lr": 3e-5, "probe_weight": 1.0, "warmup_steps": 2},
-    "dpo": {"trainable": _BLOCKS, "max_steps": 24, "batch_size": 4, "lr": 3e-5, "beta": 0.1, "warmup_steps": 2},
-    "classifier_sft": {"trainable": _BLOCKS, "max_steps": 24, "batch_size": 8, "lr": 3e-5, "warmup_steps": 2},
+    # 12 steps: the trained-against probe's mean P(toxic) on the training samples falls 0.12 -> 1e-5 by step 4
+    # and stops falling by step 12 (benchmarks/calibrate_steps.py, benchmarks/RESULTS.md)
+    "probe_sft": {"trainable": _BLOCKS, "max_steps": 12, "batch_size": 8, "lr": 3e-5, "probe_weight": 1.0, "warmup_steps": 2},
+    "dpo": {"trainable": _BLOCKS, "max_steps": 12, "batch_size": 4, "lr": 3e-5, "beta": 0.1, "warmup_steps": 2},
+    "classifier_sft": {"trainable": _BLOCKS, "max_steps": 12, "batch_size": 8, "lr": 3e-5, "warmup_steps": 2},
     "eval": {"n_provocative": 100, "samples_per_prompt": 2, "max_new_tokens": 24, "n_fluency_texts": 50,
              "n_telemetry_prompts": 16},
-    "telemetry_every": 12,
+    "telemetry_every": 6,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {"demo": _DEMO, "quick": _QUICK, "standard": _STANDARD, "paper": _PAPER}
