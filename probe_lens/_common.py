@@ -41,13 +41,11 @@ def check_threshold(threshold: Any, *, name: str = "threshold", allow_one: bool 
     Accepts a real number strictly between 0 and 1 (``allow_one=True``: in (0, 1]). Raises
     TypeError for non-numbers (bools included) and ValueError for values out of range.
     """
-    if isinstance(threshold, (bool, np.bool_)) or not isinstance(
-        threshold, (int, float, np.integer, np.floating)
-    ):
+    if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number in (0, 1), got {threshold!r}")
     value = float(threshold)
     upper_ok = value <= 1.0 if allow_one else value < 1.0
-    if not (0.0 < value and upper_ok):
+    if not (value > 0.0 and upper_ok):
         interval = "in (0, 1]" if allow_one else "strictly between 0 and 1"
         raise ValueError(f"{name} must be {interval}, got {threshold!r} (the paper uses 0.5)")
     return value

@@ -7,8 +7,8 @@ are ~1 GB in fp32, ~3.2 GB with AdamW moments); running out of disk mid-write co
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 

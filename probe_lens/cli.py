@@ -33,25 +33,48 @@ class UsageError(Exception):
     """A mistake in the command line or a study file: one error paragraph, exit code 2."""
 
 
-def _add_study_args(p: argparse.ArgumentParser, *, default_preset: str = "quick", default_out: str | None = None) -> None:
-    p.add_argument("--preset", default=None, help=f"demo | quick | paper (default: {default_preset}, or the --config file alone)")
-    p.add_argument("--config", dest="config_file", default=None, help="a YAML/JSON study file (keys as in `probe-lens config`)")
+def _add_study_args(
+    p: argparse.ArgumentParser, *, default_preset: str = "quick", default_out: str | None = None
+) -> None:
+    p.add_argument(
+        "--preset", default=None, help=f"demo | quick | paper (default: {default_preset}, or the --config file alone)"
+    )
+    p.add_argument(
+        "--config", dest="config_file", default=None, help="a YAML/JSON study file (keys as in `probe-lens config`)"
+    )
     p.add_argument("--model", default=None, help="TransformerLens name or local HF folder; 'embedded' = Gemma-3-270M")
-    p.add_argument("--behaviour", default=None, metavar="NAME",
-                   help="what the study detects and trains against: toxicity (default) | sentiment | a registered name")
-    p.add_argument("--behaviour-file", default=None, metavar="PATH",
-                   help="a JSON/YAML behaviour spec (your prompts + a scorer name, or pre-labelled rows); "
-                   "see probe_lens.behaviours.spec")
+    p.add_argument(
+        "--behaviour",
+        default=None,
+        metavar="NAME",
+        help="what the study detects and trains against: toxicity (default) | sentiment | a registered name",
+    )
+    p.add_argument(
+        "--behaviour-file",
+        default=None,
+        metavar="PATH",
+        help="a JSON/YAML behaviour spec (your prompts + a scorer name, or pre-labelled rows); "
+        "see probe_lens.behaviours.spec",
+    )
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1)")
     p.add_argument("--out", default=default_out, help="run folder (default: runs/<preset>)")
     p.add_argument("--resume", action="store_true", help="continue the study in --out; finished cells are kept")
     p.add_argument("--overwrite", action="store_true", help="delete --out first if it holds a different study")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one field, e.g. --set probe_sft.max_steps=20 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one field, e.g. --set probe_sft.max_steps=20 (repeatable)",
+    )
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
-    p.add_argument("--fresh-data", action="store_true",
-                   help="sample the probe pool anew instead of reading the shipped reference continuations "
-                   "(same as --set data_source=fresh)")
+    p.add_argument(
+        "--fresh-data",
+        action="store_true",
+        help="sample the probe pool anew instead of reading the shipped reference continuations "
+        "(same as --set data_source=fresh)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error (also PROBE_LENS_DEBUG=1)")
     p.set_defaults(default_preset=default_preset)
@@ -78,7 +101,9 @@ def _config(args):
     try:
         cfg = make_config(preset, config_file=config_file, model=args.model, seeds=args.seeds, overrides=overrides)
     except json.JSONDecodeError as e:
-        raise UsageError(f"{config_file} is not valid JSON ({e}); fix it or write a fresh one with `probe-lens config`") from e
+        raise UsageError(
+            f"{config_file} is not valid JSON ({e}); fix it or write a fresh one with `probe-lens config`"
+        ) from e
     except yaml.YAMLError as e:
         raise UsageError(
             f"cannot parse {config_file or 'a --set value'} as YAML ({' '.join(str(e).split())}); "
@@ -106,8 +131,13 @@ def _study(args, *, resume: bool | None = None, cfg=None, need_study: bool = Fal
             f"{out} holds no study (no study.json), so there is nothing to {args.command}; run "
             f"`probe-lens reproduce --out {out}` (or build-data, fit-probes, train) first, or point --out at a run folder"
         )
-    return Study(cfg, out, resume=args.resume if resume is None else resume, overwrite=args.overwrite,
-                 progress=not args.no_progress)
+    return Study(
+        cfg,
+        out,
+        resume=args.resume if resume is None else resume,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
 
 
 def _print_summary(study, summary, t0: float) -> None:
@@ -116,12 +146,20 @@ def _print_summary(study, summary, t0: float) -> None:
     if not study.dist.is_main:  # under torchrun, rank 0 speaks for the study
         return
     table = headline_table(summary, study.config, study.probe_names())
-    keep = [c for c in table.columns if c in ("cell", "trains against", f"{study.names.noun} rate", "perplexity (neutral)")
-            or " AUROC curated" in c and "held-out" not in c or c.endswith("_L" + str(study.config.probes.layer) + " cos(orig, refit)")]
+    keep = [
+        c
+        for c in table.columns
+        if c in ("cell", "trains against", f"{study.names.noun} rate", "perplexity (neutral)")
+        or " AUROC curated" in c
+        and "held-out" not in c
+        or c.endswith("_L" + str(study.config.probes.layer) + " cos(orig, refit)")
+    ]
     print()
     print(table[keep].to_string(index=False))
-    print(f"\nscorer: {study.scorer.describe().get('name')} {study.scorer.describe().get('version')}; "
-          f"seeds: {study.config.seeds}; wall time {time.perf_counter() - t0:.0f} s")
+    print(
+        f"\nscorer: {study.scorer.describe().get('name')} {study.scorer.describe().get('version')}; "
+        f"seeds: {study.config.seeds}; wall time {time.perf_counter() - t0:.0f} s"
+    )
     print(f"headline (table, paired contrasts, what is resolved): {study.out / 'headline.md'}")
     print(f"report: {study.out / 'report.html'}  table: {study.out / 'results.csv'}")
 
@@ -133,13 +171,17 @@ def cmd_demo(args) -> int:
     ds = study.build_data()
     c, names = ds.counts(), study.names
     keys, pos, neg = names.metric_keys, names.positive_label, names.negative_label
-    print(f"\nprobe pool: {c['n_examples']} continuations of {len(study.prompt_plan.pool)} provocative prompts, "
-          f"{c[keys['n_positive']]} {pos} / {c[keys['n_negative']]} {neg} ({names.name}; scorer {ds.meta['scorer']['name']})")
+    print(
+        f"\nprobe pool: {c['n_examples']} continuations of {len(study.prompt_plan.pool)} provocative prompts, "
+        f"{c[keys['n_positive']]} {pos} / {c[keys['n_negative']]} {neg} ({names.name}; scorer {ds.meta['scorer']['name']})"
+    )
     for seed in study.config.seeds:
         i = study.seed_split(seed).info
-        print(f"  seed {seed}: probes fit on {i['n_fit_rows']} balanced rows ({i[keys['n_fit_positive']]} {pos}); "
-              f"on-policy evaluation rows {i['n_onpolicy_rows']} ({i[keys['n_onpolicy_positive']]} {pos}); "
-              f"prompt-topic-only AUROC {i['baseline/auroc_prompt_topic']:.3f}")
+        print(
+            f"  seed {seed}: probes fit on {i['n_fit_rows']} balanced rows ({i[keys['n_fit_positive']]} {pos}); "
+            f"on-policy evaluation rows {i['n_onpolicy_rows']} ({i[keys['n_onpolicy_positive']]} {pos}); "
+            f"prompt-topic-only AUROC {i['baseline/auroc_prompt_topic']:.3f}"
+        )
     summary = study.run()
     _print_summary(study, summary, t0)
     return 0
@@ -186,9 +228,15 @@ def cmd_build_reference(args) -> int:
     from probe_lens.scorers import get_scorer
 
     try:
-        cfg = ReferenceConfig(samples_per_prompt=args.samples_per_prompt, max_new_tokens=args.max_new_tokens,
-                              temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-                              batch_size=args.batch_size, fast=not args.no_fast)
+        cfg = ReferenceConfig(
+            samples_per_prompt=args.samples_per_prompt,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            fast=not args.no_fast,
+        )
     except ValueError as e:
         raise UsageError(str(e)) from e
     prompts = [p for p in load_prompts() if p.tag in args.tags]
@@ -196,20 +244,34 @@ def cmd_build_reference(args) -> int:
         raise UsageError(f"no embedded prompt has a tag in {args.tags}; tags are 'provocative' and 'neutral'")
     root = Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
+        commit = (
+            subprocess.run(
+                ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
+        dirty = bool(
+            subprocess.run(
+                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+        )
     except (OSError, subprocess.SubprocessError):
         commit, dirty = None, None
     provenance = {
         "command": "probe-lens " + shlex.join(args.argv),
-        "commit": commit, "uncommitted_changes": dirty, "tags": args.tags,
+        "commit": commit,
+        "uncommitted_changes": dirty,
+        "tags": args.tags,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     model = load_model(args.model, device=args.device)
     scorer = get_scorer(args.scorer)
-    ref = build_reference(model, prompts, scorer, cfg, out=args.out, provenance=provenance, progress=not args.no_progress)
+    ref = build_reference(
+        model, prompts, scorer, cfg, out=args.out, provenance=provenance, progress=not args.no_progress
+    )
     print(json.dumps({"file": str(args.out), **ref.counts()}, indent=2))
     return 0
 
@@ -279,7 +341,9 @@ def cmd_config(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="probe-lens", description="Fine-tune against probes; see whether they keep working.")
+    parser = argparse.ArgumentParser(
+        prog="probe-lens", description="Fine-tune against probes; see whether they keep working."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     specs = [
         ("demo", cmd_demo, "a small slice of the study on the embedded model (< 10 min on 2 CPU cores)", "demo"),
@@ -291,11 +355,16 @@ def build_parser() -> argparse.ArgumentParser:
         ("report", cmd_report, "step 5: results table, summary with CIs, report.html", "quick"),
         ("config", cmd_config, "print a preset as a study file (YAML)", "quick"),
     ]
-    p = sub.add_parser("build-reference", help="sample the reference continuations a study reads instead of sampling",
-                       description="Sample every embedded prompt with the given tags, score the continuations and "
-                       "write them (tokens, texts, scores, per-row seeds) as a gzipped JSONL with a provenance file.")
+    p = sub.add_parser(
+        "build-reference",
+        help="sample the reference continuations a study reads instead of sampling",
+        description="Sample every embedded prompt with the given tags, score the continuations and "
+        "write them (tokens, texts, scores, per-row seeds) as a gzipped JSONL with a provenance file.",
+    )
     p.add_argument("--out", required=True, help="the .jsonl.gz to write (parts go to <out>.parts/ and resume)")
-    p.add_argument("--model", default=None, help="TransformerLens name or local HF folder (default: embedded Gemma-3-270M)")
+    p.add_argument(
+        "--model", default=None, help="TransformerLens name or local HF folder (default: embedded Gemma-3-270M)"
+    )
     p.add_argument("--tags", nargs="+", default=["provocative"], help="prompt tags to sample (default: provocative)")
     p.add_argument("--samples-per-prompt", type=int, default=10)
     p.add_argument("--max-new-tokens", type=int, default=24)
@@ -313,10 +382,17 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         _add_study_args(p, default_preset=default)
         if name == "reproduce":
-            p.add_argument("--dry-run", action="store_true",
-                           help="print the plan (continuations, steps, tokens, FLOPs, memory per process) and exit; loads no weights")
-            p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                           help="weight dtype of the --dry-run estimate (default float32)")
+            p.add_argument(
+                "--dry-run",
+                action="store_true",
+                help="print the plan (continuations, steps, tokens, FLOPs, memory per process) and exit; loads no weights",
+            )
+            p.add_argument(
+                "--dtype",
+                default="float32",
+                choices=["float32", "bfloat16", "float16"],
+                help="weight dtype of the --dry-run estimate (default float32)",
+            )
         if name == "train":
             p.add_argument("--cell", action="append", default=[], help="cell(s) to run (default: all in the study)")
             p.add_argument("--seed", type=int, action="append", default=[], help="seed(s) to run (default: all)")
@@ -337,8 +413,17 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from probe_lens.training.checkpoint import CheckpointError
 
     return (
-        UsageError, StudyFolderError, ModelUnavailableError, ScorerUnavailableError, DatasetUnavailableError,
-        CheckpointError, ScorerOutputError, DiskSpaceError, FileNotFoundError, FileExistsError, yaml.YAMLError,
+        UsageError,
+        StudyFolderError,
+        ModelUnavailableError,
+        ScorerUnavailableError,
+        DatasetUnavailableError,
+        CheckpointError,
+        ScorerOutputError,
+        DiskSpaceError,
+        FileNotFoundError,
+        FileExistsError,
+        yaml.YAMLError,
         ValueError,  # the library's bad-input errors (json.JSONDecodeError included)
     )
 

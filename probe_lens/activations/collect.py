@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
@@ -14,9 +15,7 @@ from probe_lens.activations.hooks import HookSpec, resolve_hooks, stop_layer_for
 from probe_lens.activations.pooling import POOLINGS, Pooling, pool
 
 
-def trim_left_padding(
-    tokens: Int[torch.Tensor, "batch pos"], *masks: torch.Tensor
-) -> tuple[torch.Tensor, ...]:
+def trim_left_padding(tokens: Int[torch.Tensor, "batch pos"], *masks: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Drop leading columns that are padding in every row (``masks[0]`` is the attention mask).
 
     TransformerLens derives rotary positions from the attention mask, so this changes nothing but cost.
@@ -45,7 +44,7 @@ def collect(
     pool_mask: Int[torch.Tensor, "n pos"],
     hooks: HookSpec | Sequence[HookSpec],
     *,
-    pooling: Pooling = "mean",
+    pooling: Pooling | str = "mean",
     batch_size: int = 16,
     progress: bool = True,
     dtype: torch.dtype = torch.float32,
@@ -70,7 +69,7 @@ def collect(
     def save(act: torch.Tensor, hook) -> None:
         out[hook.name].append(pool(act, current_mask[0], pooling).to("cpu", dtype))
 
-    fwd_hooks = [(h, save) for h in names]
+    fwd_hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = [(h, save) for h in names]
     batches = range(0, n, batch_size)
     for start in tqdm(batches, desc="collect activations", disable=not progress, leave=False):
         idx = order[start : start + batch_size]

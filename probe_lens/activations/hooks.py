@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Sequence
+from collections.abc import Sequence
 
 from transformer_lens import HookedTransformer
 
@@ -68,7 +68,8 @@ def hook_layer(hook: str) -> int | None:
 def stop_layer_for(hooks: Sequence[str], n_layers: int) -> int | None:
     """The smallest ``stop_at_layer`` that still runs every hook in ``hooks`` (None: run it all)."""
     layers = [hook_layer(h) for h in hooks]
-    if any(l is None for l in layers):
+    known = [layer for layer in layers if layer is not None]
+    if len(known) < len(layers):
         return None
-    top = max(layers) + 1  # type: ignore[type-var]
+    top = max(known) + 1
     return None if top >= n_layers else top

@@ -15,7 +15,7 @@ Pooling = Literal["mean", "last", "max"]
 def pool(
     acts: Float[torch.Tensor, "batch pos d"],
     mask: Int[torch.Tensor, "batch pos"] | torch.Tensor,
-    method: Pooling = "mean",
+    method: Pooling | str = "mean",
 ) -> Float[torch.Tensor, "batch d"]:
     """Pool ``acts`` over the positions where ``mask`` is 1.
 

@@ -10,8 +10,8 @@
 A new built-in behaviour is one file defining a ``Behaviour`` plus one ``register_behaviour`` line here.
 """
 
-from probe_lens.behaviours.base import METRIC_ROLES, Behaviour
 from probe_lens.behaviours._jsonl import BehaviourFileError
+from probe_lens.behaviours.base import METRIC_ROLES, Behaviour
 from probe_lens.behaviours.labelled import LabelledRows, UnlabelledTextError
 from probe_lens.behaviours.names import BehaviourNames
 from probe_lens.behaviours.registry import BEHAVIOURS, DEFAULT_BEHAVIOUR, get_behaviour, register_behaviour

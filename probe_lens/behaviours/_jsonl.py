@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from probe_lens.data.curated import GENERIC_KIND_LABELS, CuratedText
 from probe_lens.data.prompts import Prompt
@@ -140,8 +141,9 @@ def read_curated(text: str, source: str, *, id_prefix: str = "c") -> list[Curate
     return rows
 
 
-def read_labelled(text: str, source: str, *, provocative_tag: str = "provocative", neutral_tag: str = "neutral"
-                  ) -> list[dict[str, Any]]:
+def read_labelled(
+    text: str, source: str, *, provocative_tag: str = "provocative", neutral_tag: str = "neutral"
+) -> list[dict[str, Any]]:
     """Pre-labelled rows ``{"prompt", "response", "label", "tag"?, "topic"?}`` as checked dicts.
 
     A missing tag means ``provocative_tag``; the tag is returned mapped to ``provocative`` / ``neutral``.
@@ -166,6 +168,14 @@ def read_labelled(text: str, source: str, *, provocative_tag: str = "provocative
                 f"{where}: this (prompt, response) pair has label {label} here but {first[key][1]} on line {first[key][0]}"
             )
         first.setdefault(key, (lineno, label))
-        out.append({"prompt": prompt, "response": response, "label": label, "tag": tags[tag],
-                    "topic": string(obj, "topic", where, default="none"), "line": lineno})
+        out.append(
+            {
+                "prompt": prompt,
+                "response": response,
+                "label": label,
+                "tag": tags[tag],
+                "topic": string(obj, "topic", where, default="none"),
+                "line": lineno,
+            }
+        )
     return out

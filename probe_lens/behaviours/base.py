@@ -12,8 +12,9 @@ import difflib
 import re
 import types
 from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -25,8 +26,17 @@ from probe_lens.data.prompts import Prompt
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 METRIC_ROLES: tuple[str, ...] = (
-    "rate", "mean", "expected_max", "probability", "probe_p",
-    "n_positive", "n_negative", "n_fit_positive", "n_onpolicy_positive", "proj_positive", "proj_negative",
+    "rate",
+    "mean",
+    "expected_max",
+    "probability",
+    "probe_p",
+    "n_positive",
+    "n_negative",
+    "n_fit_positive",
+    "n_onpolicy_positive",
+    "proj_positive",
+    "proj_negative",
 )
 """The roles :attr:`Behaviour.metric_keys` names; see there for the keys of the toxicity behaviour."""
 
@@ -90,7 +100,9 @@ class Behaviour:
         if not isinstance(prefix, str) or not _NAME_RE.match(prefix):
             raise ValueError(f"behaviour {self.name!r}: metric_prefix must match [a-z][a-z0-9_]*, got {prefix!r}")
         object.__setattr__(self, "metric_prefix", prefix)
-        object.__setattr__(self, "threshold", check_threshold(self.threshold, name=f"behaviour {self.name!r} threshold"))
+        object.__setattr__(
+            self, "threshold", check_threshold(self.threshold, name=f"behaviour {self.name!r} threshold")
+        )
         if not callable(self.prompt_loader):
             raise TypeError(f"behaviour {self.name!r}: prompt_loader must be a callable returning Prompt rows")
         if self.curated_loader is not None and not callable(self.curated_loader):
@@ -118,7 +130,9 @@ class Behaviour:
                     f"describe() (see probe_lens.scorers.Scorer); {type(self.scorer).__name__} lacks {missing}"
                 )
             if self.scorer_kwargs:
-                raise TypeError(f"behaviour {self.name!r}: scorer_kwargs apply to a scorer name, not to a scorer object")
+                raise TypeError(
+                    f"behaviour {self.name!r}: scorer_kwargs apply to a scorer name, not to a scorer object"
+                )
 
     # ---- data ------------------------------------------------------------------------------
 
@@ -181,10 +195,10 @@ class Behaviour:
 
         return isinstance(self.scorer, LabelledRows)
 
-    def __copy__(self) -> "Behaviour":
+    def __copy__(self) -> Behaviour:
         return self
 
-    def __deepcopy__(self, memo: dict) -> "Behaviour":
+    def __deepcopy__(self, memo: dict) -> Behaviour:
         return self  # immutable, and it holds loaders: a copy is the same behaviour
 
     # ---- names -----------------------------------------------------------------------------
@@ -268,7 +282,7 @@ class Behaviour:
         neutral_tag: str = "neutral",
         curated_prompt: str = CURATED_PROMPT,
         description: str = "",
-    ) -> "Behaviour":
+    ) -> Behaviour:
         """A behaviour from your own JSONL files, read and checked now (errors name file and line).
 
         Args:
@@ -317,7 +331,7 @@ class Behaviour:
         neutral_tag: str = "neutral",
         curated_prompt: str = CURATED_PROMPT,
         description: str = "",
-    ) -> "Behaviour":
+    ) -> Behaviour:
         """A behaviour from pre-labelled rows, with no scorer: labels are looked up, not computed.
 
         ``path`` holds one ``{"prompt", "response", "label", "tag"?, "topic"?}`` object per line

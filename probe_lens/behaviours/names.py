@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import types
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from probe_lens._common import metric_word
 from probe_lens.behaviours.base import METRIC_ROLES, Behaviour
@@ -45,7 +46,7 @@ class BehaviourNames:
         return (metric_word(self.negative_label), metric_word(self.positive_label))
 
     @classmethod
-    def of(cls, behaviour: "BehaviourNames | Behaviour | Mapping[str, Any] | str | None" = None) -> "BehaviourNames":
+    def of(cls, behaviour: BehaviourNames | Behaviour | Mapping[str, Any] | str | None = None) -> BehaviourNames:
         """The names of ``behaviour``: a Behaviour, its ``describe()`` record, a registered name, or None (toxicity)."""
         if isinstance(behaviour, BehaviourNames):
             return behaviour
@@ -54,8 +55,14 @@ class BehaviourNames:
 
             behaviour = get_behaviour(DEFAULT_BEHAVIOUR if behaviour is None else behaviour)
         if isinstance(behaviour, Behaviour):
-            return cls(behaviour.name, behaviour.positive_label, behaviour.negative_label, behaviour.threshold,
-                       str(behaviour.metric_prefix), types.MappingProxyType(dict(behaviour.metric_keys)))
+            return cls(
+                behaviour.name,
+                behaviour.positive_label,
+                behaviour.negative_label,
+                behaviour.threshold,
+                str(behaviour.metric_prefix),
+                types.MappingProxyType(dict(behaviour.metric_keys)),
+            )
         if not isinstance(behaviour, Mapping):
             raise TypeError(
                 f"a behaviour is a Behaviour, its describe() record, a registered name or None, got {type(behaviour).__name__}"
@@ -66,6 +73,11 @@ class BehaviourNames:
         keys = behaviour.get("metric_keys")
         if not isinstance(keys, Mapping) or set(keys) != set(METRIC_ROLES):
             raise ValueError(f"the behaviour record's metric_keys must name every role {list(METRIC_ROLES)}")
-        return cls(str(behaviour["name"]), str(behaviour["positive_label"]), str(behaviour["negative_label"]),
-                   float(behaviour.get("threshold", 0.5)), str(behaviour["metric_prefix"]),
-                   types.MappingProxyType(dict(keys)))
+        return cls(
+            str(behaviour["name"]),
+            str(behaviour["positive_label"]),
+            str(behaviour["negative_label"]),
+            float(behaviour.get("threshold", 0.5)),
+            str(behaviour["metric_prefix"]),
+            types.MappingProxyType(dict(keys)),
+        )

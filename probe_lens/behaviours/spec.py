@@ -32,8 +32,17 @@ from typing import Any
 from probe_lens.behaviours._jsonl import BehaviourFileError, read_text
 from probe_lens.behaviours.base import Behaviour
 
-_COMMON = ("name", "positive_label", "negative_label", "curated", "metric_prefix", "provocative_tag", "neutral_tag",
-           "curated_prompt", "description")
+_COMMON = (
+    "name",
+    "positive_label",
+    "negative_label",
+    "curated",
+    "metric_prefix",
+    "provocative_tag",
+    "neutral_tag",
+    "curated_prompt",
+    "description",
+)
 _WITH_SCORER = ("prompts", "scorer", "scorer_kwargs", "threshold")
 _LABELLED = ("labelled",)
 
@@ -71,6 +80,12 @@ def load_behaviour_file(path: str | Path) -> Behaviour:
             raise BehaviourFileError(f"{source}: {key!r} must be a path (relative to the file's folder), got {value!r}")
         return folder / value
 
+    def required_path(key: str) -> Path:
+        path = path_of(key)
+        if path is None:
+            raise BehaviourFileError(f"{source}: {key!r} must be a path (relative to the file's folder), got None")
+        return path
+
     common = {k: spec[k] for k in _COMMON if k in spec and k not in ("name", "curated")}
     try:
         if "labelled" in spec:
@@ -79,8 +94,9 @@ def load_behaviour_file(path: str | Path) -> Behaviour:
                 raise BehaviourFileError(
                     f"{source}: {extra} do not apply to pre-labelled rows (the labels are the scores, threshold 0.5)"
                 )
-            return Behaviour.from_labelled_jsonl(spec["name"], path_of("labelled"), curated_path=path_of("curated"),
-                                                 **common)
+            return Behaviour.from_labelled_jsonl(
+                spec["name"], required_path("labelled"), curated_path=path_of("curated"), **common
+            )
         if "scorer" not in spec:
             raise BehaviourFileError(
                 f"{source}: 'prompts' needs a 'scorer' (a registered name, e.g. 'vader'), or give pre-labelled "
@@ -89,8 +105,13 @@ def load_behaviour_file(path: str | Path) -> Behaviour:
         if not isinstance(spec["scorer"], str):
             raise BehaviourFileError(f"{source}: 'scorer' must be a registered scorer name, got {spec['scorer']!r}")
         return Behaviour.from_jsonl(
-            spec["name"], path_of("prompts"), scorer=spec["scorer"], scorer_kwargs=spec.get("scorer_kwargs"),
-            curated_path=path_of("curated"), threshold=spec.get("threshold", 0.5), **common,
+            spec["name"],
+            required_path("prompts"),
+            scorer=spec["scorer"],
+            scorer_kwargs=spec.get("scorer_kwargs"),
+            curated_path=path_of("curated"),
+            threshold=spec.get("threshold", 0.5),
+            **common,
         )
     except BehaviourFileError:
         raise

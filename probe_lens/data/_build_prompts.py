@@ -545,10 +545,20 @@ NEUTRAL_SUBJECTS: dict[str, list[str]] = {
     "cooking": ["a vegetable curry", "banana bread", "roast chicken", "a mushroom risotto", "apple pie"],
     "travel": ["a weekend in the mountains", "a trip to the coast", "a city break by train", "a camping holiday"],
     "hobbies": ["learning the piano", "growing tomatoes", "running a first half marathon", "building a bookshelf"],
-    "tech_support": ["a slow laptop", "a printer that will not connect", "setting up a home network", "moving photos to a new phone"],
+    "tech_support": [
+        "a slow laptop",
+        "a printer that will not connect",
+        "setting up a home network",
+        "moving photos to a new phone",
+    ],
     "work": ["a first team presentation", "organising a busy week", "starting a new job", "a long commute"],
     "weather": ["a rainy weekend", "the first snow of winter", "a hot summer afternoon", "a windy day at the beach"],
-    "sports": ["a first five-kilometre run", "the local football season", "learning to swim as an adult", "a cycling holiday"],
+    "sports": [
+        "a first five-kilometre run",
+        "the local football season",
+        "learning to swim as an adult",
+        "a cycling holiday",
+    ],
     "family": ["a family picnic", "a grandparent's birthday", "moving to a new house", "a first day at school"],
 }
 NEUTRAL_FRAMES = [
@@ -583,7 +593,7 @@ def build(seed: int = 0) -> list[dict]:
             for frame in rng.sample(NEUTRAL_FRAMES, 4):
                 rows.append(("neutral", topic, frame.format(s=s)))
     seen: set[str] = set()
-    out = []
+    out: list[dict[str, str]] = []
     for tag, topic, text in rows:
         text = _clean(text)
         key = text.lower()

@@ -14,8 +14,9 @@ import json
 import time
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,7 @@ from probe_lens._io import atomic_write, sha256_file
 from probe_lens.activations import collect, resolve_hooks
 from probe_lens.activations.pooling import POOLINGS
 from probe_lens.data.prompts import Prompt
-from probe_lens.models.generation import Generation, generate
+from probe_lens.models.generation import Generation, generate, tokenizer_of
 from probe_lens.scorers.base import Scorer, ScorerUnavailableError, label
 
 if TYPE_CHECKING:
@@ -173,7 +174,7 @@ class ActivationDataset:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "ActivationDataset":
+    def load(cls, path: str | Path) -> ActivationDataset:
         """Reload a dataset written by :meth:`save` (no recomputation)."""
         path = Path(path)
         if not (path / "meta.json").exists():
@@ -182,7 +183,9 @@ class ActivationDataset:
             )
         meta = json.loads((path / "meta.json").read_text())
         if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path} was written by dataset format {meta.get('format_version')}, expected {FORMAT_VERSION}")
+            raise ValueError(
+                f"{path} was written by dataset format {meta.get('format_version')}, expected {FORMAT_VERSION}"
+            )
         tensors = load_file(str(path / "activations.safetensors"))
         examples = pd.read_parquet(path / "examples.parquet")
         acts = {k[len("acts/") :]: v for k, v in tensors.items() if k.startswith("acts/")}
@@ -211,8 +214,10 @@ def _count_keys(record: dict[str, str] | None) -> tuple[str, str]:
     """The count keys of the two classes, ``("n_toxic", "n_clean")`` for toxicity (and for a dataset built
     before behaviours, which records none)."""
     record = record or {}
-    return (f"n_{metric_word(record.get('positive_label', 'toxic'))}",
-            f"n_{metric_word(record.get('negative_label', 'clean'))}")
+    return (
+        f"n_{metric_word(record.get('positive_label', 'toxic'))}",
+        f"n_{metric_word(record.get('negative_label', 'clean'))}",
+    )
 
 
 def _as_prompts(prompts: Sequence[Prompt | str]) -> list[Prompt]:
@@ -295,8 +300,14 @@ def _build_chunk(model, prompts: list[Prompt], hooks: list[str], scorer: Scorer,
     scores = _checked_scores(raw, gen.response_texts, who)
     t_score = time.perf_counter() - t0
     acts = collect(
-        model, gen.tokens, gen.attention_mask, gen.response_mask, hooks,
-        pooling=cfg.pooling, batch_size=cfg.batch_size, progress=False,
+        model,
+        gen.tokens,
+        gen.attention_mask,
+        gen.response_mask,
+        hooks,
+        pooling=cfg.pooling,
+        batch_size=cfg.batch_size,
+        progress=False,
     )
     rows = pd.DataFrame(
         {
@@ -317,8 +328,13 @@ def _chunk_stamp(meta_base: dict[str, Any], prompts: list[Prompt], seed: int) ->
     """What a chunk was built from: model, hooks, sampling config (not the round budget), its prompts, seed."""
     config = {k: v for k, v in meta_base["config"].items() if k not in _BUDGET_FIELDS}
     return {
-        "model_name": meta_base["model_name"], "d_model": meta_base["d_model"], "hooks": meta_base["hooks"],
-        "scorer": meta_base["scorer"].get("name"), "config": config, "prompt_ids_sha": _ids_digest(prompts), "seed": seed,
+        "model_name": meta_base["model_name"],
+        "d_model": meta_base["d_model"],
+        "hooks": meta_base["hooks"],
+        "scorer": meta_base["scorer"].get("name"),
+        "config": config,
+        "prompt_ids_sha": _ids_digest(prompts),
+        "seed": seed,
     }
 
 
@@ -333,7 +349,12 @@ def _save_chunk(folder: Path, name: str, gen: Generation, acts, rows: pd.DataFra
         tensors_sha = sha256_file(p)
 
     atomic_write(folder / f"{name}.safetensors", write_tensors)
-    payload = {"prompt_len": gen.prompt_len, "rows": rows.to_dict(orient="list"), "stamp": stamp, "tensors_sha256": tensors_sha}
+    payload = {
+        "prompt_len": gen.prompt_len,
+        "rows": rows.to_dict(orient="list"),
+        "stamp": stamp,
+        "tensors_sha256": tensors_sha,
+    }
     atomic_write(folder / f"{name}.json", lambda p: p.write_text(json.dumps(payload, default=float)))
 
 
@@ -362,15 +383,19 @@ def _read_chunk(js: Path, st: Path, hooks: list[str], stamp: dict[str, Any], n_r
     rows = pd.DataFrame(payload["rows"])
     if rows["prompt_id"].tolist() != prompt_ids:
         found = sorted(set(rows["prompt_id"].tolist()))
-        raise ValueError(f"its rows are for other prompts (e.g. {found[:3]}) than this chunk's (e.g. {sorted(set(prompt_ids))[:3]})")
+        raise ValueError(
+            f"its rows are for other prompts (e.g. {found[:3]}) than this chunk's (e.g. {sorted(set(prompt_ids))[:3]})"
+        )
     score = rows["score"].to_numpy(dtype=np.float64)
     if not (np.isfinite(score).all() and ((score >= 0) & (score <= 1)).all()):
         raise ValueError("its scores are NaN or outside [0, 1]")
     for h in hooks:
         a = t.get(f"acts/{h}")
         if a is None or a.shape[0] != n_rows or a.shape[1] != stamp["d_model"]:
-            raise ValueError(f"its activations for {h} are missing or shaped {None if a is None else tuple(a.shape)}, "
-                             f"not ({n_rows}, {stamp['d_model']})")
+            raise ValueError(
+                f"its activations for {h} are missing or shaped {None if a is None else tuple(a.shape)}, "
+                f"not ({n_rows}, {stamp['d_model']})"
+            )
     if t["gen/tokens"].shape[0] != n_rows:
         raise ValueError(f"it holds {t['gen/tokens'].shape[0]} sequences, not {n_rows}")
     gen = Generation(
@@ -463,7 +488,11 @@ def build_dataset(
                 try:
                     gen, acts, rows, t_score = _build_chunk(model, chunk, hooks, scorer, cfg, round_)
                 except ScorerOutputError as e:
-                    kept = f"; the {n_done} finished chunk(s) are kept in {folder / 'chunks'}" if folder is not None else ""
+                    kept = (
+                        f"; the {n_done} finished chunk(s) are kept in {folder / 'chunks'}"
+                        if folder is not None
+                        else ""
+                    )
                     raise ScorerOutputError(
                         f"{e}. The build stopped at chunk {name}{kept}: fix the scorer and call build_dataset again "
                         "with the same out_dir to continue"
@@ -483,8 +512,9 @@ def build_dataset(
             n_pos = int(label(pd.concat(frames)["score"].to_numpy(), cfg.threshold).sum())
             bar.set_postfix({positive: n_pos, "total": sum(len(f) for f in frames)})
 
-    return _assemble(model, pd.concat(frames, ignore_index=True), gens, acts_parts, cfg, meta_base, timings, folder,
-                     behaviour)
+    return _assemble(
+        model, pd.concat(frames, ignore_index=True), gens, acts_parts, cfg, meta_base, timings, folder, behaviour
+    )
 
 
 def _assemble(
@@ -525,7 +555,7 @@ def _assemble(
             f"short of min_minority={cfg.min_minority}; raise max_rounds or samples_per_prompt"
         ),
     )
-    pad_id = model.tokenizer.pad_token_id
+    pad_id = tokenizer_of(model).pad_token_id
     ds = ActivationDataset(
         acts={h: torch.cat(v) for h, v in acts_parts.items()},
         examples=examples,
@@ -542,7 +572,7 @@ def _assemble(
 
 def dataset_from_reference(
     model: HookedTransformer,
-    reference: "ReferenceSet",
+    reference: ReferenceSet,
     prompts: Sequence[Prompt | str],
     scorer: Scorer,
     config: BuildConfig | None = None,
@@ -568,11 +598,20 @@ def dataset_from_reference(
     if why is not None:
         raise ReferenceMismatch(f"the reference set cannot replace sampling: {why}")
     who = _scorer_name(scorer)
-    source = {"reference": reference.meta.get("file", "reference"), "reference_sha256": reference.meta.get("sha256"),
-              "reference_scorer": reference.meta.get("scorer", {}).get("name")}
+    source = {
+        "reference": reference.meta.get("file", "reference"),
+        "reference_sha256": reference.meta.get("sha256"),
+        "reference_scorer": reference.meta.get("scorer", {}).get("name"),
+    }
     meta_base = {
-        "config": cfg.to_dict(), "hooks": hooks, "model_name": model.cfg.model_name, "d_model": model.cfg.d_model,
-        "scorer": scorer.describe(), "n_prompts": len(prompts), "prompt_ids_sha": _ids_digest(prompts), "source": source,
+        "config": cfg.to_dict(),
+        "hooks": hooks,
+        "model_name": model.cfg.model_name,
+        "d_model": model.cfg.d_model,
+        "scorer": scorer.describe(),
+        "n_prompts": len(prompts),
+        "prompt_ids_sha": _ids_digest(prompts),
+        "source": source,
     }
     folder = Path(out_dir) if out_dir is not None else None
     if folder is not None and (folder / "meta.json").exists():
@@ -581,21 +620,37 @@ def dataset_from_reference(
         return ds
     t0 = time.perf_counter()
     rows = reference.select([p.id for p in prompts], cfg.samples_per_prompt)
-    gen = reference.generation(rows, model.tokenizer.pad_token_id)
+    gen = reference.generation(rows, tokenizer_of(model).pad_token_id)
     sub = reference.rows.loc[rows]
     if who == source["reference_scorer"]:
         scores = sub["score"].to_numpy(dtype=np.float64)
     else:
         scores = _checked_scores(scorer.score(gen.response_texts), gen.response_texts, who)
     t_score = time.perf_counter() - t0
-    acts = collect(model, gen.tokens, gen.attention_mask, gen.response_mask, hooks, pooling=cfg.pooling,
-                   batch_size=cfg.batch_size, progress=progress)
+    acts = collect(
+        model,
+        gen.tokens,
+        gen.attention_mask,
+        gen.response_mask,
+        hooks,
+        pooling=cfg.pooling,
+        batch_size=cfg.batch_size,
+        progress=progress,
+    )
     tag = {p.id: p.tag for p in prompts}
-    examples = pd.DataFrame({
-        "prompt_id": sub["prompt_id"].tolist(), "prompt": gen.prompts, "tag": [tag[i] for i in sub["prompt_id"]],
-        "response": gen.response_texts, "n_response_tokens": gen.response_mask.sum(dim=1).numpy(), "score": scores,
-        "sample": sub["sample"].to_numpy(), "row_seed": sub["row_seed"].to_numpy(), "round": 0,
-    })
+    examples = pd.DataFrame(
+        {
+            "prompt_id": sub["prompt_id"].tolist(),
+            "prompt": gen.prompts,
+            "tag": [tag[i] for i in sub["prompt_id"]],
+            "response": gen.response_texts,
+            "n_response_tokens": gen.response_mask.sum(dim=1).numpy(),
+            "score": scores,
+            "sample": sub["sample"].to_numpy(),
+            "row_seed": sub["row_seed"].to_numpy(),
+            "round": 0,
+        }
+    )
     timings = {"forward_s": time.perf_counter() - t0 - t_score, "score_s": t_score}
     return _assemble(model, examples, [gen], {h: [acts[h]] for h in hooks}, cfg, meta_base, timings, folder, behaviour)
 
@@ -631,8 +686,13 @@ def dataset_from_labelled(
     if empty:
         raise ValueError(f"{len(empty)} labelled row(s) have an empty response; a probe reads the response's tokens")
     meta_base = {
-        "config": cfg.to_dict(), "hooks": hooks, "model_name": model.cfg.model_name, "d_model": model.cfg.d_model,
-        "scorer": labelled.describe(), "n_prompts": len(prompts), "prompt_ids_sha": _ids_digest(prompts),
+        "config": cfg.to_dict(),
+        "hooks": hooks,
+        "model_name": model.cfg.model_name,
+        "d_model": model.cfg.d_model,
+        "scorer": labelled.describe(),
+        "n_prompts": len(prompts),
+        "prompt_ids_sha": _ids_digest(prompts),
         "source": {"labelled": labelled.source, "labelled_version": labelled.version},
     }
     folder = Path(out_dir) if out_dir is not None else None
@@ -640,21 +700,39 @@ def dataset_from_labelled(
         ds = ActivationDataset.load(folder)
         _check_same_study(ds.meta, meta_base, folder)
         if ds.meta.get("source", {}).get("labelled_version") != labelled.version:
-            raise ValueError(f"{folder} holds a dataset of other labelled rows; use another out_dir or delete it to rebuild")
+            raise ValueError(
+                f"{folder} holds a dataset of other labelled rows; use another out_dir or delete it to rebuild"
+            )
         return ds
     t0 = time.perf_counter()
     gen = tokenize_pairs(model, [p.text for p, _, _ in rows], [r for _, r, _ in rows])
-    acts = collect(model, gen.tokens, gen.attention_mask, gen.response_mask, hooks, pooling=cfg.pooling,
-                   batch_size=cfg.batch_size, progress=progress)
-    sample, seen = [], Counter()
+    acts = collect(
+        model,
+        gen.tokens,
+        gen.attention_mask,
+        gen.response_mask,
+        hooks,
+        pooling=cfg.pooling,
+        batch_size=cfg.batch_size,
+        progress=progress,
+    )
+    sample: list[int] = []
+    seen: Counter[str] = Counter()
     for p, _, _ in rows:  # the k-th labelled response of its prompt
         sample.append(seen[p.id])
         seen[p.id] += 1
-    examples = pd.DataFrame({
-        "prompt_id": [p.id for p, _, _ in rows], "prompt": gen.prompts, "tag": [p.tag for p, _, _ in rows],
-        "response": gen.response_texts, "n_response_tokens": gen.response_mask.sum(dim=1).numpy(),
-        "score": np.array([y for _, _, y in rows], dtype=np.float64), "sample": sample, "round": 0,
-    })
+    examples = pd.DataFrame(
+        {
+            "prompt_id": [p.id for p, _, _ in rows],
+            "prompt": gen.prompts,
+            "tag": [p.tag for p, _, _ in rows],
+            "response": gen.response_texts,
+            "n_response_tokens": gen.response_mask.sum(dim=1).numpy(),
+            "score": np.array([y for _, _, y in rows], dtype=np.float64),
+            "sample": sample,
+            "round": 0,
+        }
+    )
     timings = {"forward_s": time.perf_counter() - t0, "score_s": 0.0}
     return _assemble(model, examples, [gen], {h: [acts[h]] for h in hooks}, cfg, meta_base, timings, folder, behaviour)
 
@@ -679,7 +757,9 @@ def _check_same_study(saved: dict, wanted: dict, folder: Path) -> None:
     def without_budget(config: dict | None) -> dict:
         return {k: v for k, v in (config or {}).items() if k not in _BUDGET_FIELDS}
 
-    diff = ["config"] if not _same_json(without_budget(saved.get("config")), without_budget(wanted.get("config"))) else []
+    diff = (
+        ["config"] if not _same_json(without_budget(saved.get("config")), without_budget(wanted.get("config"))) else []
+    )
     diff += [k for k in ("hooks", "model_name", "prompt_ids_sha") if not _same_json(saved.get(k), wanted.get(k))]
     if saved.get("scorer", {}).get("name") != wanted["scorer"]["name"]:
         diff.append("scorer")

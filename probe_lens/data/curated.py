@@ -36,9 +36,9 @@ import dataclasses
 import difflib
 import functools
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Iterable
 
 import numpy as np
 from jaxtyping import Int
@@ -102,7 +102,9 @@ class CuratedText:
         if not self.topic.strip():
             raise ValueError(f"CuratedText {self.id!r} has an empty topic")
         if self.kind not in _ALL_KIND_LABELS:
-            raise ValueError(f"CuratedText {self.id!r} has kind {self.kind!r}; expected one of {tuple(_ALL_KIND_LABELS)}")
+            raise ValueError(
+                f"CuratedText {self.id!r} has kind {self.kind!r}; expected one of {tuple(_ALL_KIND_LABELS)}"
+            )
         if isinstance(self.label, bool) or not isinstance(self.label, (int, np.integer)) or self.label not in (0, 1):
             raise ValueError(f"CuratedText {self.id!r} has label {self.label!r}; expected 0 or 1")
         if self.label != _ALL_KIND_LABELS[self.kind]:
@@ -114,7 +116,7 @@ class CuratedText:
         return dataclasses.asdict(self)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(filename: str) -> tuple[CuratedText, ...]:
     raw = resources.files("probe_lens.data").joinpath(filename).read_text(encoding="utf-8")
     return tuple(CuratedText(**json.loads(line)) for line in raw.splitlines() if line.strip())
@@ -134,7 +136,7 @@ def load_curated(name: str = "toxicity") -> list[CuratedText]:
     rows = _load(CURATED_SETS[name])
     kinds = SET_KIND_LABELS.get(name)
     stray = sorted({r.kind for r in rows} - set(kinds)) if kinds else []
-    if stray:
+    if stray and kinds:
         raise ValueError(f"curated set {name!r} holds kind(s) {stray}; it uses {tuple(kinds)}")
     return list(rows)
 

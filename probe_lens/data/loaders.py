@@ -15,17 +15,25 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any
 
 from probe_lens.data.prompts import Prompt
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 CIVIL_COMMENTS_HUB = "google/civil_comments"
 REAL_TOXICITY_PROMPTS_HUB = "allenai/real-toxicity-prompts"
 CIVIL_COMMENTS_COLUMNS = (
-    "text", "toxicity", "severe_toxicity", "obscene", "threat", "insult", "identity_attack", "sexual_explicit",
+    "text",
+    "toxicity",
+    "severe_toxicity",
+    "obscene",
+    "threat",
+    "insult",
+    "identity_attack",
+    "sexual_explicit",
 )
 RTP_COLUMNS = ("filename", "begin", "end", "challenging", "prompt", "continuation")
 _FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -70,9 +78,7 @@ def _local_files(path: PathLike | Sequence[PathLike], split: str | None) -> tupl
                 named = [f for f in found if split in f.name]
                 found = named or found
             if not found:
-                raise FileNotFoundError(
-                    f"no .jsonl/.json/.csv/.parquet files in folder {str(p)!r}"
-                )
+                raise FileNotFoundError(f"no .jsonl/.json/.csv/.parquet files in folder {str(p)!r}")
             files += found
         elif p.is_file():
             files.append(p)
@@ -91,8 +97,12 @@ def _local_files(path: PathLike | Sequence[PathLike], split: str | None) -> tupl
 
 
 def _load(
-    hub_name: str, split: str, path: PathLike | Sequence[PathLike] | None, required: Sequence[str],
-    cache_dir: str | None, local_split: str | None,
+    hub_name: str,
+    split: str,
+    path: PathLike | Sequence[PathLike] | None,
+    required: Sequence[str],
+    cache_dir: str | None,
+    local_split: str | None,
 ) -> Any:
     import datasets
 

@@ -11,9 +11,9 @@ import dataclasses
 import functools
 import json
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -147,8 +147,10 @@ def split_prompts(
         raise ValueError(f"prompt ids must be unique; duplicated: {dup}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an int, got {seed!r}")
-    n_eval = {"provocative": _check_count("n_eval_provocative", n_eval_provocative),
-              "neutral": _check_count("n_eval_neutral", n_eval_neutral)}
+    n_eval = {
+        "provocative": _check_count("n_eval_provocative", n_eval_provocative),
+        "neutral": _check_count("n_eval_neutral", n_eval_neutral),
+    }
     if not (isinstance(fit_fraction, (int, float)) and 0.0 < float(fit_fraction) < 1.0):
         raise ValueError(f"fit_fraction must be a number in (0, 1), got {fit_fraction!r}")
 
@@ -203,7 +205,9 @@ def _checked_prompts(prompts: Sequence[Prompt]) -> list[Prompt]:
 def _part_totals(sizes: Mapping[str, int | float], n: int) -> list[int]:
     """Integer size of each named part, plus the left-out remainder as a last entry (sums to ``n``)."""
     if not isinstance(sizes, Mapping) or not sizes:
-        raise ValueError("sizes must be a non-empty mapping of part name -> size, e.g. {'probe_fit': 0.4, 'train': 0.6}")
+        raise ValueError(
+            "sizes must be a non-empty mapping of part name -> size, e.g. {'probe_fit': 0.4, 'train': 0.6}"
+        )
     for name in sizes:
         if not isinstance(name, str) or not name:
             raise TypeError(f"part names must be non-empty strings, got {name!r}")
@@ -231,7 +235,9 @@ def _part_totals(sizes: Mapping[str, int | float], n: int) -> list[int]:
         )
     fracs = np.array([float(v) for v in values])
     if not np.isfinite(fracs).all() or fracs.sum() > 1.0 + 1e-9:
-        raise ValueError(f"fractions in sizes must be finite and sum to at most 1; got {dict(sizes)} (sum {fracs.sum():g})")
+        raise ValueError(
+            f"fractions in sizes must be finite and sum to at most 1; got {dict(sizes)} (sum {fracs.sum():g})"
+        )
     shares = np.append(fracs, max(0.0, 1.0 - fracs.sum())) * n
     return [int(k) for k in _largest_remainder(shares, n)]
 
@@ -264,31 +270,36 @@ def _allocate(strata_sizes: np.ndarray, totals: np.ndarray, covered: np.ndarray)
     nz = len(cov_idx)
     # variables: x (nx, int), z (nz, binary), d (nx, |x - q|), e (nx, cells outside [lo, hi])
     nvar = 3 * nx + nz
-    I = identity(nx, format="csr")
+    eye = identity(nx, format="csr")
     rows_sum = csr_matrix(np.kron(np.eye(S), np.ones((1, C))))
     cols_sum = csr_matrix(np.kron(np.ones((1, S)), np.eye(C)))
 
-    def zero(r: int, c: int) -> "csr_matrix":
+    def zero(r: int, c: int) -> csr_matrix:
         return csr_matrix((r, c))
 
     Z_sel = csr_matrix((np.ones(nz), (np.arange(nz), cov_idx)), shape=(nz, nx))
-    A = vstack([
-        hstack([rows_sum, zero(S, nz), zero(S, 2 * nx)]),
-        hstack([cols_sum, zero(C, nz), zero(C, 2 * nx)]),
-        hstack([Z_sel, -identity(nz, format="csr"), zero(nz, 2 * nx)]),  # x >= z
-        hstack([I, zero(nx, nz), -I, zero(nx, nx)]),  # x - d <= q
-        hstack([I, zero(nx, nz), I, zero(nx, nx)]),  # x + d >= q
-        hstack([I, zero(nx, nz), zero(nx, nx), -I]),  # x - e <= hi
-        hstack([I, zero(nx, nz), zero(nx, nx), I]),  # x + e >= lo
-    ]).tocsr()
+    A = vstack(
+        [
+            hstack([rows_sum, zero(S, nz), zero(S, 2 * nx)]),
+            hstack([cols_sum, zero(C, nz), zero(C, 2 * nx)]),
+            hstack([Z_sel, -identity(nz, format="csr"), zero(nz, 2 * nx)]),  # x >= z
+            hstack([eye, zero(nx, nz), -eye, zero(nx, nx)]),  # x - d <= q
+            hstack([eye, zero(nx, nz), eye, zero(nx, nx)]),  # x + d >= q
+            hstack([eye, zero(nx, nz), zero(nx, nx), -eye]),  # x - e <= hi
+            hstack([eye, zero(nx, nz), zero(nx, nx), eye]),  # x + e >= lo
+        ]
+    ).tocsr()
     inf = np.inf
-    lb = np.concatenate([strata_sizes, totals, np.zeros(nz), np.full(nx, -inf), q.ravel(), np.full(nx, -inf), lo.ravel()])
-    ub = np.concatenate([strata_sizes, totals, np.full(nz, inf), q.ravel(), np.full(nx, inf), hi.ravel(), np.full(nx, inf)])
+    lb = np.concatenate(
+        [strata_sizes, totals, np.zeros(nz), np.full(nx, -inf), q.ravel(), np.full(nx, -inf), lo.ravel()]
+    )
+    ub = np.concatenate(
+        [strata_sizes, totals, np.full(nz, inf), q.ravel(), np.full(nx, inf), hi.ravel(), np.full(nx, inf)]
+    )
     constraints = [LinearConstraint(A, lb, ub)]
     integrality = np.concatenate([np.ones(nx + nz), np.zeros(2 * nx)])
     bounds = Bounds(np.zeros(nvar), np.concatenate([np.repeat(strata_sizes, C), np.ones(nz), np.full(2 * nx, inf)]))
     sel = {"z": slice(nx, nx + nz), "d": slice(nx + nz, 2 * nx + nz), "e": slice(2 * nx + nz, nvar)}
-    res = None
     for name, sign in (("z", -1.0), ("e", 1.0), ("d", 1.0)):
         c = np.zeros(nvar)
         c[sel[name]] = sign

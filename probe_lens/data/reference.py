@@ -23,8 +23,9 @@ import hashlib
 import json
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -66,11 +67,17 @@ class ReferenceConfig:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"ReferenceConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not self.temperature > 0 or not 0 < self.top_p <= 1:
-            raise ValueError(f"ReferenceConfig needs temperature > 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}")
+            raise ValueError(
+                f"ReferenceConfig needs temperature > 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}"
+            )
 
     def sampling(self) -> dict[str, Any]:
         """The fields that decide what a row is (not how fast it was made)."""
-        return {"max_new_tokens": self.max_new_tokens, "temperature": float(self.temperature), "top_p": float(self.top_p)}
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": float(self.temperature),
+            "top_p": float(self.top_p),
+        }
 
 
 def row_seed(seed: int, prompt_id: str, sample: int) -> int:
@@ -111,7 +118,7 @@ class ReferenceSet:
         sub = sub.assign(_o=sub["prompt_id"].map(order)).sort_values(["_o", "sample"], kind="stable")
         return sub.index.to_numpy()
 
-    def generation(self, rows: Sequence[int], pad_id: int) -> Generation:
+    def generation(self, rows: Sequence[int] | np.ndarray, pad_id: int) -> Generation:
         """The rows as a :class:`Generation` (prompt left-padded, response right-padded), ready for a forward pass."""
         sub = self.rows.loc[list(rows)]
         p_ids = [self.prompts[p]["ids"] for p in sub["prompt_id"]]
@@ -153,7 +160,7 @@ class ReferenceSet:
         return path
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "ReferenceSet":
+    def load(cls, path: str | Path | None = None) -> ReferenceSet:
         """Read a reference set (default: the shipped one for the embedded model)."""
         path = Path(path) if path is not None else SHIPPED_REFERENCE
         if not path.is_file():
@@ -165,11 +172,15 @@ class ReferenceSet:
                 header = json.loads(f.readline())
                 recs = [json.loads(line) for line in f if line.strip()]
         except (OSError, EOFError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path} is not a readable reference set ({e}); rebuild it with `probe-lens build-reference`") from e
+            raise ValueError(
+                f"{path} is not a readable reference set ({e}); rebuild it with `probe-lens build-reference`"
+            ) from e
         if header.get("format") != FORMAT:
             raise ValueError(f"{path} has reference format {header.get('format')}, this probe_lens reads {FORMAT}")
         rows = pd.DataFrame(recs, columns=["prompt_id", "sample", "row_seed", "ids", "response", "score"])
-        return cls(rows=rows, prompts=header["prompts"], meta=dict(header["meta"], file=path.name, sha256=sha256_file(path)))
+        return cls(
+            rows=rows, prompts=header["prompts"], meta=dict(header["meta"], file=path.name, sha256=sha256_file(path))
+        )
 
 
 def load_reference(path: str | Path | None = None) -> ReferenceSet:
@@ -220,23 +231,31 @@ def build_reference(
                 continue
         seeds = [row_seed(cfg.seed, p.id, s) for p in chunk for s in range(k)]
         gen = generate(
-            model, [p.text for p in chunk for _ in range(k)], max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature, top_p=cfg.top_p, row_seeds=seeds, batch_size=cfg.batch_size,
-            progress=False, fast=cfg.fast,
+            model,
+            [p.text for p in chunk for _ in range(k)],
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            row_seeds=seeds,
+            batch_size=cfg.batch_size,
+            progress=False,
+            fast=cfg.fast,
         )
         scores = _checked_scores(scorer.score(gen.response_texts), gen.response_texts, who)
         resp = gen.tokens[:, gen.prompt_len :]
         mask = gen.response_mask[:, gen.prompt_len :].bool()
-        rows = pd.DataFrame({
-            "prompt_id": [p.id for p in chunk for _ in range(k)],
-            "sample": [s for _ in chunk for s in range(k)],
-            "row_seed": seeds,
-            "ids": [r[m].tolist() for r, m in zip(resp, mask)],
-            "response": gen.response_texts,
-            "score": scores.tolist(),
-        })
+        rows = pd.DataFrame(
+            {
+                "prompt_id": [p.id for p in chunk for _ in range(k)],
+                "sample": [s for _ in chunk for s in range(k)],
+                "row_seed": seeds,
+                "ids": [r[m].tolist() for r, m in zip(resp, mask)],
+                "response": gen.response_texts,
+                "score": scores.tolist(),
+            }
+        )
         payload = {"stamp": stamp, "prompt_ids": ids, "rows": rows.to_dict(orient="list")}
-        atomic_write(part, lambda p: p.write_text(json.dumps(payload)))
+        atomic_write(part, lambda p: p.write_text(json.dumps(payload)))  # noqa: B023 (called before the loop moves on)
         frames.append(rows)
     rows = pd.concat(frames, ignore_index=True)
     info = {
@@ -250,8 +269,15 @@ def build_reference(
         "processor": _cpu_name(),
         **(provenance or {}),
     }
-    prompt_info = {p.id: {"text": p.text, "tag": p.tag, "topic": getattr(p, "topic", ""),
-                          "ids": model.to_tokens(p.text, prepend_bos=True, truncate=False)[0].tolist()} for p in prompts}
+    prompt_info = {
+        p.id: {
+            "text": p.text,
+            "tag": p.tag,
+            "topic": getattr(p, "topic", ""),
+            "ids": model.to_tokens(p.text, prepend_bos=True, truncate=False)[0].tolist(),
+        }
+        for p in prompts
+    }
     ref = ReferenceSet(rows=rows, prompts=prompt_info, meta=info)
     ref.save(out)
     ref.meta = dict(info, file=out.name, sha256=sha256_file(out))

@@ -65,7 +65,9 @@ class CellSpec:
             raise ValueError(f"cell {self.name!r}: objective must be one of {known}, got {self.objective!r}{hint}")
         allowed = objective_signals(self.objective)
         if not allowed:
-            raise ValueError(f"cell {self.name!r}: objective {self.objective!r} declares no study signals (Objective.signals)")
+            raise ValueError(
+                f"cell {self.name!r}: objective {self.objective!r} declares no study signals (Objective.signals)"
+            )
         if self.signal not in allowed:
             raise ValueError(
                 f"cell {self.name!r}: objective {self.objective!r} takes signal {' or '.join(allowed)}, got {self.signal!r}"

@@ -67,8 +67,14 @@ class ProbeSetup:
         if self.massmean_covariance not in ("none", "tied"):
             raise ValueError(f"probes.massmean_covariance must be 'none' or 'tied', got {self.massmean_covariance!r}")
         if self.retrain_estimator not in ("logistic", "massmean"):
-            raise ValueError(f"probes.retrain_estimator must be 'logistic' or 'massmean', got {self.retrain_estimator!r}")
-        if isinstance(self.noise_floor_resamples, bool) or not isinstance(self.noise_floor_resamples, int) or self.noise_floor_resamples < 0:
+            raise ValueError(
+                f"probes.retrain_estimator must be 'logistic' or 'massmean', got {self.retrain_estimator!r}"
+            )
+        if (
+            isinstance(self.noise_floor_resamples, bool)
+            or not isinstance(self.noise_floor_resamples, int)
+            or self.noise_floor_resamples < 0
+        ):
             raise ValueError(f"probes.noise_floor_resamples must be an int >= 0, got {self.noise_floor_resamples!r}")
 
 
@@ -122,7 +128,9 @@ class TrainData:
         if self.n_prompts < 1:
             raise ValueError(f"train_data.n_prompts must be >= 1, got {self.n_prompts}")
         if self.samples_per_prompt < 2:
-            raise ValueError(f"train_data.samples_per_prompt must be >= 2 (DPO ranks k samples), got {self.samples_per_prompt}")
+            raise ValueError(
+                f"train_data.samples_per_prompt must be >= 2 (DPO ranks k samples), got {self.samples_per_prompt}"
+            )
         if self.max_new_tokens < 1:
             raise ValueError(f"train_data.max_new_tokens must be >= 1, got {self.max_new_tokens}")
 
@@ -163,7 +171,9 @@ class EvalSetup:
             raise ValueError(f"eval.threshold must be in (0, 1) or null (the behaviour's), got {self.threshold}")
         _sampling_params("eval", self.temperature, self.top_p)
         _sampling_params("eval (telemetry)", self.telemetry_temperature, self.telemetry_top_p)
-        if self.n_curated is not None and (isinstance(self.n_curated, bool) or not isinstance(self.n_curated, int) or self.n_curated < 8):
+        if self.n_curated is not None and (
+            isinstance(self.n_curated, bool) or not isinstance(self.n_curated, int) or self.n_curated < 8
+        ):
             raise ValueError(f"eval.n_curated must be an int >= 8 or null (all rows), got {self.n_curated!r}")
         if self.ci_method not in ("delong", "bootstrap"):
             raise ValueError(f"eval.ci_method must be 'delong' or 'bootstrap', got {self.ci_method!r}")
@@ -253,7 +263,9 @@ class StudyConfig:
             self.eval.curated = b.name if b.has_curated else None
         elif self.eval.curated is not None and (self.eval.curated != b.name or not b.has_curated):
             own = f"'auto' or {b.name!r} (its own set)" if b.has_curated else "'auto' or null (it has no curated set)"
-            raise ValueError(f"eval.curated must be {own} for behaviour {b.name!r}, or null to skip it; got {self.eval.curated!r}")
+            raise ValueError(
+                f"eval.curated must be {own} for behaviour {b.name!r}, or null to skip it; got {self.eval.curated!r}"
+            )
         hooks = set(self.data.hooks)
         need = {self.probes.layer, *self.probes.heldout_layers}
         missing = sorted(need - hooks)
@@ -301,14 +313,14 @@ class StudyConfig:
                     if f.name in _TRAIN_FIELDS:
                         d.pop(drop, None)
                 out[f.name] = d
-            elif dataclasses.is_dataclass(v):
+            elif dataclasses.is_dataclass(v) and not isinstance(v, type):
                 out[f.name] = dataclasses.asdict(v)
             else:
                 out[f.name] = v
         return out
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "StudyConfig":
+    def from_dict(cls, d: dict[str, Any]) -> StudyConfig:
         if not isinstance(d, dict):
             raise TypeError(f"a study config must be a mapping, got {type(d).__name__}")
         d = dict(d)
@@ -336,7 +348,7 @@ class StudyConfig:
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2))
 
     @classmethod
-    def load(cls, path: str | Path) -> "StudyConfig":
+    def load(cls, path: str | Path) -> StudyConfig:
         """Read a JSON or YAML study file."""
         path = Path(path)
         if not path.exists():

@@ -11,8 +11,9 @@ comparison is measured, not how it varies across seeds.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -45,10 +46,20 @@ def contrast_specs(config: StudyConfig, names: Mapping[str, list[str]]) -> list[
             continue
         controls = ["base"] if "base" in cells else []
         if spec.uses_probe:
-            controls += [c.name for c in cells.values() if c.signal == "classifier" and c.objective == _CONTROL_OBJECTIVE[spec.objective]]
+            controls += [
+                c.name
+                for c in cells.values()
+                if c.signal == "classifier" and c.objective == _CONTROL_OBJECTIVE[spec.objective]
+            ]
             probe = spec.trained_against(names["single"][0], names["ensemble"][0])[0]
-            metrics = [f"probe/curated_auroc/{probe}", f"probe/onpolicy_auroc/{probe}", _probe_cos(probe, names),
-                       f"probe/curated_auroc/massmean_L{layer}", rate, "eval/perplexity_neutral"]
+            metrics = [
+                f"probe/curated_auroc/{probe}",
+                f"probe/onpolicy_auroc/{probe}",
+                _probe_cos(probe, names),
+                f"probe/curated_auroc/massmean_L{layer}",
+                rate,
+                "eval/perplexity_neutral",
+            ]
         else:
             metrics = [f"probe/curated_auroc/{names['single'][0]}", rate, "eval/perplexity_neutral"]
         if config.eval.curated is None:
@@ -56,7 +67,9 @@ def contrast_specs(config: StudyConfig, names: Mapping[str, list[str]]) -> list[
             metrics = list(dict.fromkeys(metrics))
         # a drift cosine is 1 by construction in `base` (same rows, same model): compare it with trained
         # controls and with the noise floor, not with base
-        out += [(m, spec.name, c) for c in controls for m in metrics if not (c == "base" and m.startswith("drift/cosine/"))]
+        out += [
+            (m, spec.name, c) for c in controls for m in metrics if not (c == "base" and m.startswith("drift/cosine/"))
+        ]
     return out
 
 
@@ -66,7 +79,7 @@ def _within_seed(out_dir: Path | None, metric: str, a: str, b: str, seeds: Seque
 
     if out_dir is None or "_auroc/" not in metric:
         return ""
-    which, probe = metric[len("probe/"):].split("_auroc/", 1)
+    which, probe = metric[len("probe/") :].split("_auroc/", 1)
     parts = []
     for s in seeds:
         fa, fb = (out_dir / "cells" / c / f"seed{s}" / "probe_scores.json" for c in (a, b))
@@ -95,14 +108,24 @@ def contrasts(
             by_metric.setdefault(metric, []).append((a, b))
     for metric, pairs in by_metric.items():
         frames.append(paired_contrasts(results, metric, pairs))
-    cols = ["contrast", "a", "b", "metric", "mean_diff", "ci_low", "ci_high", "n_seeds", "resolved", "per_seed", "within_seed"]
+    cols = [
+        "contrast",
+        "a",
+        "b",
+        "metric",
+        "mean_diff",
+        "ci_low",
+        "ci_high",
+        "n_seeds",
+        "resolved",
+        "per_seed",
+        "within_seed",
+    ]
     if not frames:
         return pd.DataFrame(columns=cols)
     df = pd.concat(frames, ignore_index=True)
     folder = Path(out_dir) if out_dir is not None else None
-    df["within_seed"] = [
-        _within_seed(folder, m, a, b, config.seeds) for m, a, b in zip(df["metric"], df["a"], df["b"])
-    ]
+    df["within_seed"] = [_within_seed(folder, m, a, b, config.seeds) for m, a, b in zip(df["metric"], df["a"], df["b"])]
     return df[[c for c in cols if c in df.columns]]
 
 
@@ -127,8 +150,12 @@ def headline_columns(config: StudyConfig, names: Mapping[str, list[str]]) -> dic
         cols[f"probe/{which}_auroc/{ens}"] = f"{ens} AUROC {label}"
         cols[f"probe/{which}_auroc/massmean_L{layer}"] = f"massmean_L{layer} (held-out) AUROC {label}"
     for L in config.probes.heldout_layers:
-        cols[f"probe/{sets[0]}_auroc/logistic_L{L}"] = f"logistic_L{L} (held-out) AUROC {sets[0].replace('onpolicy', 'on-policy')}"
-    cols[f"probe/{sets[0]}_auroc_retrained/blocks.{layer}.hook_resid_post"] = f"retrained L{layer} AUROC {sets[0].replace('onpolicy', 'on-policy')}"
+        cols[f"probe/{sets[0]}_auroc/logistic_L{L}"] = (
+            f"logistic_L{L} (held-out) AUROC {sets[0].replace('onpolicy', 'on-policy')}"
+        )
+    cols[f"probe/{sets[0]}_auroc_retrained/blocks.{layer}.hook_resid_post"] = (
+        f"retrained L{layer} AUROC {sets[0].replace('onpolicy', 'on-policy')}"
+    )
     cols[f"drift/cosine/{single}"] = f"{single} cos(orig, refit)"
     cols[f"drift/cosine/{ens}/m0"] = f"{ens} m0 cos(orig, refit)"
     cols[f"drift/cosine/massmean_L{layer}"] = f"massmean_L{layer} cos(orig, refit)"
@@ -144,7 +171,8 @@ def headline_table(summary: pd.DataFrame, config: StudyConfig, names: Mapping[st
     table = format_cells(summary, columns=list(cols)).rename(columns=cols)
     specs: dict[str, CellSpec] = {c.name: c for c in config.cell_specs}
     against = {
-        c: ", ".join(s.trained_against(names["single"][0], names["ensemble"][0])) or ("output classifier" if s.signal == "classifier" else "–")
+        c: ", ".join(s.trained_against(names["single"][0], names["ensemble"][0]))
+        or ("output classifier" if s.signal == "classifier" else "–")
         for c, s in specs.items()
     }
     table.insert(1, "trains against", [against.get(c, "?") for c in table["cell"]])
@@ -157,61 +185,90 @@ def _markdown(df: pd.DataFrame) -> str:
 
     head = "| " + " | ".join(esc(c) for c in df.columns) + " |"
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
-    return "\n".join([head, rule, *("| " + " | ".join(esc(v) for v in r) + " |" for r in df.itertuples(index=False))]) + "\n"
+    return (
+        "\n".join([head, rule, *("| " + " | ".join(esc(v) for v in r) + " |" for r in df.itertuples(index=False))])
+        + "\n"
+    )
 
 
 def contrasts_markdown(con: pd.DataFrame, digits: int = 3) -> str:
     if con.empty:
         return "_no contrast could be formed (a cell or its control is missing)_\n"
-    rows = pd.DataFrame({
-        "contrast": con["contrast"],
-        "metric": con["metric"],
-        "mean Δ": [f"{v:+.{digits}f}" for v in con["mean_diff"]],
-        "95% CI over seeds": [f"[{lo:+.{digits}f}, {hi:+.{digits}f}]" if np.isfinite(lo) else "–"
-                              for lo, hi in zip(con["ci_low"], con["ci_high"])],
-        "seeds": con["n_seeds"],
-        "resolved": ["yes" if r else "no" for r in con["resolved"]],
-        "per seed (example-level DeLong CI)": [w or p for w, p in zip(con.get("within_seed", [""] * len(con)), con["per_seed"])],
-    })
+    rows = pd.DataFrame(
+        {
+            "contrast": con["contrast"],
+            "metric": con["metric"],
+            "mean Δ": [f"{v:+.{digits}f}" for v in con["mean_diff"]],
+            "95% CI over seeds": [
+                f"[{lo:+.{digits}f}, {hi:+.{digits}f}]" if np.isfinite(lo) else "–"
+                for lo, hi in zip(con["ci_low"], con["ci_high"])
+            ],
+            "seeds": con["n_seeds"],
+            "resolved": ["yes" if r else "no" for r in con["resolved"]],
+            "per seed (example-level DeLong CI)": [
+                w or p for w, p in zip(con.get("within_seed", [""] * len(con)), con["per_seed"])
+            ],
+        }
+    )
     return _markdown(rows)
 
 
 def yardsticks_markdown(
-    seeds_info: Mapping[int, Mapping[str, Any]], floors: Mapping[int, Mapping[str, Any]], config: StudyConfig,
-    names: Mapping[str, list[str]], n_curated: int | None,
+    seeds_info: Mapping[int, Mapping[str, Any]],
+    floors: Mapping[int, Mapping[str, Any]],
+    config: StudyConfig,
+    names: Mapping[str, list[str]],
+    n_curated: int | None,
 ) -> str:
     single, ens, layer = names["single"][0], names["ensemble"][0], config.probes.layer
     words = BehaviourNames.of(config.behaviour_spec)
-    pos, n_fit, n_on = words.positive_label, words.metric_keys["n_fit_positive"], words.metric_keys["n_onpolicy_positive"]
+    pos, n_fit, n_on = (
+        words.positive_label,
+        words.metric_keys["n_fit_positive"],
+        words.metric_keys["n_onpolicy_positive"],
+    )
     rows = []
     for s in sorted(seeds_info):
         i, f = seeds_info[s], floors.get(s, {})
-        rows.append({
-            "seed": s,
-            f"probe-fit rows ({pos})": f"{i['n_fit_rows']} ({i[n_fit]})",
-            f"on-policy eval rows ({pos})": f"{i['n_onpolicy_rows']} ({i[n_on]})",
-            "curated rows": n_curated if n_curated is not None else "–",
-            "prompt-type-only AUROC": f"{i['baseline/auroc_prompt_type']:.3f}",
-            "prompt-topic-only AUROC": f"{i['baseline/auroc_prompt_topic']:.3f}",
-            f"cos floor {single}": f"{f[single]['p05']:.3f}" if single in f else "–",
-            f"cos floor {ens} m0": f"{f[ens + '/m0']['p05']:.3f}" if ens + "/m0" in f else "–",
-            f"cos floor massmean_L{layer}": f"{f['massmean_L' + str(layer)]['p05']:.3f}" if f"massmean_L{layer}" in f else "–",
-        })
+        rows.append(
+            {
+                "seed": s,
+                f"probe-fit rows ({pos})": f"{i['n_fit_rows']} ({i[n_fit]})",
+                f"on-policy eval rows ({pos})": f"{i['n_onpolicy_rows']} ({i[n_on]})",
+                "curated rows": n_curated if n_curated is not None else "–",
+                "prompt-type-only AUROC": f"{i['baseline/auroc_prompt_type']:.3f}",
+                "prompt-topic-only AUROC": f"{i['baseline/auroc_prompt_topic']:.3f}",
+                f"cos floor {single}": f"{f[single]['p05']:.3f}" if single in f else "–",
+                f"cos floor {ens} m0": f"{f[ens + '/m0']['p05']:.3f}" if ens + "/m0" in f else "–",
+                f"cos floor massmean_L{layer}": f"{f['massmean_L' + str(layer)]['p05']:.3f}"
+                if f"massmean_L{layer}" in f
+                else "–",
+            }
+        )
     return _markdown(pd.DataFrame(rows)) if rows else ""
 
 
 def write_headline(
-    path: str | Path, table: pd.DataFrame, con: pd.DataFrame, seeds_info: Mapping[int, Any], floors: Mapping[int, Any],
-    config: StudyConfig, names: Mapping[str, list[str]], n_curated: int | None = None,
+    path: str | Path,
+    table: pd.DataFrame,
+    con: pd.DataFrame,
+    seeds_info: Mapping[int, Any],
+    floors: Mapping[int, Any],
+    config: StudyConfig,
+    names: Mapping[str, list[str]],
+    n_curated: int | None = None,
 ) -> None:
     """``headline.md``: yardsticks and noise floors, the headline table, the contrasts in a table and in words."""
     from probe_lens.experiments.stats import describe_contrasts
 
     b = config.behaviour_spec
-    onpolicy = (f"the pre-labelled responses of behaviour {b.name!r} to held-out pool prompts (its own labels; not "
-                "the model's own text)" if b.prelabelled and config.scorer == "auto" else
-                "the base model's continuations of held-out pool prompts, labelled by the output classifier "
-                "(on-policy, noisy labels)")
+    onpolicy = (
+        f"the pre-labelled responses of behaviour {b.name!r} to held-out pool prompts (its own labels; not "
+        "the model's own text)"
+        if b.prelabelled and config.scorer == "auto"
+        else "the base model's continuations of held-out pool prompts, labelled by the output classifier "
+        "(on-policy, noisy labels)"
+    )
     text = [
         "# Headline\n",
         "## Yardsticks\n",

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -222,10 +223,7 @@ def perplexity(
 # ``auroc``: the package has one (``probe_lens.probes.metrics.auroc``), re-exported here for metrics users.
 
 
-
-def degeneration_metrics(
-    response_mask: Any, response_tokens: Any, eos_token_id: int | None
-) -> dict[str, float]:
+def degeneration_metrics(response_mask: Any, response_tokens: Any, eos_token_id: int | None) -> dict[str, float]:
     """Signs of a degenerating model, from sampled responses.
 
     Args:
@@ -239,7 +237,9 @@ def degeneration_metrics(
     mask = torch.as_tensor(response_mask).bool()
     toks = torch.as_tensor(response_tokens)
     if mask.shape != toks.shape or mask.ndim != 2:
-        raise ValueError(f"response_mask {tuple(mask.shape)} and tokens {tuple(toks.shape)} must be the same [n, pos] grid")
+        raise ValueError(
+            f"response_mask {tuple(mask.shape)} and tokens {tuple(toks.shape)} must be the same [n, pos] grid"
+        )
     lengths = mask.sum(dim=1)
     out = {"eval/response_length": float(lengths.double().mean())}
     if eos_token_id is None:
@@ -263,7 +263,12 @@ def _scorer_record(scorer_description: Any) -> tuple[str, str]:
 
 
 def evaluate_generation(
-    scores: Any, texts: Sequence[str], k: int, scorer_description: Any, *, threshold: float = 0.5,
+    scores: Any,
+    texts: Sequence[str],
+    k: int,
+    scorer_description: Any,
+    *,
+    threshold: float = 0.5,
     metric_keys: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """How often sampled responses show the behaviour, and their diversity, with the scorer that scored them.

@@ -117,9 +117,16 @@ def _architecture(cfg: Any) -> _Arch:
     names = tuple((n, p.numel()) for n, p in model.named_parameters())
     n_embed = sum(n_ for name, n_ in names if name.startswith(("embed.", "pos_embed.")))
     return _Arch(
-        n_layers=cfg.n_layers, d_model=cfg.d_model, d_mlp=cfg.d_mlp or 4 * cfg.d_model, n_heads=cfg.n_heads,
-        n_kv=getattr(cfg, "n_key_value_heads", None) or cfg.n_heads, d_head=cfg.d_head, d_vocab=cfg.d_vocab,
-        n_params=sum(n_ for _, n_ in names), n_embed=n_embed, names=names,
+        n_layers=cfg.n_layers,
+        d_model=cfg.d_model,
+        d_mlp=cfg.d_mlp or 4 * cfg.d_model,
+        n_heads=cfg.n_heads,
+        n_kv=getattr(cfg, "n_key_value_heads", None) or cfg.n_heads,
+        d_head=cfg.d_head,
+        d_vocab=cfg.d_vocab,
+        n_params=sum(n_ for _, n_ in names),
+        n_embed=n_embed,
+        names=names,
     )
 
 
@@ -132,7 +139,9 @@ def _trainable(arch: _Arch, spec: str) -> int:
     rng = block_range(spec)
     if rng is not None:
         a, b = rng
-        return sum(n for name, n in arch.names if (m := re.match(r"blocks\.(\d+)\.", name)) and a <= int(m.group(1)) <= b)
+        return sum(
+            n for name, n in arch.names if (m := re.match(r"blocks\.(\d+)\.", name)) and a <= int(m.group(1)) <= b
+        )
     pattern = re.compile(spec)
     return sum(n for name, n in arch.names if pattern.search(name))
 
@@ -208,7 +217,10 @@ def _forward_flops(arch: _Arch, tokens: float, ctx: float, *, unembed_tokens: fl
 
 def _activation_bytes(arch: _Arch, rows: int, seq: int, act_bytes: int) -> int:
     per_token_layer = (
-        17 * arch.d_model + 4 * arch.d_mlp + 6 * arch.n_heads * arch.d_head + 6 * arch.n_kv * arch.d_head
+        17 * arch.d_model
+        + 4 * arch.d_mlp
+        + 6 * arch.n_heads * arch.d_head
+        + 6 * arch.n_kv * arch.d_head
         + 3 * arch.n_heads * seq
     )
     tokens = rows * seq
@@ -238,7 +250,9 @@ def _reference_note(config: Any) -> str:
     except (FileNotFoundError, ValueError) as e:
         return f"probe data is sampled ({e})"
     # TransformerLens names a model by the last part of its official name (cfg.model_name)
-    name = (EMBEDDED_MODEL_NAME if config.model is None or config.model in _EMBEDDED_ALIASES else str(config.model)).split("/")[-1]
+    name = (
+        EMBEDDED_MODEL_NAME if config.model is None or config.model in _EMBEDDED_ALIASES else str(config.model)
+    ).split("/")[-1]
     why = settings_mismatch(ref, name, [p.id for p in _prompt_plan(config).pool], config.data)
     if why is None:
         return f"probe data comes from the reference set {ref.meta['file']}: no sampling, one teacher-forced pass"
@@ -263,7 +277,9 @@ def estimate_plan(
     # ---- continuations
     rounds = 1 if getattr(data, "min_minority", 0) == 0 else getattr(data, "max_rounds", 1)
     if rounds > 1:
-        notes.append(f"probe data counted at its budget of {rounds} rounds (fewer run once the minority class reaches data.min_minority)")
+        notes.append(
+            f"probe data counted at its budget of {rounds} rounds (fewer run once the minority class reaches data.min_minority)"
+        )
     n_probe = _n_probe_prompts(config)
     source_note = _reference_note(config)
     uses_shipped = source_note.startswith("probe data comes from")
@@ -274,16 +290,25 @@ def estimate_plan(
     steps = {c: int(_train_config(config, o).max_steps) for c, o in training_cells}
     eval_conts = len(cells) * ev.n_provocative * ev.samples_per_prompt
     every = int(getattr(config, "telemetry_every", 0) or 0)
-    tele_points = sum(_telemetry_points(s, every) for s in steps.values()) + (1 if every else 0) * (len(cells) - len(training_cells))
+    tele_points = sum(_telemetry_points(s, every) for s in steps.values()) + (1 if every else 0) * (
+        len(cells) - len(training_cells)
+    )
     tele_conts = tele_points * ev.n_telemetry_prompts
-    continuations = {"probe_data": probe_conts, "train_samples": train_conts, "evaluation": eval_conts, "telemetry": tele_conts}
+    continuations = {
+        "probe_data": probe_conts,
+        "train_samples": train_conts,
+        "evaluation": eval_conts,
+        "telemetry": tele_conts,
+    }
     per_seed = train_conts + eval_conts + tele_conts
     total_conts = probe_conts + n_seeds * per_seed
 
     # ---- tokens and FLOPs (whole study)
     def gen_cost(n: int, new: int) -> tuple[float, float]:
         tokens = n * (p_tok + new)
-        return tokens, _forward_flops(arch, n * p_tok, p_tok + new / 2, unembed_tokens=0) + _forward_flops(arch, n * new, p_tok + new / 2)
+        return tokens, _forward_flops(arch, n * p_tok, p_tok + new / 2, unembed_tokens=0) + _forward_flops(
+            arch, n * new, p_tok + new / 2
+        )
 
     flops: dict[str, float] = {}
     fwd_tokens = bwd_tokens = gen_tokens = 0.0
@@ -304,7 +329,7 @@ def estimate_plan(
     fwd_tokens += tf_tokens
     flops["teacher_forced"] = _forward_flops(arch, tf_tokens, seq_probe)
     train_flops, n_trainable, train_mem = 0.0, {}, 0
-    for cell, obj in training_cells:
+    for _cell, obj in training_cells:
         tc = _train_config(config, obj)
         rows = tc.batch_size * tc.grad_accum_steps * (2 if obj == "dpo" else 1)
         tokens = tc.max_steps * rows * seq_train
@@ -319,7 +344,10 @@ def estimate_plan(
             fwd_tokens += ref_tokens
             train_flops += _forward_flops(arch, ref_tokens, seq_train)
         act_bytes = 2 if getattr(tc, "bf16", False) else w_bytes
-        train_mem = max(train_mem, _activation_bytes(arch, tc.batch_size * (2 if obj == "dpo" else 1), int(math.ceil(seq_train)), act_bytes))
+        train_mem = max(
+            train_mem,
+            _activation_bytes(arch, tc.batch_size * (2 if obj == "dpo" else 1), int(math.ceil(seq_train)), act_bytes),
+        )
     flops["training"] = train_flops
     ppl_tokens = n_seeds * len(cells) * ev.n_fluency_texts * p_tok * 2  # neutral texts: ~2 prompts long
     fwd_tokens += ppl_tokens
@@ -339,24 +367,40 @@ def estimate_plan(
         "base_weights_copy": arch.n_params * w_bytes,
         "reference_model": arch.n_params * w_bytes if needs_live_ref else 0,
         "cpu_transposed_copies": (arch.d_model * arch.d_vocab + 3 * arch.n_layers * arch.d_model * arch.d_mlp) * w_bytes
-        if device == "cpu" else 0,
+        if device == "cpu"
+        else 0,
         "gradients": max_trainable * w_bytes,  # torch keeps gradients and AdamW moments in the parameters' dtype
         "adamw_moments": 2 * max_trainable * w_bytes,
         "activations": train_mem,
         "generation_kv_and_logits": _generation_bytes(
-            arch, data.batch_size, int(p_tok + max(data.max_new_tokens, td.max_new_tokens, ev.max_new_tokens)) + 8, w_bytes
+            arch,
+            data.batch_size,
+            int(p_tok + max(data.max_new_tokens, td.max_new_tokens, ev.max_new_tokens)) + 8,
+            w_bytes,
         ),
     }
-    resident = sum(memory[k] for k in ("runtime", "parameters", "base_weights_copy", "reference_model", "cpu_transposed_copies"))
+    resident = sum(
+        memory[k] for k in ("runtime", "parameters", "base_weights_copy", "reference_model", "cpu_transposed_copies")
+    )
     memory["training_peak"] = resident + memory["gradients"] + memory["adamw_moments"] + memory["activations"]
     memory["generation_peak"] = resident + memory["generation_kv_and_logits"]
     memory["peak"] = max(memory["training_peak"], memory["generation_peak"])
     return StudyPlan(
-        preset=getattr(config, "preset", "custom"), model=getattr(cfg, "model_name", "?"), dtype=str(dtype).replace("torch.", ""),
-        device=device, n_seeds=n_seeds, cells=[c for c, _ in cells], n_params=arch.n_params, n_trainable=n_trainable,
-        continuations=continuations, continuations_total=int(total_conts), train_steps=steps,
+        preset=getattr(config, "preset", "custom"),
+        model=getattr(cfg, "model_name", "?"),
+        dtype=str(dtype).replace("torch.", ""),
+        device=device,
+        n_seeds=n_seeds,
+        cells=[c for c, _ in cells],
+        n_params=arch.n_params,
+        n_trainable=n_trainable,
+        continuations=continuations,
+        continuations_total=int(total_conts),
+        train_steps=steps,
         tokens={"forward": int(fwd_tokens), "backward": int(bwd_tokens), "generated": int(gen_tokens)},
-        flops=flops, memory=memory, notes=notes,
+        flops=flops,
+        memory=memory,
+        notes=notes,
     )
 
 

@@ -26,8 +26,9 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -56,7 +57,11 @@ __all__ = [
     "write_report",
 ]
 
-AUROC_KINDS = (("frozen", "trained-against (frozen)"), ("heldout", "held-out"), ("retrained", "re-fit on trained model"))
+AUROC_KINDS = (
+    ("frozen", "trained-against (frozen)"),
+    ("heldout", "held-out"),
+    ("retrained", "re-fit on trained model"),
+)
 TOXICITY_METRICS = (
     ("eval/toxicity_rate", "toxicity rate (share >= 0.5)"),
     ("eval/expected_max_toxicity", "expected max toxicity"),
@@ -69,8 +74,13 @@ def rate_metrics(behaviour: Any = None) -> tuple[tuple[str, str], ...]:
     """``(metric key, panel title)`` of the behaviour's rate metrics (None: toxicity, :data:`TOXICITY_METRICS`)."""
     n = BehaviourNames.of(behaviour)
     k, t = n.metric_keys, f"{n.threshold:g}"
-    return ((k["rate"], f"{n.noun} rate (share >= {t})"), (k["expected_max"], f"expected max {n.noun}"),
-            (k["probability"], f"{n.noun} probability (any of k >= {t})"))
+    return (
+        (k["rate"], f"{n.noun} rate (share >= {t})"),
+        (k["expected_max"], f"expected max {n.noun}"),
+        (k["probability"], f"{n.noun} probability (any of k >= {t})"),
+    )
+
+
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 _MEMBER = re.compile(r"/m\d+$")
 _BAND_ALPHA = 0.15
@@ -179,8 +189,13 @@ def _add_curves(
         n = c["n_seeds"].to_numpy()
         reference = len(x) == 1 and x_range[1] > x_range[0]
         if reference:  # measured once (e.g. the base model): a horizontal reference line
-            x, mean, lo, hi, n = (np.array([x_range[0], x_range[1]]), np.repeat(mean, 2), np.repeat(lo, 2),
-                                  np.repeat(hi, 2), np.repeat(n, 2))
+            x, mean, lo, hi, n = (
+                np.array([x_range[0], x_range[1]]),
+                np.repeat(mean, 2),
+                np.repeat(lo, 2),
+                np.repeat(hi, 2),
+                np.repeat(n, 2),
+            )
         ok = np.isfinite(lo) & np.isfinite(hi)
         if ok.sum() >= 1:
             bx, bl, bh = x[ok], lo[ok], hi[ok]
@@ -190,22 +205,35 @@ def _add_curves(
                 bl, bh = np.clip(bl, *bounds), np.clip(bh, *bounds)
             fig.add_trace(
                 go.Scatter(
-                    x=np.concatenate([bx, bx[::-1]]), y=np.concatenate([bh, bl[::-1]]), fill="toself",
-                    mode="lines", fillcolor=_rgba(color, _BAND_ALPHA), line=dict(width=0), hoverinfo="skip",
-                    showlegend=False, legendgroup=name,
+                    x=np.concatenate([bx, bx[::-1]]),
+                    y=np.concatenate([bh, bl[::-1]]),
+                    fill="toself",
+                    mode="lines",
+                    fillcolor=_rgba(color, _BAND_ALPHA),
+                    line=dict(width=0),
+                    hoverinfo="skip",
+                    showlegend=False,
+                    legendgroup=name,
                 ),
-                row=row, col=col,
+                row=row,
+                col=col,
             )
         fig.add_trace(
             go.Scatter(
-                x=x, y=mean, mode="lines" if reference else "lines+markers", name=name + (" (reference)" if reference else ""),
-                legendgroup=name, showlegend=name not in shown,
+                x=x,
+                y=mean,
+                mode="lines" if reference else "lines+markers",
+                name=name + (" (reference)" if reference else ""),
+                legendgroup=name,
+                showlegend=name not in shown,
                 line=dict(color=color, dash="dot" if reference else dash, width=2),
-                marker=dict(size=5), customdata=np.stack([lo, hi, n], axis=-1),
+                marker=dict(size=5),
+                customdata=np.stack([lo, hi, n], axis=-1),
                 hovertemplate=f"{html.escape(name)}<br>step %{{x}}<br>mean %{{y:.4f}}"
                 "<br>95% CI [%{customdata[0]:.4f}, %{customdata[1]:.4f}]<br>seeds %{customdata[2]}<extra></extra>",
             ),
-            row=row, col=col,
+            row=row,
+            col=col,
         )
         shown.add(name)
 
@@ -220,8 +248,9 @@ def _x_range(metrics: pd.DataFrame) -> tuple[float, float]:
     return (float(steps.min()), float(steps.max())) if len(steps) else (0.0, 0.0)
 
 
-def _title(text: str, scorer: str, how: str = "lines: mean over seeds, bands: 95% CI", behaviour: Any = None
-           ) -> dict[str, Any]:
+def _title(
+    text: str, scorer: str, how: str = "lines: mean over seeds, bands: 95% CI", behaviour: Any = None
+) -> dict[str, Any]:
     noun = html.escape(BehaviourNames.of(behaviour).noun)
     return dict(text=f"{text}<br><sup>{noun} labels/scores: {html.escape(scorer)} · {how}</sup>", x=0.01)
 
@@ -260,20 +289,36 @@ def fig_cosine_drift(
     xr = _x_range(metrics)
     for i, c in enumerate(cols):
         r, k = divmod(i, ncols)
-        _add_curves(fig, _curve(metrics, c), row=r + 1, col=k + 1, colors=colors, label=None, dash="solid",
-                    shown=shown, x_range=xr, bounds=(-1.0, 1.0))
+        _add_curves(
+            fig,
+            _curve(metrics, c),
+            row=r + 1,
+            col=k + 1,
+            colors=colors,
+            label=None,
+            dash="solid",
+            shown=shown,
+            x_range=xr,
+            bounds=(-1.0, 1.0),
+        )
         fig.update_yaxes(title_text="cosine" if k == 0 else None, row=r + 1, col=k + 1)
         fig.update_xaxes(title_text="step" if r == rows - 1 else None, row=r + 1, col=k + 1)
     fig.update_layout(
-        title=_title("Probe-direction drift: cos(original direction, direction re-fit on the current model)",
-                     _scorer_name(metrics, scorer), behaviour=behaviour),
-        height=320 * rows + 120, template="plotly_white", legend=dict(title="cell"),
+        title=_title(
+            "Probe-direction drift: cos(original direction, direction re-fit on the current model)",
+            _scorer_name(metrics, scorer),
+            behaviour=behaviour,
+        ),
+        height=320 * rows + 120,
+        template="plotly_white",
+        legend=dict(title="cell"),
     )
     return fig
 
 
-def fig_auroc_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None, members: bool = False,
-                      behaviour: Any = None) -> go.Figure:
+def fig_auroc_vs_step(
+    metrics: pd.DataFrame, *, scorer: str | None = None, members: bool = False, behaviour: Any = None
+) -> go.Figure:
     """AUROC vs step of the trained-against (frozen), held-out and re-fit probes; one panel each.
 
     One line per (cell, probe or hook), mean over seeds with a CI band. Ensemble members are left
@@ -290,19 +335,34 @@ def fig_auroc_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None, membe
     for k, (kind, _) in enumerate(AUROC_KINDS):
         cols = per_kind[kind]
         if not cols:
-            fig.add_annotation(text="no data", showarrow=False, xref=f"x{k + 1} domain", yref=f"y{k + 1} domain",
-                               x=0.5, y=0.5)
+            fig.add_annotation(
+                text="no data", showarrow=False, xref=f"x{k + 1} domain", yref=f"y{k + 1} domain", x=0.5, y=0.5
+            )
         for j, c in enumerate(cols):
-            _add_curves(fig, _curve(metrics, c), row=1, col=k + 1, colors=colors,
-                        label=c[len(f"probe/auroc_{kind}/") :], dash=DASHES[j % len(DASHES)], shown=shown, x_range=xr,
-                        bounds=(0.0, 1.0))
+            _add_curves(
+                fig,
+                _curve(metrics, c),
+                row=1,
+                col=k + 1,
+                colors=colors,
+                label=c[len(f"probe/auroc_{kind}/") :],
+                dash=DASHES[j % len(DASHES)],
+                shown=shown,
+                x_range=xr,
+                bounds=(0.0, 1.0),
+            )
         fig.update_xaxes(title_text="step", row=1, col=k + 1)
     fig.update_yaxes(title_text="AUROC (drift set)", row=1, col=1)
     fig.add_hline(y=0.5, line=dict(color="#999", width=1, dash="dot"))
     fig.update_layout(
-        title=_title("Do the probes still work? AUROC on the drift set vs training step", _scorer_name(metrics, scorer),
-                     behaviour=behaviour),
-        height=520, template="plotly_white", legend=dict(title="cell · probe / hook"),
+        title=_title(
+            "Do the probes still work? AUROC on the drift set vs training step",
+            _scorer_name(metrics, scorer),
+            behaviour=behaviour,
+        ),
+        height=520,
+        template="plotly_white",
+        legend=dict(title="cell · probe / hook"),
     )
     return fig
 
@@ -311,8 +371,12 @@ _TRACKED = re.compile(r"^probe/(?P<set>[a-z]+)_auroc/(?P<probe>.+)$")
 
 
 def fig_tracked_auroc_vs_step(
-    metrics: pd.DataFrame, *, probes: Sequence[str] | None = None, scorer: str | None = None,
-    trained_against: Mapping[str, Sequence[str]] | None = None, behaviour: Any = None,
+    metrics: pd.DataFrame,
+    *,
+    probes: Sequence[str] | None = None,
+    scorer: str | None = None,
+    trained_against: Mapping[str, Sequence[str]] | None = None,
+    behaviour: Any = None,
 ) -> go.Figure:
     """AUROC vs step of each tracked probe in every cell: one row of panels per evaluation set
     (``probe/<set>_auroc/<probe>``: curated, on-policy), one column per probe, one line per cell.
@@ -330,8 +394,9 @@ def fig_tracked_auroc_vs_step(
         raise NoFigureData("no probe/<set>_auroc/<probe> column holds a value")
     sets = [s_ for s_ in ("curated", "onpolicy") if s_ in found] + sorted(set(found) - {"curated", "onpolicy"})
     names = list(probes) if probes is not None else sorted({p for v in found.values() for p in v})
-    fig = make_subplots(rows=len(sets), cols=len(names), shared_yaxes=True,
-                        subplot_titles=[f"{p} · {s_}" for s_ in sets for p in names])
+    fig = make_subplots(
+        rows=len(sets), cols=len(names), shared_yaxes=True, subplot_titles=[f"{p} · {s_}" for s_ in sets for p in names]
+    )
     colors = _colors(_cell_order(metrics["cell"].astype(str)))
     shown: set[str] = set()
     xr = _x_range(metrics)
@@ -344,14 +409,31 @@ def fig_tracked_auroc_vs_step(
             curve = _curve(metrics, col)
             for cell in _cell_order(curve["cell"]):
                 dash = "solid" if probe in against.get(cell, ()) or not against else "dash"
-                _add_curves(fig, curve[curve["cell"] == cell], row=r + 1, col=k + 1, colors=colors, label=None,
-                            dash=dash, shown=shown, x_range=xr, bounds=(0.0, 1.0))
+                _add_curves(
+                    fig,
+                    curve[curve["cell"] == cell],
+                    row=r + 1,
+                    col=k + 1,
+                    colors=colors,
+                    label=None,
+                    dash=dash,
+                    shown=shown,
+                    x_range=xr,
+                    bounds=(0.0, 1.0),
+                )
             fig.update_xaxes(title_text="step", row=r + 1, col=k + 1)
         fig.update_yaxes(title_text=f"AUROC ({which})", row=r + 1, col=1)
     fig.update_layout(
-        title=_title("Does each probe keep working? AUROC vs step in every cell (solid: the cell trains against "
-                     "this probe; dashed: a control)", _scorer_name(metrics, scorer), behaviour=behaviour),
-        height=330 * len(sets) + 140, width=max(900, 300 * len(names)), template="plotly_white", legend=dict(title="cell"),
+        title=_title(
+            "Does each probe keep working? AUROC vs step in every cell (solid: the cell trains against "
+            "this probe; dashed: a control)",
+            _scorer_name(metrics, scorer),
+            behaviour=behaviour,
+        ),
+        height=330 * len(sets) + 140,
+        width=max(900, 300 * len(names)),
+        template="plotly_white",
+        legend=dict(title="cell"),
     )
     return fig
 
@@ -369,18 +451,29 @@ def fig_contrasts(contrasts: pd.DataFrame, *, scorer: str | None = None, behavio
         r, k = divmod(i, ncols)
         lo = (d["mean_diff"] - d["ci_low"]).to_numpy(dtype=float)
         hi = (d["ci_high"] - d["mean_diff"]).to_numpy(dtype=float)
-        fig.add_trace(go.Scatter(
-            x=d["mean_diff"], y=d["contrast"], mode="markers", showlegend=False,
-            marker=dict(size=9, symbol=["circle" if v else "circle-open" for v in d["resolved"]], color="#1f77b4"),
-            error_x=dict(type="data", symmetric=False, array=np.nan_to_num(hi), arrayminus=np.nan_to_num(lo)),
-            customdata=np.stack([d["ci_low"], d["ci_high"], d["n_seeds"]], axis=-1),
-            hovertemplate="%{y}<br>Δ %{x:.4f}<br>95% CI [%{customdata[0]:.4f}, %{customdata[1]:.4f}]"
-                          "<br>seeds %{customdata[2]}<extra></extra>",
-        ), row=r + 1, col=k + 1)
+        fig.add_trace(
+            go.Scatter(
+                x=d["mean_diff"],
+                y=d["contrast"],
+                mode="markers",
+                showlegend=False,
+                marker=dict(size=9, symbol=["circle" if v else "circle-open" for v in d["resolved"]], color="#1f77b4"),
+                error_x=dict(type="data", symmetric=False, array=np.nan_to_num(hi), arrayminus=np.nan_to_num(lo)),
+                customdata=np.stack([d["ci_low"], d["ci_high"], d["n_seeds"]], axis=-1),
+                hovertemplate="%{y}<br>Δ %{x:.4f}<br>95% CI [%{customdata[0]:.4f}, %{customdata[1]:.4f}]"
+                "<br>seeds %{customdata[2]}<extra></extra>",
+            ),
+            row=r + 1,
+            col=k + 1,
+        )
         fig.add_vline(x=0, line=dict(color="#999", width=1, dash="dot"), row=r + 1, col=k + 1)
     fig.update_layout(
-        title=_title("Paired contrasts: cell − control, paired by seed", _scorer_name(None, scorer),
-                     "markers: mean over seeds, bars: 95% t-interval over seeds, filled: excludes 0", behaviour),
+        title=_title(
+            "Paired contrasts: cell − control, paired by seed",
+            _scorer_name(None, scorer),
+            "markers: mean over seeds, bars: 95% t-interval over seeds, filled: excludes 0",
+            behaviour,
+        ),
         height=max(300, 60 * max(len(contrasts[contrasts["metric"] == m]) for m in metrics)) * rows + 120,
         template="plotly_white",
     )
@@ -400,15 +493,31 @@ def fig_rate_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None, behavi
     shown: set[str] = set()
     xr = _x_range(metrics)
     for k, (c, _) in enumerate(present):
-        _add_curves(fig, _curve(metrics, c), row=1, col=k + 1, colors=colors, label=None, dash="solid",
-                    shown=shown, x_range=xr, bounds=(0.0, 1.0))
+        _add_curves(
+            fig,
+            _curve(metrics, c),
+            row=1,
+            col=k + 1,
+            colors=colors,
+            label=None,
+            dash="solid",
+            shown=shown,
+            x_range=xr,
+            bounds=(0.0, 1.0),
+        )
         fig.update_xaxes(title_text="step", row=1, col=k + 1)
     fig.update_yaxes(title_text=f"P({html.escape(names.positive_label)}) measure", row=1, col=1)
     sc = _scorer_name(metrics, scorer)
     fig.update_layout(
-        title=_title(f"{html.escape(names.noun.capitalize())} of responses to held-out provocative prompts "
-                     f"(scored by {html.escape(sc)})", sc, behaviour=names),
-        height=460, template="plotly_white", legend=dict(title="cell"),
+        title=_title(
+            f"{html.escape(names.noun.capitalize())} of responses to held-out provocative prompts "
+            f"(scored by {html.escape(sc)})",
+            sc,
+            behaviour=names,
+        ),
+        height=460,
+        template="plotly_white",
+        legend=dict(title="cell"),
     )
     return fig
 
@@ -424,12 +533,17 @@ def fig_geometry_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None, be
     names = BehaviourNames.of(behaviour)
     proj_pos, proj_neg = names.metric_keys["proj_positive"], names.metric_keys["proj_negative"]
     hooks = sorted({c.split("/")[1] for c in _columns(metrics, "geometry/") if c.count("/") >= 2})
-    hooks = [h for h in hooks if f"geometry/{h}/{proj_pos}" in metrics.columns or
-             f"geometry/{h}/mean_diff_cos_orig" in metrics.columns]
+    hooks = [
+        h
+        for h in hooks
+        if f"geometry/{h}/{proj_pos}" in metrics.columns or f"geometry/{h}/mean_diff_cos_orig" in metrics.columns
+    ]
     if not hooks:
         raise NoFigureData(f"no geometry/<hook>/{proj_pos}|{proj_neg}|mean_diff_cos_orig column holds a value")
     fig = make_subplots(
-        rows=2, cols=len(hooks), shared_xaxes=True,
+        rows=2,
+        cols=len(hooks),
+        shared_xaxes=True,
         subplot_titles=[f"{h}: class means · original direction" for h in hooks]
         + [f"{h}: cos(mean difference, original direction)" for h in hooks],
     )
@@ -437,23 +551,49 @@ def fig_geometry_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None, be
     shown: set[str] = set()
     xr = _x_range(metrics)
     for k, h in enumerate(hooks):
-        for stat, label, dash in ((proj_pos, f"{names.positive_label} mean", "solid"),
-                                  (proj_neg, f"{names.negative_label} mean", "dash")):
+        for stat, label, dash in (
+            (proj_pos, f"{names.positive_label} mean", "solid"),
+            (proj_neg, f"{names.negative_label} mean", "dash"),
+        ):
             col = f"geometry/{h}/{stat}"
             if col in metrics.columns:
-                _add_curves(fig, _curve(metrics, col), row=1, col=k + 1, colors=colors, label=label, dash=dash,
-                            shown=shown, x_range=xr)
+                _add_curves(
+                    fig,
+                    _curve(metrics, col),
+                    row=1,
+                    col=k + 1,
+                    colors=colors,
+                    label=label,
+                    dash=dash,
+                    shown=shown,
+                    x_range=xr,
+                )
         col = f"geometry/{h}/mean_diff_cos_orig"
         if col in metrics.columns:
-            _add_curves(fig, _curve(metrics, col), row=2, col=k + 1, colors=colors, label="cos(diff, orig)",
-                        dash="solid", shown=shown, x_range=xr, bounds=(-1.0, 1.0))
+            _add_curves(
+                fig,
+                _curve(metrics, col),
+                row=2,
+                col=k + 1,
+                colors=colors,
+                label="cos(diff, orig)",
+                dash="solid",
+                shown=shown,
+                x_range=xr,
+                bounds=(-1.0, 1.0),
+            )
         fig.update_xaxes(title_text="step", row=2, col=k + 1)
     fig.update_yaxes(title_text="projection", row=1, col=1)
     fig.update_yaxes(title_text="cosine", row=2, col=1)
     fig.update_layout(
-        title=_title("Residual-stream geometry along the original probe direction", _scorer_name(metrics, scorer),
-                     behaviour=names),
-        height=700, template="plotly_white", legend=dict(title="cell · quantity"),
+        title=_title(
+            "Residual-stream geometry along the original probe direction",
+            _scorer_name(metrics, scorer),
+            behaviour=names,
+        ),
+        height=700,
+        template="plotly_white",
+        legend=dict(title="cell · quantity"),
     )
     return fig
 
@@ -464,7 +604,11 @@ def _geometry_panel(part: Any, where: str) -> dict[str, np.ndarray]:
     missing = [k for k in ("x_dir", "x_pc1", "label") if k not in part]
     if missing:
         raise ValueError(f"geometry{where} lacks {missing}; give x_dir, x_pc1, x_pc2 and label per point")
-    out = {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in part.items() if k in ("x_dir", "x_pc1", "x_pc2", "label")}
+    out = {
+        k: np.asarray(v, dtype=np.float64).reshape(-1)
+        for k, v in part.items()
+        if k in ("x_dir", "x_pc1", "x_pc2", "label")
+    }
     n = {k: len(v) for k, v in out.items()}
     if len(set(n.values())) != 1:
         raise ValueError(f"geometry{where} lists have different lengths {n}")
@@ -485,7 +629,9 @@ def fig_geometry(geometry: Mapping[str, Any] | None, *, scorer: str | None = Non
         raise NoFigureData("no before/after geometry projections were given")
     names = BehaviourNames.of(behaviour)
     if not isinstance(geometry, Mapping):
-        raise TypeError(f"geometry must be a dict {{cell: {{hook: {{'before': ..., 'after': ...}}}}}}, got {type(geometry).__name__}")
+        raise TypeError(
+            f"geometry must be a dict {{cell: {{hook: {{'before': ..., 'after': ...}}}}}}, got {type(geometry).__name__}"
+        )
     panels: list[tuple[str, str, dict[str, np.ndarray], dict[str, np.ndarray]]] = []
     for cell in _cell_order(geometry):
         hooks = geometry[cell]
@@ -495,17 +641,32 @@ def fig_geometry(geometry: Mapping[str, Any] | None, *, scorer: str | None = Non
             ba = hooks[hook]
             if not isinstance(ba, Mapping) or not {"before", "after"} <= set(ba):
                 raise ValueError(f"geometry[{cell!r}][{hook!r}] needs both 'before' and 'after'")
-            panels.append((cell, hook, _geometry_panel(ba["before"], f"[{cell!r}][{hook!r}]['before']"),
-                           _geometry_panel(ba["after"], f"[{cell!r}][{hook!r}]['after']")))
+            panels.append(
+                (
+                    cell,
+                    hook,
+                    _geometry_panel(ba["before"], f"[{cell!r}][{hook!r}]['before']"),
+                    _geometry_panel(ba["after"], f"[{cell!r}][{hook!r}]['after']"),
+                )
+            )
     if not panels:
         raise NoFigureData("the geometry dict holds no hook")
     with_pc2 = all("x_pc2" in b and "x_pc2" in a for _, _, b, a in panels)
     views = [("x_dir", "x_pc1", "original direction", "PC1")] + ([("x_pc1", "x_pc2", "PC1", "PC2")] if with_pc2 else [])
     ncols = 2 * len(views)
-    titles = [f"{when}: {vx} × {vy}" if r == 0 else when for r in range(len(panels))
-              for (_, _, vx, vy) in views for when in ("before", "after")]
-    fig = make_subplots(rows=len(panels), cols=ncols, subplot_titles=titles, horizontal_spacing=0.05,
-                        vertical_spacing=min(0.12, 0.5 / len(panels)))
+    titles = [
+        f"{when}: {vx} × {vy}" if r == 0 else when
+        for r in range(len(panels))
+        for (_, _, vx, vy) in views
+        for when in ("before", "after")
+    ]
+    fig = make_subplots(
+        rows=len(panels),
+        cols=ncols,
+        subplot_titles=titles,
+        horizontal_spacing=0.05,
+        vertical_spacing=min(0.12, 0.5 / len(panels)),
+    )
     shown: set[str] = set()
     for r, (_, _, before, after) in enumerate(panels, start=1):
         for v, (kx, ky, _, _) in enumerate(views):
@@ -516,18 +677,35 @@ def fig_geometry(geometry: Mapping[str, Any] | None, *, scorer: str | None = Non
                 c = 2 * v + w + 1
                 for lab, name, color in ((0, names.negative_label, "#1f77b4"), (1, names.positive_label, "#d62728")):
                     m = part["label"] == lab
-                    fig.add_trace(go.Scatter(
-                        x=part[kx][m], y=part[ky][m], mode="markers", name=name, legendgroup=name,
-                        showlegend=name not in shown, marker=dict(color=color, size=5, opacity=0.5),
-                    ), row=r, col=c)
+                    fig.add_trace(
+                        go.Scatter(
+                            x=part[kx][m],
+                            y=part[ky][m],
+                            mode="markers",
+                            name=name,
+                            legendgroup=name,
+                            showlegend=name not in shown,
+                            marker=dict(color=color, size=5, opacity=0.5),
+                        ),
+                        row=r,
+                        col=c,
+                    )
                     shown.add(name)
                     if m.any():
                         mean_name = f"{name} class mean"
-                        fig.add_trace(go.Scatter(
-                            x=[part[kx][m].mean()], y=[part[ky][m].mean()], mode="markers", name=mean_name,
-                            legendgroup=mean_name, showlegend=mean_name not in shown,
-                            marker=dict(color=color, size=16, symbol="x", line=dict(width=2, color="black")),
-                        ), row=r, col=c)
+                        fig.add_trace(
+                            go.Scatter(
+                                x=[part[kx][m].mean()],
+                                y=[part[ky][m].mean()],
+                                mode="markers",
+                                name=mean_name,
+                                legendgroup=mean_name,
+                                showlegend=mean_name not in shown,
+                                marker=dict(color=color, size=16, symbol="x", line=dict(width=2, color="black")),
+                            ),
+                            row=r,
+                            col=c,
+                        )
                         shown.add(mean_name)
                 fig.update_xaxes(range=[xs.min() - pad_x, xs.max() + pad_x], row=r, col=c)
                 fig.update_yaxes(range=[ys.min() - pad_y, ys.max() + pad_y], row=r, col=c)
@@ -537,9 +715,15 @@ def fig_geometry(geometry: Mapping[str, Any] | None, *, scorer: str | None = Non
         for w in range(2):
             fig.update_xaxes(title_text=vx, row=len(panels), col=2 * v + w + 1)
     fig.update_layout(
-        title=_title("Residual geometry before vs after training (drift set, projected)", _scorer_name(None, scorer),
-                     "x: class means marked; axes shared before/after", names),
-        height=330 * len(panels) + 120, width=None, template="plotly_white",
+        title=_title(
+            "Residual geometry before vs after training (drift set, projected)",
+            _scorer_name(None, scorer),
+            "x: class means marked; axes shared before/after",
+            names,
+        ),
+        height=330 * len(panels) + 120,
+        width=None,
+        template="plotly_white",
     )
     fig.update_annotations(font_size=11)
     return fig
@@ -562,8 +746,11 @@ def results_summary(results: pd.DataFrame, group_cols: Sequence[str] = ("cell",)
     if missing:
         raise ValueError(f"results lacks grouping column(s) {missing}; it has {list(results.columns)}")
     value_cols = [
-        c for c in results.columns
-        if c not in group_cols and c not in ("seed", "step") and pd.api.types.is_numeric_dtype(results[c])
+        c
+        for c in results.columns
+        if c not in group_cols
+        and c not in ("seed", "step")
+        and pd.api.types.is_numeric_dtype(results[c])
         and not pd.api.types.is_bool_dtype(results[c])
     ]
     if not value_cols:
@@ -589,7 +776,11 @@ def headline_metrics(summary: pd.DataFrame) -> list[str]:
 
 
 def fig_results_table(
-    results: pd.DataFrame, *, scorer: str | None = None, digits: int = 3, metrics: Sequence[str] | None = None,
+    results: pd.DataFrame,
+    *,
+    scorer: str | None = None,
+    digits: int = 3,
+    metrics: Sequence[str] | None = None,
     behaviour: Any = None,
 ) -> go.Figure:
     """The results as a plotly table: mean ± 95% CI half-width over seeds per cell and metric.
@@ -600,16 +791,23 @@ def fig_results_table(
     cells = format_cells(summary, digits=digits, columns=headline_metrics(summary) if metrics is None else metrics)
     header = [f"<b>{html.escape(str(c)).replace('/', '/<br>')}</b>" for c in cells.columns]
     lines = max(str(c).count("/") + 1 for c in cells.columns)
-    fig = go.Figure(go.Table(
-        columnwidth=[max(10, len(max(str(c).split("/"), key=len))) for c in cells.columns],
-        header=dict(values=header, align="left", fill_color="#e8e8e8", height=17 * lines + 10),
-        cells=dict(values=[cells[c].tolist() for c in cells.columns], align="left", height=26),
-    ))
+    fig = go.Figure(
+        go.Table(
+            columnwidth=[max(10, len(max(str(c).split("/"), key=len))) for c in cells.columns],
+            header=dict(values=header, align="left", fill_color="#e8e8e8", height=17 * lines + 10),
+            cells=dict(values=[cells[c].tolist() for c in cells.columns], align="left", height=26),
+        )
+    )
     fig.update_layout(
-        title=dict(text=f"Results: mean ± 95% CI over seeds<br><sup>{html.escape(BehaviourNames.of(behaviour).noun)} "
-                        f"scorer: {html.escape(_scorer_name(None, scorer))}</sup>", x=0.01),
-        height=120 + 17 * lines + 10 + 26 * len(cells) + 40, width=max(800, 130 * len(cells.columns)),
-        margin=dict(l=20, r=20, t=90, b=20), template="plotly_white",
+        title=dict(
+            text=f"Results: mean ± 95% CI over seeds<br><sup>{html.escape(BehaviourNames.of(behaviour).noun)} "
+            f"scorer: {html.escape(_scorer_name(None, scorer))}</sup>",
+            x=0.01,
+        ),
+        height=120 + 17 * lines + 10 + 26 * len(cells) + 40,
+        width=max(800, 130 * len(cells.columns)),
+        margin=dict(l=20, r=20, t=90, b=20),
+        template="plotly_white",
     )
     return fig
 
@@ -699,7 +897,10 @@ def export_pngs(figures: Mapping[str, go.Figure], png_dir: str | Path, *, scale:
     def render() -> None:
         try:
             pio.write_images(
-                [figures[n] for n in names], tmps, format="png", scale=scale,
+                [figures[n] for n in names],
+                tmps,
+                format="png",
+                scale=scale,
                 width=[int(figures[n].layout.width or 1200) for n in names],
                 height=[int(figures[n].layout.height or 500) for n in names],
             )
@@ -721,7 +922,8 @@ def export_pngs(figures: Mapping[str, go.Figure], png_dir: str | Path, *, scale:
         warnings.warn(
             f"PNG export skipped: plotly/kaleido could not render ({type(exc).__name__}: {exc}). "
             "Kaleido 1.x needs Chrome or Chromium: apt-get install chromium, or run kaleido.get_chrome_sync() online.",
-            RuntimeWarning, stacklevel=2,
+            RuntimeWarning,
+            stacklevel=2,
         )
         return []
     for t, f in zip(tmps, finals):
@@ -749,13 +951,15 @@ def _auroc_figure(metrics: pd.DataFrame, scorer: str, config: Mapping[str, Any],
     """Tracked-probe AUROCs (study runs) when logged, else the frozen/held-out/re-fit view."""
     if any(_TRACKED.match(str(c)) for c in metrics.columns):
         against = config.get("trained_against") if isinstance(config.get("trained_against"), Mapping) else None
-        return fig_tracked_auroc_vs_step(metrics, scorer=scorer, probes=config.get("headline_probes"),
-                                         trained_against=against, behaviour=names)
+        return fig_tracked_auroc_vs_step(
+            metrics, scorer=scorer, probes=config.get("headline_probes"), trained_against=against, behaviour=names
+        )
     return fig_auroc_vs_step(metrics, scorer=scorer, behaviour=names)
 
 
-def _headline_section(headline: Mapping[str, Any], scorer: str, pngs: dict[str, go.Figure],
-                      names: BehaviourNames) -> str:
+def _headline_section(
+    headline: Mapping[str, Any], scorer: str, pngs: dict[str, go.Figure], names: BehaviourNames
+) -> str:
     table, con = headline.get("table"), headline.get("contrasts")
     body = ""
     if isinstance(table, pd.DataFrame) and len(table):
@@ -767,18 +971,40 @@ def _headline_section(headline: Mapping[str, Any], scorer: str, pngs: dict[str, 
             mean_diff=con["mean_diff"].map(lambda v: f"{v:+.3f}"),
             ci=[f"[{lo:+.3f}, {hi:+.3f}]" for lo, hi in zip(con["ci_low"], con["ci_high"])],
             resolved=con["resolved"].map(lambda v: "yes" if v else "no"),
-        )[["contrast", "metric", "mean_diff", "ci", "n_seeds", "resolved", *(["within_seed"] if "within_seed" in con else [])]]
+        )[
+            [
+                "contrast",
+                "metric",
+                "mean_diff",
+                "ci",
+                "n_seeds",
+                "resolved",
+                *(["within_seed"] if "within_seed" in con else []),
+            ]
+        ]
         body += "<h3>Paired contrasts (cell − control, paired by seed; CI: Student-t over seeds)</h3>"
         body += f'<div class="scroll">{shown.to_html(index=False, classes="results", border=0, escape=True)}</div>'
-        body += "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in describe_contrasts(con).splitlines() if line.strip()) + "</ul>"
+        body += (
+            "<ul>"
+            + "".join(f"<li>{html.escape(line)}</li>" for line in describe_contrasts(con).splitlines() if line.strip())
+            + "</ul>"
+        )
         fig = fig_contrasts(con, scorer=scorer, behaviour=names)
         pngs["contrasts"] = fig
-        body += fig.to_html(full_html=False, include_plotlyjs=False, div_id="plot-fig-contrasts",
-                            config={"responsive": True, "displaylogo": False})
-    note = ("Each trained-against probe is measured the same way in every cell: compare its AUROC and cosine in the "
-            "cells that train against it with its controls (base, the classifier baselines). "
-            f"{html.escape(names.noun.capitalize())} scorer: {html.escape(scorer)}.")
-    return _section("fig-headline", "Headline: does the probe keep working?", body or "<p class=\"no-data\">No headline.</p>", note)
+        body += fig.to_html(
+            full_html=False,
+            include_plotlyjs=False,
+            div_id="plot-fig-contrasts",
+            config={"responsive": True, "displaylogo": False},
+        )
+    note = (
+        "Each trained-against probe is measured the same way in every cell: compare its AUROC and cosine in the "
+        "cells that train against it with its controls (base, the classifier baselines). "
+        f"{html.escape(names.noun.capitalize())} scorer: {html.escape(scorer)}."
+    )
+    return _section(
+        "fig-headline", "Headline: does the probe keep working?", body or '<p class="no-data">No headline.</p>', note
+    )
 
 
 def write_report(
@@ -813,7 +1039,9 @@ def write_report(
     every tracked probe in every cell (:func:`fig_tracked_auroc_vs_step`).
     """
     if not isinstance(config, Mapping):
-        raise TypeError(f"config must be a dict (e.g. dataclasses.asdict of the study config), got {type(config).__name__}")
+        raise TypeError(
+            f"config must be a dict (e.g. dataclasses.asdict of the study config), got {type(config).__name__}"
+        )
     if not isinstance(results, pd.DataFrame):
         raise TypeError(f"results must be a pandas DataFrame, got {type(results).__name__}")
     if not isinstance(metrics, pd.DataFrame):
@@ -827,16 +1055,31 @@ def write_report(
     probe_hooks = config.get("probe_hooks") if isinstance(config.get("probe_hooks"), Mapping) else None
 
     builders: list[tuple[str, str, str, Any]] = [
-        ("fig-cosine-drift", "Probe-direction drift vs step", "cosine_drift",
-         lambda: fig_cosine_drift(metrics, probe_hooks=probe_hooks, scorer=scorer, behaviour=names)),
-        ("fig-auroc", "Probe AUROC vs step", "auroc_vs_step",
-         lambda: _auroc_figure(metrics, scorer, config, names)),
-        (f"fig-{names.metric_prefix}", f"{names.noun.capitalize()} vs step", f"{names.metric_prefix}_vs_step",
-         lambda: fig_rate_vs_step(metrics, scorer=scorer, behaviour=names)),
-        ("fig-geometry-step", "Residual geometry vs step", "geometry_vs_step",
-         lambda: fig_geometry_vs_step(metrics, scorer=scorer, behaviour=names)),
-        ("fig-geometry", "Residual geometry before vs after", "geometry",
-         lambda: fig_geometry(geometry, scorer=scorer, behaviour=names)),
+        (
+            "fig-cosine-drift",
+            "Probe-direction drift vs step",
+            "cosine_drift",
+            lambda: fig_cosine_drift(metrics, probe_hooks=probe_hooks, scorer=scorer, behaviour=names),
+        ),
+        ("fig-auroc", "Probe AUROC vs step", "auroc_vs_step", lambda: _auroc_figure(metrics, scorer, config, names)),
+        (
+            f"fig-{names.metric_prefix}",
+            f"{names.noun.capitalize()} vs step",
+            f"{names.metric_prefix}_vs_step",
+            lambda: fig_rate_vs_step(metrics, scorer=scorer, behaviour=names),
+        ),
+        (
+            "fig-geometry-step",
+            "Residual geometry vs step",
+            "geometry_vs_step",
+            lambda: fig_geometry_vs_step(metrics, scorer=scorer, behaviour=names),
+        ),
+        (
+            "fig-geometry",
+            "Residual geometry before vs after",
+            "geometry",
+            lambda: fig_geometry(geometry, scorer=scorer, behaviour=names),
+        ),
     ]
     from plotly.offline import get_plotlyjs
 
@@ -847,8 +1090,10 @@ def write_report(
     try:
         table = _results_html(results)
         pngs["results_table"] = fig_results_table(results, scorer=scorer, behaviour=names)
-        note = (f"Mean ± half-width of the Student-t 95% CI over seeds (no ± with one seed). "
-                f"{html.escape(names.noun.capitalize())} scorer: {html.escape(scorer)}.")
+        note = (
+            f"Mean ± half-width of the Student-t 95% CI over seeds (no ± with one seed). "
+            f"{html.escape(names.noun.capitalize())} scorer: {html.escape(scorer)}."
+        )
     except NoFigureData as exc:
         table, note = f'<p class="no-data">No data for this table: {html.escape(str(exc))}.</p>', ""
     sections.append(_section("fig-results-table", "Results", table, note))
@@ -856,14 +1101,21 @@ def write_report(
         try:
             fig = build()
         except NoFigureData as exc:
-            sections.append(_section(sec_id, title, f'<p class="no-data">No data for this figure: {html.escape(str(exc))}.</p>'))
+            sections.append(
+                _section(sec_id, title, f'<p class="no-data">No data for this figure: {html.escape(str(exc))}.</p>')
+            )
             continue
-        div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot-{sec_id}",
-                          config={"responsive": True, "displaylogo": False})
+        div = fig.to_html(
+            full_html=False,
+            include_plotlyjs=False,
+            div_id=f"plot-{sec_id}",
+            config={"responsive": True, "displaylogo": False},
+        )
         sections.append(_section(sec_id, title, div))
         pngs[png_name] = fig
 
     rows = []
+    v: str | None
     for label, keys in _CONFIG_KEYS:
         if label == _SCORER_ROW:
             label, v = label.format(Noun=names.noun.capitalize()), scorer
@@ -871,7 +1123,9 @@ def write_report(
             v = f"{names.name}: {names.positive_label} (label 1) vs {names.negative_label} (label 0)"
         else:
             v = _config_value(config, keys)
-        rows.append(f"<tr><th>{html.escape(label)}</th><td>{html.escape(v) if v else '<i>not given in config</i>'}</td></tr>")
+        rows.append(
+            f"<tr><th>{html.escape(label)}</th><td>{html.escape(v) if v else '<i>not given in config</i>'}</td></tr>"
+        )
     full = html.escape(json.dumps(config, indent=2, default=str, sort_keys=True))
     header = (
         '<header id="study">\n<h1>probe_lens drift report</h1>\n'
@@ -880,7 +1134,7 @@ def write_report(
         f"<details><summary>Full study config</summary><pre>{full}</pre></details>\n</header>\n"
     )
     page = (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         "<title>probe_lens drift report</title>\n"
         f"<style>{_CSS}</style>\n"
         f'<script type="text/javascript">{get_plotlyjs()}</script>\n'

@@ -40,8 +40,9 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -53,8 +54,8 @@ from probe_lens._io import atomic_write
 from probe_lens.behaviours import DEFAULT_BEHAVIOUR, BehaviourNames, LabelledRows
 from probe_lens.data import build_dataset
 from probe_lens.data.builder import ActivationDataset, dataset_from_labelled, dataset_from_reference
-from probe_lens.data.reference import ReferenceMismatch, ReferenceSet, load_reference, reference_mismatch
 from probe_lens.data.prompts import Prompt, stratified_partition, stratified_sample
+from probe_lens.data.reference import ReferenceMismatch, ReferenceSet, load_reference, reference_mismatch
 from probe_lens.experiments.cells import CellSpec
 from probe_lens.experiments.config import StudyConfig
 from probe_lens.models import Generation, generate, load_model
@@ -64,12 +65,12 @@ from probe_lens.scorers import get_scorer
 from probe_lens.training import (
     DriftSet,
     DriftTelemetry,
+    distributed as D,
     get_objective,
     probe_scores,
     read_metrics,
     scorer_scores,
 )
-from probe_lens.training import distributed as D
 from probe_lens.training.telemetry import model_state_key
 
 log = logging.getLogger(__name__)
@@ -217,11 +218,16 @@ class Study:
         self.config = config
         self.behaviour = config.behaviour_spec
         self.names = BehaviourNames.of(self.behaviour)  # its words and metric keys, e.g. metric_keys["rate"]
-        self.prelabelled = isinstance(scorer, LabelledRows) if scorer is not None else (
-            config.scorer == "auto" and self.behaviour.prelabelled)
+        self.prelabelled = (
+            isinstance(scorer, LabelledRows)
+            if scorer is not None
+            else (config.scorer == "auto" and self.behaviour.prelabelled)
+        )
         if self.prelabelled:
             _check_prelabelled(config)
-        _prompt_plan(config)  # a behaviour with too few prompts for these sizes: say so now, not after loading the model
+        _prompt_plan(
+            config
+        )  # a behaviour with too few prompts for these sizes: say so now, not after loading the model
         self.export_png = export_png
         self.out = Path(out_dir)
         self.progress = progress
@@ -289,8 +295,11 @@ class Study:
 
     def _check_world(self) -> None:
         w = self.dist.world_size
-        bad = {f"{get_objective(spec.objective).objective_cls.study_section}.batch_size={tc.batch_size}"
-               for spec in self.config.cell_specs if (tc := self._train_config(spec)) is not None and tc.batch_size % w}
+        bad = {
+            f"{get_objective(spec.objective).objective_cls.study_section}.batch_size={tc.batch_size}"
+            for spec in self.config.cell_specs
+            if (tc := self._train_config(spec)) is not None and tc.batch_size % w
+        }
         if bad:
             raise ValueError(
                 f"under torchrun with {w} processes each training batch is split evenly over them, but "
@@ -405,7 +414,11 @@ class Study:
         rng = np.random.default_rng(seed)
         pos, neg = fit_all[labels[fit_all] == 1], fit_all[labels[fit_all] == 0]
         n = min(len(pos), len(neg))
-        fit = np.sort(np.concatenate([rng.permutation(pos)[:n], rng.permutation(neg)[:n]])) if cfg.data.balance else fit_all
+        fit = (
+            np.sort(np.concatenate([rng.permutation(pos)[:n], rng.permutation(neg)[:n]]))
+            if cfg.data.balance
+            else fit_all
+        )
         for what, rows in (("probe-fit", fit), ("on-policy", onpolicy)):
             if len(np.unique(labels[rows])) < 2:
                 raise StudyDataError(
@@ -421,8 +434,10 @@ class Study:
             "fit_prompts": [p.id for p in parts["fit"]],
             "onpolicy_prompts": [p.id for p in parts[ONPOLICY]],
             "train_prompts": [p.id for p in train],
-            "n_fit_rows": int(len(fit)), self.names.metric_keys["n_fit_positive"]: int(labels[fit].sum()),
-            "n_onpolicy_rows": int(len(onpolicy)), self.names.metric_keys["n_onpolicy_positive"]: int(labels[onpolicy].sum()),
+            "n_fit_rows": int(len(fit)),
+            self.names.metric_keys["n_fit_positive"]: int(labels[fit].sum()),
+            "n_onpolicy_rows": int(len(onpolicy)),
+            self.names.metric_keys["n_onpolicy_positive"]: int(labels[onpolicy].sum()),
             "baseline/auroc_prompt_type": _prompt_type_auroc(labels[onpolicy], tags[onpolicy]),
             "baseline/auroc_prompt_topic": _prompt_topic_auroc(
                 labels, [topics.get(i, "") for i in pid], fit_all, onpolicy
@@ -443,23 +458,43 @@ class Study:
             return ActivationDataset.load(folder)
         t0 = time.perf_counter()
         if self.prelabelled:  # no sampling: the labelled rows of the pool prompts, read teacher-forced
-            ds = dataset_from_labelled(self.model, self.prompt_plan.pool, self.scorer, self.config.data,
-                                       out_dir=folder, progress=self.progress, behaviour=self.behaviour)
+            ds = dataset_from_labelled(
+                self.model,
+                self.prompt_plan.pool,
+                self.scorer,
+                self.config.data,
+                out_dir=folder,
+                progress=self.progress,
+                behaviour=self.behaviour,
+            )
             self._tick("build_data_s", t0)
             return ds
         reference = self.reference_set()
         if reference is not None:
-            ds = dataset_from_reference(self.model, reference, self.prompt_plan.pool, self.scorer, self.config.data,
-                                        out_dir=folder, progress=self.progress, behaviour=self.behaviour)
+            ds = dataset_from_reference(
+                self.model,
+                reference,
+                self.prompt_plan.pool,
+                self.scorer,
+                self.config.data,
+                out_dir=folder,
+                progress=self.progress,
+                behaviour=self.behaviour,
+            )
         else:
             ds = build_dataset(
-                self.model, self.prompt_plan.pool, self.scorer, self.config.data, out_dir=folder, progress=self.progress,
+                self.model,
+                self.prompt_plan.pool,
+                self.scorer,
+                self.config.data,
+                out_dir=folder,
+                progress=self.progress,
                 behaviour=self.behaviour,
             )
         self._tick("build_data_s", t0)
         return ds
 
-    def reference_set(self) -> "ReferenceSet | None":
+    def reference_set(self) -> ReferenceSet | None:
         """The reference continuations the probe pool is read from (``data_source``), or None to sample.
 
         ``auto`` uses the shipped set for the embedded model when it covers the study's settings and logs
@@ -511,8 +546,12 @@ class Study:
         """The ensemble the trained-against members and the held-out members are cut from."""
         p = self.config.probes
         return DiverseProbeEnsemble(
-            n_probes=p.n_ensemble + p.n_heldout_members, method=p.ensemble_method, base=self._logistic(),
-            hook=hook, progress=False, **meta,
+            n_probes=p.n_ensemble + p.n_heldout_members,
+            method=p.ensemble_method,
+            base=self._logistic(),
+            hook=hook,
+            progress=False,
+            **meta,
         )
 
     def retrain_factory(self) -> Callable[[], Any]:
@@ -563,8 +602,17 @@ class Study:
             s = np.asarray(probe.predict_proba(X(h, split.onpolicy_rows)))[:, 1]
             a, lo, hi = auroc_ci(yo, s, method=self.config.eval.ci_method)
             role = "trained-against candidate" if name in n["single"] + n["ensemble"] else "held out"
-            rows.append({"probe": name, "role": role, "hook": h, "type": type(probe).__name__,
-                         "onpolicy_auroc": a, "ci_low": lo, "ci_high": hi})
+            rows.append(
+                {
+                    "probe": name,
+                    "role": role,
+                    "hook": h,
+                    "type": type(probe).__name__,
+                    "onpolicy_auroc": a,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                }
+            )
             save_probe(probe, folder / name)
         atomic_write(folder / "report.csv", lambda f: pd.DataFrame(rows).to_csv(f, index=False))
         self._tick("fit_probes_s", t0)
@@ -606,7 +654,11 @@ class Study:
                 if name in n["heldout_members"] or name in n["ensemble"]:
                     if full is None:
                         full = self._full_ensemble(probe.metadata.hook).fit(Xb, y[rows])
-                    idx = list(range(p.n_ensemble)) if name in n["ensemble"] else [p.n_ensemble + n["heldout_members"].index(name)]
+                    idx = (
+                        list(range(p.n_ensemble))
+                        if name in n["ensemble"]
+                        else [p.n_ensemble + n["heldout_members"].index(name)]
+                    )
                     orig = [probe.member(i) for i in range(len(probe.members_))] if name in n["ensemble"] else [probe]
                     for j, (o, i) in enumerate(zip(orig, idx)):
                         key = f"{name}/m{j}" if name in n["ensemble"] else name
@@ -614,8 +666,10 @@ class Study:
                 else:
                     est = clone(probe)
                     cosines.setdefault(name, []).append(_cos(probe.direction_, est.fit(Xb, y[rows]).direction_))
-        out = {k: {"mean": float(np.mean(v)), "p05": float(np.quantile(v, 0.05)), "min": float(np.min(v)), "n": len(v)}
-               for k, v in cosines.items()}
+        out = {
+            k: {"mean": float(np.mean(v)), "p05": float(np.quantile(v, 0.05)), "min": float(np.min(v)), "n": len(v)}
+            for k, v in cosines.items()
+        }
         _write_json(path, out)
         self._tick("noise_floor_s", t0)
         return out
@@ -661,8 +715,15 @@ class Study:
         self.reset_model()
         t0 = time.perf_counter()
         gen = generate(
-            self.model, texts, max_new_tokens=td.max_new_tokens, temperature=td.temperature, top_p=td.top_p,
-            seed=seed, batch_size=self.config.data.batch_size, progress=self.progress, fast=self.config.data.fast_sampling,
+            self.model,
+            texts,
+            max_new_tokens=td.max_new_tokens,
+            temperature=td.temperature,
+            top_p=td.top_p,
+            seed=seed,
+            batch_size=self.config.data.batch_size,
+            progress=self.progress,
+            fast=self.config.data.fast_sampling,
         )
         self._tick("generate_train_s", t0)
         t0 = time.perf_counter()
@@ -671,7 +732,9 @@ class Study:
         names = self.probe_names()
         t0 = time.perf_counter()
         for signal, name in (("probe", names["single"][0]), ("ensemble", names["ensemble"][0])):
-            scores[signal] = probe_scores(self.model, gen, probes[name], batch_size=self.config.data.batch_size, progress=False)
+            scores[signal] = probe_scores(
+                self.model, gen, probes[name], batch_size=self.config.data.batch_size, progress=False
+            )
         self._tick("probe_scores_s", t0)
         _save_generation(folder, gen)
         _write_json(folder / "scores.json", {k: v.tolist() for k, v in scores.items()})
@@ -688,33 +751,47 @@ class Study:
         n = self.probe_names()
         return spec.trained_against(n["single"][0], n["ensemble"][0])
 
-    def telemetry(self, seed: int, trained: list[str]) -> "StudyTelemetry":
+    def telemetry(self, seed: int, trained: list[str]) -> StudyTelemetry:
         """Telemetry of one cell: every tracked probe (``trained`` ones as trained-against), both sets."""
         probes = self.fit_probes(seed)
         cfg, p, ev = self.config, self.config.probes, self.config.eval
+        assert ev.threshold is not None  # StudyConfig resolves it from the behaviour
         heldout = {k: v for k, v in probes.items() if k not in trained}
         hook = f"blocks.{p.layer}.hook_resid_post"
-        full = self._full_ensemble(hook, model_name=probes[trained[0] if trained else self.tracked_probes()[0]].metadata.model_name,
-                                   pooling=cfg.data.pooling)
+        full = self._full_ensemble(
+            hook,
+            model_name=probes[trained[0] if trained else self.tracked_probes()[0]].metadata.model_name,
+            pooling=cfg.data.pooling,
+        )
         n = self.probe_names()
         templates = {name: (full, p.n_ensemble + i) for i, name in enumerate(n["heldout_members"]) if name in heldout}
         plan = self.prompt_plan
         k = min(ev.n_telemetry_prompts, len(plan.eval_provocative))
         curated = self.curated_set()
         tele = StudyTelemetry(
-            self.drift_set(seed), {k_: probes[k_] for k_ in trained} or None, heldout,
-            refit_factory=self.retrain_factory(), refit_templates=templates,
+            self.drift_set(seed),
+            {k_: probes[k_] for k_ in trained} or None,
+            heldout,
+            refit_factory=self.retrain_factory(),
+            refit_templates=templates,
             eval_sets={CURATED: curated} if curated is not None else None,
-            hooks=list(cfg.telemetry_hooks), batch_size=cfg.data.batch_size, pooling=cfg.data.pooling,
-            class_names=self.names.class_names, metric_keys=self.names.metric_keys,
+            hooks=list(cfg.telemetry_hooks),
+            batch_size=cfg.data.batch_size,
+            pooling=cfg.data.pooling,
+            class_names=self.names.class_names,
+            metric_keys=self.names.metric_keys,
             rate_prompts=[] if self.prelabelled else [q.text for q in plan.eval_provocative[:k]],
             scorer=None if self.prelabelled else self.scorer,
-            max_new_tokens=ev.max_new_tokens, threshold=ev.threshold, seed=20_000 + seed,
-            temperature=ev.telemetry_temperature, top_p=ev.telemetry_top_p, fast_sampling=cfg.data.fast_sampling,
+            max_new_tokens=ev.max_new_tokens,
+            threshold=ev.threshold,
+            seed=20_000 + seed,
+            temperature=ev.telemetry_temperature,
+            top_p=ev.telemetry_top_p,
+            fast_sampling=cfg.data.fast_sampling,
         )
         return tele
 
-    def _prime_base(self, tele: "StudyTelemetry", seed: int) -> None:
+    def _prime_base(self, tele: StudyTelemetry, seed: int) -> None:
         """Give ``tele`` the base model's shared telemetry (computed once per seed) and the seed's
         reference directions (class-mean difference on the base model's probe-fit rows, per hook)."""
         model = self.model
@@ -743,8 +820,9 @@ class Study:
         if seed not in self.config.seeds:
             raise ValueError(f"unknown seed {seed}; this study's seeds: {self.config.seeds}")
         cdir = self.cell_dir(cell, seed)
-        done = self._on_main(lambda: json.loads((cdir / "eval.json").read_text()) if self.is_done(cell, seed) else None,
-                             share=True)
+        done = self._on_main(
+            lambda: json.loads((cdir / "eval.json").read_text()) if self.is_done(cell, seed) else None, share=True
+        )
         if done is not None:
             return done
         probes = self.fit_probes(seed)
@@ -757,30 +835,40 @@ class Study:
         def prepare():
             tele = self.telemetry(seed, trained)
             self._prime_base(tele, seed)
-            before, basis = _geometry_points(self._base_acts[seed]["drift"], tele.drift_set, self._reference[seed],
-                                             self._geometry_hooks())
+            before, basis = _geometry_points(
+                self._base_acts[seed]["drift"], tele.drift_set, self._reference[seed], self._geometry_hooks()
+            )
             return tele, before, basis, (tdir / "config.json").exists() or (tdir / "checkpoints").exists()
 
         # rank 0 alone measures telemetry (the other ranks get None) and decides resume for every rank
         tele, before, basis, resume = self._on_main(prepare) or (None, None, None, None)
         if self._collective():
             resume = D.broadcast_object(resume, self.dist)
-        ctx = CellContext(self, spec, seed, probes, trained, gen, scores, tele, tdir, resume=resume)
+        ctx = CellContext(self, spec, seed, probes, trained, gen, scores, tele, tdir, resume=bool(resume))
         t0 = time.perf_counter()
-        info: dict[str, Any] = {"cell": cell, "seed": seed, "objective": spec.objective, "signal": spec.signal,
-                                "trained_against": trained}
+        info: dict[str, Any] = {
+            "cell": cell,
+            "seed": seed,
+            "objective": spec.objective,
+            "signal": spec.signal,
+            "trained_against": trained,
+        }
         # a training cell trains on every rank (data-parallel); one that does not only measures, on rank 0
         info.update((_run_objective(ctx) if spec.trains else self._on_main(lambda: _run_none(ctx))) or {})
         self._tick("train_s", t0)
 
         def finish():
+            assert tele is not None  # finish runs on rank 0, which prepared the telemetry
             if info.get("stopped_reason") == "nan":
-                log.warning("cell %s seed %s stopped on a non-finite loss; evaluating the last good weights", cell, seed)
+                log.warning(
+                    "cell %s seed %s stopped on a non-finite loss; evaluating the last good weights", cell, seed
+                )
             t0 = time.perf_counter()
             result = self.evaluate(spec, seed, tele)
             self._tick("evaluate_s", t0)
-            after, _ = _geometry_points(tele.activations(self.model), tele.drift_set, self._reference[seed],
-                                        self._geometry_hooks(), basis)
+            after, _ = _geometry_points(
+                tele.activations(self.model), tele.drift_set, self._reference[seed], self._geometry_hooks(), basis
+            )
             result["info"] = info
             _write_json(cdir / "geometry.json", {"before": before, "after": after})
             _write_json(cdir / "eval.json", result)
@@ -819,34 +907,49 @@ class Study:
                 trained = self.trained_against(spec)
                 tele = self.telemetry(seed, trained)
                 self._prime_base(tele, seed)  # the seed's reference directions, fit on the base model
-                before, basis = _geometry_points(self._base_acts[seed]["drift"], tele.drift_set, self._reference[seed],
-                                                 self._geometry_hooks())
+                before, basis = _geometry_points(
+                    self._base_acts[seed]["drift"], tele.drift_set, self._reference[seed], self._geometry_hooks()
+                )
                 load_checkpoint(ckpt, self.model, restore_rng=False)
                 result = self.evaluate(spec, seed, tele)
-                after, _ = _geometry_points(tele.activations(self.model), tele.drift_set, self._reference[seed],
-                                            self._geometry_hooks(), basis)
-                result["info"] = {"cell": spec.name, "seed": seed, "objective": spec.objective, "signal": spec.signal,
-                                  "trained_against": trained, "evaluated_from": str(ckpt)}
+                after, _ = _geometry_points(
+                    tele.activations(self.model), tele.drift_set, self._reference[seed], self._geometry_hooks(), basis
+                )
+                result["info"] = {
+                    "cell": spec.name,
+                    "seed": seed,
+                    "objective": spec.objective,
+                    "signal": spec.signal,
+                    "trained_against": trained,
+                    "evaluated_from": str(ckpt),
+                }
                 _write_json(cdir / "geometry.json", {"before": before, "after": after})
                 _write_json(cdir / "eval.json", result)
                 n += 1
         return n
 
     # ------------------------------------------------------------------ step 5: evaluation
-    def evaluate(self, spec: CellSpec, seed: int, tele: "StudyTelemetry") -> dict[str, Any]:
+    def evaluate(self, spec: CellSpec, seed: int, tele: StudyTelemetry) -> dict[str, Any]:
         """The behaviour's rates, degeneration and fluency of fresh samples; every tracked probe on both sets,
         with intervals (no rates for a pre-labelled behaviour: nothing labels fresh samples)."""
         from probe_lens.experiments.metrics import degeneration_metrics, evaluate_generation, perplexity
         from probe_lens.experiments.stats import auroc_ci
 
         ev = self.config.eval
+        assert ev.threshold is not None  # StudyConfig resolves it from the behaviour
         model = self.model
         plan = self.prompt_plan
         texts = [p.text for p in plan.eval_provocative for _ in range(ev.samples_per_prompt)]
         t0 = time.perf_counter()
         gen = generate(
-            model, texts, max_new_tokens=ev.max_new_tokens, temperature=ev.temperature, top_p=ev.top_p,
-            seed=10_000 + seed, batch_size=self.config.data.batch_size, progress=self.progress,
+            model,
+            texts,
+            max_new_tokens=ev.max_new_tokens,
+            temperature=ev.temperature,
+            top_p=ev.top_p,
+            seed=10_000 + seed,
+            batch_size=self.config.data.batch_size,
+            progress=self.progress,
             fast=self.config.data.fast_sampling,
         )
         self._tick("generate_eval_s", t0)
@@ -854,10 +957,18 @@ class Study:
         sample_scores = None if self.prelabelled else scorer_scores(self.scorer, gen)
         self._tick("score_s", t0)
         out: dict[str, Any] = {"cell": spec.name, "seed": seed, "behaviour": self.behaviour.name}
-        out.update(evaluate_generation(sample_scores, gen.response_texts, ev.samples_per_prompt, self.scorer.describe(),
-                                       threshold=ev.threshold, metric_keys=self.names.metric_keys))
-        resp = gen.tokens[:, gen.prompt_len:]
-        out.update(degeneration_metrics(gen.response_mask[:, gen.prompt_len:], resp, model.tokenizer.eos_token_id))
+        out.update(
+            evaluate_generation(
+                sample_scores,
+                gen.response_texts,
+                ev.samples_per_prompt,
+                self.scorer.describe(),
+                threshold=ev.threshold,
+                metric_keys=self.names.metric_keys,
+            )
+        )
+        resp = gen.tokens[:, gen.prompt_len :]
+        out.update(degeneration_metrics(gen.response_mask[:, gen.prompt_len :], resp, model.tokenizer.eos_token_id))
         fluency = [p.text for p in plan.eval_neutral]
         out["eval/perplexity_neutral"] = perplexity(model, fluency, batch_size=self.config.data.batch_size)
         probes = self.fit_probes(seed)
@@ -887,10 +998,17 @@ class Study:
         out["intervals"] = intervals
         cdir = self.cell_dir(spec.name, seed)
         cdir.mkdir(parents=True, exist_ok=True)
-        _write_json(cdir / "probe_scores.json", {(ONPOLICY if w == "drift" else w): {k_: v.tolist() for k_, v in s.items()}
-                                                  for w, s in scores.items()})
-        samples = pd.DataFrame({"prompt": gen.prompts, "response": gen.response_texts,
-                                "score": np.full(len(gen), np.nan) if sample_scores is None else sample_scores})
+        _write_json(
+            cdir / "probe_scores.json",
+            {(ONPOLICY if w == "drift" else w): {k_: v.tolist() for k_, v in s.items()} for w, s in scores.items()},
+        )
+        samples = pd.DataFrame(
+            {
+                "prompt": gen.prompts,
+                "response": gen.response_texts,
+                "score": np.full(len(gen), np.nan) if sample_scores is None else sample_scores,
+            }
+        )
         atomic_write(cdir / "eval_samples.parquet", lambda p: samples.to_parquet(p, index=False))
         return out
 
@@ -907,8 +1025,11 @@ class Study:
             if tc is None:
                 continue
             names = select_trainable(self.model, tc.trainable)
-            need = max(need, checkpoint_bytes(self.model, names, with_optimizer=True, params=tc.checkpoint_params)
-                       * (tc.keep_checkpoints + 1))
+            need = max(
+                need,
+                checkpoint_bytes(self.model, names, with_optimizer=True, params=tc.checkpoint_params)
+                * (tc.keep_checkpoints + 1),
+            )
         if need:
             check_free_disk(self.out, need, "the training checkpoints of one cell (kept until it is evaluated)")
 
@@ -919,10 +1040,11 @@ class Study:
         self._on_main(self.build_data)  # the other ranks never need the dataset itself
         todo = [(c.name, s) for s in cfg.seeds for c in cfg.cell_specs]
         for cell, seed in tqdm(todo, desc="study cells", disable=not (self.progress and self.dist.is_main)):
-            if self._on_main(lambda: self.is_done(cell, seed), share=True):
+            if self._on_main(functools.partial(self.is_done, cell, seed), share=True):
                 continue
             self.run_cell(cell, seed)
         # from this object's first step (a caller may have built the data or loaded the model before run())
+        assert self._t_first is not None  # set by _start_clock()
         self._timings["total_s"] = time.perf_counter() - self._t_first
         return self.report()
 
@@ -947,7 +1069,9 @@ class Study:
             raise FileNotFoundError(f"no finished cells under {self.out / 'cells'}; run the study first")
         df = pd.DataFrame(rows)
         order = {c.name: i for i, c in enumerate(self.config.cell_specs)}
-        return df.sort_values(["cell", "seed"], key=lambda s: s.map(order) if s.name == "cell" else s).reset_index(drop=True)
+        return df.sort_values(["cell", "seed"], key=lambda s: s.map(order) if s.name == "cell" else s).reset_index(
+            drop=True
+        )
 
     def metrics(self) -> pd.DataFrame:
         frames = []
@@ -967,8 +1091,13 @@ class Study:
         results = self.results()
         atomic_write(self.out / "results.csv", lambda p: results.to_csv(p, index=False))
         atomic_write(self.out / "results.parquet", lambda p: results.to_parquet(p, index=False))
-        value_cols = [c for c in results.columns if c not in ("cell", "seed", "scorer", "trained_against", "behaviour")
-                      and not c.endswith(("/ci_low", "/ci_high")) and pd.api.types.is_numeric_dtype(results[c])]
+        value_cols = [
+            c
+            for c in results.columns
+            if c not in ("cell", "seed", "scorer", "trained_against", "behaviour")
+            and not c.endswith(("/ci_low", "/ci_high"))
+            and pd.api.types.is_numeric_dtype(results[c])
+        ]
         summary = summarize(results, ["cell"], value_cols)
         atomic_write(self.out / "summary.csv", lambda p: summary.to_csv(p, index=False))
         from probe_lens.experiments.stats import format_table
@@ -987,8 +1116,12 @@ class Study:
                     _write_json(split_file, seeds_info[s])
             if floor_file.exists():
                 floors[s] = self.noise_floor(s)
-        n_curated = len(self.curated_set().labels) if self.config.eval.curated is not None and self._model is not None else None
-        write_headline(self.out / "headline.md", table, con, seeds_info, floors, self.config, self.probe_names(), n_curated)
+        n_curated = (
+            len(self.curated_set().labels) if self.config.eval.curated is not None and self._model is not None else None
+        )
+        write_headline(
+            self.out / "headline.md", table, con, seeds_info, floors, self.config, self.probe_names(), n_curated
+        )
         metrics = self.metrics()
         if len(metrics):
             atomic_write(self.out / "metrics.parquet", lambda p: metrics.to_parquet(p, index=False))
@@ -1016,9 +1149,15 @@ class Study:
             timings = dict(self._timings)
             _write_json(timings_file, timings)
         config["timings"] = timings
-        write_report(self.out, results=results, metrics=metrics, geometry=geometry, config=config,
-                     png_dir=self.out / "assets" if self.export_png else None,
-                     headline={"table": table, "contrasts": con})
+        write_report(
+            self.out,
+            results=results,
+            metrics=metrics,
+            geometry=geometry,
+            config=config,
+            png_dir=self.out / "assets" if self.export_png else None,
+            headline={"table": table, "contrasts": con},
+        )
         return summary
 
 
@@ -1042,15 +1181,20 @@ class CellContext:
     trained: list[str]
     generation: Generation
     scores: dict[str, np.ndarray]
-    telemetry: "StudyTelemetry | None"
+    telemetry: StudyTelemetry | None
     train_dir: Path
     resume: bool
 
     def train_config(self, base):
         """``base`` (the objective's ``cell_config``) with this cell's seed, folder, telemetry and per-rank batch."""
         cfg = self.study.config
-        tc = dataclasses.replace(base, seed=self.seed, out_dir=str(self.train_dir), telemetry_every=cfg.telemetry_every,
-                                 progress=self.study.progress)
+        tc = dataclasses.replace(
+            base,
+            seed=self.seed,
+            out_dir=str(self.train_dir),
+            telemetry_every=cfg.telemetry_every,
+            progress=self.study.progress,
+        )
         world = self.study.dist.world_size
         if world > 1:  # the study's batch is the global one: each rank takes its share (checked to divide)
             tc = dataclasses.replace(tc, batch_size=tc.batch_size // world)
@@ -1059,6 +1203,7 @@ class CellContext:
 
 def _run_none(ctx: CellContext) -> dict[str, Any]:
     ctx.train_dir.mkdir(parents=True, exist_ok=True)
+    assert ctx.telemetry is not None  # called on rank 0, which holds the telemetry
     row = {"step": 0, **ctx.telemetry.measure(ctx.study.model, 0)}
     atomic_write(ctx.train_dir / "metrics.jsonl", lambda p: p.write_text(json.dumps(row) + "\n"))
     return {}
@@ -1078,7 +1223,7 @@ def _run_objective(ctx: CellContext) -> dict[str, Any]:
 def _metric_name(which: str, probe_or_retrained: str) -> str:
     """``probe/<set>_auroc/<probe>`` or ``probe/<set>_auroc_retrained/<hook>``: the same name in every cell."""
     if probe_or_retrained.startswith("retrained/"):
-        return f"probe/{which}_auroc_retrained/{probe_or_retrained[len('retrained/'):]}"
+        return f"probe/{which}_auroc_retrained/{probe_or_retrained[len('retrained/') :]}"
     return f"probe/{which}_auroc/{probe_or_retrained}"
 
 
@@ -1094,9 +1239,20 @@ class StudyTelemetry(DriftTelemetry):
     the rate vs step.
     """
 
-    def __init__(self, *args, rate_prompts: list[str], scorer, max_new_tokens: int, threshold: float, seed: int,
-                 temperature: float = 1.0, top_p: float = 1.0, fast_sampling: bool = False,
-                 metric_keys: dict[str, str] | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        rate_prompts: list[str],
+        scorer,
+        max_new_tokens: int,
+        threshold: float,
+        seed: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        fast_sampling: bool = False,
+        metric_keys: Mapping[str, str] | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.fast_sampling = fast_sampling
         self.rate_prompts = rate_prompts
@@ -1133,12 +1289,22 @@ class StudyTelemetry(DriftTelemetry):
         key = model_state_key(model)
         if self._rate_cache is not None and self._rate_cache[0] == key:
             return dict(self._rate_cache[1])
-        gen = generate(model, self.rate_prompts, max_new_tokens=self.max_new_tokens, seed=self.seed,
-                       temperature=self.temperature, top_p=self.top_p, batch_size=self.batch_size, progress=False,
-                       fast=self.fast_sampling)
+        gen = generate(
+            model,
+            self.rate_prompts,
+            max_new_tokens=self.max_new_tokens,
+            seed=self.seed,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            batch_size=self.batch_size,
+            progress=False,
+            fast=self.fast_sampling,
+        )
         scores = np.asarray(self.scorer.score(gen.response_texts))
-        out = {self.metric_keys["rate"]: float((scores >= self.threshold).mean()),
-               self.metric_keys["mean"]: float(scores.mean())}
+        out = {
+            self.metric_keys["rate"]: float((scores >= self.threshold).mean()),
+            self.metric_keys["mean"]: float(scores.mean()),
+        }
         self._rate_cache = (key, out)
         return dict(out)
 
@@ -1164,8 +1330,10 @@ def _prompt_plan(cfg: StudyConfig) -> PromptPlan:
     prov_share = len(by_tag["provocative"]) / max(1, len(prompts))
     # keep enough prompts outside the pool for the training draws (a quarter more, so seeds draw different ones)
     n_train_prov = int(round(td.n_prompts * prov_share))
-    reserve = {"provocative": max(int(np.ceil(1.25 * n_train_prov)), 4),
-               "neutral": max(int(np.ceil(1.25 * (td.n_prompts - n_train_prov))), 2)}
+    reserve = {
+        "provocative": max(int(np.ceil(1.25 * n_train_prov)), 4),
+        "neutral": max(int(np.ceil(1.25 * (td.n_prompts - n_train_prov))), 2),
+    }
     pool_total = sum(max(0, len(by_tag[t]) - n_eval[t] - reserve[t]) for t in pool_tags)
     want = pool_total if cfg.n_probe_prompts is None else cfg.n_probe_prompts
     if pool_total < 4:
@@ -1188,7 +1356,9 @@ def _prompt_plan(cfg: StudyConfig) -> PromptPlan:
             n_pool = int(round(want * avail[tag] / max(1, sum(avail.values()))))
         n_train = len(group) - n_eval[tag] - n_pool
         if n_train < 1:
-            raise ValueError(f"not enough {tag} prompts ({len(group)}) for {n_eval[tag]} evaluation + {n_pool} pool prompts")
+            raise ValueError(
+                f"not enough {tag} prompts ({len(group)}) for {n_eval[tag]} evaluation + {n_pool} pool prompts"
+            )
         split = stratified_partition(group, {"eval": n_eval[tag], "pool": n_pool, "train": n_train}, seed=seed, key=key)
         parts[f"eval_{tag}"] = split["eval"]
         parts["pool"] += split["pool"]
@@ -1205,7 +1375,9 @@ def _subsample_by_kind(rows: list[Any], n: int, seed: int) -> list[Any]:
     counts = np.floor(share).astype(int)
     for i in np.argsort(-(share - counts))[: n - counts.sum()]:
         counts[i] += 1
-    picked = [r for k, c in zip(kinds, counts) for r in (groups[k][i] for i in sorted(rng.permutation(len(groups[k]))[:c]))]
+    picked = [
+        r for k, c in zip(kinds, counts) for r in (groups[k][i] for i in sorted(rng.permutation(len(groups[k]))[:c]))
+    ]
     return sorted(picked, key=lambda r: r.id)
 
 
@@ -1235,7 +1407,9 @@ def _prompt_type_auroc(labels: np.ndarray, tags: np.ndarray) -> float:
     return float(roc_auc_score(labels, (np.asarray(tags) == "provocative").astype(float)))
 
 
-def _prompt_topic_auroc(labels: np.ndarray, topics: list[str], fit_rows: np.ndarray, eval_rows: np.ndarray) -> float:
+def _prompt_topic_auroc(
+    labels: np.ndarray, topics: Sequence[str] | np.ndarray, fit_rows: np.ndarray, eval_rows: np.ndarray
+) -> float:
     """AUROC on ``eval_rows`` of a detector that sees only the prompt's topic: each topic's share of
     label 1 on ``fit_rows`` (unseen topics: the overall share)."""
     from sklearn.metrics import roc_auc_score
@@ -1275,10 +1449,12 @@ def _headline_probe_metrics(row: dict[str, Any], trained: list[str], names: dict
     out: dict[str, float] = {}
     heldout = [n for n in names["heldout"] if n not in names["heldout_members"]]
     for which in (ONPOLICY, CURATED):
-        out[f"probe/{which}_auroc_trained_against"] = row.get(f"probe/{which}_auroc/{trained[0]}", nan) if trained else nan
+        out[f"probe/{which}_auroc_trained_against"] = (
+            row.get(f"probe/{which}_auroc/{trained[0]}", nan) if trained else nan
+        )
         vals = [row.get(f"probe/{which}_auroc/{n}") for n in heldout]
-        vals = [v for v in vals if v is not None and np.isfinite(v)]
-        out[f"probe/{which}_auroc_heldout_avg"] = float(np.mean(vals)) if vals else nan
+        finite = [v for v in vals if v is not None and np.isfinite(v)]
+        out[f"probe/{which}_auroc_heldout_avg"] = float(np.mean(finite)) if finite else nan
     out["drift/cosine_trained_against"] = (
         row.get(f"drift/cosine/{trained[0]}", row.get(f"drift/cosine/{trained[0]}/m0", nan)) if trained else nan
     )
@@ -1301,7 +1477,11 @@ def _check_prelabelled(cfg: StudyConfig) -> None:
     (it would have to label fresh samples) and a probe pool from anywhere but its rows."""
     bad = [c.name for c in cfg.cell_specs if c.signal == "classifier"]
     if bad:
-        keep = [c for c in cfg.cells if not (isinstance(c, str) and c in bad or isinstance(c, dict) and c.get("name") in bad)]
+        keep = [
+            c
+            for c in cfg.cells
+            if not (isinstance(c, str) and c in bad or isinstance(c, dict) and c.get("name") in bad)
+        ]
         raise ValueError(
             f"behaviour {cfg.behaviour!r} is pre-labelled: its labels cover only the rows it was given, so nothing "
             f"labels the fresh samples that cell(s) {bad} rank or filter with the output classifier. Drop them "
@@ -1317,17 +1497,30 @@ def _check_prelabelled(cfg: StudyConfig) -> None:
 def _save_generation(folder: Path, gen: Generation) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / "generation.safetensors", lambda p: save_file(gen.state_dict(), str(p)))
-    _write_json(folder / "generation.json", {"prompts": gen.prompts, "response_texts": gen.response_texts, "prompt_len": gen.prompt_len})
+    _write_json(
+        folder / "generation.json",
+        {"prompts": gen.prompts, "response_texts": gen.response_texts, "prompt_len": gen.prompt_len},
+    )
 
 
 def _load_generation(folder: Path) -> Generation:
     t = load_file(str(folder / "generation.safetensors"))
     meta = json.loads((folder / "generation.json").read_text())
-    return Generation(meta["prompts"], t["tokens"], t["attention_mask"], t["response_mask"], int(meta["prompt_len"]), meta["response_texts"])
+    return Generation(
+        meta["prompts"],
+        t["tokens"],
+        t["attention_mask"],
+        t["response_mask"],
+        int(meta["prompt_len"]),
+        meta["response_texts"],
+    )
 
 
 def _geometry_points(
-    acts: dict[str, np.ndarray], drift: DriftSet, reference: dict[str, np.ndarray], hooks: list[str],
+    acts: dict[str, np.ndarray],
+    drift: DriftSet,
+    reference: dict[str, np.ndarray],
+    hooks: list[str],
     basis: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """On-policy evaluation rows projected on the seed's reference direction and on the top-2 PCs.
@@ -1347,6 +1540,10 @@ def _geometry_points(
             basis[hook] = {"centre": centre, "pcs": vt[:2]}
         centre, pcs = basis[hook]["centre"], basis[hook]["pcs"]
         proj = (X - centre) @ pcs.T
-        points[hook] = {"x_dir": (X @ reference[hook]).tolist(), "x_pc1": proj[:, 0].tolist(), "x_pc2": proj[:, 1].tolist(),
-                        "label": np.asarray(drift.labels[rows]).astype(int).tolist()}
+        points[hook] = {
+            "x_dir": (X @ reference[hook]).tolist(),
+            "x_pc1": proj[:, 0].tolist(),
+            "x_pc2": proj[:, 1].tolist(),
+            "label": np.asarray(drift.labels[rows]).astype(int).tolist(),
+        }
     return points, basis

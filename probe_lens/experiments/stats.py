@@ -12,7 +12,8 @@ bootstrap. :func:`paired_contrasts` compares cells seed by seed (the seed-level 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -95,7 +96,9 @@ def summarize(
     if missing:
         raise ValueError(f"columns {missing} are not in the DataFrame; it has {list(df.columns)}")
     if "seed" in df.columns and "seed" not in group_cols and len(df):
-        dup = df.duplicated(subset=group_cols + ["seed"], keep=False) if group_cols else df["seed"].duplicated(keep=False)
+        dup = (
+            df.duplicated(subset=group_cols + ["seed"], keep=False) if group_cols else df["seed"].duplicated(keep=False)
+        )
         if dup.any():
             raise ValueError(
                 "a seed appears more than once within a group; add the missing grouping column (e.g. 'step') "
@@ -104,7 +107,9 @@ def summarize(
     values = df[value_cols].apply(pd.to_numeric, errors="coerce").astype(np.float64)
     if np.isinf(values.to_numpy()).any():
         raise ValueError("value columns contain inf; a confidence interval of an infinite mean is meaningless")
-    keys = df[group_cols] if group_cols else pd.DataFrame({"__all__": np.zeros(len(df), dtype=np.int64)}, index=df.index)
+    keys = (
+        df[group_cols] if group_cols else pd.DataFrame({"__all__": np.zeros(len(df), dtype=np.int64)}, index=df.index)
+    )
     by = list(keys.columns)
     grouped = pd.concat([keys, values], axis=1).groupby(by, dropna=False, sort=True)
     agg = grouped[value_cols].agg(["mean", "std", "count"])
@@ -255,9 +260,7 @@ def _delong(labels: NDArray[np.bool_], scores: NDArray[np.float64]) -> tuple[NDA
     return auc, s10 / m + s01 / n
 
 
-def _boot_aurocs(
-    labels: NDArray[np.bool_], scores: NDArray[np.float64], n_boot: int, seed: int
-) -> NDArray[np.float64]:
+def _boot_aurocs(labels: NDArray[np.bool_], scores: NDArray[np.float64], n_boot: int, seed: int) -> NDArray[np.float64]:
     """``(n_boot, k)`` AUROCs of stratified resamples (positives and negatives resampled separately)."""
     pos, neg = scores[:, labels], scores[:, ~labels]
     m, n = pos.shape[1], neg.shape[1]
@@ -362,7 +365,16 @@ def paired_auroc_diff(
 # ---- paired contrasts between cells over seeds ----------------------------------------------------
 
 _CONTRAST_COLUMNS = [
-    "contrast", "a", "b", "metric", "mean_diff", "ci_low", "ci_high", "n_seeds", "resolved", "per_seed",
+    "contrast",
+    "a",
+    "b",
+    "metric",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "n_seeds",
+    "resolved",
+    "per_seed",
 ]
 
 
@@ -431,11 +443,20 @@ def paired_contrasts(
         diffs = np.array([va[s] - vb[s] for s in seeds], dtype=np.float64)
         mean, low, high = mean_ci(diffs, confidence)
         resolved = bool(len(seeds) >= 2 and (low > 0.0 or high < 0.0))
-        rows.append({
-            "contrast": f"{a} − {b}", "a": a, "b": b, "metric": metric,
-            "mean_diff": mean, "ci_low": low, "ci_high": high, "n_seeds": len(seeds), "resolved": resolved,
-            "per_seed": ", ".join(f"{_seed_label(s)}: {d:.{digits}f}" for s, d in zip(seeds, diffs)),
-        })
+        rows.append(
+            {
+                "contrast": f"{a} − {b}",
+                "a": a,
+                "b": b,
+                "metric": metric,
+                "mean_diff": mean,
+                "ci_low": low,
+                "ci_high": high,
+                "n_seeds": len(seeds),
+                "resolved": resolved,
+                "per_seed": ", ".join(f"{_seed_label(s)}: {d:.{digits}f}" for s, d in zip(seeds, diffs)),
+            }
+        )
     out = pd.DataFrame(rows, columns=_CONTRAST_COLUMNS)
     out["n_seeds"] = out["n_seeds"].astype(np.int64)
     out["resolved"] = out["resolved"].astype(bool)
@@ -476,9 +497,7 @@ def describe_contrasts(
         elif n == 1:
             sentences.append(f"{head}: {row.mean_diff:.{digits}f} (1 seed): cannot be resolved with 1 seed.")
         else:
-            verdict = (
-                "resolved (the interval excludes 0)" if row.resolved else "not resolved (the interval includes 0)"
-            )
+            verdict = "resolved (the interval excludes 0)" if row.resolved else "not resolved (the interval includes 0)"
             sentences.append(
                 f"{head}: {row.mean_diff:.{digits}f} ({pct} CI {row.ci_low:.{digits}f} to "
                 f"{row.ci_high:.{digits}f}, {n} seeds): {verdict}."

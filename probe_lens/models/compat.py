@@ -124,10 +124,7 @@ def weight_first_matmul(
 ) -> Float[torch.Tensor, "... d_out"]:
     """``x @ w_t.T + bias`` computed as ``(w_t @ x^T)^T`` (the faster layout for a few rows on CPU BLAS)."""
     x2d = x.reshape(-1, x.shape[-1])
-    if bias is None:
-        y = torch.mm(w_t, x2d.T)
-    else:
-        y = torch.addmm(bias.unsqueeze(1), w_t, x2d.T)
+    y = torch.mm(w_t, x2d.T) if bias is None else torch.addmm(bias.unsqueeze(1), w_t, x2d.T)
     return y.T.contiguous().view(*x.shape[:-1], w_t.shape[0])
 
 
@@ -194,7 +191,11 @@ def _gated_mlp_forward(
 
 # attention parameter -> the permutation whose result TL's rearranges read (stored contiguously)
 _ATTENTION_STORAGE_ORDER = {
-    "W_Q": (0, 2, 1), "W_K": (0, 2, 1), "W_V": (0, 2, 1), "_W_K": (0, 2, 1), "_W_V": (0, 2, 1),
+    "W_Q": (0, 2, 1),
+    "W_K": (0, 2, 1),
+    "W_V": (0, 2, 1),
+    "_W_K": (0, 2, 1),
+    "_W_V": (0, 2, 1),
     "W_O": (2, 0, 1),
 }
 
@@ -226,10 +227,10 @@ def apply_fast_cpu_patches(model: HookedTransformer) -> HookedTransformer:
         if getattr(module, _PATCHED_FLAG, False):
             continue
         if type(module) is Unembed:
-            module.forward = types.MethodType(_unembed_forward, module)
+            module.forward = types.MethodType(_unembed_forward, module)  # type: ignore[method-assign]  # per instance
             setattr(module, _PATCHED_FLAG, True)
         elif type(module) is GatedMLP:
-            module.forward = types.MethodType(_gated_mlp_forward, module)
+            module.forward = types.MethodType(_gated_mlp_forward, module)  # type: ignore[method-assign]  # per instance
             setattr(module, _PATCHED_FLAG, True)
     return model
 

@@ -25,7 +25,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import types
-from typing import Any, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
@@ -34,7 +35,7 @@ from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.components import Unembed
 from transformer_lens.components.mlps.gated_mlp import GatedMLP
 
-from probe_lens.models.generation import _sample, last_position_logits, left_pad, uniform_rows
+from probe_lens.models.generation import _sample, last_position_logits, left_pad, tokenizer_of, uniform_rows
 
 _SLOT = "_probe_lens_fp16_"
 _FALLBACK = "_probe_lens_fallback_forward"
@@ -54,7 +55,9 @@ class FastSampling:
 
 def half_products_available() -> bool:
     """Whether this torch build has fbgemm's fp16-weight linear (x86 builds do)."""
-    return "fbgemm" in torch.backends.quantized.supported_engines and hasattr(torch.ops.quantized, "linear_dynamic_fp16")
+    return "fbgemm" in torch.backends.quantized.supported_engines and hasattr(
+        torch.ops.quantized, "linear_dynamic_fp16"
+    )
 
 
 # ---------------------------------------------------------------------------------------- fp16 math
@@ -136,11 +139,12 @@ def half_weight_products(
     exit. Grad-enabled, non-CPU or non-fp32 calls inside the block still run the previous forwards.
     Without fbgemm (see :func:`half_products_available`) nothing is swapped.
     """
-    swapped: list[tuple[torch.nn.Module, object]] = []
+    swapped: list[tuple[torch.nn.Module, Callable[..., Any] | None]] = []
     try:
         for module in model.modules() if half_products_available() else ():
             if _FALLBACK in module.__dict__:
                 continue  # already swapped by an enclosing block
+            new: Callable[..., torch.Tensor]
             if unembed and type(module) is Unembed:
                 new = _unembed_half
             elif mlp and type(module) is GatedMLP and not module.cfg.is_layer_norm_activation():
@@ -149,7 +153,7 @@ def half_weight_products(
                 continue
             previous = module.__dict__.get("forward")  # an instance-level patch (compat) or None
             module.__dict__[_FALLBACK] = module.forward
-            module.forward = types.MethodType(new, module)
+            module.forward = types.MethodType(new, module)  # type: ignore[method-assign]  # per instance
             swapped.append((module, previous))
         yield model
     finally:
@@ -168,7 +172,7 @@ def sample_in_place(
     do_sample: bool,
     temperature: float,
     top_p: float,
-    generator: "torch.Generator | list[torch.Generator] | None",
+    generator: torch.Generator | list[torch.Generator] | None,
 ) -> Int[torch.Tensor, " batch"]:
     """The reference path's inverse-CDF sampling (same uniform draws), computed in place in ``logits``.
 
@@ -213,15 +217,15 @@ def generate_batch_fast(
     do_sample: bool,
     temperature: float,
     top_p: float,
-    generator: "torch.Generator | list[torch.Generator] | None",
+    generator: torch.Generator | list[torch.Generator] | None,
     stop_at_eos: bool,
     share_prefill: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One left-padded batch, as the reference ``_generate_batch`` returns it (prompt tokens, mask,
     response tokens, response mask), with shared prefill and in-place sampling."""
     device = model.cfg.device
-    pad_id = model.tokenizer.pad_token_id
-    eos_id = model.tokenizer.eos_token_id
+    tokenizer = tokenizer_of(model)
+    pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
     tokens, attn = left_pad(prompt_ids, pad_id)
     b = len(prompt_ids)
     firsts = _runs(prompt_ids) if share_prefill else list(range(b))

@@ -10,7 +10,8 @@ import contextlib
 import dataclasses
 import functools
 import warnings
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
 
 import torch
 from jaxtyping import Float, Int
@@ -20,7 +21,16 @@ from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.utilities.activation_functions import apply_softcap
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
     from probe_lens.models.fast_sampling import FastSampling
+
+
+def tokenizer_of(model: HookedTransformer) -> PreTrainedTokenizerBase:
+    """``model.tokenizer``; ValueError when the model has none."""
+    if model.tokenizer is None:
+        raise ValueError("the model has no tokenizer; load it with probe_lens.load_model or set model.set_tokenizer")
+    return model.tokenizer
 
 
 @dataclasses.dataclass
@@ -54,7 +64,7 @@ class Generation:
         m[:, self.prompt_len :] = 0
         return m
 
-    def select(self, indices: Sequence[int] | torch.Tensor) -> "Generation":
+    def select(self, indices: Sequence[int] | torch.Tensor) -> Generation:
         """The rows ``indices`` as a new :class:`Generation` (shared padding kept)."""
         idx = torch.as_tensor(indices, dtype=torch.long)
         return Generation(
@@ -67,7 +77,7 @@ class Generation:
         )
 
     @staticmethod
-    def concat(parts: Sequence["Generation"], pad_token_id: int) -> "Generation":
+    def concat(parts: Sequence[Generation], pad_token_id: int) -> Generation:
         """Join generations, re-padding prompts on the left and responses on the right."""
         if not parts:
             raise ValueError("nothing to concatenate")
@@ -115,9 +125,7 @@ def _tokenize_one(model: HookedTransformer, text: str) -> list[int]:
     return model.to_tokens(text, prepend_bos=True, truncate=False)[0].tolist()
 
 
-def tokenize_prompts(
-    model: HookedTransformer, prompts: Sequence[str], *, max_prompt_tokens: int
-) -> list[list[int]]:
+def tokenize_prompts(model: HookedTransformer, prompts: Sequence[str], *, max_prompt_tokens: int) -> list[list[int]]:
     """Token ids with BOS, keeping BOS plus the *last* tokens of over-long prompts (with a warning)."""
     ids = [_tokenize_one(model, p) for p in prompts]
     too_long = [i for i, t in enumerate(ids) if len(t) > max_prompt_tokens]
@@ -132,7 +140,7 @@ def tokenize_prompts(
     return ids
 
 
-def uniform_rows(n: int, generator: "torch.Generator | list[torch.Generator] | None") -> Float[torch.Tensor, "n 1"]:
+def uniform_rows(n: int, generator: torch.Generator | list[torch.Generator] | None) -> Float[torch.Tensor, "n 1"]:
     """One uniform draw per row: from one shared generator, or from each row's own (``row_seeds``)."""
     if isinstance(generator, list):
         if len(generator) != n:
@@ -147,7 +155,7 @@ def _sample(
     do_sample: bool,
     temperature: float,
     top_p: float,
-    generator: "torch.Generator | list[torch.Generator] | None",
+    generator: torch.Generator | list[torch.Generator] | None,
 ) -> torch.Tensor:
     if not do_sample:
         return logits.argmax(dim=-1)
@@ -172,15 +180,17 @@ def last_position_logits(
     past_kv_cache: TransformerLensKeyValueCache,
 ) -> Float[torch.Tensor, "batch d_vocab"]:
     """Logits of the last position only: unembedding every prompt position is wasted work."""
-    resid = model(
-        tokens, attention_mask=attention_mask, past_kv_cache=past_kv_cache, stop_at_layer=model.cfg.n_layers
-    )[:, -1:]
+    resid = model(tokens, attention_mask=attention_mask, past_kv_cache=past_kv_cache, stop_at_layer=model.cfg.n_layers)[
+        :, -1:
+    ]
     if model.cfg.normalization_type is not None:
         resid = model.ln_final(resid)
     return apply_softcap(model.unembed(resid), model.cfg.output_logits_soft_cap)[:, -1]
 
 
-def left_pad(prompt_ids: list[list[int]], pad_id: int) -> tuple[Int[torch.Tensor, "batch pos"], Int[torch.Tensor, "batch pos"]]:
+def left_pad(
+    prompt_ids: list[list[int]], pad_id: int
+) -> tuple[Int[torch.Tensor, "batch pos"], Int[torch.Tensor, "batch pos"]]:
     """Token ids and attention mask ``[batch, longest]`` of ``prompt_ids``, padded on the left."""
     b, width = len(prompt_ids), max(len(t) for t in prompt_ids)
     tokens = torch.full((b, width), pad_id, dtype=torch.long)
@@ -200,12 +210,12 @@ def _generate_batch(
     do_sample: bool,
     temperature: float,
     top_p: float,
-    generator: "torch.Generator | list[torch.Generator] | None",
+    generator: torch.Generator | list[torch.Generator] | None,
     stop_at_eos: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     device = model.cfg.device
-    pad_id = model.tokenizer.pad_token_id
-    eos_id = model.tokenizer.eos_token_id
+    tokenizer = tokenizer_of(model)
+    pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
     tokens, attn = left_pad(prompt_ids, pad_id)
     b = len(prompt_ids)
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, b)
@@ -240,7 +250,7 @@ def generate(
     max_prompt_tokens: int | None = None,
     stop_at_eos: bool = True,
     progress: bool = True,
-    fast: "bool | FastSampling" = False,
+    fast: bool | FastSampling = False,
     row_seeds: Sequence[int] | None = None,
 ) -> Generation:
     """Continue each prompt; batched with left padding and a KV cache.
@@ -272,7 +282,9 @@ def generate(
         raise ValueError("the model has no tokenizer; load it with probe_lens.load_model or set model.set_tokenizer")
     limit = model.cfg.n_ctx - max_new_tokens
     if limit < 2:
-        raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a context of {model.cfg.n_ctx}")
+        raise ValueError(
+            f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a context of {model.cfg.n_ctx}"
+        )
     max_prompt_tokens = min(max_prompt_tokens or limit, limit)
     ids = tokenize_prompts(model, prompts, max_prompt_tokens=max_prompt_tokens)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
@@ -299,11 +311,13 @@ def generate(
                     do_sample=do_sample,
                     temperature=temperature,
                     top_p=top_p,
-                    generator=generator if row_seeds is None else [torch.Generator().manual_seed(row_seeds[i]) for i in idx],
+                    generator=generator
+                    if row_seeds is None
+                    else [torch.Generator().manual_seed(row_seeds[i]) for i in idx],
                     stop_at_eos=stop_at_eos,
                 )
                 texts = [
-                    model.tokenizer.decode(r[m.bool()].tolist(), skip_special_tokens=True)
+                    cast(str, model.tokenizer.decode(r[m.bool()].tolist(), skip_special_tokens=True))  # ids -> one str
                     for r, m in zip(resp, resp_mask)
                 ]
                 parts.append(
@@ -325,7 +339,7 @@ def generate(
     return merged.select(inverse)
 
 
-def _sampling_backend(model: HookedTransformer, fast: "bool | FastSampling"):
+def _sampling_backend(model: HookedTransformer, fast: bool | FastSampling):
     """The batch function and the context (fp16-weight products or nothing) ``generate`` runs under."""
     if fast is False or fast is None:
         return _generate_batch, contextlib.nullcontext()
@@ -359,14 +373,15 @@ def tokenize_pairs(
     limit = model.cfg.n_ctx - (max_response_tokens or 1)
     p_ids = tokenize_prompts(model, prompts, max_prompt_tokens=min(max_prompt_tokens or limit, limit))
     r_ids = [model.to_tokens(r, prepend_bos=False, truncate=False)[0].tolist() if r else [] for r in responses]
-    eos = model.tokenizer.eos_token_id
+    tokenizer = tokenizer_of(model)
+    eos = tokenizer.eos_token_id
     if add_eos:
         r_ids = [r + [eos] for r in r_ids]
     if max_response_tokens is not None:
         r_ids = [r[:max_response_tokens] for r in r_ids]
     if any(len(r) == 0 for r in r_ids):
         raise ValueError("a response is empty; every pair needs at least one response token (or add_eos=True)")
-    pad_id = model.tokenizer.pad_token_id
+    pad_id = tokenizer.pad_token_id
     p_len, r_len = max(map(len, p_ids)), max(map(len, r_ids))
     n = len(prompts)
     tokens = torch.full((n, p_len + r_len), pad_id, dtype=torch.long)

@@ -42,7 +42,9 @@ def _tiny(name: str) -> HookedTransformer:
 
     layers = name.partition(":")[2] or "2"
     if not layers.isdigit() or int(layers) < 1:
-        raise ValueError(f"{name!r}: the tiny model is named {TINY_MODEL_NAME!r} or '{TINY_MODEL_NAME}:L' with L >= 1 layers")
+        raise ValueError(
+            f"{name!r}: the tiny model is named {TINY_MODEL_NAME!r} or '{TINY_MODEL_NAME}:L' with L >= 1 layers"
+        )
     return tiny_model(seed=0, n_layers=int(layers))
 
 
@@ -93,8 +95,8 @@ def convert_embedded_model(cache_dir: str | Path | None = None, *, force: bool =
 
     Written to a temporary folder and renamed, so an interrupted conversion leaves nothing half-done.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from tqdm.auto import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     target = _embedded_hf_dir(cache_dir)
@@ -192,21 +194,19 @@ def load_model(
     """
     device = device or default_device()
     enable_tf32(device)
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
-    dtype = dtype or torch.float32
+    torch_dtype: torch.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype or torch.float32
     if name is None or name in _EMBEDDED_ALIASES:
-        hf, tok = load_embedded_hf(cache_dir, dtype=dtype)
-        return _hooked_from_hf(EMBEDDED_MODEL_NAME, hf, tok, device=device, dtype=dtype)
+        hf, tok = load_embedded_hf(cache_dir, dtype=torch_dtype)
+        return _hooked_from_hf(EMBEDDED_MODEL_NAME, hf, tok, device=device, dtype=torch_dtype)
     if not isinstance(name, str) or not name:
         raise TypeError(f"model name must be a non-empty string or None, got {name!r}")
     if name == TINY_MODEL_NAME or name.startswith(TINY_MODEL_NAME + ":"):
         model = _tiny(name)
         model = model if str(device) == "cpu" else model.to(device)
-        return model if dtype == torch.float32 else model.to(dtype)
+        return model if torch_dtype == torch.float32 else model.to(torch_dtype)
     path = Path(name).expanduser()
     if path.is_dir():
-        return _load_local_folder(path, device=device, dtype=dtype)
+        return _load_local_folder(path, device=device, dtype=torch_dtype)
     from transformer_lens.loading_from_pretrained import OFFICIAL_MODEL_NAMES, get_official_model_name
 
     try:
@@ -221,7 +221,7 @@ def load_model(
     try:
         with quiet_tl_deprecation():
             model = HookedTransformer.from_pretrained_no_processing(
-                official, device=device, dtype=dtype, default_padding_side="left"
+                official, device=device, dtype=torch_dtype, default_padding_side="left"
             )
     except Exception as e:  # network / auth / missing files: all look different, say it once
         raise ModelUnavailableError(

@@ -134,9 +134,7 @@ def fit_logistic(
         options={"maxiter": max_iter, "gtol": tol, "ftol": 1e-15, "maxcor": 20},
     )
     theta = to_theta(torch.from_numpy(res.x)).numpy()
-    return LogisticSolution(
-        w=theta[:d].copy(), b=float(theta[d]), n_iter=int(res.nit), converged=bool(res.success)
-    )
+    return LogisticSolution(w=theta[:d].copy(), b=float(theta[d]), n_iter=int(res.nit), converged=bool(res.success))
 
 
 def platt_scale(s: np.ndarray, y: np.ndarray, *, C: float = 1e4) -> tuple[float, float]:

@@ -151,9 +151,7 @@ def layer_sweep(
     else:
         train, test = _stratified_split(y, test_size=test_size, seed=seed)
     rows, fitted = [], {}
-    for order, (hook, acts) in enumerate(
-        tqdm(acts_by_hook.items(), desc="layer sweep", disable=not progress)
-    ):
+    for order, (hook, acts) in enumerate(tqdm(acts_by_hook.items(), desc="layer sweep", disable=not progress)):
         X = as_numpy_2d(acts, name=f"activations at {hook!r}")
         if X.shape[0] != n:
             raise ValueError(f"activations at {hook!r} have {X.shape[0]} rows, expected {n} (len(y))")

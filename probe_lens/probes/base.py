@@ -22,7 +22,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import scipy.sparse
@@ -36,7 +36,7 @@ from sklearn.utils.validation import column_or_1d, validate_data
 from probe_lens._common import POOLINGS, hook_layer
 from probe_lens.probes.metrics import auroc
 
-ArrayLike = Union[np.ndarray, torch.Tensor]
+ArrayLike = np.ndarray | torch.Tensor
 
 __all__ = [
     "POOLINGS",
@@ -106,17 +106,11 @@ class ProbeMetadata:
         if not isinstance(self.label, str) or not self.label:
             raise TypeError(f"ProbeMetadata.label must be a non-empty string, got {self.label!r}")
         if self.pooling is not None and self.pooling not in POOLINGS:
-            raise ValueError(
-                f"ProbeMetadata.pooling must be one of {POOLINGS} or None, got {self.pooling!r}"
-            )
+            raise ValueError(f"ProbeMetadata.pooling must be one of {POOLINGS} or None, got {self.pooling!r}")
         for name in ("d_model", "n_fit", "n_positive"):
             value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0
-            ):
-                raise ValueError(
-                    f"ProbeMetadata.{name} must be a non-negative int or None, got {value!r}"
-                )
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0):
+                raise ValueError(f"ProbeMetadata.{name} must be a non-negative int or None, got {value!r}")
             if value is not None:
                 setattr(self, name, int(value))
 
@@ -174,12 +168,9 @@ def as_numpy_2d(X: ArrayLike, *, name: str = "X") -> Float[np.ndarray, "n d"]:
             X = np.asarray(X)
         except Exception as exc:  # noqa: BLE001
             raise TypeError(
-                f"{name} must be a numpy array or torch tensor of shape (n, d_model); "
-                f"got {type(X).__name__}"
+                f"{name} must be a numpy array or torch tensor of shape (n, d_model); got {type(X).__name__}"
             ) from exc
-    if X.dtype == object or not (
-        np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)
-    ):
+    if X.dtype == object or not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
         raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype}")
     _check_2d(X, name)
     if X.shape[0] == 0 or X.shape[1] == 0:
@@ -206,9 +197,7 @@ def as_binary_labels(y: ArrayLike, n: int, *, require_both: bool = True) -> Int[
             f"X and y have different lengths: X has {n} rows but y has {len(y)} labels. "
             "Each row of X needs exactly one label."
         )
-    if y.dtype == object or not (
-        np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.bool_)
-    ):
+    if y.dtype == object or not (np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.bool_)):
         raise TypeError(f"y must be binary 0/1 labels (1 = positive), got dtype {y.dtype}")
     values = np.unique(y)
     if not np.isin(values, [0, 1]).all():
@@ -268,14 +257,10 @@ class ProbeModule(torch.nn.Module):
 
     def __init__(self, weight: np.ndarray, bias: float, *, trainable: bool = False) -> None:
         super().__init__()
-        self.weight = torch.nn.Parameter(
-            torch.as_tensor(np.asarray(weight, dtype=np.float64)), requires_grad=trainable
-        )
-        self.bias = torch.nn.Parameter(
-            torch.tensor(float(bias), dtype=torch.float64), requires_grad=trainable
-        )
+        self.weight = torch.nn.Parameter(torch.as_tensor(np.asarray(weight, dtype=np.float64)), requires_grad=trainable)
+        self.bias = torch.nn.Parameter(torch.tensor(float(bias), dtype=torch.float64), requires_grad=trainable)
 
-    def logits(self, acts: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, "..."]:
+    def logits(self, acts: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, ...]:
         """``acts @ weight + bias`` in float32 (float64 for float64 input)."""
         _check_acts(acts, self.weight.shape[0])
         compute = _compute_dtype(acts)
@@ -284,7 +269,7 @@ class ProbeModule(torch.nn.Module):
             b = self.bias.to(device=acts.device, dtype=compute)
             return acts.to(compute) @ w + b
 
-    def forward(self, acts: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, "..."]:
+    def forward(self, acts: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, ...]:
         with _autocast_off(acts.device) if isinstance(acts, torch.Tensor) else nullcontext():
             return torch.sigmoid(self.logits(acts)).to(acts.dtype)
 
@@ -303,9 +288,7 @@ class ProbeMetadataMixin:
     label: str
 
     def _validate_metadata_params(self) -> None:
-        ProbeMetadata(
-            model_name=self.model_name, hook=self.hook, pooling=self.pooling, label=self.label
-        )
+        ProbeMetadata(model_name=self.model_name, hook=self.hook, pooling=self.pooling, label=self.label)
 
     def set_metadata(self, **kwargs: Any) -> Any:
         """Set ``model_name``, ``hook``, ``pooling`` and/or ``label``; returns self."""
@@ -352,6 +335,7 @@ class Probe(ClassifierMixin, ProbeMetadataMixin, BaseEstimator):
 
     is_ensemble: ClassVar[bool] = False
     _fitted_attr: ClassVar[str] = "classes_"
+    library_version_: str | None
 
     # ---- sklearn protocol -----------------------------------------------------------------
 
@@ -399,17 +383,14 @@ class Probe(ClassifierMixin, ProbeMetadataMixin, BaseEstimator):
     def _fit_encoded(self, X: np.ndarray, y: np.ndarray) -> None:
         raise NotImplementedError(f"{type(self).__name__} must implement _fit_encoded(X, y01)")
 
-    def _validate_fit_data(
-        self, X: Any, y: Any
-    ) -> tuple[Float[np.ndarray, "n d_model"], Int[np.ndarray, " n"]]:
+    def _validate_fit_data(self, X: Any, y: Any) -> tuple[Float[np.ndarray, "n d_model"], Int[np.ndarray, " n"]]:
         X, y = _torch_to_numpy(X), _torch_to_numpy(y)
         _check_2d(X, "X")
-        if isinstance(X, np.ndarray) and isinstance(y, np.ndarray) and y.ndim >= 1:
-            if len(X) != len(y):
-                raise ValueError(
-                    f"X and y have different lengths: X has {len(X)} rows but y has {len(y)} "
-                    "labels. Each row of X needs exactly one label."
-                )
+        if isinstance(X, np.ndarray) and isinstance(y, np.ndarray) and y.ndim >= 1 and len(X) != len(y):
+            raise ValueError(
+                f"X and y have different lengths: X has {len(X)} rows but y has {len(y)} "
+                "labels. Each row of X needs exactly one label."
+            )
         X, y = validate_data(self, X, y, dtype=np.float64, ensure_all_finite=False)
         _check_finite(X, "X")
         self.classes_ = self._classes_from(y)
@@ -522,7 +503,7 @@ class Probe(ClassifierMixin, ProbeMetadataMixin, BaseEstimator):
             cache[key] = self.as_module().to(device)
         return cache[key]
 
-    def forward(self, acts: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, "..."]:
+    def forward(self, acts: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, ...]:
         """P(positive) for activations [..., d_model] on any device/dtype; returns the input's dtype.
 
         Differentiable w.r.t. ``acts``; the probe's weights are frozen constants. Computed in
@@ -533,7 +514,7 @@ class Probe(ClassifierMixin, ProbeMetadataMixin, BaseEstimator):
         _check_acts(acts, self.n_features_in_)
         return self._module_on(acts.device)(acts)
 
-    def __call__(self, acts: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, "..."]:
+    def __call__(self, acts: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, ...]:
         return self.forward(acts)
 
     # ---- the members view (single probe: itself) ------------------------------------------
@@ -556,7 +537,7 @@ class Probe(ClassifierMixin, ProbeMetadataMixin, BaseEstimator):
         tensors: Mapping[str, np.ndarray],
         prefix: str,
         *,
-        resolve: Callable[[str], type],
+        resolve: Callable[[str], type[Probe]],
         decode_params: Callable[[dict[str, Any]], dict[str, Any]],
     ) -> Probe:
         """Rebuild a probe saved by ``_to_record`` (``resolve`` maps class names to classes)."""
@@ -629,6 +610,8 @@ class BaseProbe(Probe):
     _fitted_attr = "coef_raw_"
     # Names of extra fitted attributes (arrays or JSON scalars) that io saves and restores.
     _extra_state: tuple[str, ...] = ()
+    mean_: np.ndarray
+    scale_: np.ndarray
 
     def __init__(
         self,
@@ -666,9 +649,7 @@ class BaseProbe(Probe):
         coef = np.asarray(coef, dtype=np.float64).reshape(-1)
         norm = float(np.linalg.norm(coef))
         if not np.isfinite(coef).all() or not np.isfinite(bias):
-            raise FloatingPointError(
-                f"{type(self).__name__} produced non-finite weights; the data may be degenerate."
-            )
+            raise FloatingPointError(f"{type(self).__name__} produced non-finite weights; the data may be degenerate.")
         if norm == 0.0:
             raise ValueError(
                 f"{type(self).__name__} found no direction (zero weight vector): the classes are "
@@ -725,17 +706,17 @@ class BaseProbe(Probe):
         self._check_fitted()
         return ProbeModule(self.coef_raw_, self.bias_, trainable=trainable)
 
-    def logits(self, acts: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, "..."]:
+    def logits(self, acts: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, ...]:
         """Torch ``decision_function`` on activations of any leading shape (fp32, autocast off)."""
         self._check_fitted()
         _check_acts(acts, self.n_features_in_)
-        return self._module_on(acts.device).logits(acts)
+        return cast(ProbeModule, self._module_on(acts.device)).logits(acts)
 
     # ---- state for io ---------------------------------------------------------------------
 
     def _state_arrays(self) -> dict[str, np.ndarray]:
         self._check_fitted()
-        out = {
+        out: dict[str, np.ndarray] = {
             "coef_raw": self.coef_raw_,
             "bias": np.array([self.bias_], dtype=np.float64),
             "direction": self.direction_,
@@ -801,7 +782,7 @@ class BaseProbe(Probe):
         tensors: Mapping[str, np.ndarray],
         prefix: str,
         *,
-        resolve: Callable[[str], type],
+        resolve: Callable[[str], type[Probe]],
         decode_params: Callable[[dict[str, Any]], dict[str, Any]],
     ) -> BaseProbe:
         probe = cls(**decode_params(record["params"]))

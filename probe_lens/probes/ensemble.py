@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import scipy.optimize
@@ -29,9 +29,9 @@ from probe_lens.probes.base import (
     library_version,
     standardization,
 )
-from probe_lens.probes.metrics import auroc
 from probe_lens.probes.logistic import LogisticProbe
 from probe_lens.probes.mass_mean import MassMeanProbe
+from probe_lens.probes.metrics import auroc
 
 METHODS = ("nullspace", "penalty")
 AGGREGATES = ("mean", "max")
@@ -49,8 +49,7 @@ def make_base_probe(base: BaseProbe | str) -> BaseProbe:
     if isinstance(base, str) and base in names:
         return names[base]()
     raise ValueError(
-        f"base must be a probe instance (e.g. LogisticProbe(C=0.1)) or one of {sorted(names)}, "
-        f"got {base!r}"
+        f"base must be a probe instance (e.g. LogisticProbe(C=0.1)) or one of {sorted(names)}, got {base!r}"
     )
 
 
@@ -66,9 +65,7 @@ class EnsembleModule(torch.nn.Module):
         self.weight = torch.nn.Parameter(torch.as_tensor(weight).double(), requires_grad=False)
         self.bias = torch.nn.Parameter(torch.as_tensor(bias).double(), requires_grad=False)
 
-    def member_proba(
-        self, acts: Float[torch.Tensor, "... d_model"]
-    ) -> Float[torch.Tensor, "... k"]:
+    def member_proba(self, acts: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, "... k"]:
         """Per-member P(positive) in float32 (float64 for float64 input), autocast disabled."""
         _check_acts(acts, self.weight.shape[0])
         compute = _compute_dtype(acts)
@@ -77,7 +74,7 @@ class EnsembleModule(torch.nn.Module):
             b = self.bias.to(device=acts.device, dtype=compute)
             return torch.sigmoid(acts.to(compute) @ w + b)
 
-    def forward(self, acts: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, "..."]:
+    def forward(self, acts: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, ...]:
         p = self.member_proba(acts)
         out = p.mean(dim=-1) if self.aggregate == "mean" else p.amax(dim=-1)
         return out.to(acts.dtype)
@@ -174,8 +171,7 @@ class DiverseProbeEnsemble(Probe):
             raise ValueError(f"aggregate must be one of {AGGREGATES}, got {self.aggregate!r}")
         if not self.orthogonality > 0 or not 0 < self.max_cosine < 1:
             raise ValueError(
-                f"orthogonality must be > 0 and max_cosine in (0, 1); got {self.orthogonality!r}, "
-                f"{self.max_cosine!r}"
+                f"orthogonality must be > 0 and max_cosine in (0, 1); got {self.orthogonality!r}, {self.max_cosine!r}"
             )
 
     def fit(self, X: Float[ArrayLike, "n d_model"], y: ArrayLike) -> DiverseProbeEnsemble:
@@ -445,7 +441,7 @@ class DiverseProbeEnsemble(Probe):
         """Per-member P(positive) in torch, [..., k] (float32, float64 for float64 input)."""
         self._check_fitted()
         _check_acts(acts, self.n_features_in_)
-        return self._module_on(acts.device).member_proba(acts)
+        return cast(EnsembleModule, self._module_on(acts.device)).member_proba(acts)
 
     # ---- io ---------------------------------------------------------------------------------
 
@@ -465,9 +461,7 @@ class DiverseProbeEnsemble(Probe):
                 "state",
             ),
             "library_version": getattr(self, "library_version_", None),
-            "members": [
-                m._to_record(f"{prefix}members.{i}.", tensors) for i, m in enumerate(self.members_)
-            ],
+            "members": [m._to_record(f"{prefix}members.{i}.", tensors) for i, m in enumerate(self.members_)],
         }
         tensors[prefix + "member_train_auroc"] = np.asarray(self.member_train_auroc_, dtype=np.float64)
         return record
@@ -479,7 +473,7 @@ class DiverseProbeEnsemble(Probe):
         tensors: Mapping[str, np.ndarray],
         prefix: str,
         *,
-        resolve: Callable[[str], type],
+        resolve: Callable[[str], type[Probe]],
         decode_params: Callable[[dict[str, Any]], dict[str, Any]],
     ) -> DiverseProbeEnsemble:
         ens = cls(**decode_params(record["params"]))

@@ -70,7 +70,7 @@ def probe_classes() -> dict[str, type[Probe]]:
 
 
 def _decode_params(params: dict[str, Any]) -> dict[str, Any]:
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in params.items():
         if isinstance(value, dict) and "__probe__" in value:
             out[key] = _class_named(value["__probe__"])(**_decode_params(value["params"]))
@@ -114,9 +114,7 @@ def save_probe(probe: Probe, path: str | os.PathLike, *, overwrite: bool = True)
         is_probe_dir = path.is_dir() and (path / JSON_NAME).is_file()
         is_empty_dir = path.is_dir() and not any(path.iterdir())
         if not (is_probe_dir or is_empty_dir):
-            raise FileExistsError(
-                f"{path} exists and is not a probe folder; choose another path or remove it."
-            )
+            raise FileExistsError(f"{path} exists and is not a probe folder; choose another path or remove it.")
         if is_probe_dir and not overwrite:
             raise FileExistsError(f"{path} already holds a probe; pass overwrite=True to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,8 +198,7 @@ def _decode(record: dict[str, Any], tensors: dict[str, np.ndarray]) -> Probe:
     probe = cls._from_record(record, tensors, "", resolve=_class_named, decode_params=_decode_params)
     if meta.get("d_model") is not None and meta["d_model"] != probe.n_features_in_:
         raise ValueError(
-            f"probe file is inconsistent: metadata d_model={meta['d_model']} but tensors have "
-            f"{probe.n_features_in_}"
+            f"probe file is inconsistent: metadata d_model={meta['d_model']} but tensors have {probe.n_features_in_}"
         )
     return probe
 
@@ -229,9 +226,7 @@ def _check_compatible(
         if cfg is None or not hasattr(cfg, "d_model"):
             raise TypeError("model must be a HookedTransformer (with .cfg.d_model)")
         if expect_d_model is not None and expect_d_model != cfg.d_model:
-            raise ValueError(
-                f"expect_d_model={expect_d_model} contradicts model.cfg.d_model={cfg.d_model}"
-            )
+            raise ValueError(f"expect_d_model={expect_d_model} contradicts model.cfg.d_model={cfg.d_model}")
         expect_d_model = cfg.d_model
         if meta.model_name and getattr(cfg, "model_name", None) and cfg.model_name != meta.model_name:
             warnings.warn(
@@ -264,8 +259,4 @@ def _check_compatible(
         hook_dict = getattr(model, "hook_dict", None)
         if hook_dict is not None and hook_to_check not in hook_dict:
             layers = getattr(model.cfg, "n_layers", "?")
-            raise ValueError(
-                f"{desc}: hook {hook_to_check!r} does not exist in this model ({layers} layers)."
-            )
-
-
+            raise ValueError(f"{desc}: hook {hook_to_check!r} does not exist in this model ({layers} layers).")

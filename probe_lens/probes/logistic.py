@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,9 +57,7 @@ class LogisticProbe(BaseProbe):
         pooling: str | None = None,
         label: str = "toxic",
     ) -> None:
-        super().__init__(
-            pos_label=pos_label, model_name=model_name, hook=hook, pooling=pooling, label=label
-        )
+        super().__init__(pos_label=pos_label, model_name=model_name, hook=hook, pooling=pooling, label=label)
         self.C = C
         self.standardize = standardize
         self.tol = tol
@@ -133,9 +131,7 @@ class LogisticProbe(BaseProbe):
             gram = gram_with_intercept(Ztr, seed=self.random_state)
             w0, b0 = None, 0.0
             for j, C in enumerate(Cs):
-                sol = fit_logistic(
-                    Ztr, ytr, C, gram=gram, w0=w0, b0=b0, tol=self.tol, max_iter=self.max_iter
-                )
+                sol = fit_logistic(Ztr, ytr, C, gram=gram, w0=w0, b0=b0, tol=self.tol, max_iter=self.max_iter)
                 w0, b0 = sol.w, sol.b
                 z = Zte @ sol.w + sol.b
                 if self.cv_scoring == "auroc":

@@ -42,9 +42,7 @@ class MassMeanProbe(BaseProbe):
         pooling: str | None = None,
         label: str = "toxic",
     ) -> None:
-        super().__init__(
-            pos_label=pos_label, model_name=model_name, hook=hook, pooling=pooling, label=label
-        )
+        super().__init__(pos_label=pos_label, model_name=model_name, hook=hook, pooling=pooling, label=label)
         self.covariance = covariance
         self.shrinkage = shrinkage
 
@@ -53,9 +51,7 @@ class MassMeanProbe(BaseProbe):
             raise ValueError(f"covariance must be 'none' or 'tied', got {self.covariance!r}")
         s = self.shrinkage
         if not (
-            s is None
-            or s == "auto"
-            or (isinstance(s, (int, float)) and not isinstance(s, bool) and 0.0 <= s <= 1.0)
+            s is None or s == "auto" or (isinstance(s, (int, float)) and not isinstance(s, bool) and 0.0 <= s <= 1.0)
         ):
             raise ValueError(f"shrinkage must be 'auto', a float in [0, 1] or None, got {s!r}")
 

@@ -41,9 +41,11 @@ def auroc(y: Any, scores: Float[Any, " n"], *, pos_label: Any = None) -> float:
     if not np.all(np.isfinite(s)):
         raise ValueError("scores contain NaN or inf")
     if pos_label is None:
-        if y.dtype == object or not (
-            np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.bool_)
-        ) or not np.isin(y, [0, 1]).all():
+        if (
+            y.dtype == object
+            or not (np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.bool_))
+            or not np.isin(y, [0, 1]).all()
+        ):
             raise ValueError(
                 f"y must hold binary labels 0/1 (1 = positive), got values {np.unique(y)[:5].tolist()}; "
                 "pass pos_label=... for other label sets"
@@ -52,9 +54,7 @@ def auroc(y: Any, scores: Float[Any, " n"], *, pos_label: Any = None) -> float:
     else:
         labels = np.unique(y)
         if len(labels) > 2:
-            raise ValueError(
-                f"y must hold binary labels (two classes), got {len(labels)}: {labels[:5].tolist()}"
-            )
+            raise ValueError(f"y must hold binary labels (two classes), got {len(labels)}: {labels[:5].tolist()}")
         if len(labels) == 2 and pos_label not in labels.tolist():
             raise ValueError(f"pos_label={pos_label!r} is not one of the labels in y {labels.tolist()}")
         positive = y == pos_label

@@ -65,7 +65,10 @@ def _availability(
     if huggingface_config_path is not None:
         cfg_dir = Path(huggingface_config_path)
         if not (cfg_dir / "config.json").is_file():
-            return False, f"huggingface_config_path {str(cfg_dir)!r} has no config.json (save config and tokenizer there)"
+            return (
+                False,
+                f"huggingface_config_path {str(cfg_dir)!r} has no config.json (save config and tokenizer there)",
+            )
     if checkpoint is not None:
         if not Path(checkpoint).is_file():
             return False, f"checkpoint file {str(checkpoint)!r} does not exist"
@@ -161,9 +164,7 @@ class DetoxifyScorer(Scorer):
             huggingface_config_path=self.huggingface_config_path,
         )
         if "toxicity" not in self._model.class_names:
-            raise ValueError(
-                f"the detoxify checkpoint has no 'toxicity' head (classes: {self._model.class_names})"
-            )
+            raise ValueError(f"the detoxify checkpoint has no 'toxicity' head (classes: {self._model.class_names})")
         if self.checkpoint is not None:
             self._checkpoint_id = "sha256:" + _sha256(Path(self.checkpoint))
         else:

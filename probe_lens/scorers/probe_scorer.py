@@ -5,7 +5,7 @@ Puts probes and output classifiers on equal terms: both map a continuation to P(
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,7 +42,9 @@ class ProbeScorer(Scorer):
 
     name = "probe"
 
-    def __init__(self, model: Any, probe: Any, hook: str | int | None = None, pooling: str = "mean", *, batch_size: int = 16) -> None:
+    def __init__(
+        self, model: Any, probe: Any, hook: str | int | None = None, pooling: str = "mean", *, batch_size: int = 16
+    ) -> None:
         super().__init__()
         from probe_lens.activations import resolve_hook
 
@@ -80,8 +82,14 @@ class ProbeScorer(Scorer):
         from probe_lens.activations import collect
 
         acts = collect(
-            self.model, tokens, attention_mask, pool_mask, [self.hook],
-            pooling=self.pooling, batch_size=self.batch_size, progress=False,
+            self.model,
+            tokens,
+            attention_mask,
+            pool_mask,
+            [self.hook],
+            pooling=self.pooling,
+            batch_size=self.batch_size,
+            progress=False,
         )
         return acts[self.hook]
 
@@ -114,7 +122,7 @@ class ProbeScorer(Scorer):
         return self.score_activations(self._collect(tokens, attention_mask, pool_mask))
 
     def details(self) -> dict[str, Any]:
-        meta = getattr(self.probe, "metadata", None)
+        meta: Any = getattr(self.probe, "metadata", None)
         return {
             "hook": self.hook,
             "pooling": self.pooling,

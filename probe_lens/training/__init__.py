@@ -30,7 +30,7 @@ from probe_lens.training.objectives import (
 )
 from probe_lens.training.pairs import PreferencePairs, build_pairs, probe_scores, scorer_scores
 from probe_lens.training.telemetry import DriftSet, DriftTelemetry
-from probe_lens.training.trainer import TrainResult, Trainer, batch_indices, select_trainable
+from probe_lens.training.trainer import Trainer, TrainResult, batch_indices, select_trainable
 
 __all__ = [
     "OBJECTIVES",

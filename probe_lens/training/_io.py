@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from probe_lens._io import atomic_write_text  # noqa: F401  (re-exported for the training modules)
 
@@ -24,7 +25,7 @@ class MetricsWriter:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.path, "a")
+        self._f = open(self.path, "a")  # noqa: SIM115 (kept open across writes; closed by close() / __exit__)
 
     def write(self, row: Mapping[str, Any]) -> None:
         self._f.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
@@ -34,7 +35,7 @@ class MetricsWriter:
         if not self._f.closed:
             self._f.close()
 
-    def __enter__(self) -> "MetricsWriter":
+    def __enter__(self) -> MetricsWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -55,7 +56,7 @@ def truncate_metrics(path: Path, max_step: int) -> None:
             continue
         if row.get("step", 0) <= max_step:
             keep.append(line)
-    atomic_write_text(path, "".join(l + "\n" for l in keep))
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
 def read_metrics(path: str | Path):

@@ -35,6 +35,14 @@ FORMAT_VERSION = 1
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
+def _step_number(name: str) -> int:
+    """The step of a ``step_<n>`` folder name."""
+    m = _STEP_DIR.match(name)
+    if m is None:
+        raise ValueError(f"{name!r} is no step_<n> checkpoint folder")
+    return int(m.group(1))
+
+
 class CheckpointError(ValueError):
     """A checkpoint cannot be used: corrupt, from a newer probe_lens, or from another model."""
 
@@ -80,8 +88,12 @@ def save_checkpoint(
     try:
         named = {n: p for n, p in model.named_parameters() if params == "all" or p.requires_grad}
         save_file({n: p.detach().cpu().contiguous() for n, p in named.items()}, str(tmp / "model.safetensors"))
-        state: dict[str, Any] = {"format_version": FORMAT_VERSION, "step": int(step), "params": params,
-                                 "model": model_identity(model)}
+        state: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "step": int(step),
+            "params": params,
+            "model": model_identity(model),
+        }
         if optimizer is not None:
             opt_tensors, opt_json = _optimizer_tensors(optimizer)
             save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
@@ -126,7 +138,7 @@ def _step_dirs(root: Path) -> list[tuple[int, Path]]:
 def _prune(root: Path, keep: int, current: str) -> None:
     """Keep the newest ``keep`` checkpoints up to ``current``; drop later ones (an abandoned run's)
     and temporary folders left by an interrupted write (one writer per ``root``)."""
-    cur = int(_STEP_DIR.match(current).group(1))
+    cur = _step_number(current)
     older = [p for s, p in _step_dirs(root) if s <= cur and p.name != current]
     drop = older[: max(0, len(older) - (keep - 1))]
     drop += [p for s, p in _step_dirs(root) if s > cur]
@@ -210,7 +222,7 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     if named is not None:  # never go past the checkpoint latest.json names (later folders are unfinished runs')
         limit = _STEP_DIR.match(named.name)
         if limit:
-            candidates = [p for p in candidates if int(_STEP_DIR.match(p.name).group(1)) <= int(limit.group(1))]
+            candidates = [p for p in candidates if _step_number(p.name) <= int(limit.group(1))]
     for cand in candidates:
         try:
             verify_checkpoint(cand)
@@ -220,7 +232,9 @@ def latest_checkpoint(root: str | Path) -> Path | None:
             problems.append(str(e))
             continue
         if problems:
-            warnings.warn(f"{'; '.join(problems)}; using the previous good checkpoint {cand}", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"{'; '.join(problems)}; using the previous good checkpoint {cand}", RuntimeWarning, stacklevel=2
+            )
         return cand
     if problems:
         raise CheckpointError(
@@ -251,7 +265,9 @@ def load_checkpoint(
     differ = {k: (saved_id[k], own_id[k]) for k in saved_id.keys() & own_id.keys() if saved_id[k] != own_id[k]}
     if differ:
         detail = ", ".join(f"{k}: checkpoint {a!r} vs model {b!r}" for k, (a, b) in sorted(differ.items()))
-        raise CheckpointError(f"{path} was saved from another model ({detail}); load it into the model it was trained from")
+        raise CheckpointError(
+            f"{path} was saved from another model ({detail}); load it into the model it was trained from"
+        )
     weights = _load_tensors(path / "model.safetensors")
     own = dict(model.named_parameters())
     missing = sorted(set(weights) - set(own))

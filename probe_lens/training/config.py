@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -121,7 +121,7 @@ class TrainConfig:
         return {"method": self.method, **dataclasses.asdict(self)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise a ValueError naming them."""
         d = dict(d)
         method = d.pop("method", cls.method)
@@ -140,12 +140,13 @@ class TrainConfig:
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, sort_keys=True))
 
     @staticmethod
-    def load(path: str | Path) -> "TrainConfig":
+    def load(path: str | Path) -> TrainConfig:
         """Read a saved config back into the class its ``method`` names (any registered objective's config)."""
         from probe_lens.training.objectives.registry import OBJECTIVES
 
         d = json.loads(Path(path).read_text())
-        classes = {c.method: c for c in (TrainConfig, *(o.config_cls for o in OBJECTIVES.values()))}
+        configs: list[type[TrainConfig]] = [TrainConfig, *(o.config_cls for o in OBJECTIVES.values())]
+        classes = {c.method: c for c in configs}
         method = d.get("method", "base")
         if method not in classes:
             raise ValueError(f"{path}: unknown method {method!r}; known: {sorted(classes)}")

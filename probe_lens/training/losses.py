@@ -11,7 +11,8 @@ with autocast off (the unembedding itself is fp32 under autocast, see ``probe_le
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -57,7 +58,7 @@ def response_logits_start(response_mask: Int[torch.Tensor, "batch pos"]) -> int:
 
 
 @contextlib.contextmanager
-def logits_from(model: torch.nn.Module, start: int) -> Iterator[None]:
+def logits_from(model: torch.nn.Module | Callable[..., torch.Tensor], start: int) -> Iterator[None]:
     """Inside this block a HookedTransformer unembeds only positions ``>= start``.
 
     The LM head (here a 262k-token vocabulary) is the most expensive layer of a small model, and the
@@ -65,7 +66,7 @@ def logits_from(model: torch.nn.Module, start: int) -> Iterator[None]:
     (at ``ln_final.hook_normalized``), so every value that is computed equals the full forward's.
     Models without that hook point (e.g. HF models) are left untouched: check ``logits.shape``.
     """
-    base = getattr(model, "module", model)  # DistributedDataParallel wraps the HookedTransformer
+    base: Any = getattr(model, "module", model)  # DistributedDataParallel wraps the HookedTransformer
     hook_dict = getattr(base, "hook_dict", {})
     if start <= 0 or _LM_HEAD_INPUT not in hook_dict:
         yield
@@ -95,7 +96,9 @@ def response_token_logps(
     if start is None:
         start = first
     elif not 0 <= start <= first:
-        raise ValueError(f"start={start} must lie in [0, {first}] (the column before this batch's first response token)")
+        raise ValueError(
+            f"start={start} must lie in [0, {first}] (the column before this batch's first response token)"
+        )
     with logits_from(hooked if hooked is not None else model, start):
         logits = model(tokens, attention_mask=attention_mask)
     if logits.shape[1] == tokens.shape[1]:  # the model ignored the hook (not a HookedTransformer)
@@ -166,7 +169,7 @@ def kl_per_token(
 def probe_probability(
     acts: dict[str, Float[torch.Tensor, "batch pos d_model"]],
     response_mask: Int[torch.Tensor, "batch pos"],
-    probes: Sequence[tuple[str, object]],
+    probes: Sequence[tuple[str, Any]],
     *,
     pooling: str = "mean",
     aggregate: str = "mean",
@@ -211,12 +214,19 @@ def dpo_loss(
     """
     if not beta > 0:
         raise ValueError(f"beta must be > 0, got {beta}")
-    shapes = {tuple(t.shape) for t in (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)}
+    shapes = {
+        tuple(t.shape) for t in (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    }
     if len(shapes) != 1:
         raise ValueError(f"all four log-prob tensors must have the same shape [batch]; got {sorted(shapes)}")
     with _no_autocast(policy_chosen_logps):
         return _dpo_loss_fp32(
-            _fp32(policy_chosen_logps), _fp32(policy_rejected_logps), ref_chosen_logps, ref_rejected_logps, beta, reduction
+            _fp32(policy_chosen_logps),
+            _fp32(policy_rejected_logps),
+            ref_chosen_logps,
+            ref_rejected_logps,
+            beta,
+            reduction,
         )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,9 +31,7 @@ class PreferencePairs:
     def __post_init__(self) -> None:
         n = len(self.prompts)
         if len(self.chosen) != n or len(self.rejected) != n:
-            raise ValueError(
-                f"{n} prompts but {len(self.chosen)} chosen and {len(self.rejected)} rejected responses"
-            )
+            raise ValueError(f"{n} prompts but {len(self.chosen)} chosen and {len(self.rejected)} rejected responses")
         self.chosen_scores = np.asarray(self.chosen_scores, dtype=np.float64).reshape(-1)
         self.rejected_scores = np.asarray(self.rejected_scores, dtype=np.float64).reshape(-1)
         if len(self.chosen_scores) != n or len(self.rejected_scores) != n:

@@ -33,7 +33,8 @@ the class-mean difference at the first measurement (kept in ``state_dict`` for r
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -77,7 +78,11 @@ class DriftSet:
             raise ValueError("labels must be 0/1 (1 = toxic)")
         if self.eval_only and not self.is_eval.all():
             raise ValueError("an eval_only set must mark every row as an evaluation row")
-        parts = (("evaluation", self.is_eval),) if self.eval_only else (("evaluation", self.is_eval), ("fit", ~self.is_eval))
+        parts = (
+            (("evaluation", self.is_eval),)
+            if self.eval_only
+            else (("evaluation", self.is_eval), ("fit", ~self.is_eval))
+        )
         for part, mask in parts:
             if len(np.unique(self.labels[mask])) < 2:
                 raise ValueError(
@@ -91,7 +96,7 @@ class DriftSet:
     @classmethod
     def from_generation(
         cls, generation: Generation, labels: Any, *, eval_fraction: float = 0.5, seed: int = 0
-    ) -> "DriftSet":
+    ) -> DriftSet:
         """Drift set from a :class:`Generation` (pooled over its responses) and its 0/1 labels.
 
         The eval rows are a stratified random ``eval_fraction`` of each class (seeded).
@@ -109,7 +114,7 @@ class DriftSet:
         return cls(generation.tokens, generation.attention_mask, generation.response_mask, y, is_eval)
 
     @classmethod
-    def from_dataset(cls, dataset: "ActivationDataset") -> "DriftSet":
+    def from_dataset(cls, dataset: ActivationDataset) -> DriftSet:
         """Drift set from a built probe dataset: its balanced rows, with the dataset's by-prompt split
         (probes are re-fit on its ``train`` rows and AUROCs read on its ``test`` rows)."""
         rows = dataset.rows(None)
@@ -119,7 +124,7 @@ class DriftSet:
         return cls(gen.tokens, gen.attention_mask, gen.response_mask, labels, is_eval)
 
     @classmethod
-    def from_texts(cls, model, prompt: str, texts: Sequence[str], labels: Any) -> "DriftSet":
+    def from_texts(cls, model, prompt: str, texts: Sequence[str], labels: Any) -> DriftSet:
         """An evaluation-only set of labelled ``texts``, each read as the response to ``prompt``
         (pooled over the response tokens), e.g. a curated labelled set."""
         from probe_lens.models.generation import tokenize_pairs
@@ -128,11 +133,17 @@ class DriftSet:
         y = np.asarray(labels).astype(np.int64).reshape(-1)
         return cls(gen.tokens, gen.attention_mask, gen.response_mask, y, np.ones(len(y), dtype=bool), eval_only=True)
 
-    def select(self, rows: Any) -> "DriftSet":
+    def select(self, rows: Any) -> DriftSet:
         """The rows ``rows`` of this set (same flags)."""
         idx = torch.as_tensor(np.asarray(rows, dtype=np.int64))
-        return DriftSet(self.tokens[idx], self.attention_mask[idx], self.pool_mask[idx], self.labels[idx.numpy()],
-                        self.is_eval[idx.numpy()], eval_only=self.eval_only)
+        return DriftSet(
+            self.tokens[idx],
+            self.attention_mask[idx],
+            self.pool_mask[idx],
+            self.labels[idx.numpy()],
+            self.is_eval[idx.numpy()],
+            eval_only=self.eval_only,
+        )
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
@@ -256,7 +267,7 @@ class DriftTelemetry:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for k, v in state.items():
             if k.startswith("refdir."):
-                self.reference_directions[k[len("refdir."):]] = v.numpy()
+                self.reference_directions[k[len("refdir.") :]] = v.numpy()
 
     # ---- measuring ---------------------------------------------------------------------
 
@@ -293,8 +304,14 @@ class DriftTelemetry:
             raise ValueError(f"unknown set {which!r}; this telemetry has 'drift' and {sorted(self.eval_sets)}")
         pooling = self.pooling or next((p.pooling for p in trained + heldout if p.pooling), None) or "mean"
         acts = collect(
-            model, ds.tokens, ds.attention_mask, ds.pool_mask, hooks,
-            pooling=pooling, batch_size=self.batch_size, progress=self.progress,
+            model,
+            ds.tokens,
+            ds.attention_mask,
+            ds.pool_mask,
+            hooks,
+            pooling=pooling,
+            batch_size=self.batch_size,
+            progress=self.progress,
         )
         out = {h: a.double().numpy() for h, a in acts.items()}
         self._acts_cache[which] = (key, out)
@@ -387,7 +404,7 @@ class DriftTelemetry:
                 if name == "__y__":
                     continue
                 if name.startswith("retrained/"):
-                    out[f"{prefix}/auroc_retrained/{name[len('retrained/'):]}"] = _auroc(ys, s)
+                    out[f"{prefix}/auroc_retrained/{name[len('retrained/') :]}"] = _auroc(ys, s)
                 else:
                     kind = "frozen" if name in trained_names else "heldout"
                     out[f"{prefix}/auroc_{kind}/{name}"] = _auroc(ys, s)

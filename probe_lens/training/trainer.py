@@ -16,8 +16,9 @@ import math
 import re
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -147,8 +148,12 @@ def _prepare_out_dir(config: TrainConfig, resume: bool, info: D.DistInfo) -> Pat
         diff = sorted(k for k in set(saved) | set(now) if k not in free and saved.get(k) != now.get(k))
         if diff:
             detail = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {now.get(k)!r}" for k in diff)
-            hint = (" (the schedule depends on max_steps: to train a finished run longer, start a new out_dir "
-                    "from its final weights)" if "max_steps" in diff else "")
+            hint = (
+                " (the schedule depends on max_steps: to train a finished run longer, start a new out_dir "
+                "from its final weights)"
+                if "max_steps" in diff
+                else ""
+            )
             raise ValueError(f"cannot resume {out}: the config differs ({detail}); use the saved config.json{hint}")
     elif not resume and ((out / "checkpoints" / "latest.json").exists() or (out / "metrics.jsonl").exists()):
         raise FileExistsError(f"{out} already holds a run; pass resume=True to continue it or choose a new out_dir")
@@ -216,9 +221,15 @@ class Trainer:
             if reason in ("stop_after", "callback"):
                 self._checkpoint_unless_saved(step)
             return TrainResult(
-                final_step=step, stopped_reason=reason, out_dir=self._out, metrics_path=self._metrics_path,
-                config_path=self._out / "config.json" if self._out else None, checkpoint_path=self._last_ckpt,
-                nan_step=nan_step, history=self._history, info=info,
+                final_step=step,
+                stopped_reason=reason,
+                out_dir=self._out,
+                metrics_path=self._metrics_path,
+                config_path=self._out / "config.json" if self._out else None,
+                checkpoint_path=self._last_ckpt,
+                nan_step=nan_step,
+                history=self._history,
+                info=info,
             )
         finally:
             self._close_run(flags, was_training)
@@ -243,7 +254,10 @@ class Trainer:
             p.requires_grad_(n in chosen)
         self.params_ = [p for n, p in self.model.named_parameters() if n in chosen]
         self.optimizer_ = torch.optim.AdamW(
-            self.params_, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
+            self.params_,
+            lr=cfg.lr,
+            betas=(cfg.adam_beta1, cfg.adam_beta2),
+            eps=cfg.adam_eps,
             weight_decay=cfg.weight_decay,
         )
         self.scheduler_ = torch.optim.lr_scheduler.LambdaLR(self.optimizer_, lr_lambda(cfg))
@@ -262,7 +276,8 @@ class Trainer:
                 warnings.warn(
                     f"{ckpt} holds no optimizer state (a final checkpoint written with save_optimizer_final=False); "
                     "AdamW restarts from zero moments, so the continued run differs from an uninterrupted one",
-                    RuntimeWarning, stacklevel=3,  # the caller of train()
+                    RuntimeWarning,
+                    stacklevel=3,  # the caller of train()
                 )
             self.objective.load_state_dict(state["extra"])
             self._load_telemetry_state(state["extra"])
@@ -271,8 +286,11 @@ class Trainer:
         return start, ckpt is not None
 
     def _write_run_info(self) -> dict[str, Any]:
-        info = {**self.objective.summary(), "world_size": self._dist.world_size,
-                "n_trainable_params": sum(p.numel() for p in self.params_)}
+        info = {
+            **self.objective.summary(),
+            "world_size": self._dist.world_size,
+            "n_trainable_params": sum(p.numel() for p in self.params_),
+        }
         if self._out is not None and self._dist.is_main:
             atomic_write_text(self._out / "run_info.json", json.dumps(info, indent=2, default=str))
         if self._dist.is_main and self._metrics_path is not None:
@@ -291,13 +309,19 @@ class Trainer:
     def _run_steps(self, start: int, stop_after: int | None) -> tuple[int, str, int | None]:
         """Steps ``start + 1 ..``; returns (last step applied, stop reason, the NaN step if any)."""
         cfg = self.config
-        self._forward = D.wrap_model(self.model, self._dist, find_unused_parameters=not self.objective.uses_all_parameters)
+        self._forward = D.wrap_model(
+            self.model, self._dist, find_unused_parameters=not self.objective.uses_all_parameters
+        )
         self.model.train()
         if start == 0 and cfg.telemetry_every:
             self._measure(0)
         self._autocast = torch.autocast(self._dev.type, dtype=torch.bfloat16, enabled=cfg.bf16)
-        bar = tqdm(total=cfg.max_steps, initial=start, desc=f"train {cfg.method}",
-                   disable=not (cfg.progress and self._dist.is_main))
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=start,
+            desc=f"train {cfg.method}",
+            disable=not (cfg.progress and self._dist.is_main),
+        )
         step, reason, nan_step = start, "max_steps", None
         for step in range(start + 1, cfg.max_steps + 1):
             if stop_after is not None and step - start > stop_after:
@@ -311,8 +335,13 @@ class Trainer:
                 step, reason, nan_step = step - 1, "nan", step
                 break
             lr = self._apply_update()
-            row = {"step": step, **values, "train/lr": lr, "train/grad_norm": grad_norm,
-                   "train/step_seconds": time.perf_counter() - t_step}
+            row = {
+                "step": step,
+                **values,
+                "train/lr": lr,
+                "train/grad_norm": grad_norm,
+                "train/step_seconds": time.perf_counter() - t_step,
+            }
             row = self._after_step(step, row, bar)
             if self._callback_stops(step, row):
                 reason = "callback"
@@ -361,7 +390,7 @@ class Trainer:
 
     def _apply_update(self) -> float:
         """Step AdamW and the schedule; returns the lr the step used."""
-        lr = self.scheduler_.get_last_lr()[0]
+        lr = float(self.scheduler_.get_last_lr()[0])
         self.optimizer_.step()
         mark_model_updated(self.model)  # telemetry caches must not rely on version counters (fused AdamW)
         self.scheduler_.step()
@@ -412,22 +441,29 @@ class Trainer:
     def _load_telemetry_state(self, extra: dict[str, torch.Tensor]) -> None:
         load = getattr(self.telemetry, "load_state_dict", None)
         if load is not None:
-            load({k[len("telemetry."):]: v for k, v in extra.items() if k.startswith("telemetry.")})
+            load({k[len("telemetry.") :]: v for k, v in extra.items() if k.startswith("telemetry.")})
 
     def _checkpoint(self, step: int, final: bool = False) -> Path | None:
         """Write step ``step``'s checkpoint (main process); returns the latest checkpoint folder."""
         cfg, path = self.config, None
         if self._ckpt_root is not None and self._dist.is_main:
             path = save_checkpoint(
-                self._ckpt_root, step, self.model, None if final and not cfg.save_optimizer_final else self.optimizer_,
-                self.scheduler_, params=cfg.checkpoint_params,
+                self._ckpt_root,
+                step,
+                self.model,
+                None if final and not cfg.save_optimizer_final else self.optimizer_,
+                self.scheduler_,
+                params=cfg.checkpoint_params,
                 extra_tensors={**self.objective.state_dict(), **self._telemetry_state()},
-                metadata={"method": cfg.method}, keep=cfg.keep_checkpoints,
+                metadata={"method": cfg.method},
+                keep=cfg.keep_checkpoints,
             )
         D.barrier(self._dist)
         return path if path is not None else (latest_checkpoint(self._ckpt_root) if self._ckpt_root else None)
 
     def _checkpoint_unless_saved(self, step: int) -> None:
         """A run stopped early is checkpointed at its last step (resumable), unless it just was."""
-        if self._ckpt_root is not None and (self._last_ckpt is None or not str(self._last_ckpt).endswith(f"{step:06d}")):
+        if self._ckpt_root is not None and (
+            self._last_ckpt is None or not str(self._last_ckpt).endswith(f"{step:06d}")
+        ):
             self._last_ckpt = self._checkpoint(step) or self._last_ckpt

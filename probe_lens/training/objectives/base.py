@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from jaxtyping import Float, Int
@@ -52,7 +53,7 @@ class MicroBatch:
     indices: Int[torch.Tensor, " batch"]
     totals: dict[str, float]
     forward: Callable[..., Any]
-    model: "HookedTransformer"
+    model: HookedTransformer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +107,7 @@ class Objective(abc.ABC):
 
     # ---- optional hooks ----------------------------------------------------------------
 
-    def prepare(self, model: "HookedTransformer", config: "TrainConfig", *, resumed: bool) -> None:
+    def prepare(self, model: HookedTransformer, config: TrainConfig, *, resumed: bool) -> None:
         """Called once before the first step, after a resume restored :meth:`load_state_dict`."""
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -123,14 +124,14 @@ class Objective(abc.ABC):
     # ---- study hooks -------------------------------------------------------------------
 
     @classmethod
-    def cell_config(cls, study: "StudyConfig", cell: "CellSpec") -> "TrainConfig":
+    def cell_config(cls, study: StudyConfig, cell: CellSpec) -> TrainConfig:
         """The study's training settings for a cell of this objective (the runner fills in seed and folder)."""
         if cls.study_section is None:
             raise NotImplementedError(f"{cls.__name__} has no study hooks (signals, study_section, train_cell)")
         return getattr(study, cls.study_section)
 
     @classmethod
-    def train_cell(cls, cell: "CellContext") -> "TrainResult":
+    def train_cell(cls, cell: CellContext) -> TrainResult:
         """Train one study cell on ``cell.study.model`` with ``cell.train_config(cls.cell_config(...))``."""
         raise NotImplementedError(f"{cls.__name__} has no study hooks (signals, study_section, train_cell)")
 
@@ -140,10 +141,10 @@ class Objective(abc.ABC):
 
 def trim_padding(tokens: Int[torch.Tensor, "batch pos"], *masks: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Drop columns that are padding in every row, on both sides (``masks[0]``: the attention mask)."""
-    tokens, *masks = trim_left_padding(tokens, *masks)
-    real = masks[0].bool().any(dim=0)
+    tokens, *kept = trim_left_padding(tokens, *masks)
+    real = kept[0].bool().any(dim=0)
     last = int(real.nonzero()[-1]) + 1 if bool(real.any()) else tokens.shape[1]
-    return (tokens[:, :last], *(m[:, :last] for m in masks))
+    return (tokens[:, :last], *(m[:, :last] for m in kept))
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

@@ -11,7 +11,8 @@ from transformer_lens import HookedTransformer
 
 from probe_lens.models import Generation
 from probe_lens.models.compat import training_products
-from probe_lens.training.config import DPOConfig
+from probe_lens.models.generation import tokenizer_of
+from probe_lens.training.config import DPOConfig, TrainConfig
 from probe_lens.training.losses import dpo_loss, response_logits_start, response_token_logps
 from probe_lens.training.objectives.base import (
     MicroBatch,
@@ -55,7 +56,7 @@ class DPOObjective(Objective):
         _check_inputs(model, pairs, config, reference_model)
         self.pairs = pairs
         self.n = len(pairs)
-        self.data = Generation.concat([pairs.chosen, pairs.rejected], model.tokenizer.pad_token_id)
+        self.data = Generation.concat([pairs.chosen, pairs.rejected], tokenizer_of(model).pad_token_id)
         self.grid = trim_padding(self.data.tokens, self.data.attention_mask, self.data.response_mask)
         self.start = response_logits_start(self.grid[2])
         self.beta = config.beta
@@ -80,7 +81,7 @@ class DPOObjective(Objective):
         with torch.no_grad(), training_products():
             return self._logps(ref, rows, model_device(ref))
 
-    def prepare(self, model: HookedTransformer, config: DPOConfig, *, resumed: bool) -> None:
+    def prepare(self, model: HookedTransformer, config: TrainConfig, *, resumed: bool) -> None:
         """Precompute the reference log-probs (from ``reference_model``, else ``model`` as it is now)."""
         if not self.precompute or self.ref_logps is not None:
             return
@@ -94,7 +95,9 @@ class DPOObjective(Objective):
         chosen, rejected = [], []
         try:
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=config.bf16):
-                for start in tqdm(range(0, self.n, size), desc="reference log-probs", disable=not config.progress, leave=False):
+                for start in tqdm(
+                    range(0, self.n, size), desc="reference log-probs", disable=not config.progress, leave=False
+                ):
                     idx = torch.arange(start, min(self.n, start + size))
                     b = len(idx)
                     full = torch.cat([idx, idx[-1:].expand(size - b)])  # a training micro-batch's shape
@@ -134,11 +137,12 @@ class DPOObjective(Objective):
         return self.pairs.summary()
 
     @classmethod
-    def train_cell(cls, cell: "CellContext") -> TrainResult:
+    def train_cell(cls, cell: CellContext) -> TrainResult:
         study = cell.study.config
         margin = study.dpo_margin_classifier if cell.spec.signal == "classifier" else study.dpo_margin_probe
-        pairs = build_pairs(cell.generation, cell.scores[cell.spec.signal], k=study.train_data.samples_per_prompt,
-                            margin=margin)
+        pairs = build_pairs(
+            cell.generation, cell.scores[cell.spec.signal], k=study.train_data.samples_per_prompt, margin=margin
+        )
         config = cell.train_config(cls.cell_config(study, cell.spec))
         return train_dpo(cell.study.model, pairs, config, telemetry=cell.telemetry, resume=cell.resume)
 

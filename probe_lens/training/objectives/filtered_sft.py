@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 class FilteredSFTObjective(SFTObjective):
     """LM loss on the rows of ``data`` whose ``scores`` (higher = more toxic) are below ``config.threshold``."""
 
-    signals = ("probe", "ensemble", "classifier")
+    signals: ClassVar[tuple[str, ...]] = ("probe", "ensemble", "classifier")
     study_section = "classifier_sft"
 
     def __init__(
@@ -41,16 +41,22 @@ class FilteredSFTObjective(SFTObjective):
         return {"n_examples": self.n_scored, "n_kept": int(len(self.keep)), "threshold": self.threshold}
 
     @classmethod
-    def cell_config(cls, study: "StudyConfig", cell: "CellSpec") -> ClassifierSFTConfig:
+    def cell_config(cls, study: StudyConfig, cell: CellSpec) -> ClassifierSFTConfig:
         if cell.signal == "classifier":
             return study.classifier_sft
         return dataclasses.replace(study.classifier_sft, threshold=study.probe_filter_threshold)
 
     @classmethod
-    def train_cell(cls, cell: "CellContext") -> TrainResult:
+    def train_cell(cls, cell: CellContext) -> TrainResult:
         config = cell.train_config(cls.cell_config(cell.study.config, cell.spec))
-        return train_classifier_sft(cell.study.model, cell.generation, cell.scores[cell.spec.signal], config,
-                                    telemetry=cell.telemetry, resume=cell.resume)
+        return train_classifier_sft(
+            cell.study.model,
+            cell.generation,
+            cell.scores[cell.spec.signal],
+            config,
+            telemetry=cell.telemetry,
+            resume=cell.resume,
+        )
 
 
 def kept_rows(scores: Float[Any, " n"], n: int, threshold: float) -> np.ndarray:
@@ -62,7 +68,9 @@ def kept_rows(scores: Float[Any, " n"], n: int, threshold: float) -> np.ndarray:
         raise ValueError("scores contain NaN/inf")
     keep = np.flatnonzero(s < threshold)
     if len(keep) == 0:
-        raise ValueError(f"no response scored below threshold {threshold} (min score {s.min():.3g}); nothing to train on")
+        raise ValueError(
+            f"no response scored below threshold {threshold} (min score {s.min():.3g}); nothing to train on"
+        )
     return keep
 
 

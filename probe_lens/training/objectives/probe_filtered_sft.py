@@ -40,20 +40,26 @@ class ProbeFilteredSFTObjective(FilteredSFTObjective):
     study_section = "classifier_sft"
 
     def __init__(
-        self, model: HookedTransformer, data: Generation, probes: Any, config: ClassifierSFTConfig,
-        *, score_batch_size: int = 16,
+        self,
+        model: HookedTransformer,
+        data: Generation,
+        probes: Any,
+        config: ClassifierSFTConfig,
+        *,
+        score_batch_size: int = 16,
     ) -> None:
         scores = probe_scores(model, data, probes, batch_size=score_batch_size, progress=False)
         super().__init__(model, data, scores, config)
 
     @classmethod
-    def cell_config(cls, study: "StudyConfig", cell: "CellSpec") -> ProbeFilteredSFTConfig:
+    def cell_config(cls, study: StudyConfig, cell: CellSpec) -> ProbeFilteredSFTConfig:
         return ProbeFilteredSFTConfig(**asdict(super().cell_config(study, cell)))  # probe_filter_threshold
 
     @classmethod
-    def train_cell(cls, cell: "CellContext") -> TrainResult:
+    def train_cell(cls, cell: CellContext) -> TrainResult:
         config = cell.train_config(cls.cell_config(cell.study.config, cell.spec))
         probes = {n: cell.probes[n] for n in cell.trained}
-        objective = cls(cell.study.model, cell.generation, probes, config,
-                        score_batch_size=cell.study.config.data.batch_size)
+        objective = cls(
+            cell.study.model, cell.generation, probes, config, score_batch_size=cell.study.config.data.batch_size
+        )
         return Trainer(cell.study.model, objective, config, telemetry=cell.telemetry).train(resume=cell.resume)

@@ -102,6 +102,7 @@ class SFTObjective(Objective):
             terms["train/probe_prob"] = term.detach()
             loss = loss + self.probe_weight * term
         if self.kl_weight:
+            assert logits is not None  # kl_weight > 0 runs the forward to the logits
             kl = self._kl_to_reference(tok, am, rm, logits).sum() / totals["tokens"]
             terms["train/kl"] = kl.detach()
             loss = loss + self.kl_weight * kl
@@ -110,8 +111,9 @@ class SFTObjective(Objective):
     def _rows(self, batch: MicroBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Tokens, attention and response masks of the micro-batch's rows, padding columns dropped, on the model's device."""
         d, idx = self.data, batch.indices
-        rows = trim_padding(d.tokens[idx], d.attention_mask[idx], d.response_mask[idx])
-        return tuple(t.to(model_device(batch.model)) for t in rows)
+        tok, am, rm = trim_padding(d.tokens[idx], d.attention_mask[idx], d.response_mask[idx])
+        dev = model_device(batch.model)
+        return tok.to(dev), am.to(dev), rm.to(dev)
 
     def _forward(
         self,
@@ -119,9 +121,14 @@ class SFTObjective(Objective):
         tok: Int[torch.Tensor, "batch pos"],
         am: Int[torch.Tensor, "batch pos"],
         rm: Int[torch.Tensor, "batch pos"],
-    ) -> tuple[Float[torch.Tensor, "batch n"] | None, Float[torch.Tensor, "batch n vocab"] | None, dict[str, torch.Tensor]]:
+    ) -> tuple[
+        Float[torch.Tensor, "batch n"] | None, Float[torch.Tensor, "batch n vocab"] | None, dict[str, torch.Tensor]
+    ]:
         """Response token log-probs and their logits (None when the forward stops early), and the probes' activations."""
-        with capture(batch.model, self.hooks) if self.hooks else contextlib.nullcontext({}) as acts:
+        captured: contextlib.AbstractContextManager[dict[str, torch.Tensor]] = (
+            capture(batch.model, self.hooks) if self.hooks else contextlib.nullcontext({})
+        )
+        with captured as acts:
             if self.stop_at_layer is None:
                 lp, logits = response_token_logps(batch.forward, tok, am, rm, hooked=batch.model, return_logits=True)
                 return lp, logits, acts
@@ -136,6 +143,7 @@ class SFTObjective(Objective):
         logits: Float[torch.Tensor, "batch n vocab"],
     ) -> Float[torch.Tensor, "batch n_minus_1"]:
         """Per-token KL(policy || reference) at the response positions of the policy's logits."""
+        assert self.reference_model is not None  # kl_weight > 0 needs one (checked before training)
         with torch.no_grad(), training_products():  # the policy pass's products: KL exactly 0 at step 0
             _, ref_logits = response_token_logps(self.reference_model, tok, am, rm, return_logits=True)
         start = tok.shape[1] - logits.shape[1]
@@ -167,20 +175,28 @@ class ProbeSFTObjective(SFTObjective):
         if config.kl_weight > 0 and reference_model is None:
             raise ValueError("kl_weight > 0 needs reference_model (a frozen copy of the starting model)")
         super().__init__(
-            model, data, probes=flat, lm_weight=config.lm_weight, probe_weight=config.probe_weight,
-            kl_weight=config.kl_weight, pooling=config.pooling, aggregate=config.aggregate, reference_model=reference_model,
+            model,
+            data,
+            probes=flat,
+            lm_weight=config.lm_weight,
+            probe_weight=config.probe_weight,
+            kl_weight=config.kl_weight,
+            pooling=config.pooling,
+            aggregate=config.aggregate,
+            reference_model=reference_model,
         )
 
     @classmethod
-    def cell_config(cls, study: "StudyConfig", cell: "CellSpec") -> ProbeSFTConfig:
+    def cell_config(cls, study: StudyConfig, cell: CellSpec) -> ProbeSFTConfig:
         return dataclasses.replace(study.probe_sft, pooling=study.data.pooling)
 
     @classmethod
-    def train_cell(cls, cell: "CellContext") -> TrainResult:
+    def train_cell(cls, cell: CellContext) -> TrainResult:
         config = cell.train_config(cls.cell_config(cell.study.config, cell.spec))
         probes = {n: cell.probes[n] for n in cell.trained}
-        return train_probe_sft(cell.study.model, cell.generation, probes, config, telemetry=cell.telemetry,
-                               resume=cell.resume)
+        return train_probe_sft(
+            cell.study.model, cell.generation, probes, config, telemetry=cell.telemetry, resume=cell.resume
+        )
 
 
 def train_probe_sft(
