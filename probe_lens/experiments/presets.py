@@ -51,8 +51,9 @@ _QUICK: dict[str, Any] = {
     "preset": "quick",
     "seeds": [0, 1, 2],
     "n_probe_prompts": 240,
-    # the single-probe cells, their classifier controls and probe-filtered SFT; the ensemble cells are in `paper`
-    "cells": ["base", "probe_sft_1", "probe_dpo_1", "classifier_sft", "classifier_dpo", "probe_filtered_sft"],
+    # the smoke test (<= 12 min on 2 cores): the single-probe cells and their classifier controls; the whole
+    # grid (ensemble cells, probe-filtered SFT) is in `standard` and `paper`
+    "cells": ["base", "probe_sft_1", "probe_dpo_1", "classifier_sft", "classifier_dpo"],
     "data": {
         "hooks": [4, 6, 9],
         "samples_per_prompt": 2,
@@ -66,23 +67,23 @@ _QUICK: dict[str, Any] = {
     "train_data": {"n_prompts": 24, "samples_per_prompt": 4, "max_new_tokens": 16},
     "probe_sft": {
         "trainable": _BLOCKS,
-        "max_steps": 8,
+        "max_steps": 6,
         "batch_size": 4,
         "lr": 3e-5,
         "probe_weight": 1.0,
         "warmup_steps": 1,
     },
-    "dpo": {"trainable": _BLOCKS, "max_steps": 8, "batch_size": 4, "lr": 3e-5, "beta": 0.1, "warmup_steps": 1},
-    "classifier_sft": {"trainable": _BLOCKS, "max_steps": 8, "batch_size": 4, "lr": 3e-5, "warmup_steps": 1},
+    "dpo": {"trainable": _BLOCKS, "max_steps": 6, "batch_size": 4, "lr": 3e-5, "beta": 0.1, "warmup_steps": 1},
+    "classifier_sft": {"trainable": _BLOCKS, "max_steps": 6, "batch_size": 4, "lr": 3e-5, "warmup_steps": 1},
     "eval": {
-        "n_provocative": 60,
+        "n_provocative": 48,
         "samples_per_prompt": 1,
         "max_new_tokens": 16,
-        "n_fluency_texts": 30,
+        "n_fluency_texts": 20,
         "n_telemetry_prompts": 8,
-        "n_curated": 150,
+        "n_curated": 120,
     },
-    "telemetry_every": 8,
+    "telemetry_every": 6,
 }
 
 _PAPER: dict[str, Any] = {
