@@ -302,7 +302,7 @@ def test_example_behaviours_fit_the_demo_preset_as_the_readme_runs_them(spec, ex
 
 
 def test_a_behaviour_with_too_few_prompts_for_the_sizes_is_refused_up_front(tmp_path):
-    with pytest.raises(ValueError, match="n_probe_prompts=240 but only 220 of behaviour 'sentiment'"):
+    with pytest.raises(ValueError, match=r"n_probe_prompts=240 but only \d+ of behaviour 'sentiment'"):
         Study(make_config("quick", overrides=["behaviour=sentiment"]), tmp_path / "q", progress=False)
     with pytest.raises(ValueError, match="only 0 are left for the probe pool"):
         Study(make_config("paper", overrides=["behaviour=sentiment"]), tmp_path / "p", progress=False)

@@ -159,7 +159,8 @@ def test_a_study_on_the_reference_gives_the_results_of_sampling(tmp_path):
     fresh = _tiny_study(tmp_path, "fresh", data_source="fresh")
     read = _tiny_study(tmp_path, "read", data_source=str(path))
     assert fresh.reference_set() is None and read.reference_set() is not None
-    a, b = fresh.run(), read.run()
+    fresh.run()
+    read.run()
     ra, rb = pd.read_csv(fresh.out / "results.csv"), pd.read_csv(read.out / "results.csv")
     num = [c for c in ra.columns if pd.api.types.is_numeric_dtype(ra[c]) and not c.endswith("_s")]
     assert len(num) > 20
