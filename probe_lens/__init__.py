@@ -3,7 +3,8 @@
 The public API is small; everything else lives in the subpackages named by what they hold:
 ``models`` (loading, generation), ``activations`` (hooks, pooling, capture), ``probes`` (the zoo),
 ``data`` (prompts, loaders, the activation-set builder), ``scorers`` (output classifiers),
-``training`` (the Trainer, objectives by name, telemetry), ``experiments`` (the study runner and report).
+``training`` (the Trainer, objectives by name, telemetry), ``experiments`` (the study runner and report),
+``plots`` (the report's figures as functions).
 """
 
 __version__ = "0.1.0"
