@@ -457,40 +457,14 @@ class Study:
         if (folder / "meta.json").exists():
             return ActivationDataset.load(folder)
         t0 = time.perf_counter()
+        common = {"out_dir": folder, "progress": self.progress, "behaviour": self.behaviour}
+        pool, data = self.prompt_plan.pool, self.config.data
         if self.prelabelled:  # no sampling: the labelled rows of the pool prompts, read teacher-forced
-            ds = dataset_from_labelled(
-                self.model,
-                self.prompt_plan.pool,
-                self.scorer,
-                self.config.data,
-                out_dir=folder,
-                progress=self.progress,
-                behaviour=self.behaviour,
-            )
-            self._tick("build_data_s", t0)
-            return ds
-        reference = self.reference_set()
-        if reference is not None:
-            ds = dataset_from_reference(
-                self.model,
-                reference,
-                self.prompt_plan.pool,
-                self.scorer,
-                self.config.data,
-                out_dir=folder,
-                progress=self.progress,
-                behaviour=self.behaviour,
-            )
+            ds = dataset_from_labelled(self.model, pool, self.scorer, data, **common)
+        elif (reference := self.reference_set()) is not None:
+            ds = dataset_from_reference(self.model, reference, pool, self.scorer, data, **common)
         else:
-            ds = build_dataset(
-                self.model,
-                self.prompt_plan.pool,
-                self.scorer,
-                self.config.data,
-                out_dir=folder,
-                progress=self.progress,
-                behaviour=self.behaviour,
-            )
+            ds = build_dataset(self.model, pool, self.scorer, data, **common)
         self._tick("build_data_s", t0)
         return ds
 
