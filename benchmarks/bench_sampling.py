@@ -2,14 +2,17 @@
 
 Speed: continuations per minute of both paths, interleaved (ref, fast, ref, fast, ...) in one process on
 the same prompts, seed and batch size, so machine noise hits both alike; the ratio is per repeat.
-With ``--ablation``, a row ``fast (fp32 products)`` keeps shared prefill and in-place sampling but the
-fp32 products, to show what the fp16 weights add.
+With ``--ablation``, rows that switch parts of the fast path off: fp32 attention projections; TL's own
+attention (the previous fast path: every cached key re-rotated and each KV head copied per query head
+at every step); all products in fp32 (shared prefill, rotated-key cache and in-place sampling only).
 
 Quality, on the embedded Gemma-3-270M:
-- next-token distributions on held-out neutral texts (teacher-forced): KL(ref || candidate), top-1
-  agreement and max |logit difference| for the fp16-weight products (kept) and for int8 products with
-  per-row activation scales (the rejected candidate, defined here);
-- neutral-text perplexity (``probe_lens.experiments.metrics.perplexity``) under both products;
+- next-token distributions and perplexity on held-out neutral texts (teacher-forced): KL(ref ||
+  candidate), top-1 agreement, max |logit difference| and perplexity for the fast path as kept (its
+  prefill through a rotated-key cache, ``fast_path_logits``), with fp32 attention, the previous fast
+  path (fp16 unembedding and MLP only), and int8 products with per-row activation scales (the
+  rejected candidate, defined here); the reference perplexity is cross-checked against
+  ``probe_lens.experiments.metrics.perplexity``;
 - toxicity rate (``get_scorer("profanity")``, threshold 0.5) of the speed runs' samples, same seeds,
   with 95% Wilson intervals;
 - greedy decoding: prompts whose 24 greedy tokens are identical under both paths.
@@ -88,16 +91,27 @@ def _int8_products(model):
                 mod.forward = prev
 
 
-def _next_token_quality(model, texts: list[str], products_factory, chunk: int = 8) -> dict[str, float]:
+def _next_token_quality(model, texts: list[str], candidate, chunk: int = 8) -> dict[str, float]:
+    """KL(ref || candidate), top-1 agreement, max |logit diff| and both perplexities, teacher-forced.
+
+    ``candidate(tokens, mask)`` returns every position's logits. Perplexity: exp of the mean NLL of every
+    token after the first, pooled over texts (as ``probe_lens.experiments.metrics.perplexity``).
+    """
     kls, agree, diff, n = [], 0, 0.0, 0
+    nll = {"ref": 0.0, "cand": 0.0}
+    n_pred = 0
     for i in range(0, len(texts), chunk):
         toks = model.to_tokens(texts[i : i + chunk])
-        mask = toks != model.tokenizer.pad_token_id
+        mask = (toks != model.tokenizer.pad_token_id).long()
         with torch.no_grad():
-            ref = model(toks, attention_mask=mask.long())
-            with products_factory():
-                cand = model(toks, attention_mask=mask.long())
-        keep = mask.reshape(-1)
+            ref = model(toks, attention_mask=mask)
+            cand = candidate(toks, mask)
+        pred = (mask[:, :-1] * mask[:, 1:]).bool()
+        for name, lg in (("ref", ref), ("cand", cand)):
+            lp = lg[:, :-1].log_softmax(-1).gather(-1, toks[:, 1:, None])[..., 0]
+            nll[name] -= float(lp[pred].sum())
+        n_pred += int(pred.sum())
+        keep = mask.bool().reshape(-1)
         ref, cand = ref.reshape(-1, ref.shape[-1])[keep], cand.reshape(-1, cand.shape[-1])[keep]
         lr, lc = ref.log_softmax(-1), cand.log_softmax(-1)
         kls.append((lr.exp() * (lr - lc)).sum(-1))
@@ -105,7 +119,16 @@ def _next_token_quality(model, texts: list[str], products_factory, chunk: int = 
         diff = max(diff, float((ref - cand).abs().max()))
         n += int(keep.sum())
     kl = torch.cat(kls)
-    return {"kl_mean": float(kl.mean()), "kl_max": float(kl.max()), "top1_agree": agree / n, "max_abs_logit_diff": diff, "positions": n}
+    return {"kl_mean": float(kl.mean()), "kl_max": float(kl.max()), "top1_agree": agree / n,
+            "max_abs_logit_diff": diff, "positions": n,
+            "ppl_ref": math.exp(nll["ref"] / n_pred), "ppl_cand": math.exp(nll["cand"] / n_pred)}
+
+
+def _in_context(model, ctx):
+    def run(toks, mask):
+        with torch.no_grad(), ctx():
+            return model(toks, attention_mask=mask)
+    return run
 
 
 def main() -> None:
@@ -117,7 +140,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="0: only the teacher-forced and greedy quality checks")
     ap.add_argument("--n-greedy", type=int, default=32)
     ap.add_argument("--n-neutral", type=int, default=50)
-    ap.add_argument("--ablation", action="store_true", help="also time fast=True with the fp32 products")
+    ap.add_argument("--ablation", action="store_true", help="also time the fast path with parts of it switched off")
     args = ap.parse_args()
 
     import probe_lens
@@ -135,7 +158,9 @@ def main() -> None:
     kw = dict(max_new_tokens=args.new_tokens, seed=0, batch_size=args.batch_size, progress=False)
     paths = {"reference": False, "fast": True}
     if args.ablation:
-        paths["fast (fp32 products)"] = FastSampling(half_unembed=False, half_mlp=False)
+        paths["fast, fp32 attention"] = FastSampling(half_attention=False)
+        paths["fast, TL attention (previous fast path)"] = FastSampling(cached_rotary_keys=False)
+        paths["fast, fp32 products"] = FastSampling(half_unembed=False, half_mlp=False, half_attention=False)
     generate(model, texts[:4], **{**kw, "batch_size": 4}, fast=True)  # warm-up: builds the fp16 copies once
     if args.repeats > 0:
         _speed_and_toxicity(model, texts, prov, paths, kw, args)
@@ -181,21 +206,25 @@ def _speed_and_toxicity(model, texts, prov, paths, kw, args) -> None:
 
 def _quality(model, neutral_texts, greedy, args) -> None:
     from probe_lens.experiments.metrics import perplexity
-    from probe_lens.models.fast_sampling import half_weight_products
+    from probe_lens.models.fast_sampling import FastSampling, fast_path_logits, half_weight_products
     from probe_lens.models.generation import generate
 
+    candidates = {
+        "fast path (kept): fp16 weights incl. attention, rotated-key cache": lambda t, m: fast_path_logits(model, t, m),
+        "fast path, fp32 attention": lambda t, m: fast_path_logits(model, t, m, FastSampling(half_attention=False)),
+        "fp16 unembed + MLP only (previous fast path)": _in_context(model, lambda: half_weight_products(model)),
+        "int8 per-row (rejected)": _in_context(model, lambda: _int8_products(model)),
+    }
     print(f"\n## next-token distributions on {len(neutral_texts)} held-out neutral texts (teacher-forced)")
-    print("| products | mean KL(ref‖cand) | max KL | top-1 agreement | max abs logit diff | positions |")
-    print("|---|---|---|---|---|---|")
-    for name, ctx in (("fp16 weights (kept)", lambda: half_weight_products(model)), ("int8 per-row (rejected)", lambda: _int8_products(model))):
-        q = _next_token_quality(model, neutral_texts, ctx)
-        print(f"| {name} | {q['kl_mean']:.2e} | {q['kl_max']:.2e} | {q['top1_agree']:.4f} | {q['max_abs_logit_diff']:.3f} | {q['positions']} |")
+    print("| products | mean KL(ref‖cand) | max KL | top-1 agreement | max abs logit diff | perplexity ref → cand | positions |")
+    print("|---|---|---|---|---|---|---|")
+    for name, fn in candidates.items():
+        q = _next_token_quality(model, neutral_texts, fn)
+        print(f"| {name} | {q['kl_mean']:.2e} | {q['kl_max']:.2e} | {q['top1_agree']:.4f} | {q['max_abs_logit_diff']:.3f} | "
+              f"{q['ppl_ref']:.4f} → {q['ppl_cand']:.4f} ({(q['ppl_cand'] / q['ppl_ref'] - 1) * 100:+.3f}%) | {q['positions']} |")
     with torch.no_grad():
-        ppl_ref = perplexity(model, neutral_texts, batch_size=16)
-        with half_weight_products(model):
-            ppl_fast = perplexity(model, neutral_texts, batch_size=16)
-    print(f"\nneutral-text perplexity: reference {ppl_ref:.4f}, fp16 weights {ppl_fast:.4f} "
-          f"({(ppl_fast / ppl_ref - 1) * 100:+.3f}%)")
+        oracle = perplexity(model, neutral_texts, batch_size=16)
+    print(f"\nreference perplexity by probe_lens.experiments.metrics.perplexity (cross-check of the column above): {oracle:.4f}")
 
     g0 = generate(model, greedy, max_new_tokens=args.new_tokens, do_sample=False, batch_size=args.batch_size, progress=False)
     g1 = generate(model, greedy, max_new_tokens=args.new_tokens, do_sample=False, batch_size=args.batch_size,

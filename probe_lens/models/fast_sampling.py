@@ -28,12 +28,17 @@ import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import einops
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-from transformer_lens.components import Unembed
+from transformer_lens.components import Attention, GroupedQueryAttention, Unembed
+from transformer_lens.components.abstract_attention import AbstractAttention
 from transformer_lens.components.mlps.gated_mlp import GatedMLP
+from transformer_lens.hook_points import HookPoint
+from transformer_lens.utilities.activation_functions import apply_softcap
 
 from probe_lens.models.generation import _sample, last_position_logits, left_pad, tokenizer_of, uniform_rows
 
@@ -51,6 +56,12 @@ class FastSampling:
     """fp16-weight gated-MLP products on CPU."""
     share_prefill: bool = True
     """Prefill identical consecutive prompts once and copy their KV cache to each sample."""
+    cached_rotary_keys: bool = True
+    """Cache keys after rotary (each key rotated once, not at every step) in a preallocated cache, and
+    attend grouped-query heads without copying each KV head to its query heads
+    (:func:`rotated_key_attention`)."""
+    half_attention: bool = True
+    """fp16-weight Q/K/V/O projections on CPU (only within the rotated-key attention)."""
 
 
 def half_products_available() -> bool:
@@ -76,17 +87,29 @@ def _weight_key(*ws: torch.Tensor) -> tuple:
     return tuple((w.data_ptr(), w._version, tuple(w.shape), w.dtype, w.device) for w in ws)
 
 
+def _as_matrix(w: torch.Tensor) -> torch.Tensor:
+    """A weight as ``[d_in, d_out]``: TL's head-shaped ``[head, d_model, d_head]`` (W_Q/W_K/W_V) become
+    ``[d_model, head * d_head]``; 2-D weights pass through. (W_O is passed as ``[head * d_head, d_model]``.)"""
+    return w.permute(1, 0, 2).reshape(w.shape[1], -1) if w.dim() == 3 else w
+
+
 def _half_copy(module: torch.nn.Module, slot: str, weights: tuple[str, ...], bias: str | None = None) -> Any:
-    """Packed fp16 copy of the named weights (concatenated along the output dim), cached until one changes."""
+    """Packed fp16 copy of the named weights (concatenated along the output dim), cached until one changes.
+
+    Head-shaped weights are laid out by :func:`_as_matrix`; ``"W_O"`` (``[head, d_head, d_model]``)
+    is flattened to ``[head * d_head, d_model]``.
+    """
     ws = [getattr(module, n) for n in weights]
     b = getattr(module, bias) if bias is not None else None
     key = _weight_key(*ws, *([b] if b is not None else []))
     cached = module.__dict__.get(_SLOT + slot)
     if cached is None or cached[0] != key:
         module.__dict__.pop(_SLOT + slot, None)  # free the stale copy before building the new one
-        w = torch.cat(ws, dim=1) if len(ws) > 1 else ws[0]
-        n = w.numel() * 2 + (b.numel() * 4 if b is not None else 0)
-        cached = (key, pack_half(w, None if b is None else b.detach().float()), n)
+        mats = [w.reshape(-1, w.shape[-1]) if n == "W_O" else _as_matrix(w) for n, w in zip(weights, ws)]
+        w = torch.cat(mats, dim=1) if len(mats) > 1 else mats[0]
+        b_flat = None if b is None else b.detach().float().reshape(-1)
+        n = w.numel() * 2 + (b_flat.numel() * 4 if b_flat is not None else 0)
+        cached = (key, pack_half(w, b_flat), n)
         module.__dict__[_SLOT + slot] = cached
     return cached[1]
 
@@ -139,21 +162,36 @@ def half_weight_products(
     exit. Grad-enabled, non-CPU or non-fp32 calls inside the block still run the previous forwards.
     Without fbgemm (see :func:`half_products_available`) nothing is swapped.
     """
+    if not half_products_available():
+        yield model
+        return
+
+    def choose(module: torch.nn.Module) -> Callable[..., torch.Tensor] | None:
+        if unembed and type(module) is Unembed:
+            return _unembed_half
+        if mlp and type(module) is GatedMLP and not module.cfg.is_layer_norm_activation():
+            return _gated_mlp_half
+        return None
+
+    with _swapped_forwards(model, choose):
+        yield model
+
+
+@contextlib.contextmanager
+def _swapped_forwards(
+    model: torch.nn.Module, choose: Callable[[torch.nn.Module], Callable[..., torch.Tensor] | None]
+) -> Iterator[torch.nn.Module]:
+    """Per module instance, ``choose(module)`` (when not None) replaces its forward for the block; the
+    replaced forward stays reachable as ``module._probe_lens_fallback_forward``. Restored on exit."""
     swapped: list[tuple[torch.nn.Module, Callable[..., Any] | None]] = []
     try:
-        for module in model.modules() if half_products_available() else ():
-            if _FALLBACK in module.__dict__:
-                continue  # already swapped by an enclosing block
-            new: Callable[..., torch.Tensor]
-            if unembed and type(module) is Unembed:
-                new = _unembed_half
-            elif mlp and type(module) is GatedMLP and not module.cfg.is_layer_norm_activation():
-                new = _gated_mlp_half
-            else:
-                continue
+        for module in model.modules():
+            new = choose(module)
+            if new is None or _FALLBACK in module.__dict__:
+                continue  # not chosen, or already swapped by an enclosing block
             previous = module.__dict__.get("forward")  # an instance-level patch (compat) or None
             module.__dict__[_FALLBACK] = module.forward
-            module.forward = types.MethodType(new, module)  # type: ignore[method-assign]  # per instance
+            module.forward = types.MethodType(new, module)  # per instance
             swapped.append((module, previous))
         yield model
     finally:
@@ -163,6 +201,195 @@ def half_weight_products(
             else:
                 module.forward = previous
             module.__dict__.pop(_FALLBACK, None)
+
+
+# ------------------------------------------------------------------ attention over rotated keys
+_ROTATED = "_probe_lens_rotated_keys"
+_BUFFER = "_probe_lens_kv_buffer"
+_OLMO_QK_NORM = ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM")
+
+
+def _attention_supported(attn: AbstractAttention) -> bool:
+    """Whether :func:`_attention_rotated_keys` computes what TL's forward does for this module."""
+    cfg = attn.cfg
+    off = ("use_attn_result", "use_split_qkv_input", "use_attn_in", "load_in_4bit", "use_logn_attn",
+           "use_attention_sinks", "use_dynamic_ntk_rope", "ungroup_grouped_query_attention")  # fmt: skip
+    return (
+        type(attn) in (Attention, GroupedQueryAttention)
+        and cfg.positional_embedding_type == "rotary"
+        and (getattr(attn, "_attention_dir_override", None) or cfg.attention_dir) == "causal"
+        and not any(getattr(cfg, name, False) for name in off)
+        and getattr(cfg, "clip_qkv", None) is None
+        and cfg.original_architecture not in _OLMO_QK_NORM
+        and cfg.dtype == torch.float32
+        and attn.W_O.device.type == "cpu"
+        and not any(h._forward_hooks or h._forward_pre_hooks for h in attn.modules() if isinstance(h, HookPoint))
+    )
+
+
+def mark_rotated_key_cache(
+    model: HookedTransformer, cache: TransformerLensKeyValueCache, *, half: bool = False
+) -> bool:
+    """Mark a fresh ``cache`` to hold keys after rotary, if every attention module supports it
+    (``half``: its attention also reads fp16 weight copies, where fbgemm has them).
+
+    Only marked caches take the rotated-key forward (inside :func:`rotated_key_attention`); the
+    decision is made once per cache, so a generation never mixes the two key layouts. Unsupported:
+    non-rotary or non-causal attention, non-fp32 or non-CPU weights, TL options the forward does not
+    reproduce (attention results, split inputs, 4-bit, sinks, log-n, NTK, QKV clipping, OLMo QK-norm),
+    and any hook on an attention hook point (``hook_rot_k`` would see only the new keys).
+    """
+    attns = [m for m in model.modules() if isinstance(m, AbstractAttention)]
+    ok = (
+        bool(attns)
+        and all(_attention_supported(a) for a in attns)
+        and all(not e.past_keys.shape[1] and not e.frozen for e in cache.entries)
+    )
+    if ok:
+        for entry in cache.entries:
+            entry.__dict__[_ROTATED] = "half" if half and half_products_available() else True
+    return ok
+
+
+def grouped_scores(
+    attn: AbstractAttention,
+    q: Float[torch.Tensor, "batch q_pos head d_head"],
+    k: Float[torch.Tensor, "batch k_pos kv_head d_head"],
+) -> Float[torch.Tensor, "batch head q_pos k_pos"]:
+    """TL's attention scores with each KV head shared by its query heads (no repeated copies)."""
+    b, qp, h, d = q.shape
+    kp, g = k.shape[1], k.shape[2]
+    q_ = q.reshape(b, qp, g, h // g, d).permute(0, 2, 3, 1, 4).reshape(b, g, h // g * qp, d)
+    scores = (q_ @ k.permute(0, 2, 3, 1)).view(b, g, h // g, qp, kp).reshape(b, h, qp, kp) / attn.attn_scale
+    return apply_softcap(scores, attn.cfg.attn_scores_soft_cap)
+
+
+def grouped_z(
+    pattern: Float[torch.Tensor, "batch head q_pos k_pos"], v: Float[torch.Tensor, "batch k_pos kv_head d_head"]
+) -> Float[torch.Tensor, "batch q_pos head d_head"]:
+    """TL's ``pattern @ v`` per head, with each KV head shared by its query heads."""
+    b, h, qp, kp = pattern.shape
+    g, d = v.shape[2], v.shape[3]
+    z = pattern.reshape(b, g, h // g * qp, kp) @ v.permute(0, 2, 1, 3)
+    return z.view(b, g, h // g, qp, d).permute(0, 3, 1, 2, 4).reshape(b, qp, h, d)
+
+
+def _project_qkv(
+    self: AbstractAttention,
+    query_input: Float[torch.Tensor, "batch pos d_model"],
+    key_input: Float[torch.Tensor, "batch pos d_model"],
+    value_input: Float[torch.Tensor, "batch pos d_model"],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """TL's ``calculate_qkv_matrices`` with fp16-weight products (hooks and QK-norm as TL applies them)."""
+    kv = ("_W_K", "_b_K", "_W_V", "_b_V") if isinstance(self, GroupedQueryAttention) else ("W_K", "b_K", "W_V", "b_V")
+
+    def project(x: torch.Tensor, w: str, b: str) -> torch.Tensor:
+        heads, d_head = getattr(self, b).shape
+        return half_matmul(x, _half_copy(self, w, (w,), b), heads * d_head).view(*x.shape[:-1], heads, d_head)
+
+    q = self.hook_q(project(query_input, "W_Q", "b_Q"))
+    k = self.hook_k(project(key_input, kv[0], kv[1]))
+    v = self.hook_v(project(value_input, kv[2], kv[3]))
+    if self.cfg.use_qk_norm:
+        assert self.q_norm is not None and self.k_norm is not None
+        q = self._apply_qk_norm(q, self.q_norm)
+        k = self._apply_qk_norm(k, self.k_norm)
+    return q, k, v
+
+
+def _append_in_place(
+    entry: Any, k: Float[torch.Tensor, "batch new kv_head d_head"], v: Float[torch.Tensor, "batch new kv_head d_head"]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """TL's ``entry.append`` into a buffer with spare positions (TL copies the whole cache every step)."""
+    old, new = entry.past_keys.shape[1], k.shape[1]
+    buf = entry.__dict__.get(_BUFFER)
+    fits = buf is not None and buf[0].shape[1] >= old + new and buf[0].shape[0] == k.shape[0]
+    if not (fits and entry.past_keys.data_ptr() == buf[0].data_ptr() and old):  # rows were re-selected, or full
+        cap = old + new + max(64, old + new)
+        buf = tuple(t.new_empty((t.shape[0], cap, *t.shape[2:])) for t in (k, v))
+        buf[0][:, :old], buf[1][:, :old] = entry.past_keys, entry.past_values
+        entry.__dict__[_BUFFER] = buf
+    buf[0][:, old : old + new], buf[1][:, old : old + new] = k, v
+    entry.past_keys, entry.past_values = buf[0][:, : old + new], buf[1][:, : old + new]
+    return entry.past_keys, entry.past_values
+
+
+def _attention_rotated_keys(
+    self: AbstractAttention,
+    query_input: Float[torch.Tensor, "batch pos d_model"],
+    key_input: Float[torch.Tensor, "batch pos d_model"],
+    value_input: Float[torch.Tensor, "batch pos d_model"],
+    past_kv_cache_entry: Any = None,
+    additive_attention_mask: torch.Tensor | None = None,
+    attention_mask: Int[torch.Tensor, "batch offset_pos"] | None = None,
+    position_bias: torch.Tensor | None = None,
+) -> Float[torch.Tensor, "batch pos d_model"]:
+    """TL's attention forward for a marked cache: only the new keys are rotated, then cached."""
+    entry = past_kv_cache_entry
+    if (
+        entry is None
+        or not entry.__dict__.get(_ROTATED)
+        or additive_attention_mask is not None
+        or position_bias is not None
+    ):
+        return getattr(self, _FALLBACK)(
+            query_input, key_input, value_input, past_kv_cache_entry=entry,
+            additive_attention_mask=additive_attention_mask, attention_mask=attention_mask,
+            position_bias=position_bias,
+        )  # fmt: skip
+    half = entry.__dict__[_ROTATED] == "half" and _use_half(query_input)
+    q, k, v = (_project_qkv if half else type(self).calculate_qkv_matrices)(self, query_input, key_input, value_input)
+    offset = entry.past_keys.size(1)
+    q = self.hook_rot_q(self.apply_rotary(q, offset, attention_mask))
+    k, v = _append_in_place(entry, self.hook_rot_k(self.apply_rotary(k, offset, attention_mask)), v)
+    scores = self.hook_attn_scores(self.apply_causal_mask(grouped_scores(self, q, k), offset, attention_mask))
+    pattern = F.softmax(scores, dim=-1)
+    pattern = self.hook_pattern(torch.where(torch.isnan(pattern), torch.zeros_like(pattern), pattern))
+    z = self.hook_z(grouped_z(pattern, v))
+    z = z.reshape(z.shape[0], z.shape[1], -1)
+    if half:
+        return half_matmul(z, _half_copy(self, "W_O", ("W_O",), "b_O"), self.W_O.shape[-1])
+    w_o = einops.rearrange(self.W_O, "head_index d_head d_model -> d_model (head_index d_head)").contiguous()
+    return F.linear(z, w_o, self.b_O)
+
+
+@contextlib.contextmanager
+def rotated_key_attention(model: HookedTransformer) -> Iterator[HookedTransformer]:
+    """Within the block, attention called with a cache marked by :func:`mark_rotated_key_cache` rotates
+    only the new keys and appends them, rotated, to a cache with spare positions (TL rotates every
+    cached key again and copies the whole cache at every step), attends grouped-query heads without
+    repeating each KV head, and (when marked ``half``) reads fp16 copies of the Q/K/V/O weights.
+    Unmarked calls run TL's forward."""
+    with _swapped_forwards(model, lambda m: _attention_rotated_keys if isinstance(m, AbstractAttention) else None):
+        yield model
+
+
+@contextlib.contextmanager
+def fast_sampling_context(model: HookedTransformer, fast: FastSampling) -> Iterator[HookedTransformer]:
+    """The swapped forwards ``generate(..., fast=fast)`` runs under."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(half_weight_products(model, unembed=fast.half_unembed, mlp=fast.half_mlp))
+        if fast.cached_rotary_keys:
+            stack.enter_context(rotated_key_attention(model))
+        yield model
+
+
+@torch.no_grad()
+def fast_path_logits(
+    model: HookedTransformer,
+    tokens: Int[torch.Tensor, "batch pos"],
+    attention_mask: Int[torch.Tensor, "batch pos"],
+    fast: FastSampling | None = None,
+) -> Float[torch.Tensor, "batch pos d_vocab"]:
+    """Every position's logits as the fast path computes them: one prefill through a fresh cache (marked
+    for rotated keys when ``fast`` says so) under the fast path's forwards. For checks against
+    ``model(tokens, attention_mask=...)`` (tests, ``benchmarks/bench_sampling.py``)."""
+    fast = fast or FastSampling()
+    cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, tokens.shape[0])
+    if fast.cached_rotary_keys:
+        mark_rotated_key_cache(model, cache, half=fast.half_attention)
+    with fast_sampling_context(model, fast):
+        return model(tokens, attention_mask=attention_mask, past_kv_cache=cache)
 
 
 # ------------------------------------------------------------------------------------ sampling
@@ -220,9 +447,13 @@ def generate_batch_fast(
     generator: torch.Generator | list[torch.Generator] | None,
     stop_at_eos: bool,
     share_prefill: bool = True,
+    rotated_keys: bool = True,
+    half_attention: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One left-padded batch, as the reference ``_generate_batch`` returns it (prompt tokens, mask,
-    response tokens, response mask), with shared prefill and in-place sampling."""
+    response tokens, response mask), with shared prefill and in-place sampling; with ``rotated_keys``
+    its cache holds rotated keys where :func:`mark_rotated_key_cache` allows it (the caller enters
+    :func:`rotated_key_attention`)."""
     device = model.cfg.device
     tokenizer = tokenizer_of(model)
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
@@ -231,6 +462,8 @@ def generate_batch_fast(
     firsts = _runs(prompt_ids) if share_prefill else list(range(b))
     uniq = sorted(set(firsts))
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, len(uniq))
+    if rotated_keys:
+        mark_rotated_key_cache(model, cache, half=half_attention)
     logits = last_position_logits(model, tokens[uniq].to(device), attn[uniq].to(device), cache)
     if len(uniq) < b:
         pos = {row: j for j, row in enumerate(uniq)}

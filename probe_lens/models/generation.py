@@ -340,17 +340,22 @@ def generate(
 
 
 def _sampling_backend(model: HookedTransformer, fast: bool | FastSampling):
-    """The batch function and the context (fp16-weight products or nothing) ``generate`` runs under."""
+    """The batch function and the context (swapped forwards or nothing) ``generate`` runs under."""
     if fast is False or fast is None:
         return _generate_batch, contextlib.nullcontext()
-    from probe_lens.models.fast_sampling import FastSampling, generate_batch_fast, half_weight_products
+    from probe_lens.models.fast_sampling import FastSampling, fast_sampling_context, generate_batch_fast
 
     if fast is True:
         fast = FastSampling()
     if not isinstance(fast, FastSampling):
         raise TypeError(f"fast must be a bool or a FastSampling, got {type(fast).__name__}")
-    batch_fn = functools.partial(generate_batch_fast, share_prefill=fast.share_prefill)
-    return batch_fn, half_weight_products(model, unembed=fast.half_unembed, mlp=fast.half_mlp)
+    batch_fn = functools.partial(
+        generate_batch_fast,
+        share_prefill=fast.share_prefill,
+        rotated_keys=fast.cached_rotary_keys,
+        half_attention=fast.half_attention,
+    )
+    return batch_fn, fast_sampling_context(model, fast)
 
 
 def tokenize_pairs(
