@@ -50,16 +50,25 @@ def test_shipped_set_has_the_promised_counts_and_provenance():
     assert SHIPPED_REFERENCE.stat().st_size < 8 * 2**20
 
 
+def _last_chunk(ref) -> list[int]:
+    """Row positions of the builder's last chunk (one ``generate`` call, which sorts its prompts by length
+    into batches: regenerating the chunk whole reproduces the batches, so the padding and the shapes)."""
+    chunk_rows = ref.config.chunk_prompts * ref.config.samples_per_prompt
+    return list(range((len(ref.rows) - 1) // chunk_rows * chunk_rows, len(ref.rows)))
+
+
 def test_shipped_rows_regenerate_from_their_seeds(embedded_model):
-    """On this machine kind a few rows regenerate token for token from their recorded seeds. On another CPU
-    floating-point differences can flip a near-tie token; the shipped file stays the reference then."""
+    """On this machine kind the rows regenerate token for token from their recorded seeds when sampled in
+    the chunk they were built in (same batches, padding and shapes). Alone or in other batches ~96% do:
+    another padding width changes the products' rounding, which can flip a near-tie token (measured in
+    ``benchmarks/RESULTS.md``); on another CPU the same can happen. The shipped file stays the reference."""
     ref = load_reference()
     cfg = ref.config
-    rows = ref.rows.iloc[[0, 1, 1234, len(ref.rows) - 1]]
+    rows = ref.rows.iloc[_last_chunk(ref)]
     gen = generate(
         embedded_model, [ref.prompts[p]["text"] for p in rows["prompt_id"]], max_new_tokens=cfg.max_new_tokens,
-        temperature=cfg.temperature, top_p=cfg.top_p, row_seeds=rows["row_seed"].tolist(), batch_size=4,
-        progress=False, fast=cfg.fast,
+        temperature=cfg.temperature, top_p=cfg.top_p, row_seeds=rows["row_seed"].tolist(),
+        batch_size=cfg.batch_size, progress=False, fast=cfg.fast,
     )
     for i, want in enumerate(rows["ids"]):
         got = gen.tokens[i, gen.prompt_len:][gen.response_mask[i, gen.prompt_len:].bool()].tolist()
