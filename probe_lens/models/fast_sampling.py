@@ -1,17 +1,24 @@
-"""Faster no-grad sampling: fp16-weight products on CPU, one prefill per distinct prompt, lean sampling.
+"""Faster no-grad sampling: fp16-weight products on CPU, a rotated-key KV cache, one prefill per prompt.
 
-Used by ``generate(..., fast=True)``. Three independent parts (:class:`FastSampling` switches each):
+Used by ``generate(..., fast=True)``. Independent parts (:class:`FastSampling` switches each):
 
 - **fp16-weight products** (CPU with fbgemm): the unembedding (262k x 640, ~63% of a decoded token's
-  FLOPs for Gemma-3) and the gated-MLP products read fp16 copies of their weights through fbgemm's
-  ``linear_dynamic_fp16`` (fp32 activations and accumulation): half the bytes read per product, which
-  is what bounds these skinny products here. The copies are cached on the modules, keyed on each
-  weight's storage and in-place version counter (an optimizer step or ``load_state_dict`` bumps it), so
-  they are rebuilt after training; :func:`clear_half_copies` frees them. Gradients never see them: the
-  swapped forwards fall back to the original ones whenever grad is enabled, and are swapped in only
-  inside :func:`half_weight_products` (which ``generate`` enters under ``torch.no_grad``). int8 with
-  per-row activation scales was measured and rejected: Gemma's outlier activation channels (row max
-  ~24x the row RMS) wreck it (``benchmarks/RESULTS.md``).
+  FLOPs for Gemma-3), the gated-MLP products and (inside the rotated-key attention) the Q/K/V/O
+  projections read fp16 copies of their weights through fbgemm's ``linear_dynamic_fp16`` (fp32
+  activations and accumulation): half the bytes read per product, which is what bounds these skinny
+  products here. The copies are cached on the modules, keyed on each weight's storage and in-place
+  version counter (an optimizer step or ``load_state_dict`` bumps it), so they are rebuilt after
+  training; :func:`clear_half_copies` frees them. Gradients never see them: the swapped forwards fall
+  back to the original ones whenever grad is enabled, and are swapped in only inside
+  :func:`half_weight_products` (which ``generate`` enters under ``torch.no_grad``). int8 with per-row
+  activation scales was measured and rejected: Gemma's outlier activation channels (row max ~24x the
+  row RMS) wreck it (``benchmarks/RESULTS.md``).
+- **rotated-key attention**: TransformerLens caches keys before rotary, so every decode step re-rotates
+  every cached key, copies the cache once per query head for grouped-query attention, and appends by
+  copying the whole cache. :func:`rotated_key_attention` (for caches marked by
+  :func:`mark_rotated_key_cache`) rotates each key once, appends it to a buffer with spare positions and
+  lets each KV head's query heads share one product. Hooks on attention hook points, and TL options it
+  does not reproduce, keep TL's forward.
 - **shared prefill**: identical consecutive prompts (``[p for p in prompts for _ in range(k)]``) are
   prefilled once and their KV cache rows copied to the k samples.
 - **lean sampling**: inverse-CDF sampling with the same uniform draws as the reference path, computed

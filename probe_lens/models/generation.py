@@ -260,8 +260,9 @@ def generate(
     ``max_prompt_tokens`` (default: context minus ``max_new_tokens``) keep their last tokens.
 
     ``fast=True`` (or a :class:`~probe_lens.models.fast_sampling.FastSampling`) samples with fp16
-    copies of the unembedding and MLP weights on CPU, one prefill per run of identical prompts and
-    in-place sampling arithmetic: faster, with logits within fp16 weight rounding of the reference
+    copies of the unembedding, MLP and attention weights on CPU, keys cached after rotary, one prefill
+    per run of identical prompts and in-place sampling arithmetic: faster (2.6x on the embedded model,
+    2 cores), with logits within fp16 weight rounding of the reference
     path's, so samples for a seed are close to but not always the same as ``fast=False``'s (see
     ``benchmarks/RESULTS.md``). It never touches gradients or the weights.
 
