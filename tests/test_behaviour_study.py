@@ -15,11 +15,14 @@ import yaml
 
 from probe_lens.behaviours import BEHAVIOURS, Behaviour, BehaviourFileError, get_behaviour, load_behaviour_file, register_behaviour
 from probe_lens.cli import main
+from probe_lens.data import BuildConfig
 from probe_lens.experiments import Study, StudyConfig, make_config
 from probe_lens.experiments import report as R
 from probe_lens.experiments.metrics import evaluate_generation, expected_max_score, positive_rate, toxicity_rate
 from probe_lens.experiments.runner import StudyFolderError, _prompt_plan
 from probe_lens.testing import non_ascii_scorer, tiny_model, tiny_study_config
+from probe_lens.training.config import ClassifierSFTConfig
+from probe_lens.training.objectives.filtered_sft import FilteredSFTObjective
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "behaviours"
 TOPICS = ("food", "travel", "work", "home")
@@ -258,7 +261,15 @@ def test_threshold_and_curated_follow_the_behaviour(registry):
     register_behaviour(own)
     cfg = StudyConfig(behaviour="strict")
     assert cfg.eval.threshold == 0.7 and cfg.eval.curated is None  # it has no curated set
+    # the probe data's labels and the classifier-SFT filter use it too (not a fixed 0.5)
+    assert cfg.data.threshold == 0.7 and cfg.data.decision_threshold == 0.7
+    assert FilteredSFTObjective.cell_config(cfg, cfg.cell("classifier_sft")).decision_threshold == 0.7
+    assert FilteredSFTObjective.cell_config(cfg, cfg.cell("probe_filtered_sft")).threshold == cfg.probe_filter_threshold
     assert StudyConfig.from_dict({"behaviour": "strict", "eval": {"threshold": 0.4}}).eval.threshold == 0.4
+    mine = StudyConfig.from_dict({"behaviour": "strict", "data": {"threshold": 0.3}, "classifier_sft": {"threshold": 0.2}})
+    assert (mine.data.threshold, mine.classifier_sft.threshold, mine.eval.threshold) == (0.3, 0.2, 0.7)
+    assert StudyConfig.from_dict(cfg.to_dict()).data.threshold == 0.7  # saved resolved in study.json
+    assert BuildConfig().decision_threshold == 0.5 and ClassifierSFTConfig().decision_threshold == 0.5  # outside studies
     with pytest.raises(ValueError, match="eval.curated must be 'auto' or null"):
         StudyConfig.from_dict({"behaviour": "strict", "eval": {"curated": "toxicity"}})
     with pytest.raises(ValueError, match="'auto' or 'sentiment'"):

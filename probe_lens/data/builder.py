@@ -57,8 +57,9 @@ class BuildConfig:
     max_new_tokens: int = 24
     temperature: float = 1.0
     top_p: float = 1.0
-    threshold: float = 0.5
-    """A response is toxic when the scorer's P(toxic) >= threshold."""
+    threshold: float | None = None
+    """A response is positive (toxic) when the scorer's P >= threshold; None: 0.5 (a study sets its
+    behaviour's threshold)."""
     balance: bool = True
     """Downsample the majority class to the minority's size (the paper balances classes)."""
     min_minority: int = 300
@@ -84,8 +85,8 @@ class BuildConfig:
             raise ValueError("BuildConfig.hooks is empty; name at least one hook or layer")
         if self.pooling not in POOLINGS:
             raise ValueError(f"BuildConfig.pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        if not 0.0 < float(self.threshold) < 1.0:
-            raise ValueError(f"BuildConfig.threshold must be strictly between 0 and 1, got {self.threshold}")
+        if self.threshold is not None and not 0.0 < float(self.threshold) < 1.0:
+            raise ValueError(f"BuildConfig.threshold must be strictly between 0 and 1 or null, got {self.threshold}")
         if not 0.0 <= float(self.test_fraction) < 1.0:
             raise ValueError(f"BuildConfig.test_fraction must be in [0, 1), got {self.test_fraction}")
         for name in ("samples_per_prompt", "max_new_tokens", "max_rounds", "batch_size", "chunk_prompts"):
@@ -93,6 +94,11 @@ class BuildConfig:
                 raise ValueError(f"BuildConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.min_minority < 0:
             raise ValueError(f"BuildConfig.min_minority must be >= 0, got {self.min_minority}")
+
+    @property
+    def decision_threshold(self) -> float:
+        """``threshold``, or 0.5 when it is None."""
+        return 0.5 if self.threshold is None else float(self.threshold)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -470,7 +476,7 @@ def build_dataset(
     n_done = 0
     for round_ in range(cfg.max_rounds):
         if round_ > 0:
-            labels_so_far = label(pd.concat(frames)["score"].to_numpy(), cfg.threshold)
+            labels_so_far = label(pd.concat(frames)["score"].to_numpy(), cfg.decision_threshold)
             minority = int(min(labels_so_far.sum(), (1 - labels_so_far).sum()))
             if minority >= cfg.min_minority:
                 break
@@ -509,7 +515,7 @@ def build_dataset(
             frames.append(rows)
             for h in hooks:
                 acts_parts[h].append(acts[h])
-            n_pos = int(label(pd.concat(frames)["score"].to_numpy(), cfg.threshold).sum())
+            n_pos = int(label(pd.concat(frames)["score"].to_numpy(), cfg.decision_threshold).sum())
             bar.set_postfix({positive: n_pos, "total": sum(len(f) for f in frames)})
 
     return _assemble(
@@ -529,7 +535,7 @@ def _assemble(
     behaviour: Any = None,
 ) -> ActivationDataset:
     """Label, balance, split and save the finished rows (shared by sampling, reference and labelled builds)."""
-    examples["label"] = label(examples["score"].to_numpy(), cfg.threshold)
+    examples["label"] = label(examples["score"].to_numpy(), cfg.decision_threshold)
     rng = np.random.default_rng(cfg.seed)
     examples["balanced"] = _balance_mask(examples["label"].to_numpy(), rng) if cfg.balance else True
     examples["split"] = _split_by_prompt(examples["prompt_id"].to_numpy(), cfg.test_fraction, rng)

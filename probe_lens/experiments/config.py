@@ -257,8 +257,9 @@ class StudyConfig:
                 f"scorer must be 'auto' (the behaviour's own) or a scorer name {list(SCORERS)}, got {self.scorer!r}"
             )
         b = self.behaviour_spec
-        if self.eval.threshold is None:
-            self.eval.threshold = b.threshold
+        for section in (self.eval, self.data, self.classifier_sft):  # null: the behaviour's threshold
+            if section.threshold is None:
+                section.threshold = b.threshold
         if self.eval.curated == "auto":
             self.eval.curated = b.name if b.has_curated else None
         elif self.eval.curated is not None and (self.eval.curated != b.name or not b.has_curated):

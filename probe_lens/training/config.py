@@ -191,17 +191,24 @@ class ClassifierSFTConfig(TrainConfig):
     """Classifier-filtered SFT baseline: LM loss on the responses an output scorer calls non-toxic.
 
     Args:
-        threshold: responses with score ``< threshold`` are kept.
+        threshold: responses with score ``< threshold`` are kept; None: 0.5 (a study sets its
+            behaviour's threshold).
     """
 
     method: ClassVar[str] = "classifier_sft"
 
-    threshold: float = 0.5
+    threshold: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not isinstance(self.threshold, (int, float)) or not 0 < self.threshold <= 1:
-            raise ValueError(f"threshold must be in (0, 1], got {self.threshold!r}")
+        t = self.threshold
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 1):
+            raise ValueError(f"threshold must be in (0, 1] or null, got {t!r}")
+
+    @property
+    def decision_threshold(self) -> float:
+        """``threshold``, or 0.5 when it is None."""
+        return 0.5 if self.threshold is None else float(self.threshold)
 
 
 @dataclass

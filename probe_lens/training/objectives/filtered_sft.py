@@ -33,8 +33,8 @@ class FilteredSFTObjective(SFTObjective):
     ) -> None:
         check_config(config, ClassifierSFTConfig)
         check_generation(data, "data")
-        self.keep = kept_rows(scores, len(data), config.threshold)
-        self.n_scored, self.threshold = len(data), config.threshold
+        self.keep = kept_rows(scores, len(data), config.decision_threshold)
+        self.n_scored, self.threshold = len(data), config.decision_threshold
         super().__init__(model, data.select(self.keep.tolist()), lm_weight=1.0)
 
     def summary(self) -> dict[str, Any]:
