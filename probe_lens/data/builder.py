@@ -281,6 +281,46 @@ def _checked_scores(raw: Any, texts: list[str], who: str) -> np.ndarray:
     return arr
 
 
+def _meta_base(model: HookedTransformer, cfg: BuildConfig, hooks: list[str], prompts: list[Prompt], scorer: dict,
+               source: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """What a dataset folder must match to be reused: config, hooks, model, scorer, prompts (and source)."""
+    meta = {
+        "config": cfg.to_dict(),
+        "hooks": hooks,
+        "model_name": model.cfg.model_name,
+        "d_model": model.cfg.d_model,
+        "scorer": scorer,
+        "n_prompts": len(prompts),
+        "prompt_ids_sha": _ids_digest(prompts),
+    }
+    return meta if source is None else {**meta, "source": source}
+
+
+def _pooled(model: HookedTransformer, gen: Generation, hooks: list[str], cfg: BuildConfig, progress: bool) -> dict:
+    """Activations at ``hooks`` pooled over each row's response tokens (one teacher-forced pass)."""
+    return collect(
+        model, gen.tokens, gen.attention_mask, gen.response_mask, hooks,
+        pooling=cfg.pooling, batch_size=cfg.batch_size, progress=progress,
+    )  # fmt: skip
+
+
+def _rows_frame(gen: Generation, prompt_ids: list[str], prompt_texts: list[str], tags: list[str], scores: Any,
+                samples: Any, **extra: Any) -> pd.DataFrame:  # fmt: skip
+    """The examples table: one row per continuation of ``gen`` (``extra`` columns appended in order)."""
+    return pd.DataFrame(
+        {
+            "prompt_id": prompt_ids,
+            "prompt": prompt_texts,
+            "tag": tags,
+            "response": gen.response_texts,
+            "n_response_tokens": gen.response_mask.sum(dim=1).numpy(),
+            "score": scores,
+            "sample": samples,
+            **extra,
+        }
+    )
+
+
 def _build_chunk(model, prompts: list[Prompt], hooks: list[str], scorer: Scorer, cfg: BuildConfig, round_: int):
     k = cfg.samples_per_prompt
     texts = [p.text for p in prompts for _ in range(k)]
@@ -305,28 +345,11 @@ def _build_chunk(model, prompts: list[Prompt], hooks: list[str], scorer: Scorer,
         raise ScorerOutputError(f"scorer {who!r} failed: {type(e).__name__}: {e}") from e
     scores = _checked_scores(raw, gen.response_texts, who)
     t_score = time.perf_counter() - t0
-    acts = collect(
-        model,
-        gen.tokens,
-        gen.attention_mask,
-        gen.response_mask,
-        hooks,
-        pooling=cfg.pooling,
-        batch_size=cfg.batch_size,
-        progress=False,
-    )
-    rows = pd.DataFrame(
-        {
-            "prompt_id": [p.id for p in prompts for _ in range(k)],
-            "prompt": texts,
-            "tag": [p.tag for p in prompts for _ in range(k)],
-            "response": gen.response_texts,
-            "n_response_tokens": gen.response_mask.sum(dim=1).numpy(),
-            "score": scores,
-            "sample": [s for _ in prompts for s in range(k)],
-            "row_seed": _row_seeds(cfg.seed, round_, prompts, k),
-        }
-    )
+    acts = _pooled(model, gen, hooks, cfg, progress=False)
+    rows = _rows_frame(
+        gen, [p.id for p in prompts for _ in range(k)], texts, [p.tag for p in prompts for _ in range(k)], scores,
+        [s for _ in prompts for s in range(k)], row_seed=_row_seeds(cfg.seed, round_, prompts, k),
+    )  # fmt: skip
     return gen, acts, rows, t_score
 
 
@@ -440,16 +463,7 @@ def build_dataset(
     cfg = config or BuildConfig()
     prompts = _as_prompts(prompts)
     hooks = resolve_hooks(model, cfg.hooks)
-    model_name = model.cfg.model_name
-    meta_base = {
-        "config": cfg.to_dict(),
-        "hooks": hooks,
-        "model_name": model_name,
-        "d_model": model.cfg.d_model,
-        "scorer": scorer.describe(),
-        "n_prompts": len(prompts),
-        "prompt_ids_sha": _ids_digest(prompts),
-    }
+    meta_base = _meta_base(model, cfg, hooks, prompts, scorer.describe())
     folder = Path(out_dir) if out_dir is not None else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -609,16 +623,7 @@ def dataset_from_reference(
         "reference_sha256": reference.meta.get("sha256"),
         "reference_scorer": reference.meta.get("scorer", {}).get("name"),
     }
-    meta_base = {
-        "config": cfg.to_dict(),
-        "hooks": hooks,
-        "model_name": model.cfg.model_name,
-        "d_model": model.cfg.d_model,
-        "scorer": scorer.describe(),
-        "n_prompts": len(prompts),
-        "prompt_ids_sha": _ids_digest(prompts),
-        "source": source,
-    }
+    meta_base = _meta_base(model, cfg, hooks, prompts, scorer.describe(), source)
     folder = Path(out_dir) if out_dir is not None else None
     if folder is not None and (folder / "meta.json").exists():
         ds = ActivationDataset.load(folder)
@@ -633,30 +638,12 @@ def dataset_from_reference(
     else:
         scores = _checked_scores(scorer.score(gen.response_texts), gen.response_texts, who)
     t_score = time.perf_counter() - t0
-    acts = collect(
-        model,
-        gen.tokens,
-        gen.attention_mask,
-        gen.response_mask,
-        hooks,
-        pooling=cfg.pooling,
-        batch_size=cfg.batch_size,
-        progress=progress,
-    )
+    acts = _pooled(model, gen, hooks, cfg, progress)
     tag = {p.id: p.tag for p in prompts}
-    examples = pd.DataFrame(
-        {
-            "prompt_id": sub["prompt_id"].tolist(),
-            "prompt": gen.prompts,
-            "tag": [tag[i] for i in sub["prompt_id"]],
-            "response": gen.response_texts,
-            "n_response_tokens": gen.response_mask.sum(dim=1).numpy(),
-            "score": scores,
-            "sample": sub["sample"].to_numpy(),
-            "row_seed": sub["row_seed"].to_numpy(),
-            "round": 0,
-        }
-    )
+    examples = _rows_frame(
+        gen, sub["prompt_id"].tolist(), gen.prompts, [tag[i] for i in sub["prompt_id"]], scores,
+        sub["sample"].to_numpy(), row_seed=sub["row_seed"].to_numpy(), round=0,
+    )  # fmt: skip
     timings = {"forward_s": time.perf_counter() - t0 - t_score, "score_s": t_score}
     return _assemble(model, examples, [gen], {h: [acts[h]] for h in hooks}, cfg, meta_base, timings, folder, behaviour)
 
@@ -691,16 +678,8 @@ def dataset_from_labelled(
     empty = [r for _, r, _ in rows if not r.strip()]
     if empty:
         raise ValueError(f"{len(empty)} labelled row(s) have an empty response; a probe reads the response's tokens")
-    meta_base = {
-        "config": cfg.to_dict(),
-        "hooks": hooks,
-        "model_name": model.cfg.model_name,
-        "d_model": model.cfg.d_model,
-        "scorer": labelled.describe(),
-        "n_prompts": len(prompts),
-        "prompt_ids_sha": _ids_digest(prompts),
-        "source": {"labelled": labelled.source, "labelled_version": labelled.version},
-    }
+    source = {"labelled": labelled.source, "labelled_version": labelled.version}
+    meta_base = _meta_base(model, cfg, hooks, prompts, labelled.describe(), source)
     folder = Path(out_dir) if out_dir is not None else None
     if folder is not None and (folder / "meta.json").exists():
         ds = ActivationDataset.load(folder)
@@ -712,33 +691,16 @@ def dataset_from_labelled(
         return ds
     t0 = time.perf_counter()
     gen = tokenize_pairs(model, [p.text for p, _, _ in rows], [r for _, r, _ in rows])
-    acts = collect(
-        model,
-        gen.tokens,
-        gen.attention_mask,
-        gen.response_mask,
-        hooks,
-        pooling=cfg.pooling,
-        batch_size=cfg.batch_size,
-        progress=progress,
-    )
+    acts = _pooled(model, gen, hooks, cfg, progress)
     sample: list[int] = []
     seen: Counter[str] = Counter()
     for p, _, _ in rows:  # the k-th labelled response of its prompt
         sample.append(seen[p.id])
         seen[p.id] += 1
-    examples = pd.DataFrame(
-        {
-            "prompt_id": [p.id for p, _, _ in rows],
-            "prompt": gen.prompts,
-            "tag": [p.tag for p, _, _ in rows],
-            "response": gen.response_texts,
-            "n_response_tokens": gen.response_mask.sum(dim=1).numpy(),
-            "score": np.array([y for _, _, y in rows], dtype=np.float64),
-            "sample": sample,
-            "round": 0,
-        }
-    )
+    examples = _rows_frame(
+        gen, [p.id for p, _, _ in rows], gen.prompts, [p.tag for p, _, _ in rows],
+        np.array([y for _, _, y in rows], dtype=np.float64), sample, round=0,
+    )  # fmt: skip
     timings = {"forward_s": time.perf_counter() - t0, "score_s": 0.0}
     return _assemble(model, examples, [gen], {h: [acts[h]] for h in hooks}, cfg, meta_base, timings, folder, behaviour)
 

@@ -98,7 +98,7 @@ def contrasts(
     results: pd.DataFrame, config: StudyConfig, names: Mapping[str, list[str]], out_dir: str | Path | None = None
 ) -> pd.DataFrame:
     """Paired-by-seed contrasts of :func:`contrast_specs` (cells missing from ``results`` are skipped)."""
-    from probe_lens.experiments.stats import paired_contrasts
+    from probe_lens.experiments.stats import CONTRAST_COLUMNS, paired_contrasts
 
     present = set(results["cell"])
     frames = []
@@ -108,19 +108,7 @@ def contrasts(
             by_metric.setdefault(metric, []).append((a, b))
     for metric, pairs in by_metric.items():
         frames.append(paired_contrasts(results, metric, pairs))
-    cols = [
-        "contrast",
-        "a",
-        "b",
-        "metric",
-        "mean_diff",
-        "ci_low",
-        "ci_high",
-        "n_seeds",
-        "resolved",
-        "per_seed",
-        "within_seed",
-    ]
+    cols = [*CONTRAST_COLUMNS, "within_seed"]
     if not frames:
         return pd.DataFrame(columns=cols)
     df = pd.concat(frames, ignore_index=True)

@@ -364,7 +364,7 @@ def paired_auroc_diff(
 
 # ---- paired contrasts between cells over seeds ----------------------------------------------------
 
-_CONTRAST_COLUMNS = [
+CONTRAST_COLUMNS = [
     "contrast",
     "a",
     "b",
@@ -376,6 +376,7 @@ _CONTRAST_COLUMNS = [
     "resolved",
     "per_seed",
 ]
+"""The columns of :func:`paired_contrasts`' table."""
 
 
 def _seed_label(seed: Any) -> str:
@@ -457,7 +458,7 @@ def paired_contrasts(
                 "per_seed": ", ".join(f"{_seed_label(s)}: {d:.{digits}f}" for s, d in zip(seeds, diffs)),
             }
         )
-    out = pd.DataFrame(rows, columns=_CONTRAST_COLUMNS)
+    out = pd.DataFrame(rows, columns=CONTRAST_COLUMNS)
     out["n_seeds"] = out["n_seeds"].astype(np.int64)
     out["resolved"] = out["resolved"].astype(bool)
     out.attrs["confidence"] = confidence
@@ -480,7 +481,7 @@ def describe_contrasts(
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"df must be the DataFrame from paired_contrasts(), got {type(df).__name__}")
-    missing = [c for c in _CONTRAST_COLUMNS if c not in df.columns]
+    missing = [c for c in CONTRAST_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"columns {missing} are missing; build df with paired_contrasts()")
     if isinstance(digits, bool) or not isinstance(digits, (int, np.integer)) or digits < 0:
