@@ -154,7 +154,7 @@ def main() -> None:
     prompts = load_prompts()
     prov = [p.text for p in provocative(prompts)][: args.n_prompts]
     texts = [p for p in prov for _ in range(args.samples)]
-    neutral_texts = [p.text for p in neutral(prompts)][-args.n_neutral :]
+    neutral_texts = _last(neutral(prompts), args.n_neutral)
     kw = dict(max_new_tokens=args.new_tokens, seed=0, batch_size=args.batch_size, progress=False)
     paths = {"reference": False, "fast": True}
     if args.ablation:
@@ -164,7 +164,12 @@ def main() -> None:
     generate(model, texts[:4], **{**kw, "batch_size": 4}, fast=True)  # warm-up: builds the fp16 copies once
     if args.repeats > 0:
         _speed_and_toxicity(model, texts, prov, paths, kw, args)
-    _quality(model, neutral_texts, [p.text for p in provocative(prompts)][-args.n_greedy :], args)
+    _quality(model, neutral_texts, _last(provocative(prompts), args.n_greedy), args)
+
+
+def _last(prompts, n: int) -> list[str]:
+    """The texts of the last ``n`` prompts (held out from the speed runs' first prompts); none for 0."""
+    return [p.text for p in prompts][len(prompts) - n :] if n > 0 else []
 
 
 def _speed_and_toxicity(model, texts, prov, paths, kw, args) -> None:
@@ -202,12 +207,24 @@ def _speed_and_toxicity(model, texts, prov, paths, kw, args) -> None:
         print(f"| {name} | {k} / {n} | {k / n:.3f} | [{lo:.3f}, {hi:.3f}] |")
     same = sum(torch.equal(a, b) for a, b in zip(samples["reference"].tokens, samples["fast"].tokens))
     print(f"samples token-identical to the reference's (same seed): {same} / {len(texts)}")
+    _paired_toxicity(scorer, samples["reference"].response_texts, samples["fast"].response_texts)
+
+
+def _paired_toxicity(scorer, ref_texts: list[str], fast_texts: list[str]) -> None:
+    """Exact McNemar test: the two paths' samples share their prompt and seed, so compare them as pairs."""
+    from scipy.stats import binomtest
+
+    a = torch.tensor(scorer.score(ref_texts)) >= 0.5
+    b = torch.tensor(scorer.score(fast_texts)) >= 0.5
+    only_ref, only_fast = int((a & ~b).sum()), int((~a & b).sum())
+    n = only_ref + only_fast
+    p = binomtest(only_ref, n, 0.5).pvalue if n else 1.0
+    print(f"paired (same prompt and seed): toxic only under the reference {only_ref}, only under fast {only_fast}; "
+          f"exact McNemar p = {p:.3f}")
 
 
 def _quality(model, neutral_texts, greedy, args) -> None:
-    from probe_lens.experiments.metrics import perplexity
     from probe_lens.models.fast_sampling import FastSampling, fast_path_logits, half_weight_products
-    from probe_lens.models.generation import generate
 
     candidates = {
         "fast path (kept): fp16 weights incl. attention, rotated-key cache": lambda t, m: fast_path_logits(model, t, m),
@@ -215,6 +232,15 @@ def _quality(model, neutral_texts, greedy, args) -> None:
         "fp16 unembed + MLP only (previous fast path)": _in_context(model, lambda: half_weight_products(model)),
         "int8 per-row (rejected)": _in_context(model, lambda: _int8_products(model)),
     }
+    if neutral_texts:
+        _next_token_table(model, neutral_texts, candidates)
+    if greedy:
+        _greedy(model, greedy, args)
+
+
+def _next_token_table(model, neutral_texts, candidates) -> None:
+    from probe_lens.experiments.metrics import perplexity
+
     print(f"\n## next-token distributions on {len(neutral_texts)} held-out neutral texts (teacher-forced)")
     print("| products | mean KL(ref‖cand) | max KL | top-1 agreement | max abs logit diff | perplexity ref → cand | positions |")
     print("|---|---|---|---|---|---|---|")
@@ -225,6 +251,10 @@ def _quality(model, neutral_texts, greedy, args) -> None:
     with torch.no_grad():
         oracle = perplexity(model, neutral_texts, batch_size=16)
     print(f"\nreference perplexity by probe_lens.experiments.metrics.perplexity (cross-check of the column above): {oracle:.4f}")
+
+
+def _greedy(model, greedy, args) -> None:
+    from probe_lens.models.generation import generate
 
     g0 = generate(model, greedy, max_new_tokens=args.new_tokens, do_sample=False, batch_size=args.batch_size, progress=False)
     g1 = generate(model, greedy, max_new_tokens=args.new_tokens, do_sample=False, batch_size=args.batch_size,
