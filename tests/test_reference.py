@@ -21,6 +21,7 @@ from probe_lens.data.reference import (
     row_seed,
 )
 from probe_lens.experiments import Study
+from probe_lens.models.fast_sampling import sampler_id
 from probe_lens.models.generation import generate
 from probe_lens.testing import non_ascii_scorer, tiny_model, tiny_study_config
 
@@ -122,6 +123,12 @@ def test_build_reference_writes_resumable_parts_and_a_readable_file(tiny_referen
     parts[0].write_text(json.dumps(payload))
     rerun = build_reference(model, prompts, non_ascii_scorer(), ref.config, out=path, progress=False)
     assert rerun.rows["response"].iloc[0] == "REUSED"
+    # ...but not a part another version of the sampling code made: it is sampled again
+    assert payload["stamp"]["sampler"] == sampler_id(ref.config.fast)
+    payload["stamp"]["sampler"] = "fast-1"
+    parts[0].write_text(json.dumps(payload))
+    rerun = build_reference(model, prompts, non_ascii_scorer(), ref.config, out=path, progress=False)
+    pd.testing.assert_frame_equal(rerun.rows, ref.rows, check_dtype=False)
 
 
 def test_reference_dataset_equals_the_sampled_one(tiny_reference):

@@ -31,6 +31,7 @@ from probe_lens._io import atomic_write, sha256_file
 from probe_lens.activations import collect, resolve_hooks
 from probe_lens.activations.pooling import POOLINGS
 from probe_lens.data.prompts import Prompt
+from probe_lens.models.fast_sampling import sampler_id
 from probe_lens.models.generation import Generation, generate, tokenizer_of
 from probe_lens.scorers.base import Scorer, ScorerUnavailableError, label
 
@@ -362,6 +363,7 @@ def _chunk_stamp(meta_base: dict[str, Any], prompts: list[Prompt], seed: int) ->
         "hooks": meta_base["hooks"],
         "scorer": meta_base["scorer"].get("name"),
         "config": config,
+        "sampler": sampler_id(bool(config.get("fast_sampling", False))),
         "prompt_ids_sha": _ids_digest(prompts),
         "seed": seed,
     }

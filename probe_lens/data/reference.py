@@ -35,6 +35,7 @@ from transformer_lens import HookedTransformer
 
 from probe_lens._io import atomic_write, sha256_file
 from probe_lens.data.prompts import Prompt
+from probe_lens.models.fast_sampling import sampler_id
 from probe_lens.models.generation import Generation, generate, left_pad
 
 FORMAT = 1
@@ -216,7 +217,8 @@ def build_reference(
     parts_dir = out.parent / (out.name + ".parts")
     parts_dir.mkdir(parents=True, exist_ok=True)
     who = _scorer_name(scorer)
-    stamp = {"model_name": model.cfg.model_name, "config": dataclasses.asdict(cfg), "scorer": who}
+    stamp = {"model_name": model.cfg.model_name, "config": dataclasses.asdict(cfg), "scorer": who,
+             "sampler": sampler_id(cfg.fast)}  # fmt: skip
     t_start = time.perf_counter()
     frames = []
     chunks = [prompts[i : i + cfg.chunk_prompts] for i in range(0, len(prompts), cfg.chunk_prompts)]

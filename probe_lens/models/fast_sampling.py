@@ -49,6 +49,10 @@ from transformer_lens.utilities.activation_functions import apply_softcap
 
 from probe_lens.models.generation import _sample, last_position_logits, left_pad, tokenizer_of, uniform_rows
 
+FAST_PATH_VERSION = 2
+"""Bumped whenever the fast path's numerics change (2: rotated-key attention, fp16 attention weights).
+Saved sampling chunks record :func:`sampler_id`, so a resumed build never mixes samples of two paths."""
+
 _SLOT = "_probe_lens_fp16_"
 _FALLBACK = "_probe_lens_fallback_forward"
 
@@ -69,6 +73,15 @@ class FastSampling:
     (:func:`rotated_key_attention`)."""
     half_attention: bool = True
     """fp16-weight Q/K/V/O projections on CPU (only within the rotated-key attention)."""
+
+
+def sampler_id(fast: bool | FastSampling) -> str:
+    """Which sampling code made a sample: ``"reference"``, or the fast path's version and switches."""
+    if fast is False or fast is None:
+        return "reference"
+    parts = FastSampling() if fast is True else fast
+    off = [f.name for f in dataclasses.fields(parts) if not getattr(parts, f.name)]
+    return f"fast-{FAST_PATH_VERSION}" + (f" without {','.join(off)}" if off else "")
 
 
 def half_products_available() -> bool:
