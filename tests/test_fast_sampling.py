@@ -196,3 +196,12 @@ def test_gradients_untouched_inside_the_block(tiny):
 def test_bad_fast_argument(tiny):
     with pytest.raises(TypeError, match="FastSampling"):
         generate(tiny, ["hi"], max_new_tokens=2, progress=False, fast="yes")
+
+
+def test_rotated_key_cache_refuses_what_its_attention_does_not_apply(tiny):
+    cache = TransformerLensKeyValueCache.init_cache(tiny.cfg, "cpu", 1)
+    assert mark_rotated_key_cache(tiny, cache)
+    x = torch.randn(1, 3, tiny.cfg.d_model)
+    with torch.no_grad(), fast_sampling_context(tiny, FastSampling()), pytest.raises(RuntimeError, match="additive"):
+        tiny.blocks[0].attn(x, x, x, past_kv_cache_entry=cache.entries[0],
+                            additive_attention_mask=torch.zeros(1, 1, 1, 3))

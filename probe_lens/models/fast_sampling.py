@@ -346,12 +346,13 @@ def _attention_rotated_keys(
 ) -> Float[torch.Tensor, "batch pos d_model"]:
     """TL's attention forward for a marked cache: only the new keys are rotated, then cached."""
     entry = past_kv_cache_entry
-    if (
-        entry is None
-        or not entry.__dict__.get(_ROTATED)
-        or additive_attention_mask is not None
-        or position_bias is not None
-    ):
+    marked = entry is not None and entry.__dict__.get(_ROTATED)
+    if marked and (additive_attention_mask is not None or position_bias is not None):
+        raise RuntimeError(
+            "a rotated-key cache (probe_lens fast sampling) was given an additive attention mask or a position "
+            "bias, which its attention does not apply; sample with fast=FastSampling(cached_rotary_keys=False)"
+        )
+    if not marked:
         return getattr(self, _FALLBACK)(
             query_input, key_input, value_input, past_kv_cache_entry=entry,
             additive_attention_mask=additive_attention_mask, attention_mask=attention_mask,
