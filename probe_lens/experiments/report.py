@@ -258,6 +258,12 @@ def _title(
 # ---- figures ------------------------------------------------------------------------------
 
 
+def _style(fig: go.Figure, *, legend: str | None = None, **layout: Any) -> go.Figure:
+    """The report's look (plotly_white), the legend's title when given, and ``layout``."""
+    fig.update_layout(template="plotly_white", **({"legend": {"title": legend}} if legend else {}), **layout)
+    return fig
+
+
 def fig_cosine_drift(
     metrics: pd.DataFrame,
     *,
@@ -303,17 +309,16 @@ def fig_cosine_drift(
         )
         fig.update_yaxes(title_text="cosine" if k == 0 else None, row=r + 1, col=k + 1)
         fig.update_xaxes(title_text="step" if r == rows - 1 else None, row=r + 1, col=k + 1)
-    fig.update_layout(
+    return _style(
+        fig,
         title=_title(
             "Probe-direction drift: cos(original direction, direction re-fit on the current model)",
             _scorer_name(metrics, scorer),
             behaviour=behaviour,
         ),
         height=320 * rows + 120,
-        template="plotly_white",
-        legend=dict(title="cell"),
+        legend="cell",
     )
-    return fig
 
 
 def fig_auroc_vs_step(
@@ -354,17 +359,16 @@ def fig_auroc_vs_step(
         fig.update_xaxes(title_text="step", row=1, col=k + 1)
     fig.update_yaxes(title_text="AUROC (drift set)", row=1, col=1)
     fig.add_hline(y=0.5, line=dict(color="#999", width=1, dash="dot"))
-    fig.update_layout(
+    return _style(
+        fig,
         title=_title(
             "Do the probes still work? AUROC on the drift set vs training step",
             _scorer_name(metrics, scorer),
             behaviour=behaviour,
         ),
         height=520,
-        template="plotly_white",
-        legend=dict(title="cell · probe / hook"),
+        legend="cell · probe / hook",
     )
-    return fig
 
 
 _TRACKED = re.compile(r"^probe/(?P<set>[a-z]+)_auroc/(?P<probe>.+)$")
@@ -423,7 +427,8 @@ def fig_tracked_auroc_vs_step(
                 )
             fig.update_xaxes(title_text="step", row=r + 1, col=k + 1)
         fig.update_yaxes(title_text=f"AUROC ({which})", row=r + 1, col=1)
-    fig.update_layout(
+    return _style(
+        fig,
         title=_title(
             "Does each probe keep working? AUROC vs step in every cell (solid: the cell trains against "
             "this probe; dashed: a control)",
@@ -432,10 +437,8 @@ def fig_tracked_auroc_vs_step(
         ),
         height=330 * len(sets) + 140,
         width=max(900, 300 * len(names)),
-        template="plotly_white",
-        legend=dict(title="cell"),
+        legend="cell",
     )
-    return fig
 
 
 def fig_contrasts(contrasts: pd.DataFrame, *, scorer: str | None = None, behaviour: Any = None) -> go.Figure:
@@ -467,7 +470,8 @@ def fig_contrasts(contrasts: pd.DataFrame, *, scorer: str | None = None, behavio
             col=k + 1,
         )
         fig.add_vline(x=0, line=dict(color="#999", width=1, dash="dot"), row=r + 1, col=k + 1)
-    fig.update_layout(
+    return _style(
+        fig,
         title=_title(
             "Paired contrasts: cell − control, paired by seed",
             _scorer_name(None, scorer),
@@ -475,9 +479,7 @@ def fig_contrasts(contrasts: pd.DataFrame, *, scorer: str | None = None, behavio
             behaviour,
         ),
         height=max(300, 60 * max(len(contrasts[contrasts["metric"] == m]) for m in metrics)) * rows + 120,
-        template="plotly_white",
     )
-    return fig
 
 
 def fig_rate_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None, behaviour: Any = None) -> go.Figure:
@@ -508,7 +510,8 @@ def fig_rate_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None, behavi
         fig.update_xaxes(title_text="step", row=1, col=k + 1)
     fig.update_yaxes(title_text=f"P({html.escape(names.positive_label)}) measure", row=1, col=1)
     sc = _scorer_name(metrics, scorer)
-    fig.update_layout(
+    return _style(
+        fig,
         title=_title(
             f"{html.escape(names.noun.capitalize())} of responses to held-out provocative prompts "
             f"(scored by {html.escape(sc)})",
@@ -516,10 +519,8 @@ def fig_rate_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None, behavi
             behaviour=names,
         ),
         height=460,
-        template="plotly_white",
-        legend=dict(title="cell"),
+        legend="cell",
     )
-    return fig
 
 
 fig_toxicity_vs_step = fig_rate_vs_step
@@ -585,17 +586,16 @@ def fig_geometry_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None, be
         fig.update_xaxes(title_text="step", row=2, col=k + 1)
     fig.update_yaxes(title_text="projection", row=1, col=1)
     fig.update_yaxes(title_text="cosine", row=2, col=1)
-    fig.update_layout(
+    return _style(
+        fig,
         title=_title(
             "Residual-stream geometry along the original probe direction",
             _scorer_name(metrics, scorer),
             behaviour=names,
         ),
         height=700,
-        template="plotly_white",
-        legend=dict(title="cell · quantity"),
+        legend="cell · quantity",
     )
-    return fig
 
 
 def _geometry_panel(part: Any, where: str) -> dict[str, np.ndarray]:
@@ -714,7 +714,8 @@ def fig_geometry(geometry: Mapping[str, Any] | None, *, scorer: str | None = Non
     for v, (_, _, vx, _) in enumerate(views):
         for w in range(2):
             fig.update_xaxes(title_text=vx, row=len(panels), col=2 * v + w + 1)
-    fig.update_layout(
+    _style(
+        fig,
         title=_title(
             "Residual geometry before vs after training (drift set, projected)",
             _scorer_name(None, scorer),
@@ -723,7 +724,6 @@ def fig_geometry(geometry: Mapping[str, Any] | None, *, scorer: str | None = Non
         ),
         height=330 * len(panels) + 120,
         width=None,
-        template="plotly_white",
     )
     fig.update_annotations(font_size=11)
     return fig
@@ -798,7 +798,8 @@ def fig_results_table(
             cells=dict(values=[cells[c].tolist() for c in cells.columns], align="left", height=26),
         )
     )
-    fig.update_layout(
+    return _style(
+        fig,
         title=dict(
             text=f"Results: mean ± 95% CI over seeds<br><sup>{html.escape(BehaviourNames.of(behaviour).noun)} "
             f"scorer: {html.escape(_scorer_name(None, scorer))}</sup>",
@@ -807,9 +808,7 @@ def fig_results_table(
         height=120 + 17 * lines + 10 + 26 * len(cells) + 40,
         width=max(800, 130 * len(cells.columns)),
         margin=dict(l=20, r=20, t=90, b=20),
-        template="plotly_white",
     )
-    return fig
 
 
 # ---- the HTML report ----------------------------------------------------------------------
