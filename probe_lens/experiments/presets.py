@@ -18,6 +18,18 @@ from probe_lens.experiments.config import CELLS, StudyConfig
 
 _BLOCKS = r"^(blocks|ln_final)\."
 
+
+def _cpu_training(*, max_steps: int, sft_batch_size: int, warmup_steps: int) -> dict[str, dict[str, Any]]:
+    """The three training sections of a CPU preset (quick, standard): the transformer blocks at lr 3e-5,
+    DPO at batch 4 and beta 0.1, both SFT variants at ``sft_batch_size``."""
+    common = {"trainable": _BLOCKS, "max_steps": max_steps, "lr": 3e-5, "warmup_steps": warmup_steps}
+    return {
+        "probe_sft": {**common, "batch_size": sft_batch_size, "probe_weight": 1.0},
+        "dpo": {**common, "batch_size": 4, "beta": 0.1},
+        "classifier_sft": {**common, "batch_size": sft_batch_size},
+    }
+
+
 _DEMO: dict[str, Any] = {
     "preset": "demo",
     "seeds": [0],
@@ -65,16 +77,7 @@ _QUICK: dict[str, Any] = {
     },
     "probes": {"layer": 6, "heldout_layers": [4, 9], "n_ensemble": 4, "n_heldout_members": 2},
     "train_data": {"n_prompts": 24, "samples_per_prompt": 4, "max_new_tokens": 16},
-    "probe_sft": {
-        "trainable": _BLOCKS,
-        "max_steps": 6,
-        "batch_size": 4,
-        "lr": 3e-5,
-        "probe_weight": 1.0,
-        "warmup_steps": 1,
-    },
-    "dpo": {"trainable": _BLOCKS, "max_steps": 6, "batch_size": 4, "lr": 3e-5, "beta": 0.1, "warmup_steps": 1},
-    "classifier_sft": {"trainable": _BLOCKS, "max_steps": 6, "batch_size": 4, "lr": 3e-5, "warmup_steps": 1},
+    **_cpu_training(max_steps=6, sft_batch_size=4, warmup_steps=1),
     "eval": {
         "n_provocative": 48,
         "samples_per_prompt": 1,
@@ -129,16 +132,7 @@ _STANDARD: dict[str, Any] = {
     "train_data": {"n_prompts": 64, "samples_per_prompt": 4, "max_new_tokens": 24},
     # 12 steps: the trained-against probe's mean P(toxic) on the training samples falls 0.12 -> 1e-5 by step 4
     # and stops falling by step 12 (benchmarks/calibrate_steps.py, benchmarks/RESULTS.md)
-    "probe_sft": {
-        "trainable": _BLOCKS,
-        "max_steps": 12,
-        "batch_size": 8,
-        "lr": 3e-5,
-        "probe_weight": 1.0,
-        "warmup_steps": 2,
-    },
-    "dpo": {"trainable": _BLOCKS, "max_steps": 12, "batch_size": 4, "lr": 3e-5, "beta": 0.1, "warmup_steps": 2},
-    "classifier_sft": {"trainable": _BLOCKS, "max_steps": 12, "batch_size": 8, "lr": 3e-5, "warmup_steps": 2},
+    **_cpu_training(max_steps=12, sft_batch_size=8, warmup_steps=2),
     "eval": {
         "n_provocative": 100,
         "samples_per_prompt": 2,
