@@ -154,3 +154,22 @@ def tiny_study_config(**overrides):
     from probe_lens.experiments.config import StudyConfig
 
     return StudyConfig.from_dict(_deep_merge(d, overrides))
+
+
+def first_divergence_gap(model, prompt_ids: list[int], a: list[int], b: list[int]) -> float | None:
+    """None when greedy continuations ``a`` and ``b`` of ``prompt_ids`` are equal; else ``model``'s logit gap
+    between ``a``'s and ``b``'s token at their first difference (teacher-forced on the shared prefix).
+
+    Greedy decoding on another CPU kind, batch layout or code path may flip a near-tie (gap ~0) and diverge
+    from there; a gap far from 0 is a real difference. Tests compare across such changes with this.
+    """
+    import torch
+
+    if a == b:
+        return None
+    t = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    if t >= min(len(a), len(b)):
+        return float("inf")  # one is a strict prefix of the other: not a flip of one token
+    with torch.no_grad():
+        logits = model(torch.tensor([list(prompt_ids) + list(a[:t])]))[0, -1]
+    return abs(float(logits[a[t]] - logits[b[t]]))

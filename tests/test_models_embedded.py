@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from probe_lens.models import ModelUnavailableError, generate, load_model
+from probe_lens.testing import first_divergence_gap
 
 pytestmark = pytest.mark.embedded
 
@@ -36,22 +37,34 @@ def test_resid_post_equals_hf_hidden_states(embedded_model, embedded_hf):
         assert rel.item() < 1e-5, layer
 
 
-def test_greedy_batched_equals_unbatched(embedded_model):
+NEAR_TIE_LOGITS = 2e-2
+"""Greedy tokens may differ between batch layouts or code paths only where the top two logits are this close:
+another padding width, or another CPU kind, rounds the products differently and can flip a near-tie."""
+
+
+def _response(gen, i: int) -> list[int]:
+    return gen.tokens[i][gen.response_mask[i].bool()].tolist()
+
+
+def test_greedy_batched_equals_unbatched_up_to_near_ties(embedded_model):
     prompts = ["I can't believe you would", "The recipe calls for two cups of", "Hi"]
     batched = generate(embedded_model, prompts, max_new_tokens=8, do_sample=False, progress=False)
     for i, p in enumerate(prompts):
         single = generate(embedded_model, [p], max_new_tokens=8, do_sample=False, progress=False)
-        assert batched.response_texts[i] == single.response_texts[0]
+        ids = embedded_model.to_tokens(p)[0].tolist()
+        gap = first_divergence_gap(embedded_model, ids, _response(single, 0), _response(batched, i))
+        assert gap is None or gap < NEAR_TIE_LOGITS, (p, batched.response_texts[i], single.response_texts[0], gap)
 
 
-def test_greedy_matches_hf_generate(embedded_model, embedded_hf):
+def test_greedy_matches_hf_generate_up_to_near_ties(embedded_model, embedded_hf):
     hf, tok = embedded_hf
     prompt = "The capital of France is"
     ids = tok(prompt, return_tensors="pt").input_ids
     with torch.no_grad():
         out = hf.generate(ids, max_new_tokens=8, do_sample=False)
     ours = generate(embedded_model, [prompt], max_new_tokens=8, do_sample=False, progress=False)
-    assert ours.tokens[0][ours.response_mask[0].bool()].tolist() == out[0, ids.shape[1] :].tolist()
+    gap = first_divergence_gap(embedded_model, ids[0].tolist(), out[0, ids.shape[1] :].tolist(), _response(ours, 0))
+    assert gap is None or gap < NEAR_TIE_LOGITS, (ours.response_texts, tok.decode(out[0, ids.shape[1] :]), gap)
 
 
 def test_same_seed_same_samples(embedded_model):

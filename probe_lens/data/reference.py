@@ -17,6 +17,7 @@ a near-tie token; the shipped file stays the reference either way.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import hashlib
@@ -33,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from probe_lens._cpu import cpu_info, same_cpu_kind
 from probe_lens._io import atomic_write, sha256_file
 from probe_lens.data.prompts import Prompt
 from probe_lens.models.fast_sampling import sampler_id
@@ -179,9 +181,29 @@ class ReferenceSet:
         if header.get("format") != FORMAT:
             raise ValueError(f"{path} has reference format {header.get('format')}, this probe_lens reads {FORMAT}")
         rows = pd.DataFrame(recs, columns=["prompt_id", "sample", "row_seed", "ids", "response", "score"])
-        return cls(
-            rows=rows, prompts=header["prompts"], meta=dict(header["meta"], file=path.name, sha256=sha256_file(path))
-        )
+        meta = dict(header["meta"], file=path.name, sha256=sha256_file(path))
+        prov = provenance_path(path)
+        if "cpu" not in meta and prov.is_file():  # sets built before the CPU flags were recorded
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                recorded = json.loads(prov.read_text())
+                if recorded.get("sha256") == meta["sha256"] and isinstance(recorded.get("cpu"), dict):
+                    meta["cpu"] = recorded["cpu"]
+        return cls(rows=rows, prompts=header["prompts"], meta=meta)
+
+    @property
+    def cpu(self) -> dict[str, Any] | None:
+        """The CPU the rows were sampled on (``{"model", "vendor", "flags"}``; older sets: the model name only)."""
+        if isinstance(self.meta.get("cpu"), dict):
+            return self.meta["cpu"]
+        return {"model": self.meta["processor"]} if self.meta.get("processor") else None
+
+    def cpu_matches(self) -> bool | None:
+        """Whether this machine's CPU is the kind the rows were sampled on (None: not recorded).
+
+        Only on the same kind do the rows regenerate token for token; on another kind a near-tie token
+        can flip and the continuation diverge from there (the rows stay the reference either way).
+        """
+        return same_cpu_kind(self.cpu)
 
 
 def load_reference(path: str | Path | None = None) -> ReferenceSet:
@@ -268,7 +290,8 @@ def build_reference(
         "build_s": round(time.perf_counter() - t_start, 1),
         "torch": torch.__version__,
         "machine": platform.machine(),
-        "processor": _cpu_name(),
+        "processor": cpu_info()["model"],
+        "cpu": cpu_info(),
         **(provenance or {}),
     }
     prompt_info = {
@@ -291,16 +314,6 @@ def build_reference(
 def provenance_path(path: str | Path) -> Path:
     path = Path(path)
     return path.parent / (path.name.removesuffix(".jsonl.gz") + ".provenance.json")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 # ----------------------------------------------------------------------------- use in a study
