@@ -29,15 +29,27 @@ from pathlib import Path
 _STEP_COMMANDS = ("build-data", "fit-probes", "train", "evaluate", "report")
 
 
+MAX_SEEDS = 10_000
+"""More seeds than any study could run: a larger ``--seeds`` is a typo."""
+
+
 class UsageError(Exception):
     """A mistake in the command line or a study file: one error paragraph, exit code 2."""
+
+
+def _preset_names() -> list[str]:
+    from probe_lens.experiments.presets import PRESETS
+
+    return list(PRESETS)
 
 
 def _add_study_args(
     p: argparse.ArgumentParser, *, default_preset: str = "quick", default_out: str | None = None
 ) -> None:
     p.add_argument(
-        "--preset", default=None, help=f"demo | quick | paper (default: {default_preset}, or the --config file alone)"
+        "--preset",
+        default=None,
+        help=f"{' | '.join(_preset_names())} (default: {default_preset}, or the --config file alone)",
     )
     p.add_argument(
         "--config", dest="config_file", default=None, help="a YAML/JSON study file (keys as in `probe-lens config`)"
@@ -80,16 +92,91 @@ def _add_study_args(
     p.set_defaults(default_preset=default_preset)
 
 
+def _check_study_args(args) -> None:
+    """Refuse contradictory, empty or impossible flags before anything is read, sampled or written."""
+    if args.out is not None and not str(args.out).strip():
+        raise UsageError("--out is empty; name a run folder (e.g. --out runs/my_study)")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out} is a file; --out must be a folder (a run folder; created if missing)")
+    if args.resume and args.overwrite:
+        raise UsageError(
+            "--resume continues the study in --out and --overwrite deletes it: pass --resume to continue it, "
+            "or --overwrite to replace it"
+        )
+    if args.seeds is not None and args.seeds > MAX_SEEDS:  # (< 1 is refused with the config's own message)
+        raise UsageError(f"--seeds {args.seeds}: the number of seeds must be between 1 and {MAX_SEEDS}")
+    _check_device(args.device)
+    if getattr(args, "fresh_data", False) and any(o.split("=", 1)[0].strip() == "data_source" for o in args.overrides):
+        raise UsageError(
+            "--fresh-data means --set data_source=fresh; pass one of them (--set data_source=... and "
+            "--fresh-data contradict each other)"
+        )
+    if args.config_file is not None:
+        _check_config_file(Path(args.config_file))
+
+
+def _check_device(device: str | None) -> None:
+    import re
+
+    import torch
+
+    if device is None:
+        return
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
+        raise UsageError(f"--device {device!r} is not a device; use cpu, cuda, cuda:N or mps")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(
+            f"--device {device}: this machine has no CUDA device (or torch is a CPU build); use --device cpu"
+        )
+    if device.startswith("cuda:") and int(device.split(":")[1]) >= torch.cuda.device_count():
+        raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps: MPS is not available on this machine; use --device cpu")
+
+
+def _check_config_file(path: Path) -> None:
+    """A study file must be a non-empty YAML/JSON mapping (``probe-lens config`` writes one)."""
+    import yaml
+
+    if path.is_dir():
+        raise UsageError(f"--config {path} is a folder; pass a study file (write one with `probe-lens config`)")
+    if not path.is_file():
+        return  # make_config names the missing file
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+        return  # make_config reports the parse error with its position
+    if loaded is None or loaded == {}:
+        raise UsageError(
+            f"--config {path} is empty; a study file holds at least the keys you change "
+            "(write a complete one with `probe-lens config --preset quick > study.yaml`)"
+        )
+    if not isinstance(loaded, dict):
+        raise UsageError(
+            f"--config {path} holds a YAML {type(loaded).__name__}, not a mapping of study keys "
+            "(see `probe-lens config --preset quick`)"
+        )
+
+
+def _check_writable(out: Path) -> None:
+    """``out`` (or the deepest folder above it that exists) must be writable."""
+    existing = next((p for p in (out, *out.absolute().parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: cannot write in {existing} (read-only or no permission); choose another folder")
+
+
 def _config(args):
     """The resolved StudyConfig; a bad preset, flag, ``--set`` or study file raises UsageError."""
     import yaml
 
     from probe_lens.experiments import make_config
 
+    _check_study_args(args)
     config_file, preset = args.config_file, args.preset
     saved = Path(args.out) / "study.json" if args.out else None
-    if args.command in _STEP_COMMANDS and not preset and not config_file and saved is not None and saved.is_file():
-        config_file = str(saved)  # a step on an existing run folder: that study, unless told otherwise
+    reads_folder = args.command in _STEP_COMMANDS or getattr(args, "resume", False)
+    if reads_folder and not preset and not config_file and saved is not None and saved.is_file():
+        config_file = str(saved)  # a step on (or a resume of) an existing run folder: that study, unless told otherwise
     preset = preset or (None if config_file else args.default_preset)
     where = f"--config {config_file}" if config_file else "the study settings"
     overrides = list(args.overrides)
@@ -126,11 +213,19 @@ def _study(args, *, resume: bool | None = None, cfg=None, need_study: bool = Fal
 
     cfg = cfg if cfg is not None else _config(args)
     out = Path(args.out or f"runs/{cfg.preset}")
-    if need_study and not (out / "study.json").is_file():
+    has_study = (out / "study.json").is_file()
+    if need_study and not has_study:
         raise UsageError(
             f"{out} holds no study (no study.json), so there is nothing to {args.command}; run "
             f"`probe-lens reproduce --out {out}` (or build-data, fit-probes, train) first, or point --out at a run folder"
         )
+    if args.command in _STEP_COMMANDS and args.out and not has_study and not (args.preset or args.config_file):
+        raise UsageError(
+            f"--out {out} holds no study (no study.json); is the folder mistyped? To start a study there, name it: "
+            f"`probe-lens {args.command} --out {out} --preset quick` (or --config FILE), or run "
+            f"`probe-lens reproduce --out {out}`"
+        )
+    _check_writable(out)
     return Study(
         cfg,
         out,
@@ -239,6 +334,17 @@ def cmd_build_reference(args) -> int:
         )
     except ValueError as e:
         raise UsageError(str(e)) from e
+    out = Path(args.out)
+    if out.is_dir():
+        raise UsageError(
+            f"--out {out} is a folder; build-reference writes a file: pass e.g. --out {out / 'my_ref.jsonl.gz'}"
+        )
+    if not out.name.endswith(".jsonl.gz"):
+        raise UsageError(
+            f"--out {out}: a reference set is a .jsonl.gz file; pass e.g. --out {out.with_suffix('')}.jsonl.gz"
+        )
+    _check_writable(out.parent)
+    _check_device(args.device)
     prompts = [p for p in load_prompts() if p.tag in args.tags]
     if not prompts:
         raise UsageError(f"no embedded prompt has a tag in {args.tags}; tags are 'provocative' and 'neutral'")

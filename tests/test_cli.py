@@ -257,3 +257,10 @@ def test_set_probes_C_cv_builds_and_runs_a_study(tmp_path):
     assert json.loads((out / "study.json").read_text())["probes"]["C"] == "cv"
     assert json.loads((out / "probes" / "seed0" / "logistic_L2" / "probe.json").read_text())["params"]["C"] == "cv"
     assert pd.read_csv(out / "results.csv")["probe/curated_auroc/logistic_L2"].notna().all()
+
+
+def test_resume_reads_the_folders_study(finished, capsys):
+    """`reproduce --out X --resume` continues X's own study (its study.json), as `train --out X` does."""
+    _, out, _ = finished
+    assert main(["reproduce", "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert "report:" in capsys.readouterr().out
