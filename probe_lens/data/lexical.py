@@ -27,9 +27,16 @@ from typing import Any
 import numpy as np
 from jaxtyping import Float
 
+from probe_lens.data.curated import CuratedText
 from probe_lens.probes.metrics import auroc
 
-INSULT_LEXICON: frozenset[str] = frozenset(
+
+def _words(block: str) -> frozenset[str]:
+    """The whitespace-separated words of a block of text."""
+    return frozenset(block.split())
+
+
+INSULT_LEXICON: frozenset[str] = _words(
     """
     idiot idiotic moron moronic stupid stupidest dumb dumber dumbest dumbass imbecile cretin dimwit
     halfwit nitwit twit dunce bonehead numbskull airhead brainless braindead fool foolish loser
@@ -40,7 +47,7 @@ INSULT_LEXICON: frozenset[str] = frozenset(
     bitch bastard prick dick dickhead douche douchebag asshole ass arse arsehole wanker tosser
     fuck fucking fucked fucker fuckin shit shitty bullshit crap crappy damn damned goddamn hell
     piss pissed bloody bugger screw sucks
-    """.split()
+    """
 )
 """Insult and profanity words (lower case; plurals, ``'s`` and hyphens are folded, see :func:`lexicon_hits`).
 
@@ -49,7 +56,7 @@ Written for probe_lens: name-calling nouns (``idiot``, ``loser``, ``slob``), dem
 profanity (``fuck``, ``shit``, ``damn``). A text with none of these words has no insult or profanity
 word in the sense of the curated v2 kinds ``implicit_toxic`` and ``lexical_trap``."""
 
-NEGATIVE_LEXICON: frozenset[str] = frozenset(
+NEGATIVE_LEXICON: frozenset[str] = _words(
     """
     bad worse worst terrible awful horrible dreadful disappointing disappointed disappointment poor
     hate hated annoying annoyed frustrating frustrated angry furious upset unhappy sad miserable
@@ -57,7 +64,7 @@ NEGATIVE_LEXICON: frozenset[str] = frozenset(
     bland mediocre overpriced fail failed failure problem issue complaint mess nightmare painful
     noisy crowded stale soggy tasteless unreliable unacceptable ridiculous pathetic lousy sucks
     worthless unpleasant stressful exhausting ugly crash crashed bug error wrong lost cold
-    """.split()
+    """
 )
 """Negative-sentiment words (complaints, disappointment, faults), written for probe_lens; folded as
 :data:`INSULT_LEXICON`. It cannot see negation (``not bad``) or a verdict that outweighs a complaint."""
@@ -66,6 +73,7 @@ LEXICONS: dict[str, frozenset[str]] = {"toxicity": INSULT_LEXICON, "sentiment": 
 """The word list for each shipped curated set."""
 
 _WORD = re.compile(r"[a-z]+")
+_POSSESSIVE = re.compile(r"['\u2019]s\b")
 
 
 def _folded(token: str) -> tuple[str, ...]:
@@ -89,7 +97,7 @@ def lexicon_hits(texts: Sequence[str], lexicon: Iterable[str] = INSULT_LEXICON) 
         raise ValueError("lexicon is empty; pass at least one word")
     out = np.zeros(len(texts), dtype=np.float64)
     for i, text in enumerate(texts):
-        flat = text.lower().replace("-", "").replace("'s", "").replace("\u2019s", "")
+        flat = _POSSESSIVE.sub("", text.lower().replace("-", ""))
         out[i] = sum(any(f in words for f in _folded(t)) for t in _WORD.findall(flat))
     return out
 
@@ -169,6 +177,16 @@ def lexical_baselines(
     return out
 
 
+def curated_baselines(
+    rows: Iterable[CuratedText], scorer: Any = None, *, lexicon: Iterable[str] = INSULT_LEXICON
+) -> dict[str, float]:
+    """:func:`lexical_baselines` of curated rows (their texts, labels and topics)."""
+    rows = list(rows)
+    return lexical_baselines(
+        [r.text for r in rows], [r.label for r in rows], [r.topic for r in rows], scorer, lexicon=lexicon
+    )
+
+
 def auroc_by_kind(scores: Any, labels: Any, kinds: Sequence[str]) -> dict[str, float]:
     """AUROC of ``scores`` within each ``kind`` of a labelled set, in first-seen order.
 
@@ -191,4 +209,3 @@ def auroc_by_kind(scores: Any, labels: Any, kinds: Sequence[str]) -> dict[str, f
         rows = mine if len(present) == 2 else mine | (y != present[0])
         out[kind] = auroc(y[rows], s[rows])
     return out
-
