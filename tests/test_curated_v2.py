@@ -200,7 +200,7 @@ def test_lexical_baselines_match_independent_computation():
     oof = cross_val_predict(pipe, np.array(texts), labels, groups=topics, cv=LOGO(), method="predict_proba")[:, 1]
     assert got["bow"] == pytest.approx(roc_auc_score(labels, oof), abs=1e-9)
     np.testing.assert_allclose(bow_oof_scores(texts, labels, topics), oof, atol=1e-9)
-    assert "classifier" not in lexical_baselines(texts, labels, topics)
+    assert set(lexical_baselines(texts, labels, topics, lexicon=None)) == {"bow", "length"}
 
 
 def test_bow_is_cross_validated_by_topic():

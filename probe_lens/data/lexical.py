@@ -153,7 +153,7 @@ def lexical_baselines(
     topics: Sequence[str],
     scorer: Any = None,
     *,
-    lexicon: Iterable[str] = INSULT_LEXICON,
+    lexicon: Iterable[str] | None = INSULT_LEXICON,
 ) -> dict[str, float]:
     """AUROC of each lexical baseline on one labelled set (see the module docstring).
 
@@ -161,24 +161,27 @@ def lexical_baselines(
         texts, labels, topics: the set (labels 1 = the behaviour is present; both labels needed).
         scorer: an object with ``score(texts) -> P(positive)`` (the :mod:`probe_lens.scorers`
             protocol), or None to skip the ``classifier`` baseline.
-        lexicon: the word list (:data:`LEXICONS` holds one per shipped set).
+        lexicon: the word list (:data:`LEXICONS` holds one per shipped set), or None to skip the
+            ``lexicon`` baseline (a behaviour with no fitting word list).
 
     Returns:
-        ``{"classifier"?, "lexicon", "bow", "length"}`` -> AUROC (``classifier`` only with a scorer).
+        ``{"classifier"?, "lexicon"?, "bow", "length"}`` -> AUROC (``classifier`` only with a scorer,
+        ``lexicon`` only with a word list).
     """
     y = _check_inputs(texts, labels, topics)
     texts = list(texts)
     out: dict[str, float] = {}
     if scorer is not None:
         out["classifier"] = auroc(y, np.asarray(scorer.score(texts), dtype=np.float64))
-    out["lexicon"] = auroc(y, lexicon_hits(texts, lexicon))
+    if lexicon is not None:
+        out["lexicon"] = auroc(y, lexicon_hits(texts, lexicon))
     out["bow"] = auroc(y, bow_oof_scores(texts, y, topics))
     out["length"] = auroc(y, length_scores(texts))
     return out
 
 
 def curated_baselines(
-    rows: Iterable[CuratedText], scorer: Any = None, *, lexicon: Iterable[str] = INSULT_LEXICON
+    rows: Iterable[CuratedText], scorer: Any = None, *, lexicon: Iterable[str] | None = INSULT_LEXICON
 ) -> dict[str, float]:
     """:func:`lexical_baselines` of curated rows (their texts, labels and topics)."""
     rows = list(rows)
