@@ -113,7 +113,8 @@ def read_prompts(
 def read_curated(text: str, source: str, *, id_prefix: str = "c") -> list[CuratedText]:
     """Curated rows ``{"text", "label", "kind"?, "topic"?, "id"?}``, both labels present.
 
-    A missing kind becomes ``"positive"`` (label 1) or ``"clean"`` (label 0); see
+    A missing kind becomes ``"positive"`` (label 1) or ``"clean"`` (label 0); a kind may also tag a
+    hard row (``implicit``, ``lexical_trap``, ``matched_negative``); see
     :data:`probe_lens.data.curated.GENERIC_KIND_LABELS`.
     """
     rows: list[CuratedText] = []

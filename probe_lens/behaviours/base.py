@@ -291,7 +291,8 @@ class Behaviour:
                 ``"p<line>"``, missing topics ``"none"``.
             curated_path: optional ``{"text", "label", "kind"?, "topic"?, "id"?}`` per line, label 1 =
                 the behaviour is present; kind ``positive`` / ``hard_negative`` / ``clean`` (default
-                from the label).
+                from the label), or the hard kinds ``implicit`` / ``lexical_trap`` / ``matched_negative``
+                (:data:`probe_lens.data.curated.GENERIC_KIND_LABELS`; ``curated.hard_subset`` selects them).
             scorer, scorer_kwargs, positive_label, negative_label, threshold, metric_prefix,
             curated_prompt, description: as for :class:`Behaviour`.
         """

@@ -2,7 +2,8 @@
 and loaders for the real datasets."""
 
 from probe_lens.data.builder import ActivationDataset, BuildConfig, build_dataset
-from probe_lens.data.curated import CURATED_PROMPT, CuratedText, load_curated
+from probe_lens.data.curated import CURATED_PROMPT, CuratedText, hard_subset, load_curated
+from probe_lens.data.lexical import auroc_by_kind, lexical_baselines
 from probe_lens.data.loaders import (
     DatasetUnavailableError,
     load_civil_comments,
@@ -42,5 +43,8 @@ __all__ = [
     "CURATED_PROMPT",
     "CuratedText",
     "load_curated",
+    "hard_subset",
+    "lexical_baselines",
+    "auroc_by_kind",
     "truncate_prompt",
 ]

@@ -26,6 +26,24 @@ negative-sentiment analogue: clearly negative replies (label 1), hard negatives 
 vocabulary of complaints without being negative (problems solved, praise after a fix, delays reported
 as facts), and ordinary positive or neutral replies, every topic holding both classes.
 
+**Version 2** (``load_curated(name, version=2)``; version 1 stays the default, so results computed on
+v1 do not change) adds rows written for probe_lens in a second file per set (``curated_toxicity_v2.jsonl``,
+240 rows; ``curated_sentiment_v2.jsonl``, 120 rows), tagged with kinds a word-counter gets wrong:
+
+* toxicity: ``implicit_toxic`` (label 1: contempt, threats, dehumanisation, exclusion, demeaning
+  stereotypes, with no word of :data:`probe_lens.data.lexical.INSULT_LEXICON`), ``second_person_toxic``
+  (label 1: aimed at "you", never ending in a vocative insult, no lexicon word either),
+  ``lexical_trap`` (label 0: insult or profanity words used cleanly: quoted or reported abuse, talk
+  about words, self-deprecation, fiction, objects, history) and ``matched_negative`` (label 0:
+  blunt criticism, second-person disagreement, anger at a situation, length-matched to the toxic rows);
+* sentiment: ``negation_*`` ("not bad at all" / "not worth it"), ``mixed_*`` (praise and complaint,
+  judged by the overall verdict) and ``contrast_*`` (others' or expected opinion against the writer's
+  own, no sarcasm), each as ``*_negative`` (label 1) and ``*_clean`` (label 0).
+
+The **hard subset** (``subset="hard"``, :data:`HARD_KINDS`) is every v2 row: exactly the kinds above,
+chosen before any score was seen (not "rows some baseline misranks", which would tie the yardstick to
+one baseline). How the rows were written: ``probe_lens/data/README.md``.
+
 Rule: **never tune anything on these sets** (no probe fitting, threshold choice, layer selection or
 early stopping). They are for evaluation only; otherwise they stop being independent yardsticks.
 """
@@ -62,11 +80,46 @@ SET_KIND_LABELS: dict[str, dict[str, int]] = {
 In the sentiment set, ``negative`` (label 1) is clearly negative sentiment, ``hard_negative`` (label
 0) shares the vocabulary of complaints without being negative, ``clean`` is positive or neutral."""
 
-GENERIC_KIND_LABELS: dict[str, int] = {"positive": 1, "clean": 0, "hard_negative": 0}
-"""Kinds for a user's own curated set (any behaviour): ``positive`` shows the behaviour."""
+CURATED_V2_FILES: dict[str, str] = {"toxicity": "curated_toxicity_v2.jsonl", "sentiment": "curated_sentiment_v2.jsonl"}
+"""The rows each registered set gains in version 2 (a second file, so version 1 stays byte-identical)."""
+
+SET_V2_KIND_LABELS: dict[str, dict[str, int]] = {
+    "toxicity": {"implicit_toxic": 1, "second_person_toxic": 1, "lexical_trap": 0, "matched_negative": 0},
+    "sentiment": {
+        "negation_negative": 1,
+        "negation_clean": 0,
+        "mixed_negative": 1,
+        "mixed_clean": 0,
+        "contrast_negative": 1,
+        "contrast_clean": 0,
+    },
+}
+"""The kinds of each set's v2 rows, and the label each implies (see the module docstring)."""
+
+GENERIC_KIND_LABELS: dict[str, int] = {
+    "positive": 1,
+    "clean": 0,
+    "hard_negative": 0,
+    "implicit": 1,
+    "lexical_trap": 0,
+    "matched_negative": 0,
+}
+"""Kinds for a user's own curated set (any behaviour): ``positive`` shows the behaviour; ``implicit``
+shows it without its usual words, ``lexical_trap`` uses those words without the behaviour,
+``matched_negative`` is a clean row matched to the positives in length and form."""
+
+HARD_KINDS: frozenset[str] = frozenset(
+    [kind for kinds in SET_V2_KIND_LABELS.values() for kind in kinds] + ["implicit", "lexical_trap", "matched_negative"]
+)
+"""Kinds of the lexically hard subset (:func:`hard_subset`): every v2 kind, and the generic hard kinds."""
+
+CURATED_VERSIONS = (1, 2)
+"""Versions of the shipped sets: 1 = the original rows, 2 = those plus the v2 rows."""
 
 _ALL_KIND_LABELS: dict[str, int] = {
-    kind: lab for kinds in (*SET_KIND_LABELS.values(), GENERIC_KIND_LABELS) for kind, lab in kinds.items()
+    kind: lab
+    for kinds in (*SET_KIND_LABELS.values(), *SET_V2_KIND_LABELS.values(), GENERIC_KIND_LABELS)
+    for kind, lab in kinds.items()
 }
 
 
@@ -122,23 +175,49 @@ def _load(filename: str) -> tuple[CuratedText, ...]:
     return tuple(CuratedText(**json.loads(line)) for line in raw.splitlines() if line.strip())
 
 
-def load_curated(name: str = "toxicity") -> list[CuratedText]:
+def _check_kinds(name: str, rows: tuple[CuratedText, ...], kinds: dict[str, int] | None, version: int) -> None:
+    stray = sorted({r.kind for r in rows} - set(kinds)) if kinds else []
+    if stray and kinds:
+        raise ValueError(f"curated set {name!r} v{version} holds kind(s) {stray}; it uses {tuple(kinds)}")
+
+
+def load_curated(name: str = "toxicity", *, version: int = 1, subset: str = "all") -> list[CuratedText]:
     """The curated set ``name`` (see :data:`CURATED_SETS`), in id order. Evaluation only.
 
+    Args:
+        name: ``"toxicity"`` or ``"sentiment"``.
+        version: 1 (the original rows, the default) or 2 (those plus the v2 rows, see the module docstring).
+        subset: ``"all"`` or ``"hard"`` (the lexically hard rows, :func:`hard_subset`; needs version 2).
+
     Raises:
-        ValueError: ``name`` is not registered (the message lists the valid names and the closest match).
+        ValueError: ``name`` is not registered (the message lists the valid names and the closest
+            match), or ``version`` / ``subset`` is not one of the values above.
     """
     if name not in CURATED_SETS:
         valid = sorted(CURATED_SETS)
         close = difflib.get_close_matches(str(name), valid, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown curated set {name!r}; valid names: {valid}{hint}")
+    if isinstance(version, bool) or version not in CURATED_VERSIONS:
+        raise ValueError(f"curated version must be one of {CURATED_VERSIONS}, got {version!r}")
+    if subset not in ("all", "hard"):
+        raise ValueError(f"curated subset must be 'all' or 'hard', got {subset!r}")
+    if subset == "hard" and version == 1:
+        raise ValueError("the hard subset is part of curated v2; pass version=2")
+    if version == 2 and name not in CURATED_V2_FILES:
+        raise ValueError(f"curated set {name!r} has no version 2; versions 2 exist for {sorted(CURATED_V2_FILES)}")
     rows = _load(CURATED_SETS[name])
-    kinds = SET_KIND_LABELS.get(name)
-    stray = sorted({r.kind for r in rows} - set(kinds)) if kinds else []
-    if stray and kinds:
-        raise ValueError(f"curated set {name!r} holds kind(s) {stray}; it uses {tuple(kinds)}")
-    return list(rows)
+    _check_kinds(name, rows, SET_KIND_LABELS.get(name), 1)
+    if version == 2:
+        extra = _load(CURATED_V2_FILES[name])
+        _check_kinds(name, extra, SET_V2_KIND_LABELS.get(name), 2)
+        rows = rows + extra
+    return hard_subset(rows) if subset == "hard" else list(rows)
+
+
+def hard_subset(rows: Iterable[CuratedText]) -> list[CuratedText]:
+    """The rows whose kind is in :data:`HARD_KINDS` (any set, a user's included), in the given order."""
+    return [r for r in rows if r.kind in HARD_KINDS]
 
 
 def curated_arrays(rows: Iterable[CuratedText]) -> tuple[list[str], Int[np.ndarray, " n"]]:
