@@ -30,12 +30,9 @@ FAST = dict(probes={"noise_floor_resamples": 2}, eval={"n_telemetry_prompts": 4}
 
 
 @pytest.fixture
-def registry():
+def registry(registries):
     """The behaviour registry, restored after the test."""
-    saved = dict(BEHAVIOURS)
-    yield BEHAVIOURS
-    BEHAVIOURS.clear()
-    BEHAVIOURS.update(saved)
+    return BEHAVIOURS
 
 
 def _write_jsonl(path, rows):
@@ -149,7 +146,7 @@ def test_own_behaviour_from_jsonl_with_a_scorer_object_runs_a_study(tmp_path, re
     assert results["scorer"].str.contains("non-ascii-share").all()
     assert not [c for c in results.columns if "toxic" in c]
     # a report read back where the behaviour is not registered: the words come from behaviour.json
-    del BEHAVIOURS["complaints"]
+    BEHAVIOURS.unregister("complaints")
     record = json.loads((study.out / "behaviour.json").read_text())
     page = R.write_report(tmp_path / "again", results=results, metrics=pd.read_parquet(study.out / "metrics.parquet"),
                           geometry=None, config={"behaviour": record}).read_text()
