@@ -34,14 +34,7 @@ from probe_lens.data.prompts import Prompt
 from probe_lens.data.reference import ReferenceMismatch, ReferenceSet, reference_mismatch, row_seed
 from probe_lens.models.fast_sampling import sampler_id
 from probe_lens.models.generation import Generation, generate, tokenize_pairs, tokenizer_of
-from probe_lens.scorers.base import (
-    Scorer,
-    ScorerOutputError,
-    ScorerUnavailableError,
-    check_scores,
-    label,
-    scorer_name,
-)
+from probe_lens.scorers.base import Scorer, ScorerOutputError, ScorerUnavailableError, check_scores, label, scorer_name
 
 FORMAT_VERSION = 1
 
@@ -213,14 +206,7 @@ class ActivationDataset:
         examples = pd.read_parquet(path / "examples.parquet")
         acts = {k[len("acts/") :]: v for k, v in tensors.items() if k.startswith("acts/")}
         acts = {h: acts[h] for h in meta["hooks"]}
-        gen = Generation(
-            prompts=examples["prompt"].tolist(),
-            tokens=tensors["gen/tokens"],
-            attention_mask=tensors["gen/attention_mask"],
-            response_mask=tensors["gen/response_mask"],
-            prompt_len=int(meta["prompt_len"]),
-            response_texts=examples["response"].tolist(),
-        )
+        gen = _saved_generation(examples, tensors, meta["prompt_len"])
         return cls(acts=acts, examples=examples, generation=gen, meta=meta)
 
 
@@ -427,15 +413,19 @@ def _read_chunk(js: Path, st: Path, hooks: list[str], stamp: dict[str, Any], n_r
             )
     if t["gen/tokens"].shape[0] != n_rows:
         raise ValueError(f"it holds {t['gen/tokens'].shape[0]} sequences, not {n_rows}")
-    gen = Generation(
+    return _saved_generation(rows, t, payload["prompt_len"]), {h: t[f"acts/{h}"] for h in hooks}, rows
+
+
+def _saved_generation(rows: pd.DataFrame, tensors: dict[str, torch.Tensor], prompt_len: Any) -> Generation:
+    """The :class:`Generation` saved as ``gen/*`` tensors, with the prompt and response texts of ``rows``."""
+    return Generation(
         prompts=rows["prompt"].tolist(),
-        tokens=t["gen/tokens"],
-        attention_mask=t["gen/attention_mask"],
-        response_mask=t["gen/response_mask"],
-        prompt_len=int(payload["prompt_len"]),
+        tokens=tensors["gen/tokens"],
+        attention_mask=tensors["gen/attention_mask"],
+        response_mask=tensors["gen/response_mask"],
+        prompt_len=int(prompt_len),
         response_texts=rows["response"].tolist(),
     )
-    return gen, {h: t[f"acts/{h}"] for h in hooks}, rows
 
 
 def build_dataset(
