@@ -99,6 +99,9 @@ def test_sentiment_study_takes_its_keys_from_the_behaviour(sentiment_study):
     assert {"n_fit_negative", "n_onpolicy_negative"} <= set(split) and "n_fit_toxic" not in split
     meta = json.loads((out / "data" / "probe_pool" / "meta.json").read_text())
     assert meta["behaviour"]["name"] == "sentiment" and {"n_negative", "n_not_negative"} <= set(meta["counts"])
+    for probe in ("logistic_L2", "ensemble2_L2", "massmean_L2"):  # the behaviour supplies the probes' word
+        record = json.loads((out / "probes" / "seed0" / probe / "probe.json").read_text())
+        assert record["metadata"]["label"] == "negative", probe
     # the study file and the run folder name the behaviour; its curated set is the sentiment one
     saved = json.loads((out / "study.json").read_text())
     assert saved["behaviour"] == "sentiment" and saved["eval"]["curated"] == "sentiment"
