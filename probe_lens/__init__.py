@@ -7,8 +7,7 @@ The public API is small; everything else lives in the subpackages named by what 
 ``plots`` (the report's figures as functions).
 """
 
-__version__ = "0.1.0"
-
+from probe_lens._common import VERSION as __version__
 from probe_lens.activations import capture, collect, pool, resolve_hook
 from probe_lens.data import ActivationDataset, BuildConfig, build_dataset, load_prompts, split_prompts
 from probe_lens.experiments import Study, StudyConfig, make_config

@@ -10,15 +10,36 @@ from typing import Any
 
 import numpy as np
 
+VERSION = "0.1.0"
+"""probe_lens's version (``probe_lens.__version__``; pyproject.toml states the same)."""
+
 POOLINGS: tuple[str, ...] = ("mean", "last", "max")
 """How token activations [pos, d_model] are pooled into one vector per text."""
 
 _LAYER_RE = re.compile(r"(?:^|\.)blocks\.(\d+)(?:\.|$)")
 
 
+def library_version() -> str:
+    """probe_lens's installed version (recorded in every probe's metadata); :data:`VERSION` when run from a source tree."""
+    try:
+        from importlib.metadata import version
+
+        return version("probe_lens")
+    except Exception:  # noqa: BLE001 - not installed (e.g. run from a source tree)
+        return VERSION
+
+
 def metric_word(label: str) -> str:
     """A class name as a word of a metric key: ``"not negative"`` -> ``"not_negative"``, ``"toxic"`` -> ``"toxic"``."""
     return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
+
+
+def resid_post_hook(layer: int) -> str:
+    """TransformerLens name of the residual stream after block ``layer``: 7 -> ``"blocks.7.hook_resid_post"``.
+
+    The one place that spells a layer's hook name; :func:`hook_layer` reads it back.
+    """
+    return f"blocks.{layer}.hook_resid_post"
 
 
 def hook_layer(hook: str | None) -> int | None:

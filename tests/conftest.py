@@ -47,3 +47,19 @@ def embedded_hf():
     from probe_lens.models import load_embedded_hf
 
     return load_embedded_hf()
+
+
+@pytest.fixture
+def registries():
+    """The behaviour, scorer and probe-class registries, restored as they were after the test."""
+    from probe_lens.behaviours import BEHAVIOURS
+    from probe_lens.probes import PROBE_CLASSES
+    from probe_lens.scorers import SCORERS
+
+    saved = [(registry, registry.items()) for registry in (BEHAVIOURS, SCORERS, PROBE_CLASSES)]
+    yield
+    for registry, items in saved:
+        for name in registry.names():
+            registry.unregister(name)
+        for name, item in items:
+            registry.register(name, item)

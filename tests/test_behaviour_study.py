@@ -30,12 +30,9 @@ FAST = dict(probes={"noise_floor_resamples": 2}, eval={"n_telemetry_prompts": 4}
 
 
 @pytest.fixture
-def registry():
+def registry(registries):
     """The behaviour registry, restored after the test."""
-    saved = dict(BEHAVIOURS)
-    yield BEHAVIOURS
-    BEHAVIOURS.clear()
-    BEHAVIOURS.update(saved)
+    return BEHAVIOURS
 
 
 def _write_jsonl(path, rows):
@@ -102,6 +99,9 @@ def test_sentiment_study_takes_its_keys_from_the_behaviour(sentiment_study):
     assert {"n_fit_negative", "n_onpolicy_negative"} <= set(split) and "n_fit_toxic" not in split
     meta = json.loads((out / "data" / "probe_pool" / "meta.json").read_text())
     assert meta["behaviour"]["name"] == "sentiment" and {"n_negative", "n_not_negative"} <= set(meta["counts"])
+    for probe in ("logistic_L2", "ensemble2_L2", "massmean_L2"):  # the behaviour supplies the probes' word
+        record = json.loads((out / "probes" / "seed0" / probe / "probe.json").read_text())
+        assert record["metadata"]["label"] == "negative", probe
     # the study file and the run folder name the behaviour; its curated set is the sentiment one
     saved = json.loads((out / "study.json").read_text())
     assert saved["behaviour"] == "sentiment" and saved["eval"]["curated"] == "sentiment"
@@ -149,7 +149,7 @@ def test_own_behaviour_from_jsonl_with_a_scorer_object_runs_a_study(tmp_path, re
     assert results["scorer"].str.contains("non-ascii-share").all()
     assert not [c for c in results.columns if "toxic" in c]
     # a report read back where the behaviour is not registered: the words come from behaviour.json
-    del BEHAVIOURS["complaints"]
+    BEHAVIOURS.unregister("complaints")
     record = json.loads((study.out / "behaviour.json").read_text())
     page = R.write_report(tmp_path / "again", results=results, metrics=pd.read_parquet(study.out / "metrics.parquet"),
                           geometry=None, config={"behaviour": record}).read_text()

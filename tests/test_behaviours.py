@@ -50,12 +50,9 @@ def _behaviour(**kw) -> Behaviour:
 
 
 @pytest.fixture
-def registry():
+def registry(registries):
     """The registry, restored after the test."""
-    saved = dict(BEHAVIOURS)
-    yield BEHAVIOURS
-    BEHAVIOURS.clear()
-    BEHAVIOURS.update(saved)
+    return BEHAVIOURS
 
 
 # ---- every registered behaviour ------------------------------------------------------------------
@@ -109,10 +106,13 @@ def test_registered_behaviour_names_and_record(name, monkeypatch):
 
 def test_default_is_toxicity_and_wraps_todays_data():
     tox = get_behaviour()
-    assert tox is get_behaviour("toxicity") is BEHAVIOURS["toxicity"]
+    assert tox is get_behaviour("toxicity") is BEHAVIOURS.get("toxicity")
     assert (tox.positive_label, tox.negative_label, tox.scorer, tox.threshold) == ("toxic", "clean", "auto", 0.5)
     assert tox.load_prompts() == load_prompts()
     assert tox.load_curated() == load_curated("toxicity")
+    from probe_lens.data.builder import class_record
+
+    assert class_record(None) == class_record(tox) == class_record(tox.describe())  # data's default: toxicity
     assert tox.curated_prompt == CURATED_PROMPT
     assert len({tox, get_behaviour("toxicity"), get_behaviour("sentiment")}) == 2  # hashable, by identity
 

@@ -174,7 +174,7 @@ class BadAfter(ByteScorer):
         (lambda s: [float("nan")] + s[1:], True, r"returned NaN/inf for 1 of 6 texts"),
         (lambda s: [1.5] + s[1:], True, r"1 of 6 scores outside \[0, 1\] \(min .*, max 1\.5\)"),
         (lambda s: [-0.1] + s[1:], True, r"outside \[0, 1\]"),
-        (lambda s: s[:-1], False, r"failed: RuntimeError: byte-share returned 5 scores for 6 texts"),
+        (lambda s: s[:-1], False, r"returned 5 scores for 6 texts \(one per text is needed\)\. The build"),
     ],
 )
 def test_a_bad_scorer_stops_the_build_and_keeps_finished_chunks(tiny, tmp_path, bad, via_score, message):
@@ -222,3 +222,51 @@ def test_corrupt_or_foreign_chunks_are_named_and_rebuilt(tiny, tmp_path):
     assert resumed.examples.equals(full.examples)
     for h in full.hooks:
         assert torch.equal(resumed.acts[h], full.acts[h])
+
+
+def test_labelled_rows_are_read_teacher_forced_and_keep_their_labels(tiny, tmp_path):
+    """dataset_from_labelled: one row per labelled pair of a given prompt, its label as its score, activations
+    pooled over its response tokens (oracle: pool over a hand-tokenized pair), reused from out_dir."""
+    from probe_lens.behaviours import LabelledRows
+    from probe_lens.data.builder import dataset_from_labelled
+    from probe_lens.models import tokenize_pairs
+
+    pairs = [(p.text, f" answer {i}{'!' * (i % 3)}", i % 2) for i, p in enumerate(PROMPTS[:6])]
+    pairs.append((PROMPTS[0].text, " a second answer", 1))
+    rows = LabelledRows([*pairs, ("a prompt not asked for", " no", 0)], source="test")
+    cfg = _cfg(threshold=0.5, balance=False, test_fraction=0.0)
+    ds = dataset_from_labelled(tiny, PROMPTS, rows, cfg, out_dir=tmp_path / "l", progress=False)
+    ex = ds.examples
+    assert ex["response"].tolist() == [r for _, r, _ in pairs]
+    assert ex["score"].tolist() == ex["label"].tolist() == [float(y) for _, _, y in pairs]
+    assert ex["sample"].tolist() == [0, 0, 0, 0, 0, 0, 1] and (ex["round"] == 0).all()
+    assert ds.meta["source"] == {"labelled": "test", "labelled_version": rows.version}
+    assert ds.counts()["n_toxic"] == sum(y for _, _, y in pairs)  # no behaviour: toxicity's words
+    gen = tokenize_pairs(tiny, [pairs[6][0]], [pairs[6][1]])
+    from probe_lens.activations import collect
+
+    want = collect(tiny, gen.tokens, gen.attention_mask, gen.response_mask, [ds.hooks[0]], progress=False)
+    torch.testing.assert_close(ds.acts[ds.hooks[0]][6], want[ds.hooks[0]][0], rtol=1e-4, atol=1e-5)
+    again = dataset_from_labelled(tiny, PROMPTS, rows, cfg, out_dir=tmp_path / "l", progress=False)
+    assert again.examples.equals(ds.examples)
+    other = LabelledRows(pairs[:-1], source="test")
+    with pytest.raises(ValueError, match="other labelled rows"):
+        dataset_from_labelled(tiny, PROMPTS, other, cfg, out_dir=tmp_path / "l", progress=False)
+    with pytest.raises(ValueError, match="none of the 2 prompts has a labelled row"):
+        dataset_from_labelled(tiny, ["x", "y"], rows, cfg, progress=False)
+
+
+def test_the_behaviour_names_the_classes_in_meta(tiny):
+    from probe_lens.data.builder import DEFAULT_CLASSES, class_record
+
+    class Names:
+        name, positive_label, negative_label = "rudeness", "rude", "polite"
+
+    ds = build_dataset(tiny, PROMPTS[:4], ByteScorer(), _cfg(), progress=False, behaviour=Names())
+    assert ds.meta["behaviour"] == {"name": "rudeness", "positive_label": "rude", "negative_label": "polite"}
+    assert {"n_rude", "n_polite"} <= set(ds.counts()) and {"n_rude", "n_polite"} <= set(ds.meta["counts"])
+    assert class_record(None) == DEFAULT_CLASSES and class_record(dict(vars(Names))) == ds.meta["behaviour"]
+    with pytest.raises(TypeError, match=r"get_behaviour\('sentiment'\)"):
+        class_record("sentiment")
+    with pytest.raises(TypeError, match=r"lacks \['negative_label'\]"):
+        class_record({"name": "x", "positive_label": "y"})

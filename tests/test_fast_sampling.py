@@ -24,7 +24,7 @@ from probe_lens.models.fast_sampling import (
     half_weight_products,
     sample_in_place,
 )
-from probe_lens.models.generation import _sample, last_position_logits, left_pad
+from probe_lens.models.sampling import last_position_logits, left_pad, sample_logits
 from probe_lens.testing import tiny_model
 
 PROMPTS = ["hello world", "hi", "a much longer prompt with more bytes", "x", "the cat sat on", "zzz", "Once upon", "1 2 3"]
@@ -147,8 +147,8 @@ def test_shared_prefill_equals_separate_prefill(tiny):
 def test_in_place_sampling_uses_the_reference_draws():
     logits = torch.randn(6, 50) * 3
     for temperature in (1.0, 0.7):
-        ref = _sample(logits.clone(), do_sample=True, temperature=temperature, top_p=1.0,
-                      generator=torch.Generator().manual_seed(0))
+        ref = sample_logits(logits.clone(), do_sample=True, temperature=temperature, top_p=1.0,
+                            generator=torch.Generator().manual_seed(0))
         fast = sample_in_place(logits.clone(), do_sample=True, temperature=temperature, top_p=1.0,
                                generator=torch.Generator().manual_seed(0))
         assert torch.equal(ref, fast)

@@ -25,7 +25,6 @@ from probe_lens.probes import (
     register_probe_class,
     save_probe,
 )
-from probe_lens.probes import io as probe_io
 from probe_lens.probes.metrics import auroc
 
 INSTANCES = [est for cls in probe_classes().values() for est in cls._test_instances()]
@@ -182,11 +181,9 @@ class MaxVoteEnsemble(DiverseProbeEnsemble):
         return [cls(2, "penalty", aggregate="max", progress=False)]
 
 
-def test_register_probe_class_accepts_any_probe(monkeypatch, tmp_path):
+def test_register_probe_class_accepts_any_probe(registries, tmp_path):
     """A custom ensemble (not a BaseProbe) registers, saves, loads and passes sklearn's checks."""
     from sklearn.utils.estimator_checks import check_estimator
-
-    monkeypatch.setattr(probe_io, "_REGISTRY", dict(probe_io._REGISTRY))
 
     assert register_probe_class(MaxVoteEnsemble) is MaxVoteEnsemble
     assert probe_classes()["MaxVoteEnsemble"] is MaxVoteEnsemble
@@ -198,6 +195,10 @@ def test_register_probe_class_accepts_any_probe(monkeypatch, tmp_path):
     check_estimator(MaxVoteEnsemble._test_instances()[0], on_skip=None)
     with pytest.raises(TypeError, match="only probe classes"):
         register_probe_class(StandardScaler)
+    other = type("MaxVoteEnsemble", (MaxVoteEnsemble,), {})  # another class under the same name
+    with pytest.raises(ValueError, match="already registered.*replace=True"):
+        register_probe_class(other)
+    assert register_probe_class(other, replace=True) is other and probe_classes()["MaxVoteEnsemble"] is other
 
 
 # ---------------------------------------------------------------------------------------------

@@ -120,7 +120,7 @@ def test_estimator_api(data):
     # metadata
     meta = probe.metadata
     assert isinstance(meta, ProbeMetadata)
-    assert (meta.model_name, meta.hook, meta.pooling, meta.d_model, meta.label) == ("m", HOOK, "mean", d, "toxic")
+    assert (meta.model_name, meta.hook, meta.pooling, meta.d_model, meta.label) == ("m", HOOK, "mean", d, "positive")
     assert (meta.n_fit, meta.n_positive, meta.probe_type) == (len(y), int(y.sum()), "LogisticProbe")
     assert meta.layer == 1 and meta.library_version
     json.dumps(meta.to_dict())

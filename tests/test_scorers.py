@@ -10,12 +10,17 @@ import pytest
 import torch
 
 from probe_lens.scorers import (
+    SCORERS,
     DetoxifyScorer,
     ProbeScorer,
     ProfanityCheckScorer,
+    Scorer,
+    ScorerOutputError,
     ScorerUnavailableError,
+    check_scores,
     get_scorer,
     label,
+    register_scorer,
 )
 
 # Detoxify's class order for its "original" model, but with toxicity second, so picking the head by
@@ -127,7 +132,7 @@ def test_auto_picks_detoxify_when_available(tiny_detoxify):
 
 
 def test_get_scorer_bad_names_and_options():
-    with pytest.raises(ValueError, match="valid names"):
+    with pytest.raises(ValueError, match=r"unknown scorer 'perspective'; registered: \['auto', 'detoxify', 'profanity', 'vader'\]"):
         get_scorer("perspective")
     with pytest.raises(TypeError, match="no options besides device"):
         get_scorer("profanity", batch_size=4)
@@ -295,3 +300,84 @@ def test_scorer_device_option(tiny_detoxify):
     if not torch.cuda.is_available():
         with pytest.raises(ScorerUnavailableError, match="CUDA is not available"):
             get_scorer("auto", checkpoint=ckpt, huggingface_config_path=cfg_dir, device="cuda")
+
+
+class ConstantScorer(Scorer):
+    """A user's scorer: the same P for every text (``value``), on the device it was built for."""
+
+    name = "constant"
+
+    def __init__(self, device: str = "cpu", value: float = 0.25):
+        super().__init__()
+        self.device, self.value = device, value
+
+    def _score(self, texts):
+        return [self.value] * len(texts)
+
+
+def test_a_user_registers_a_scorer(registries):
+    """The registry is open: a registered factory is built by name (with device and options), is a valid
+    scorer name for a behaviour, and is replaced only on purpose."""
+    from probe_lens.behaviours import Behaviour
+    from probe_lens.data import Prompt
+
+    assert register_scorer("constant", ConstantScorer) is ConstantScorer
+    assert "constant" in SCORERS and "constant" in SCORERS.names()
+    scorer = get_scorer("constant", device=torch.device("cpu"), value=0.75)
+    assert isinstance(scorer, ConstantScorer) and scorer.device == "cpu"
+    np.testing.assert_array_equal(scorer.score(["a", "b"]), [0.75, 0.75])
+    b = Behaviour("constancy", "yes", "no", lambda: [Prompt("a", "Hi", "provocative", "t")], scorer="constant",
+                  scorer_kwargs={"value": 0.5})  # fmt: skip
+    assert b.get_scorer().score(["x"]).tolist() == [0.5]
+    with pytest.raises(ValueError, match="already registered.*replace=True"):
+        register_scorer("constant", lambda device, **kw: ConstantScorer(device, 0.1))
+    register_scorer("constant", lambda device, **kw: ConstantScorer(device, 0.1), replace=True)
+    assert get_scorer("constant").score(["x"]).tolist() == [0.1]
+    register_scorer("broken", lambda device: "not a scorer")
+    with pytest.raises(TypeError, match=r"scorer 'broken' returned a str, which lacks \['score', 'describe'\]"):
+        get_scorer("broken")
+    with pytest.raises(TypeError, match="callable"):
+        register_scorer("nothing", None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="did you mean 'constant'"):
+        get_scorer("constnt")
+
+
+@pytest.mark.parametrize(
+    "raw, match",
+    [
+        ([0.5], r"scorer 'constant' returned 1 scores for 2 texts \(one per text is needed\)"),
+        ([0.5, float("nan")], r"returned NaN/inf for 1 of 2 texts \(first: text 1, 'bb'\)"),
+        ([0.5, 1.5], r"returned 1 of 2 scores outside \[0, 1\] \(min 0\.5, max 1\.5\)"),
+        (["a", "b"], "not a list of numbers"),
+    ],
+)
+def test_scores_are_checked_once_with_one_error(raw, match):
+    """Scorer.score and the dataset builder share check_scores: one ScorerOutputError (a ValueError)."""
+    scorer = ConstantScorer()
+    scorer._score = lambda texts: raw
+    with pytest.raises(ScorerOutputError, match=match):
+        scorer.score(["a", "bb"])
+    with pytest.raises(ScorerOutputError, match=match.replace("'constant'", "'x'")):
+        check_scores(raw, ["a", "bb"], "x")
+    assert issubclass(ScorerOutputError, ValueError)
+    np.testing.assert_array_equal(check_scores([0, 1], 2, "x"), [0.0, 1.0])
+
+
+def test_a_package_scorer_names_its_missing_package():
+    from probe_lens.scorers import PackageScorer
+
+    class Missing(PackageScorer):
+        name, dist, module = "missing", "no-such-dist", "no_such_module_for_probe_lens"
+
+        def _setup(self, backend):
+            raise AssertionError("never reached")
+
+        def _score(self, texts):
+            return [0.0] * len(texts)
+
+    assert not Missing.available() and ProfanityCheckScorer.available()
+    with pytest.raises(ScorerUnavailableError, match="the 'missing' scorer needs the no-such-dist package: pip install no-such-dist"):
+        Missing()
+    profanity = ProfanityCheckScorer()
+    assert profanity.describe()["details"] == {"package": "alt-profanity-check"}
+    assert profanity.version not in ("", "unknown")

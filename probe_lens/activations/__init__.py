@@ -1,7 +1,8 @@
 """Hook points, pooling and activation reading."""
 
+from probe_lens._common import hook_layer, resid_post_hook
 from probe_lens.activations.collect import capture, collect, trim_left_padding
-from probe_lens.activations.hooks import UnknownHookError, hook_layer, resolve_hook, resolve_hooks
+from probe_lens.activations.hooks import UnknownHookError, resolve_hook, resolve_hooks
 from probe_lens.activations.pooling import POOLINGS, pool
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "collect",
     "hook_layer",
     "pool",
+    "resid_post_hook",
     "resolve_hook",
     "resolve_hooks",
     "trim_left_padding",

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 from transformer_lens import HookedTransformer
 
+from probe_lens._common import hook_layer, resid_post_hook
+
 HookSpec = str | int
 
 
@@ -30,7 +32,7 @@ def resolve_hook(model: HookedTransformer, hook: HookSpec) -> str:
                 f"layer {hook} is out of range for a model with {n_layers} layers "
                 f"(valid: 0..{n_layers - 1}, or negative from the end)"
             )
-        return f"blocks.{layer}.hook_resid_post"
+        return resid_post_hook(layer)
     if not isinstance(hook, str):
         raise TypeError(f"hook must be a hook name (str) or a layer index (int), got {type(hook).__name__}")
     if hook in model.hook_dict:
@@ -55,14 +57,6 @@ def resolve_hooks(model: HookedTransformer, hooks: HookSpec | Sequence[HookSpec]
         if name not in out:
             out.append(name)
     return out
-
-
-def hook_layer(hook: str) -> int | None:
-    """Layer index of a ``blocks.{L}.*`` hook name, else ``None``."""
-    parts = hook.split(".")
-    if len(parts) >= 2 and parts[0] == "blocks" and parts[1].isdigit():
-        return int(parts[1])
-    return None
 
 
 def stop_layer_for(hooks: Sequence[str], n_layers: int) -> int | None:

@@ -22,6 +22,7 @@ from probe_lens._common import check_threshold, metric_word as _slug
 from probe_lens.behaviours import _jsonl
 from probe_lens.data.curated import CURATED_PROMPT, CuratedText
 from probe_lens.data.prompts import Prompt
+from probe_lens.scorers.registry import SCORERS
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -39,12 +40,6 @@ METRIC_ROLES: tuple[str, ...] = (
     "proj_negative",
 )
 """The roles :attr:`Behaviour.metric_keys` names; see there for the keys of the toxicity behaviour."""
-
-
-def _scorer_names() -> tuple[str, ...]:
-    from probe_lens.scorers.registry import SCORERS
-
-    return SCORERS
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # compared and hashed by identity: it holds loaders
@@ -115,12 +110,11 @@ class Behaviour:
             raise TypeError(f"behaviour {self.name!r}: scorer_kwargs must be a mapping of option name -> value")
         object.__setattr__(self, "scorer_kwargs", types.MappingProxyType(dict(self.scorer_kwargs)))
         if isinstance(self.scorer, str):
-            names = _scorer_names()
-            if self.scorer not in names:
-                close = difflib.get_close_matches(self.scorer, list(names), n=1)
+            if self.scorer not in SCORERS:
+                close = difflib.get_close_matches(self.scorer, SCORERS.names(), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise ValueError(
-                    f"behaviour {self.name!r}: unknown scorer {self.scorer!r}{hint}; valid names: {list(names)}"
+                    f"behaviour {self.name!r}: unknown scorer {self.scorer!r}{hint}; valid names: {SCORERS.names()}"
                 )
         else:
             missing = [m for m in ("score", "describe") if not callable(getattr(self.scorer, m, None))]

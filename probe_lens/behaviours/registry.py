@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
-
+from probe_lens._registry import Registry
 from probe_lens.behaviours.base import Behaviour
 
-BEHAVIOURS: dict[str, Behaviour] = {}
+BEHAVIOURS: Registry[Behaviour] = Registry(
+    "behaviour", hint="Build your own with Behaviour.from_jsonl(...) and register_behaviour(...)"
+)
 """Registered behaviours by name (built-ins: ``toxicity``, ``sentiment``). Add with :func:`register_behaviour`."""
 
 DEFAULT_BEHAVIOUR = "toxicity"
@@ -21,11 +22,7 @@ def register_behaviour(behaviour: Behaviour, *, replace: bool = False) -> Behavi
     """
     if not isinstance(behaviour, Behaviour):
         raise TypeError(f"only Behaviour objects can be registered, got {type(behaviour).__name__}")
-    current = BEHAVIOURS.get(behaviour.name)
-    if current is not None and current is not behaviour and not replace:
-        raise ValueError(f"a behaviour named {behaviour.name!r} is already registered; pass replace=True to replace it")
-    BEHAVIOURS[behaviour.name] = behaviour
-    return behaviour
+    return BEHAVIOURS.register(behaviour.name, behaviour, replace=replace)
 
 
 def get_behaviour(name: str | Behaviour = DEFAULT_BEHAVIOUR) -> Behaviour:
@@ -38,11 +35,4 @@ def get_behaviour(name: str | Behaviour = DEFAULT_BEHAVIOUR) -> Behaviour:
         return name
     if not isinstance(name, str):
         raise TypeError(f"a behaviour is given by name (str) or as a Behaviour, got {type(name).__name__}")
-    if name in BEHAVIOURS:
-        return BEHAVIOURS[name]
-    close = difflib.get_close_matches(name, list(BEHAVIOURS), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ValueError(
-        f"unknown behaviour {name!r}{hint}; registered: {sorted(BEHAVIOURS)}. Build your own with "
-        "Behaviour.from_jsonl(...) and register_behaviour(...)"
-    )
+    return BEHAVIOURS.get(name)

@@ -14,9 +14,9 @@ import json
 import time
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,23 +26,32 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from probe_lens._common import metric_word
+from probe_lens._common import metric_word, resid_post_hook
 from probe_lens._io import atomic_write, sha256_file
 from probe_lens.activations import collect, resolve_hooks
 from probe_lens.activations.pooling import POOLINGS
 from probe_lens.data.prompts import Prompt
+from probe_lens.data.reference import ReferenceMismatch, ReferenceSet, reference_mismatch, row_seed
 from probe_lens.models.fast_sampling import sampler_id
-from probe_lens.models.generation import Generation, generate, tokenizer_of
-from probe_lens.scorers.base import Scorer, ScorerUnavailableError, label
-
-if TYPE_CHECKING:
-    from probe_lens.data.reference import ReferenceSet
+from probe_lens.models.generation import Generation, generate, tokenize_pairs, tokenizer_of
+from probe_lens.scorers.base import Scorer, ScorerOutputError, ScorerUnavailableError, check_scores, label, scorer_name
 
 FORMAT_VERSION = 1
 
+DEFAULT_CLASSES = {"name": "toxicity", "positive_label": "toxic", "negative_label": "clean"}
+"""``meta["behaviour"]`` of a dataset built for no behaviour (and read for one saved before behaviours): the
+paper's toxicity (``probe_lens.behaviours.TOXICITY`` names the same)."""
 
-class ScorerOutputError(ValueError):
-    """The scorer returned unusable scores (wrong count, NaN, outside [0, 1]); the build stopped."""
+__all__ = [
+    "DEFAULT_CLASSES",
+    "ActivationDataset",
+    "BuildConfig",
+    "ScorerOutputError",
+    "build_dataset",
+    "class_record",
+    "dataset_from_labelled",
+    "dataset_from_reference",
+]
 
 
 @dataclasses.dataclass
@@ -150,7 +159,7 @@ class ActivationDataset:
 
     def _hook_name(self, hook: str | int) -> str:
         if isinstance(hook, int):
-            hook = f"blocks.{hook}.hook_resid_post"
+            hook = resid_post_hook(hook)
         if hook not in self.acts:
             raise KeyError(f"hook {hook!r} was not collected; this dataset has {self.hooks}")
         return hook
@@ -197,34 +206,41 @@ class ActivationDataset:
         examples = pd.read_parquet(path / "examples.parquet")
         acts = {k[len("acts/") :]: v for k, v in tensors.items() if k.startswith("acts/")}
         acts = {h: acts[h] for h in meta["hooks"]}
-        gen = Generation(
-            prompts=examples["prompt"].tolist(),
-            tokens=tensors["gen/tokens"],
-            attention_mask=tensors["gen/attention_mask"],
-            response_mask=tensors["gen/response_mask"],
-            prompt_len=int(meta["prompt_len"]),
-            response_texts=examples["response"].tolist(),
-        )
+        gen = _saved_generation(examples, tensors, meta["prompt_len"])
         return cls(acts=acts, examples=examples, generation=gen, meta=meta)
 
 
-def _behaviour_record(behaviour: Any) -> dict[str, str]:
-    """``meta["behaviour"]``: the name and class names of ``behaviour`` (a Behaviour, a registered name, or
-    None: toxicity)."""
-    from probe_lens.behaviours import BehaviourNames
+def class_record(behaviour: Any = None) -> dict[str, str]:
+    """``meta["behaviour"]``: the name and class names of ``behaviour``.
 
-    n = BehaviourNames.of(behaviour)
-    return {"name": n.name, "positive_label": n.positive_label, "negative_label": n.negative_label}
+    ``behaviour``: a :class:`~probe_lens.behaviours.Behaviour` (or anything with ``name``, ``positive_label``
+    and ``negative_label``, e.g. ``BehaviourNames``), its ``describe()`` record, or None (:data:`DEFAULT_CLASSES`).
+    """
+    if behaviour is None:
+        return dict(DEFAULT_CLASSES)
+    if isinstance(behaviour, str):
+        raise TypeError(f"pass the behaviour itself (probe_lens.behaviours.get_behaviour({behaviour!r})), not its name")
+    get = behaviour.get if isinstance(behaviour, Mapping) else lambda k: getattr(behaviour, k, None)
+    record = {k: get(k) for k in DEFAULT_CLASSES}
+    missing = [k for k, v in record.items() if not isinstance(v, str) or not v]
+    if missing:
+        raise TypeError(f"a behaviour names {list(DEFAULT_CLASSES)}; {type(behaviour).__name__} lacks {missing}")
+    return {k: str(v) for k, v in record.items()}
 
 
 def _count_keys(record: dict[str, str] | None) -> tuple[str, str]:
     """The count keys of the two classes, ``("n_toxic", "n_clean")`` for toxicity (and for a dataset built
     before behaviours, which records none)."""
-    record = record or {}
-    return (
-        f"n_{metric_word(record.get('positive_label', 'toxic'))}",
-        f"n_{metric_word(record.get('negative_label', 'clean'))}",
-    )
+    names = {**DEFAULT_CLASSES, **(record or {})}
+    return f"n_{metric_word(names['positive_label'])}", f"n_{metric_word(names['negative_label'])}"
+
+
+def _inputs(
+    model: HookedTransformer, prompts: Sequence[Prompt | str], config: BuildConfig | None
+) -> tuple[BuildConfig, list[Prompt], list[str]]:
+    """The config (default :class:`BuildConfig`), the prompts as :class:`Prompt` rows, the resolved hooks."""
+    cfg = config or BuildConfig()
+    return cfg, _as_prompts(prompts), resolve_hooks(model, cfg.hooks)
 
 
 def _as_prompts(prompts: Sequence[Prompt | str]) -> list[Prompt]:
@@ -247,39 +263,7 @@ def _as_prompts(prompts: Sequence[Prompt | str]) -> list[Prompt]:
 def _row_seeds(seed: int, round_: int, prompts: list[Prompt], k: int) -> list[int]:
     """Each sample's own random stream (:func:`~probe_lens.data.reference.row_seed`): round 0 draws the
     rows a reference set built with the same seed holds; later rounds draw new ones."""
-    from probe_lens.data.reference import row_seed
-
     return [row_seed(seed, p.id if round_ == 0 else f"{p.id}#round{round_}", s) for p in prompts for s in range(k)]
-
-
-def _scorer_name(scorer: Any) -> str:
-    try:
-        return str(scorer.describe().get("name"))
-    except Exception:  # a duck-typed scorer without describe()
-        return type(scorer).__name__
-
-
-def _checked_scores(raw: Any, texts: list[str], who: str) -> np.ndarray:
-    """``raw`` as float64 [len(texts)] in [0, 1], or a ScorerOutputError saying what is wrong."""
-    n = len(texts)
-    try:
-        arr = np.asarray(raw, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as e:
-        raise ScorerOutputError(f"scorer {who!r} returned something that is not a list of numbers ({e})") from e
-    if arr.shape != (n,):
-        raise ScorerOutputError(f"scorer {who!r} returned {arr.shape[0]} scores for {n} texts (one per text is needed)")
-    bad = np.flatnonzero(~np.isfinite(arr))
-    if len(bad):
-        raise ScorerOutputError(
-            f"scorer {who!r} returned NaN/inf for {len(bad)} of {n} texts (first: text {bad[0]}, {texts[bad[0]][:60]!r})"
-        )
-    out = np.flatnonzero((arr < 0) | (arr > 1))
-    if len(out):
-        raise ScorerOutputError(
-            f"scorer {who!r} returned {len(out)} of {n} scores outside [0, 1] (min {arr.min():.4g}, max {arr.max():.4g}); "
-            "scores must be probabilities P(toxic)"
-        )
-    return arr
 
 
 def _meta_base(model: HookedTransformer, cfg: BuildConfig, hooks: list[str], prompts: list[Prompt], scorer: dict,
@@ -337,14 +321,14 @@ def _build_chunk(model, prompts: list[Prompt], hooks: list[str], scorer: Scorer,
         fast=cfg.fast_sampling,
     )
     t0 = time.perf_counter()
-    who = _scorer_name(scorer)
+    who = scorer_name(scorer)
     try:
         raw = scorer.score(gen.response_texts)
-    except ScorerUnavailableError:
+    except (ScorerUnavailableError, ScorerOutputError):  # a Scorer's own output check says what is wrong
         raise
     except (RuntimeError, ValueError, TypeError) as e:  # Scorer.score's own output check, or the backend's
         raise ScorerOutputError(f"scorer {who!r} failed: {type(e).__name__}: {e}") from e
-    scores = _checked_scores(raw, gen.response_texts, who)
+    scores = check_scores(raw, gen.response_texts, who)
     t_score = time.perf_counter() - t0
     acts = _pooled(model, gen, hooks, cfg, progress=False)
     rows = _rows_frame(
@@ -429,15 +413,19 @@ def _read_chunk(js: Path, st: Path, hooks: list[str], stamp: dict[str, Any], n_r
             )
     if t["gen/tokens"].shape[0] != n_rows:
         raise ValueError(f"it holds {t['gen/tokens'].shape[0]} sequences, not {n_rows}")
-    gen = Generation(
+    return _saved_generation(rows, t, payload["prompt_len"]), {h: t[f"acts/{h}"] for h in hooks}, rows
+
+
+def _saved_generation(rows: pd.DataFrame, tensors: dict[str, torch.Tensor], prompt_len: Any) -> Generation:
+    """The :class:`Generation` saved as ``gen/*`` tensors, with the prompt and response texts of ``rows``."""
+    return Generation(
         prompts=rows["prompt"].tolist(),
-        tokens=t["gen/tokens"],
-        attention_mask=t["gen/attention_mask"],
-        response_mask=t["gen/response_mask"],
-        prompt_len=int(payload["prompt_len"]),
+        tokens=tensors["gen/tokens"],
+        attention_mask=tensors["gen/attention_mask"],
+        response_mask=tensors["gen/response_mask"],
+        prompt_len=int(prompt_len),
         response_texts=rows["response"].tolist(),
     )
-    return gen, {h: t[f"acts/{h}"] for h in hooks}, rows
 
 
 def build_dataset(
@@ -462,9 +450,7 @@ def build_dataset(
     only a larger budget (``max_rounds``, ``min_minority``) grows a finished dataset: saved rounds are
     reused and only the new ones sampled.
     """
-    cfg = config or BuildConfig()
-    prompts = _as_prompts(prompts)
-    hooks = resolve_hooks(model, cfg.hooks)
+    cfg, prompts, hooks = _inputs(model, prompts, config)
     meta_base = _meta_base(model, cfg, hooks, prompts, scorer.describe())
     folder = Path(out_dir) if out_dir is not None else None
     if folder is not None:
@@ -487,7 +473,7 @@ def build_dataset(
     acts_parts: dict[str, list[torch.Tensor]] = {h: [] for h in hooks}
     frames: list[pd.DataFrame] = []
     timings = {"generate_collect_s": 0.0, "score_s": 0.0}
-    positive = _behaviour_record(behaviour)["positive_label"]
+    positive = class_record(behaviour)["positive_label"]
     round_pool = prompts
     n_done = 0
     for round_ in range(cfg.max_rounds):
@@ -555,7 +541,7 @@ def _assemble(
     rng = np.random.default_rng(cfg.seed)
     examples["balanced"] = _balance_mask(examples["label"].to_numpy(), rng) if cfg.balance else True
     examples["split"] = _split_by_prompt(examples["prompt_id"].to_numpy(), cfg.test_fraction, rng)
-    record = _behaviour_record(behaviour)
+    record = class_record(behaviour)
     pos, neg = _count_keys(record)
     counts = {
         "n_examples": int(len(examples)),
@@ -611,43 +597,33 @@ def dataset_from_reference(
     :class:`~probe_lens.data.reference.ReferenceMismatch` when the reference cannot stand in (other model,
     sampling settings or prompts). With ``out_dir`` a finished dataset there is loaded instead.
     """
-    from probe_lens.data.reference import ReferenceMismatch, reference_mismatch
-
-    cfg = config or BuildConfig()
-    prompts = _as_prompts(prompts)
-    hooks = resolve_hooks(model, cfg.hooks)
+    cfg, prompts, hooks = _inputs(model, prompts, config)
     why = reference_mismatch(reference, model, prompts, cfg)
     if why is not None:
         raise ReferenceMismatch(f"the reference set cannot replace sampling: {why}")
-    who = _scorer_name(scorer)
+    who = scorer_name(scorer)
     source = {
         "reference": reference.meta.get("file", "reference"),
         "reference_sha256": reference.meta.get("sha256"),
         "reference_scorer": reference.meta.get("scorer", {}).get("name"),
     }
+
+    def read() -> _GivenRows:
+        t0 = time.perf_counter()
+        rows = reference.select([p.id for p in prompts], cfg.samples_per_prompt)
+        gen = reference.generation(rows, tokenizer_of(model).pad_token_id)
+        sub = reference.rows.loc[rows]
+        if who == source["reference_scorer"]:
+            scores = sub["score"].to_numpy(dtype=np.float64)
+        else:
+            scores = check_scores(scorer.score(gen.response_texts), gen.response_texts, who)
+        tag = {p.id: p.tag for p in prompts}
+        ids = sub["prompt_id"].tolist()
+        return _GivenRows(gen, ids, [tag[i] for i in ids], scores, sub["sample"].to_numpy(),
+                          {"row_seed": sub["row_seed"].to_numpy()}, score_s=time.perf_counter() - t0)  # fmt: skip
+
     meta_base = _meta_base(model, cfg, hooks, prompts, scorer.describe(), source)
-    folder = Path(out_dir) if out_dir is not None else None
-    if folder is not None and (folder / "meta.json").exists():
-        ds = ActivationDataset.load(folder)
-        _check_same_study(ds.meta, meta_base, folder)
-        return ds
-    t0 = time.perf_counter()
-    rows = reference.select([p.id for p in prompts], cfg.samples_per_prompt)
-    gen = reference.generation(rows, tokenizer_of(model).pad_token_id)
-    sub = reference.rows.loc[rows]
-    if who == source["reference_scorer"]:
-        scores = sub["score"].to_numpy(dtype=np.float64)
-    else:
-        scores = _checked_scores(scorer.score(gen.response_texts), gen.response_texts, who)
-    t_score = time.perf_counter() - t0
-    acts = _pooled(model, gen, hooks, cfg, progress)
-    tag = {p.id: p.tag for p in prompts}
-    examples = _rows_frame(
-        gen, sub["prompt_id"].tolist(), gen.prompts, [tag[i] for i in sub["prompt_id"]], scores,
-        sub["sample"].to_numpy(), row_seed=sub["row_seed"].to_numpy(), round=0,
-    )  # fmt: skip
-    timings = {"forward_s": time.perf_counter() - t0 - t_score, "score_s": t_score}
-    return _assemble(model, examples, [gen], {h: [acts[h]] for h in hooks}, cfg, meta_base, timings, folder, behaviour)
+    return _teacher_forced(model, cfg, hooks, meta_base, read, out_dir=out_dir, progress=progress, behaviour=behaviour)
 
 
 def dataset_from_labelled(
@@ -668,11 +644,7 @@ def dataset_from_labelled(
     settings and the round budget of ``config`` do not apply; balancing and the by-prompt split do. With
     ``out_dir`` a finished dataset there is loaded instead.
     """
-    from probe_lens.models.generation import tokenize_pairs
-
-    cfg = config or BuildConfig()
-    prompts = _as_prompts(prompts)
-    hooks = resolve_hooks(model, cfg.hooks)
+    cfg, prompts, hooks = _inputs(model, prompts, config)
     by_text = {p.text: p for p in prompts}
     rows = [(by_text[p], r, y) for p, r, y in labelled.rows if p in by_text]
     if not rows:
@@ -680,31 +652,72 @@ def dataset_from_labelled(
     empty = [r for _, r, _ in rows if not r.strip()]
     if empty:
         raise ValueError(f"{len(empty)} labelled row(s) have an empty response; a probe reads the response's tokens")
-    source = {"labelled": labelled.source, "labelled_version": labelled.version}
-    meta_base = _meta_base(model, cfg, hooks, prompts, labelled.describe(), source)
-    folder = Path(out_dir) if out_dir is not None else None
-    if folder is not None and (folder / "meta.json").exists():
-        ds = ActivationDataset.load(folder)
-        _check_same_study(ds.meta, meta_base, folder)
+
+    def read() -> _GivenRows:
+        gen = tokenize_pairs(model, [p.text for p, _, _ in rows], [r for _, r, _ in rows])
+        sample: list[int] = []
+        seen: Counter[str] = Counter()
+        for p, _, _ in rows:  # the k-th labelled response of its prompt
+            sample.append(seen[p.id])
+            seen[p.id] += 1
+        scores = np.array([y for _, _, y in rows], dtype=np.float64)
+        return _GivenRows(gen, [p.id for p, _, _ in rows], [p.tag for p, _, _ in rows], scores, sample)
+
+    def same_rows(ds: ActivationDataset, folder: Path) -> None:
         if ds.meta.get("source", {}).get("labelled_version") != labelled.version:
             raise ValueError(
                 f"{folder} holds a dataset of other labelled rows; use another out_dir or delete it to rebuild"
             )
+
+    source = {"labelled": labelled.source, "labelled_version": labelled.version}
+    meta_base = _meta_base(model, cfg, hooks, prompts, labelled.describe(), source)
+    return _teacher_forced(model, cfg, hooks, meta_base, read, out_dir=out_dir, progress=progress,
+                           behaviour=behaviour, check_saved=same_rows)  # fmt: skip
+
+
+@dataclasses.dataclass
+class _GivenRows:
+    """Rows read, not sampled: their token grid and the columns of the examples table."""
+
+    gen: Generation
+    prompt_ids: list[str]
+    tags: list[str]
+    scores: np.ndarray
+    samples: Any
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    score_s: float = 0.0
+    """Seconds spent reading and scoring (not pooling)."""
+
+
+def _teacher_forced(
+    model: HookedTransformer,
+    cfg: BuildConfig,
+    hooks: list[str],
+    meta_base: dict[str, Any],
+    read: Callable[[], _GivenRows],
+    *,
+    out_dir: str | Path | None,
+    progress: bool,
+    behaviour: Any,
+    check_saved: Callable[[ActivationDataset, Path], None] | None = None,
+) -> ActivationDataset:
+    """The path the reference and labelled builds share: reuse a finished ``out_dir``; else ``read()`` the
+    rows, pool their activations in one teacher-forced pass, then label, balance, split and save."""
+    folder = Path(out_dir) if out_dir is not None else None
+    if folder is not None and (folder / "meta.json").exists():
+        ds = ActivationDataset.load(folder)
+        _check_same_study(ds.meta, meta_base, folder)
+        if check_saved is not None:
+            check_saved(ds, folder)
         return ds
     t0 = time.perf_counter()
-    gen = tokenize_pairs(model, [p.text for p, _, _ in rows], [r for _, r, _ in rows])
-    acts = _pooled(model, gen, hooks, cfg, progress)
-    sample: list[int] = []
-    seen: Counter[str] = Counter()
-    for p, _, _ in rows:  # the k-th labelled response of its prompt
-        sample.append(seen[p.id])
-        seen[p.id] += 1
-    examples = _rows_frame(
-        gen, [p.id for p, _, _ in rows], gen.prompts, [p.tag for p, _, _ in rows],
-        np.array([y for _, _, y in rows], dtype=np.float64), sample, round=0,
-    )  # fmt: skip
-    timings = {"forward_s": time.perf_counter() - t0, "score_s": 0.0}
-    return _assemble(model, examples, [gen], {h: [acts[h]] for h in hooks}, cfg, meta_base, timings, folder, behaviour)
+    given = read()
+    acts = _pooled(model, given.gen, hooks, cfg, progress)
+    examples = _rows_frame(given.gen, given.prompt_ids, given.gen.prompts, given.tags, given.scores, given.samples,
+                           **given.extra, round=0)  # fmt: skip
+    timings = {"forward_s": time.perf_counter() - t0 - given.score_s, "score_s": given.score_s}
+    return _assemble(model, examples, [given.gen], {h: [acts[h]] for h in hooks}, cfg, meta_base, timings, folder,
+                     behaviour)  # fmt: skip
 
 
 def _ids_digest(prompts: list[Prompt]) -> str:

@@ -38,7 +38,9 @@ from probe_lens._cpu import cpu_info, same_cpu_kind
 from probe_lens._io import atomic_write, sha256_file
 from probe_lens.data.prompts import Prompt
 from probe_lens.models.fast_sampling import sampler_id
-from probe_lens.models.generation import Generation, generate, left_pad
+from probe_lens.models.generation import Generation, generate
+from probe_lens.models.sampling import left_pad
+from probe_lens.scorers.base import check_scores, scorer_name
 
 FORMAT = 1
 SHIPPED_REFERENCE = Path(__file__).parent / "reference" / "gemma-3-270m_provocative.jsonl.gz"
@@ -227,8 +229,6 @@ def build_reference(
     Resumable: parts go to ``<out>.parts/`` as they finish and a rerun with the same settings reuses
     them; the final file is written atomically, with ``<out stem>.provenance.json`` beside it.
     """
-    from probe_lens.data.builder import _checked_scores, _scorer_name
-
     cfg = config or ReferenceConfig()
     prompts = list(prompts)
     if not prompts:
@@ -238,7 +238,7 @@ def build_reference(
     out = Path(out)
     parts_dir = out.parent / (out.name + ".parts")
     parts_dir.mkdir(parents=True, exist_ok=True)
-    who = _scorer_name(scorer)
+    who = scorer_name(scorer)
     stamp = {"model_name": model.cfg.model_name, "config": dataclasses.asdict(cfg), "scorer": who,
              "sampler": sampler_id(cfg.fast)}  # fmt: skip
     t_start = time.perf_counter()
@@ -265,7 +265,7 @@ def build_reference(
             progress=False,
             fast=cfg.fast,
         )
-        scores = _checked_scores(scorer.score(gen.response_texts), gen.response_texts, who)
+        scores = check_scores(scorer.score(gen.response_texts), gen.response_texts, who)
         resp = gen.tokens[:, gen.prompt_len :]
         mask = gen.response_mask[:, gen.prompt_len :].bool()
         rows = pd.DataFrame(

@@ -243,7 +243,7 @@ def _reference_note(config: Any) -> str:
         return "probe data is sampled (data_source: fresh)"
     from probe_lens.data.reference import load_reference, settings_mismatch
     from probe_lens.experiments.runner import _prompt_plan
-    from probe_lens.models.loading import _EMBEDDED_ALIASES, EMBEDDED_MODEL_NAME
+    from probe_lens.models.loading import EMBEDDED_ALIASES, EMBEDDED_MODEL_NAME
 
     try:
         ref = load_reference(None if src in ("auto", "reference") else src)
@@ -251,7 +251,7 @@ def _reference_note(config: Any) -> str:
         return f"probe data is sampled ({e})"
     # TransformerLens names a model by the last part of its official name (cfg.model_name)
     name = (
-        EMBEDDED_MODEL_NAME if config.model is None or config.model in _EMBEDDED_ALIASES else str(config.model)
+        EMBEDDED_MODEL_NAME if config.model is None or config.model in EMBEDDED_ALIASES else str(config.model)
     ).split("/")[-1]
     why = settings_mismatch(ref, name, [p.id for p in _prompt_plan(config).pool], config.data)
     if why is None:

@@ -61,6 +61,7 @@ from probe_lens.experiments.config import StudyConfig
 from probe_lens.models import Generation, generate, load_model
 from probe_lens.models.loading import default_device
 from probe_lens.probes import DiverseProbeEnsemble, LogisticProbe, MassMeanProbe, load_probe, save_probe
+from probe_lens.probes.metrics import cosine as _cos
 from probe_lens.scorers import get_scorer
 from probe_lens.training import (
     DriftSet,
@@ -522,7 +523,7 @@ class Study:
         return DiverseProbeEnsemble(
             n_probes=p.n_ensemble + p.n_heldout_members,
             method=p.ensemble_method,
-            base=self._logistic(),
+            base=self._logistic(label=self.behaviour.positive_label),
             hook=hook,
             progress=False,
             **meta,
@@ -551,7 +552,9 @@ class Study:
         split = self.seed_split(seed)
         p = self.config.probes
         t0 = time.perf_counter()
-        meta = dict(model_name=ds.meta["model_name"], pooling=self.config.data.pooling)
+        meta = dict(
+            model_name=ds.meta["model_name"], pooling=self.config.data.pooling, label=self.behaviour.positive_label
+        )
         hook = f"blocks.{p.layer}.hook_resid_post"
         y = ds.examples["label"].to_numpy().astype(np.int64)
         X = functools.partial(_pooled, ds)
@@ -1401,12 +1404,6 @@ def _prompt_topic_auroc(
 def _pooled(ds: ActivationDataset, hook: str, rows: np.ndarray) -> np.ndarray:
     """Pooled activations ``[len(rows), d_model]`` of the dataset's ``rows`` at ``hook``."""
     return ds.acts[hook][torch.as_tensor(rows)].numpy()
-
-
-def _cos(a: Any, b: Any) -> float:
-    a, b = np.asarray(a, dtype=np.float64).reshape(-1), np.asarray(b, dtype=np.float64).reshape(-1)
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    return float(a @ b / (na * nb)) if na > 0 and nb > 0 else float("nan")
 
 
 def _headline_probe_metrics(row: dict[str, Any], trained: list[str], names: dict[str, list[str]]) -> dict[str, float]:

@@ -47,7 +47,7 @@ from transformer_lens.components.mlps.gated_mlp import GatedMLP
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.utilities.activation_functions import apply_softcap
 
-from probe_lens.models.generation import _sample, last_position_logits, left_pad, tokenizer_of, uniform_rows
+from probe_lens.models.sampling import last_position_logits, left_pad, sample_logits, tokenizer_of, uniform_rows
 
 FAST_PATH_VERSION = 2
 """Bumped whenever the fast path's numerics change (2: rotated-key attention, fp16 attention weights).
@@ -427,7 +427,7 @@ def sample_in_place(
     ``logits`` is overwritten. Nucleus sampling (``top_p < 1``) uses the reference code.
     """
     if not do_sample or top_p < 1.0 or logits.dtype != torch.float32:
-        return _sample(logits, do_sample=do_sample, temperature=temperature, top_p=top_p, generator=generator)
+        return sample_logits(logits, do_sample=do_sample, temperature=temperature, top_p=top_p, generator=generator)
     x = logits
     if temperature != 1.0:
         x.div_(temperature)
@@ -471,7 +471,7 @@ def generate_batch_fast(
     rotated_keys: bool = True,
     half_attention: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One left-padded batch, as the reference ``_generate_batch`` returns it (prompt tokens, mask,
+    """One left-padded batch, as the reference ``generation._generate_batch`` returns it (prompt tokens, mask,
     response tokens, response mask), with shared prefill and in-place sampling; with ``rotated_keys``
     its cache holds rotated keys where :func:`mark_rotated_key_cache` allows it (the caller enters
     :func:`rotated_key_attention`)."""

@@ -11,26 +11,18 @@ import dataclasses
 import functools
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Int
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-from transformer_lens.utilities.activation_functions import apply_softcap
 
-if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+from probe_lens.models.fast_sampling import FastSampling, fast_sampling_context, generate_batch_fast
+from probe_lens.models.sampling import last_position_logits, left_pad, sample_logits, tokenizer_of
 
-    from probe_lens.models.fast_sampling import FastSampling
-
-
-def tokenizer_of(model: HookedTransformer) -> PreTrainedTokenizerBase:
-    """``model.tokenizer``; ValueError when the model has none."""
-    if model.tokenizer is None:
-        raise ValueError("the model has no tokenizer; load it with probe_lens.load_model or set model.set_tokenizer")
-    return model.tokenizer
+__all__ = ["Generation", "generate", "left_pad", "tokenize_pairs", "tokenize_prompts", "tokenizer_of"]
 
 
 @dataclasses.dataclass
@@ -140,67 +132,6 @@ def tokenize_prompts(model: HookedTransformer, prompts: Sequence[str], *, max_pr
     return ids
 
 
-def uniform_rows(n: int, generator: torch.Generator | list[torch.Generator] | None) -> Float[torch.Tensor, "n 1"]:
-    """One uniform draw per row: from one shared generator, or from each row's own (``row_seeds``)."""
-    if isinstance(generator, list):
-        if len(generator) != n:
-            raise ValueError(f"{len(generator)} row generators for {n} rows")
-        return torch.cat([torch.rand((1, 1), generator=g) for g in generator])
-    return torch.rand((n, 1), generator=generator)
-
-
-def _sample(
-    logits: torch.Tensor,
-    *,
-    do_sample: bool,
-    temperature: float,
-    top_p: float,
-    generator: torch.Generator | list[torch.Generator] | None,
-) -> torch.Tensor:
-    if not do_sample:
-        return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
-    if top_p < 1.0:
-        sorted_logits, sorted_idx = torch.sort(logits, descending=True, dim=-1)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        cum = probs.cumsum(dim=-1)
-        drop = (cum - probs) >= top_p  # keep the smallest prefix with mass >= top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, sorted_idx, sorted_logits)
-    # inverse-CDF sampling: one uniform per row (torch.multinomial is ~10x slower on a 262k vocab)
-    cdf = torch.softmax(logits, dim=-1).cumsum(dim=-1)
-    u = uniform_rows(logits.shape[0], generator).to(logits.device) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u).squeeze(-1).clamp_(max=logits.shape[-1] - 1)
-
-
-def last_position_logits(
-    model: HookedTransformer,
-    tokens: Int[torch.Tensor, "batch pos"],
-    attention_mask: Int[torch.Tensor, "batch pos"],
-    past_kv_cache: TransformerLensKeyValueCache,
-) -> Float[torch.Tensor, "batch d_vocab"]:
-    """Logits of the last position only: unembedding every prompt position is wasted work."""
-    resid = model(tokens, attention_mask=attention_mask, past_kv_cache=past_kv_cache, stop_at_layer=model.cfg.n_layers)[
-        :, -1:
-    ]
-    if model.cfg.normalization_type is not None:
-        resid = model.ln_final(resid)
-    return apply_softcap(model.unembed(resid), model.cfg.output_logits_soft_cap)[:, -1]
-
-
-def left_pad(
-    prompt_ids: list[list[int]], pad_id: int
-) -> tuple[Int[torch.Tensor, "batch pos"], Int[torch.Tensor, "batch pos"]]:
-    """Token ids and attention mask ``[batch, longest]`` of ``prompt_ids``, padded on the left."""
-    b, width = len(prompt_ids), max(len(t) for t in prompt_ids)
-    tokens = torch.full((b, width), pad_id, dtype=torch.long)
-    attn = torch.zeros((b, width), dtype=torch.long)
-    for i, t in enumerate(prompt_ids):
-        tokens[i, width - len(t) :] = torch.tensor(t)
-        attn[i, width - len(t) :] = 1
-    return tokens, attn
-
-
 @torch.no_grad()
 def _generate_batch(
     model: HookedTransformer,
@@ -225,7 +156,9 @@ def _generate_batch(
     done = torch.zeros(b, dtype=torch.bool)
     ones = torch.ones((b, 1), dtype=torch.long, device=device)
     for step in range(max_new_tokens):
-        nxt = _sample(logits, do_sample=do_sample, temperature=temperature, top_p=top_p, generator=generator).cpu()
+        nxt = sample_logits(
+            logits, do_sample=do_sample, temperature=temperature, top_p=top_p, generator=generator
+        ).cpu()
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
         resp[:, step] = nxt
         resp_mask[:, step] = (~done).long()
@@ -344,8 +277,6 @@ def _sampling_backend(model: HookedTransformer, fast: bool | FastSampling):
     """The batch function and the context (swapped forwards or nothing) ``generate`` runs under."""
     if fast is False or fast is None:
         return _generate_batch, contextlib.nullcontext()
-    from probe_lens.models.fast_sampling import FastSampling, fast_sampling_context, generate_batch_fast
-
     if fast is True:
         fast = FastSampling()
     if not isinstance(fast, FastSampling):

@@ -20,17 +20,15 @@ import torch
 from transformer_lens import HookedTransformer
 
 from probe_lens.models.compat import apply_fast_cpu_patches, quiet_tl_deprecation
+from probe_lens.models.tiny import TINY_MODEL_NAME, tiny_model
 
 log = logging.getLogger(__name__)
 
 EMBEDDED_MODEL_NAME = "google/gemma-3-270m"
 """The TransformerLens name of the embedded default (its architecture config is built into TL)."""
-_EMBEDDED_ALIASES = {"embedded", "gemma-3-270m", EMBEDDED_MODEL_NAME, "embedded:gemma-3-270m"}
+EMBEDDED_ALIASES = frozenset({"embedded", "gemma-3-270m", EMBEDDED_MODEL_NAME, "embedded:gemma-3-270m"})
+"""Names ``load_model`` reads as the embedded model."""
 _CACHE_VERSION = 1
-
-
-TINY_MODEL_NAME = "probe-lens-tiny"
-"""``load_model`` name of the random-init tiny test model (``"probe-lens-tiny:4"``: 4 layers)."""
 
 
 class ModelUnavailableError(RuntimeError):
@@ -38,8 +36,6 @@ class ModelUnavailableError(RuntimeError):
 
 
 def _tiny(name: str) -> HookedTransformer:
-    from probe_lens.testing import tiny_model
-
     layers = name.partition(":")[2] or "2"
     if not layers.isdigit() or int(layers) < 1:
         raise ValueError(
@@ -195,7 +191,7 @@ def load_model(
     device = device or default_device()
     enable_tf32(device)
     torch_dtype: torch.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype or torch.float32
-    if name is None or name in _EMBEDDED_ALIASES:
+    if name is None or name in EMBEDDED_ALIASES:
         hf, tok = load_embedded_hf(cache_dir, dtype=torch_dtype)
         return _hooked_from_hf(EMBEDDED_MODEL_NAME, hf, tok, device=device, dtype=torch_dtype)
     if not isinstance(name, str) or not name:

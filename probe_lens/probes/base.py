@@ -33,7 +33,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import column_or_1d, validate_data
 
-from probe_lens._common import POOLINGS, hook_layer
+from probe_lens._common import POOLINGS, hook_layer, library_version
 from probe_lens.probes.metrics import auroc
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -55,18 +55,6 @@ __all__ = [
 ]
 
 
-def library_version() -> str:
-    """probe_lens's version string (recorded in every probe's metadata)."""
-    try:
-        from importlib.metadata import version
-
-        return version("probe_lens")
-    except Exception:  # noqa: BLE001 - not installed (e.g. run from a source tree)
-        import probe_lens
-
-        return getattr(probe_lens, "__version__", "unknown")
-
-
 class ProbeNotFittedError(NotFittedError, RuntimeError):
     """A probe used before ``fit`` / ``load_probe``: sklearn's NotFittedError (also a RuntimeError)."""
 
@@ -81,7 +69,7 @@ class ProbeMetadata:
         pooling: how token activations were pooled into one vector (``"mean"``, ``"last"``,
             ``"max"``) or None if unknown.
         d_model: width of the activations (filled in by ``fit``).
-        label: what the positive class means (default ``"toxic"``).
+        label: what the positive class means, supplied by the behaviour (``"toxic"``); default ``"positive"``.
         n_fit: number of examples the probe was fit on (filled in by ``fit``).
         n_positive: how many of those were positive (filled in by ``fit``).
         library_version: probe_lens version that fit the probe (filled in by ``fit``).
@@ -92,7 +80,7 @@ class ProbeMetadata:
     hook: str | None = None
     pooling: str | None = None
     d_model: int | None = None
-    label: str = "toxic"
+    label: str = "positive"
     n_fit: int | None = None
     n_positive: int | None = None
     library_version: str | None = None
@@ -220,18 +208,18 @@ def as_binary_labels(y: ArrayLike, n: int, *, require_both: bool = True) -> Int[
 # ----------------------------------------------------------------------------------------------
 
 
-def _autocast_off(device: torch.device) -> Any:
+def autocast_off(device: torch.device) -> Any:
     """Disable autocast on ``device``: a probe's score must not be rounded to bf16/fp16."""
     if torch.amp.is_autocast_available(device.type):
         return torch.autocast(device_type=device.type, enabled=False)
     return nullcontext()
 
 
-def _compute_dtype(acts: torch.Tensor) -> torch.dtype:
+def compute_dtype(acts: torch.Tensor) -> torch.dtype:
     return torch.float64 if acts.dtype == torch.float64 else torch.float32
 
 
-def _check_acts(acts: Any, d_model: int) -> None:
+def check_acts(acts: Any, d_model: int) -> None:
     if not isinstance(acts, torch.Tensor):
         raise TypeError(
             f"forward expects a torch.Tensor [..., d_model]; got {type(acts).__name__}. "
@@ -262,15 +250,15 @@ class ProbeModule(torch.nn.Module):
 
     def logits(self, acts: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, ...]:
         """``acts @ weight + bias`` in float32 (float64 for float64 input)."""
-        _check_acts(acts, self.weight.shape[0])
-        compute = _compute_dtype(acts)
-        with _autocast_off(acts.device):
+        check_acts(acts, self.weight.shape[0])
+        compute = compute_dtype(acts)
+        with autocast_off(acts.device):
             w = self.weight.to(device=acts.device, dtype=compute)
             b = self.bias.to(device=acts.device, dtype=compute)
             return acts.to(compute) @ w + b
 
     def forward(self, acts: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, ...]:
-        with _autocast_off(acts.device) if isinstance(acts, torch.Tensor) else nullcontext():
+        with autocast_off(acts.device) if isinstance(acts, torch.Tensor) else nullcontext():
             return torch.sigmoid(self.logits(acts)).to(acts.dtype)
 
 
@@ -511,7 +499,7 @@ class Probe(ClassifierMixin, ProbeMetadataMixin, BaseEstimator):
         NaN check here (it would force a device sync in training loops); ``predict_proba`` checks.
         """
         self._check_fitted()
-        _check_acts(acts, self.n_features_in_)
+        check_acts(acts, self.n_features_in_)
         return self._module_on(acts.device)(acts)
 
     def __call__(self, acts: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, ...]:
@@ -579,7 +567,7 @@ def encode_params(estimator: Any) -> dict[str, Any]:
     return out
 
 
-def _classes_from_state(value: Any) -> np.ndarray:
+def classes_from_state(value: Any) -> np.ndarray:
     """``classes_`` from a saved JSON list (files written before labels were mapped: [0, 1])."""
     return np.array([0, 1]) if value is None else np.asarray(value)
 
@@ -620,7 +608,7 @@ class BaseProbe(Probe):
         model_name: str | None = None,
         hook: str | None = None,
         pooling: str | None = None,
-        label: str = "toxic",
+        label: str = "positive",
     ) -> None:
         self.pos_label = pos_label
         self.model_name = model_name
@@ -709,7 +697,7 @@ class BaseProbe(Probe):
     def logits(self, acts: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, ...]:
         """Torch ``decision_function`` on activations of any leading shape (fp32, autocast off)."""
         self._check_fitted()
-        _check_acts(acts, self.n_features_in_)
+        check_acts(acts, self.n_features_in_)
         return cast(ProbeModule, self._module_on(acts.device)).logits(acts)
 
     # ---- state for io ---------------------------------------------------------------------
@@ -755,7 +743,7 @@ class BaseProbe(Probe):
             float(arrays["bias"][0]),
             n_fit=scalars.get("n_fit"),
             n_positive=scalars.get("n_positive"),
-            classes=_classes_from_state(scalars.get("classes")),
+            classes=classes_from_state(scalars.get("classes")),
         )
         self.direction_ = np.asarray(arrays["direction"], dtype=np.float32)
         for name in self._extra_state:

@@ -20,10 +20,10 @@ from probe_lens.probes.base import (
     ArrayLike,
     BaseProbe,
     Probe,
-    _autocast_off,
-    _check_acts,
-    _classes_from_state,
-    _compute_dtype,
+    autocast_off,
+    check_acts,
+    classes_from_state,
+    compute_dtype,
     encode_params,
     json_value,
     library_version,
@@ -67,9 +67,9 @@ class EnsembleModule(torch.nn.Module):
 
     def member_proba(self, acts: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, "... k"]:
         """Per-member P(positive) in float32 (float64 for float64 input), autocast disabled."""
-        _check_acts(acts, self.weight.shape[0])
-        compute = _compute_dtype(acts)
-        with _autocast_off(acts.device):
+        check_acts(acts, self.weight.shape[0])
+        compute = compute_dtype(acts)
+        with autocast_off(acts.device):
             w = self.weight.to(device=acts.device, dtype=compute)
             b = self.bias.to(device=acts.device, dtype=compute)
             return torch.sigmoid(acts.to(compute) @ w + b)
@@ -123,7 +123,7 @@ class DiverseProbeEnsemble(Probe):
         model_name: str | None = None,
         hook: str | None = None,
         pooling: str | None = None,
-        label: str = "toxic",
+        label: str = "positive",
     ) -> None:
         self.n_probes = n_probes
         self.method = method
@@ -440,7 +440,7 @@ class DiverseProbeEnsemble(Probe):
     def member_forward(self, acts: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, "... k"]:
         """Per-member P(positive) in torch, [..., k] (float32, float64 for float64 input)."""
         self._check_fitted()
-        _check_acts(acts, self.n_features_in_)
+        check_acts(acts, self.n_features_in_)
         return cast(EnsembleModule, self._module_on(acts.device)).member_proba(acts)
 
     # ---- io ---------------------------------------------------------------------------------
@@ -488,7 +488,7 @@ class DiverseProbeEnsemble(Probe):
             members,
             n_fit=state.get("n_fit"),
             n_positive=state.get("n_positive"),
-            classes=_classes_from_state(state.get("classes")),
+            classes=classes_from_state(state.get("classes")),
         )
         ens.member_train_auroc_ = tensors[prefix + "member_train_auroc"]
         for key in ("orthogonality_", "n_iter_"):

@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from probe_lens._common import resid_post_hook
 from probe_lens._io import sha256_file
+from probe_lens._registry import Registry
 from probe_lens.probes.base import Probe, ProbeMetadata, library_version
 from probe_lens.probes.ensemble import DiverseProbeEnsemble
 from probe_lens.probes.logistic import LogisticProbe
@@ -37,33 +39,35 @@ FORMAT_VERSION = 1
 JSON_NAME = "probe.json"
 TENSORS_NAME = "tensors.safetensors"
 
-_REGISTRY: dict[str, type[Probe]] = {
-    "LogisticProbe": LogisticProbe,
-    "MassMeanProbe": MassMeanProbe,
-    "DiverseProbeEnsemble": DiverseProbeEnsemble,
-}
+PROBE_CLASSES: Registry[type[Probe]] = Registry(
+    "probe class", hint="Register custom classes with probe_lens.probes.register_probe_class."
+)
+"""The probe classes ``load_probe`` can rebuild, by class name (add with :func:`register_probe_class`)."""
 
 
-def register_probe_class(cls: type) -> type:
+def register_probe_class(cls: type, *, replace: bool = False) -> type:
     """Allow ``load_probe`` to rebuild a user-defined probe class (usable as a decorator).
 
     Any ``Probe`` subclass qualifies: single probes (``BaseProbe`` subclasses implementing
     ``_fit_raw``) and ensembles alike. Registered classes are also run through scikit-learn's
     estimator checks by the test suite (``probe_classes``): a class whose constructor needs
-    arguments overrides ``_test_instances``.
+    arguments overrides ``_test_instances``. Another class under a registered name needs ``replace=True``.
     """
     if not (isinstance(cls, type) and issubclass(cls, Probe)):
         raise TypeError(
             f"only probe classes (subclasses of probe_lens.probes.Probe, e.g. of BaseProbe) can be "
             f"registered, got {cls!r}"
         )
-    _REGISTRY[cls.__name__] = cls
-    return cls
+    return PROBE_CLASSES.register(cls.__name__, cls, replace=replace)
+
+
+for _cls in (LogisticProbe, MassMeanProbe, DiverseProbeEnsemble):
+    register_probe_class(_cls)
 
 
 def probe_classes() -> dict[str, type[Probe]]:
     """``{class name: class}`` of every probe class ``load_probe`` can rebuild (built-in + registered)."""
-    return dict(_REGISTRY)
+    return dict(PROBE_CLASSES.items())
 
 
 # ---- encoding ---------------------------------------------------------------------------------
@@ -73,21 +77,12 @@ def _decode_params(params: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in params.items():
         if isinstance(value, dict) and "__probe__" in value:
-            out[key] = _class_named(value["__probe__"])(**_decode_params(value["params"]))
+            out[key] = PROBE_CLASSES.get(value["__probe__"])(**_decode_params(value["params"]))
         elif isinstance(value, list):
             out[key] = tuple(value)  # sequences are saved as JSON lists; params hold tuples
         else:
             out[key] = value
     return out
-
-
-def _class_named(name: str) -> type[Probe]:
-    if name not in _REGISTRY:
-        raise ValueError(
-            f"unknown probe class {name!r} in probe file; known: {sorted(_REGISTRY)}. "
-            "Register custom classes with probe_lens.probes.io.register_probe_class."
-        )
-    return _REGISTRY[name]
 
 
 def _encode(probe: Probe) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -193,9 +188,9 @@ def load_probe(
 
 
 def _decode(record: dict[str, Any], tensors: dict[str, np.ndarray]) -> Probe:
-    cls = _class_named(record["class"])
+    cls = PROBE_CLASSES.get(record["class"])
     meta = record.get("metadata", {})
-    probe = cls._from_record(record, tensors, "", resolve=_class_named, decode_params=_decode_params)
+    probe = cls._from_record(record, tensors, "", resolve=PROBE_CLASSES.get, decode_params=_decode_params)
     if meta.get("d_model") is not None and meta["d_model"] != probe.n_features_in_:
         raise ValueError(
             f"probe file is inconsistent: metadata d_model={meta['d_model']} but tensors have {probe.n_features_in_}"
@@ -205,7 +200,7 @@ def _decode(record: dict[str, Any], tensors: dict[str, np.ndarray]) -> Probe:
 
 def _resolve_hook_name(hook: str | int) -> str:
     if isinstance(hook, (int, np.integer)) and not isinstance(hook, bool):
-        return f"blocks.{int(hook)}.hook_resid_post"
+        return resid_post_hook(int(hook))
     if isinstance(hook, str):
         return hook
     raise TypeError(f"expect_hook must be a hook name or a layer index, got {hook!r}")

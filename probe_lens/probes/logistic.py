@@ -55,7 +55,7 @@ class LogisticProbe(BaseProbe):
         model_name: str | None = None,
         hook: str | None = None,
         pooling: str | None = None,
-        label: str = "toxic",
+        label: str = "positive",
     ) -> None:
         super().__init__(pos_label=pos_label, model_name=model_name, hook=hook, pooling=pooling, label=label)
         self.C = C

@@ -1,4 +1,4 @@
-"""The one AUROC of probe_lens (probes, telemetry and study metrics all use this)."""
+"""The one AUROC and the one cosine of probe_lens (probes, telemetry and study metrics all use these)."""
 
 from __future__ import annotations
 
@@ -66,3 +66,10 @@ def auroc(y: Any, scores: Float[Any, " n"], *, pos_label: Any = None) -> float:
             "undefined. Evaluate on a set with examples of both classes."
         )
     return float(roc_auc_score(positive.astype(np.int64), s))
+
+
+def cosine(a: Any, b: Any) -> float:
+    """Cosine similarity of two vectors (flattened, in float64); NaN when either has zero norm."""
+    a, b = np.asarray(a, dtype=np.float64).reshape(-1), np.asarray(b, dtype=np.float64).reshape(-1)
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    return float(a @ b / (na * nb)) if na > 0 and nb > 0 else float("nan")

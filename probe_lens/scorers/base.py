@@ -1,8 +1,10 @@
-"""The one protocol every toxicity scorer follows: ``score(texts) -> P(toxic)`` as float64 in [0, 1]."""
+"""The one protocol every scorer follows: ``score(texts) -> P(positive class)`` (P(toxic) for toxicity) as float64
+in [0, 1]; the one check of a scorer's output (:func:`check_scores`)."""
 
 from __future__ import annotations
 
 import abc
+import importlib
 from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
@@ -15,6 +17,10 @@ from probe_lens._common import check_threshold
 
 class ScorerUnavailableError(RuntimeError):
     """An explicitly requested scorer cannot run here (missing package, weights or config)."""
+
+
+class ScorerOutputError(ValueError):
+    """A scorer returned unusable scores (wrong count, NaN, outside [0, 1])."""
 
 
 def package_version(dist: str) -> str:
@@ -49,13 +55,34 @@ def check_device(device: Any) -> str:
         raise ValueError(f"device must be a torch device such as 'cpu', 'cuda' or 'cuda:1', got {device!r}") from exc
 
 
-def check_scores(scores: Any, n: int, who: str) -> Float[np.ndarray, " n"]:
-    """Scores from a backend -> float64 [n] in [0, 1], or an error naming the backend."""
-    arr = np.asarray(scores, dtype=np.float64).reshape(-1)
+def scorer_name(scorer: Any) -> str:
+    """``scorer.describe()["name"]``, or the class name of a duck-typed scorer without ``describe()``."""
+    try:
+        return str(scorer.describe().get("name"))
+    except Exception:  # a duck-typed scorer without describe()
+        return type(scorer).__name__
+
+
+def check_scores(raw: Any, texts: Sequence[str] | int, who: str) -> Float[np.ndarray, " n"]:
+    """``raw`` as float64 [n] in [0, 1] (n: ``len(texts)``, or ``texts`` itself when an int), or a
+    :class:`ScorerOutputError` naming the scorer ``who`` and what is wrong (and the first bad text, if given)."""
+    n = texts if isinstance(texts, int) else len(texts)
+    try:
+        arr = np.asarray(raw, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as e:
+        raise ScorerOutputError(f"scorer {who!r} returned something that is not a list of numbers ({e})") from e
     if arr.shape != (n,):
-        raise RuntimeError(f"{who} returned {arr.shape[0]} scores for {n} texts")
-    if not np.all(np.isfinite(arr)) or arr.min(initial=0.0) < 0.0 or arr.max(initial=0.0) > 1.0:
-        raise RuntimeError(f"{who} returned scores outside [0, 1] or NaN: {arr[:5]}")
+        raise ScorerOutputError(f"scorer {who!r} returned {arr.shape[0]} scores for {n} texts (one per text is needed)")
+    bad = np.flatnonzero(~np.isfinite(arr))
+    if len(bad):
+        first = f"text {bad[0]}" if isinstance(texts, int) else f"text {bad[0]}, {texts[bad[0]][:60]!r}"
+        raise ScorerOutputError(f"scorer {who!r} returned NaN/inf for {len(bad)} of {n} texts (first: {first})")
+    out = np.flatnonzero((arr < 0) | (arr > 1))
+    if len(out):
+        raise ScorerOutputError(
+            f"scorer {who!r} returned {len(out)} of {n} scores outside [0, 1] (min {arr.min():.4g}, max {arr.max():.4g}); "
+            "scores must be probabilities P(toxic)"
+        )
     return arr
 
 
@@ -97,7 +124,7 @@ class Scorer(abc.ABC):
         texts = validate_texts(texts)
         if not texts:
             return np.zeros(0, dtype=np.float64)
-        return check_scores(self._score(texts), len(texts), self.name)
+        return check_scores(self._score(texts), texts, self.name)
 
     def details(self) -> dict[str, Any]:
         """Backend-specific facts for :meth:`describe` (checkpoint path, model type, ...)."""
@@ -113,3 +140,38 @@ class Scorer(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, version={self.version!r})"
+
+
+class PackageScorer(Scorer):
+    """A scorer backed by one pip package: subclasses set ``dist`` (the distribution: install hint and
+    version) and ``module`` (what to import), and build their backend from it in :meth:`_setup`."""
+
+    dist: str = ""
+    module: str = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        try:
+            backend = importlib.import_module(self.module)
+        except ImportError as exc:
+            raise ScorerUnavailableError(
+                f"the {self.name!r} scorer needs the {self.dist} package: pip install {self.dist}"
+            ) from exc
+        self.version = package_version(self.dist)
+        self._setup(backend)
+
+    @abc.abstractmethod
+    def _setup(self, backend: Any) -> None:
+        """Keep what :meth:`_score` needs from the imported ``module``."""
+
+    @classmethod
+    def available(cls) -> bool:
+        """True if the backing package can be imported."""
+        try:
+            importlib.import_module(cls.module)
+        except ImportError:
+            return False
+        return True
+
+    def details(self) -> dict[str, Any]:
+        return {"package": self.dist}

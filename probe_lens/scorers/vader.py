@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from probe_lens.scorers.base import Scorer, ScorerUnavailableError, package_version
+from probe_lens.scorers.base import PackageScorer
 
 DIST = "vaderSentiment"
 
@@ -41,7 +41,7 @@ def negative_probability(compound: Any) -> np.ndarray:
     return np.where(c <= cut, negative, rest)
 
 
-class VaderScorer(Scorer):
+class VaderScorer(PackageScorer):
     """P(negative sentiment) from VADER's ``compound`` score (Hutto & Gilbert, ICWSM 2014).
 
     A lexicon with rules for negation, intensifiers, "but" and punctuation; runs offline on the CPU
@@ -50,24 +50,11 @@ class VaderScorer(Scorer):
     """
 
     name = "vader"
+    dist = DIST
+    module = "vaderSentiment.vaderSentiment"
 
-    def __init__(self) -> None:
-        super().__init__()
-        try:
-            from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-        except ImportError as exc:
-            raise ScorerUnavailableError(f"the 'vader' scorer needs the {DIST} package: pip install {DIST}") from exc
-        self._analyzer = SentimentIntensityAnalyzer()
-        self.version = package_version(DIST)
-
-    @staticmethod
-    def available() -> bool:
-        """True if ``vaderSentiment`` can be imported."""
-        try:
-            import vaderSentiment  # noqa: F401
-        except ImportError:
-            return False
-        return True
+    def _setup(self, backend: Any) -> None:
+        self._analyzer = backend.SentimentIntensityAnalyzer()
 
     def compound(self, texts: list[str]) -> np.ndarray:
         """VADER's raw ``compound`` score per text, float64 in [-1, 1]."""
@@ -78,7 +65,7 @@ class VaderScorer(Scorer):
 
     def details(self) -> dict[str, Any]:
         return {
-            "package": DIST,
+            **super().details(),
             "positive_class": "negative sentiment",
             "mapping": "piecewise-linear in compound, hinged at compound = -0.05 -> P = 0.5",
             "negative_cutoff": NEGATIVE_CUTOFF,

@@ -43,7 +43,7 @@ from jaxtyping import Int
 from probe_lens._common import metric_word
 from probe_lens.activations import collect, resolve_hooks
 from probe_lens.models import Generation
-from probe_lens.probes.metrics import auroc
+from probe_lens.probes.metrics import auroc, cosine as _cos
 from probe_lens.training.probes_util import FlatProbe, flatten_probes, named_probes
 
 if TYPE_CHECKING:
@@ -144,11 +144,6 @@ class DriftSet:
             self.is_eval[idx.numpy()],
             eval_only=self.eval_only,
         )
-
-
-def _cos(a: np.ndarray, b: np.ndarray) -> float:
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    return float(a @ b / (na * nb)) if na > 0 and nb > 0 else float("nan")
 
 
 def _auroc(y: np.ndarray, s: np.ndarray) -> float:

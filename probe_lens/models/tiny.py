@@ -1,0 +1,96 @@
+"""A tiny, randomly initialised, Gemma-shaped HookedTransformer with a real offline tokenizer.
+
+Used by the test-suite, by ``load_model("probe-lens-tiny")`` and by anyone who wants to exercise the
+library in seconds. It has the same architecture family as Gemma-3 (RMSNorm, rotary, gated MLP,
+grouped-query attention), so code paths that matter for the embedded model are exercised here too.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformers import PreTrainedTokenizerFast
+
+from probe_lens.models.compat import apply_fast_cpu_patches, quiet_tl_deprecation
+
+TINY_MODEL_NAME = "probe-lens-tiny"
+"""``load_model`` name of the random-init tiny test model (``"probe-lens-tiny:4"``: 4 layers)."""
+
+SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>")
+
+
+@functools.lru_cache(maxsize=1)
+def _byte_level_tokenizer_json() -> str:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    for ch in alphabet:
+        vocab[ch] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    bos_id = vocab["<bos>"]
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", bos_id)]
+    )
+    return tok.to_str()
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level tokenizer (259 tokens: pad, bos, eos + 256 bytes), left padding, fully offline."""
+    from tokenizers import Tokenizer
+
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(_byte_level_tokenizer_json()),
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        padding_side="left",
+        add_bos_token=True,
+    )
+    tok.model_max_length = 10_000
+    # TransformerLens reads these when it decides whether to rebuild the tokenizer with a BOS.
+    tok.init_kwargs["name_or_path"] = TINY_MODEL_NAME
+    tok.init_kwargs["add_bos_token"] = True
+    return tok
+
+
+def tiny_config(
+    *, n_layers: int = 2, d_model: int = 32, n_heads: int = 4, n_ctx: int = 256, seed: int = 0
+) -> HookedTransformerConfig:
+    """Config of the tiny Gemma-shaped model (RMSNorm, rotary, gated MLP, 2 KV heads)."""
+    return HookedTransformerConfig(
+        model_name=TINY_MODEL_NAME,
+        n_layers=n_layers,
+        d_model=d_model,
+        d_head=d_model // n_heads,
+        n_heads=n_heads,
+        n_key_value_heads=max(1, n_heads // 2),
+        d_mlp=2 * d_model,
+        d_vocab=len(SPECIAL_TOKENS) + 256,
+        n_ctx=n_ctx,
+        act_fn="gelu_pytorch_tanh",
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=d_model // n_heads,
+        gated_mlp=True,
+        final_rms=True,
+        default_prepend_bos=True,
+        seed=seed,
+        device="cpu",
+    )
+
+
+def tiny_model(
+    seed: int = 0, *, n_layers: int = 2, d_model: int = 32, n_heads: int = 4, n_ctx: int = 256
+) -> HookedTransformer:
+    """A random-init tiny HookedTransformer with :func:`tiny_tokenizer`, deterministic in ``seed``."""
+    cfg = tiny_config(n_layers=n_layers, d_model=d_model, n_heads=n_heads, n_ctx=n_ctx, seed=seed)
+    torch.manual_seed(seed)
+    with quiet_tl_deprecation():
+        model = HookedTransformer(cfg, tokenizer=tiny_tokenizer(), default_padding_side="left")
+    model.eval()
+    return apply_fast_cpu_patches(model)
