@@ -55,10 +55,12 @@ def test_checkpoint_of_another_model_or_shape_is_refused_and_model_untouched(two
     # a checkpoint that records no model (older files) still fails on the first shape that differs
     state_file = root / "step_000002" / "state.json"
     state = json.loads(state_file.read_text())
-    del state["model"]
+    del state["model"], state["checksums"]  # older files carried no model identity and no checksums
     state_file.write_text(json.dumps(state))
-    with pytest.raises(CheckpointError, match="has shape .* wrong model"):
-        load_checkpoint(root / "step_000002", tiny_model(seed=0, d_model=64))
+    (root / "step_000002" / "manifest.json").unlink()
+    with pytest.warns(RuntimeWarning, match="no manifest.json .* unverified"):
+        with pytest.raises(CheckpointError, match="has shape .* wrong model"):
+            load_checkpoint(root / "step_000002", tiny_model(seed=0, d_model=64))
 
 
 def test_newer_format_version_says_upgrade_and_is_never_skipped(two_checkpoints):

@@ -1,4 +1,9 @@
-"""Atomic file writes and JSONL metrics (append, flush per line)."""
+"""Atomic file writes and JSONL metrics (append, flush per line).
+
+A crash mid-write can cut off only the last line of ``metrics.jsonl``; readers skip such a line. Any
+other line that is not a JSON object is corruption and raises :class:`MetricsFileError` naming the
+file and the line, rather than silently losing rows.
+"""
 
 from __future__ import annotations
 
@@ -42,25 +47,48 @@ class MetricsWriter:
         self.close()
 
 
+class MetricsFileError(ValueError):
+    """A ``metrics.jsonl`` with a corrupt line other than a cut-off last one (names file and line)."""
+
+
+def _metrics_lines(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """``(line, row)`` of every row of a metrics file; a cut-off last line is skipped.
+
+    Raises :class:`MetricsFileError` naming the file and line for any other line that is not a JSON object.
+    """
+    lines = [(n, raw) for n, raw in enumerate(path.read_bytes().split(b"\n"), start=1) if raw.strip()]
+    out = []
+    for i, (n, raw) in enumerate(lines):
+        try:
+            line = raw.decode("utf-8")
+            row = json.loads(line)
+        except ValueError as e:  # UnicodeDecodeError and JSONDecodeError
+            if i == len(lines) - 1:
+                continue  # the last line, cut off by a crash mid-write
+            raise MetricsFileError(
+                f"{path}, line {n}: corrupt ({type(e).__name__}: {e}); only a cut-off last line (a crash "
+                "mid-write) is skipped. Repair or delete that line, then rerun"
+            ) from e
+        if not isinstance(row, dict):
+            raise MetricsFileError(f"{path}, line {n}: a {type(row).__name__}, not a JSON object (one row per line)")
+        out.append((line, row))
+    return out
+
+
 def truncate_metrics(path: Path, max_step: int) -> None:
     """Drop rows with ``step > max_step`` (rows written after the checkpoint a run resumes from)."""
     if not path.exists():
         return
-    keep = []
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a line cut off by a crash
-            continue
-        if row.get("step", 0) <= max_step:
-            keep.append(line)
+    keep = [line for line, row in _metrics_lines(path) if row.get("step", 0) <= max_step]
     atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
 def read_metrics(path: str | Path):
-    """A run's ``metrics.jsonl`` (or its folder) as a pandas DataFrame, one row per logged event."""
+    """A run's ``metrics.jsonl`` (or its folder) as a pandas DataFrame, one row per logged event.
+
+    A cut-off last line (a crash mid-write) is skipped; any other corrupt line raises
+    :class:`MetricsFileError` naming the file and line.
+    """
     import pandas as pd
 
     path = Path(path)
@@ -68,11 +96,4 @@ def read_metrics(path: str | Path):
         path = path / "metrics.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"no metrics file at {path}; is this a probe_lens run folder?")
-    rows = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a last line cut off by a crash
-                continue
-    return pd.DataFrame(rows)
+    return pd.DataFrame([row for _, row in _metrics_lines(path)])

@@ -6,12 +6,17 @@ Layout under ``out_dir/checkpoints/``::
     step_000020/optimizer.safetensors  AdamW moments, keyed "state.<param index>.<name>"
     step_000020/extra.safetensors      RNG states and run tensors (e.g. reference log-probs)
     step_000020/state.json             step, optimizer param groups, scheduler, metadata
+    step_000020/manifest.json          {"sha256": {file name: hex digest}} of every file above
     latest.json                        {"step": 20, "dir": "step_000020"}  (written last)
 
-A checkpoint folder is assembled in a temporary folder and renamed into place, and ``latest.json``
-is replaced atomically after it, so a crash at any moment leaves the previous good checkpoint.
-:func:`latest_checkpoint` checks the folder it finds (readable ``state.json``, complete safetensors
-files) and falls back, with a warning, to the newest older checkpoint that is whole.
+A checkpoint folder is assembled in a temporary folder (manifest last) and renamed into place, and
+``latest.json`` is replaced atomically after it, so a crash at any moment leaves the previous good
+checkpoint. :func:`latest_checkpoint` checks the folder it finds (readable ``state.json``, complete
+safetensors files, every file's sha256 as in the manifest) and falls back, with a warning naming what
+is wrong, to the newest older checkpoint that is whole. It loads only ``step_<n>`` folders that
+resolve (symlinks followed) directly inside the checkpoint root: a ``latest.json`` naming anything
+else is ignored with a warning, as an unreadable one is. Folders written before checkpoints carried
+checksums (no manifest) load unverified, with a warning once per folder.
 """
 
 from __future__ import annotations
@@ -29,15 +34,18 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from probe_lens._io import sha256_file
 from probe_lens.training._io import atomic_write_text
 
 FORMAT_VERSION = 1
-_STEP_DIR = re.compile(r"^step_(\d+)$")
+MANIFEST = "manifest.json"
+_STEP_DIR = re.compile(r"step_([0-9]+)")  # used with fullmatch
+_warned_unverified: set[Path] = set()
 
 
 def _step_number(name: str) -> int:
     """The step of a ``step_<n>`` folder name."""
-    m = _STEP_DIR.match(name)
+    m = _STEP_DIR.fullmatch(name)
     if m is None:
         raise ValueError(f"{name!r} is no step_<n> checkpoint folder")
     return int(m.group(1))
@@ -108,7 +116,9 @@ def save_checkpoint(
             extra[k] = v.detach().cpu().contiguous()
         save_file(extra, str(tmp / "extra.safetensors"))
         state["metadata"] = metadata or {}
+        state["checksums"] = MANIFEST
         (tmp / "state.json").write_text(json.dumps(state, indent=2, default=_json_default))
+        _write_manifest(tmp)
         final = root / name
         if final.exists():
             shutil.rmtree(final)
@@ -121,6 +131,12 @@ def save_checkpoint(
     return final
 
 
+def _write_manifest(folder: Path) -> None:
+    """Record the sha256 of every file in ``folder`` in its manifest (before the rename into place)."""
+    sums = {f.name: sha256_file(f) for f in sorted(folder.iterdir()) if f.is_file()}
+    (folder / MANIFEST).write_text(json.dumps({"sha256": sums}, indent=2))
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, torch.Tensor):
         return o.item() if o.numel() == 1 else o.tolist()
@@ -131,7 +147,7 @@ def _json_default(o: Any) -> Any:
 
 def _step_dirs(root: Path) -> list[tuple[int, Path]]:
     """``(step, folder)`` of every ``step_*`` folder under ``root``, oldest first."""
-    out = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _STEP_DIR.match(p.name))]
+    out = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _STEP_DIR.fullmatch(p.name))]
     return sorted(out)
 
 
@@ -180,11 +196,20 @@ def read_state(path: str | Path) -> dict[str, Any]:
 def verify_checkpoint(path: str | Path) -> dict[str, Any]:
     """Check a checkpoint folder is whole (state.json, complete safetensors files); returns its state.
 
-    Raises :class:`CheckpointError` naming the bad file. Reads headers only, not the tensors.
+    Every file's sha256 is compared with the manifest's; a folder without a manifest (written before
+    checkpoints carried checksums) is accepted unverified, with a warning once per folder. Raises
+    :class:`CheckpointError` naming the bad file.
     """
     path = Path(path)
     state = read_state(path)
     files = ["model.safetensors", "extra.safetensors"] + (["optimizer.safetensors"] if "optimizer" in state else [])
+    _check_headers(path, files)
+    _check_checksums(path, state, ["state.json", *files])
+    return state
+
+
+def _check_headers(path: Path, files: list[str]) -> None:
+    """Each safetensors file exists and has a readable header."""
     for name in files:
         f = path / name
         if not f.is_file():
@@ -194,42 +219,80 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
                 pass
         except (SafetensorError, OSError) as e:
             raise CheckpointError(f"{f} is corrupt or truncated ({e}); delete {path}") from e
-    return state
+
+
+def _check_checksums(path: Path, state: dict[str, Any], required: list[str]) -> None:
+    """Each file the manifest lists, and each of ``required``, has the sha256 the manifest records."""
+    manifest = path / MANIFEST
+    if not manifest.is_file():
+        if "checksums" in state:
+            raise CheckpointError(f"{path} is incomplete: {MANIFEST} (its files' sha256) is missing; delete {path}")
+        _warn_unverified(path)
+        return
+    sums = _read_manifest(manifest)
+    for name in sorted(set(required) | set(sums)):
+        f = path / name
+        if name not in sums:
+            raise CheckpointError(f"{manifest} records no sha256 for {name}: the checkpoint is corrupt; delete {path}")
+        if not f.is_file():
+            raise CheckpointError(f"{path} is incomplete: {name} is missing; delete {path}")
+        if sha256_file(f) != sums[name]:
+            raise CheckpointError(
+                f"{f} is corrupt: its sha256 differs from the one {MANIFEST} recorded when the checkpoint "
+                f"was written; delete {path}"
+            )
+
+
+def _read_manifest(manifest: Path) -> dict[str, str]:
+    """``{file name: sha256}`` from a checkpoint's manifest, checked to name plain files of its folder."""
+    try:
+        sums = json.loads(manifest.read_text())["sha256"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{manifest} is unreadable ({type(e).__name__}: {e}); delete {manifest.parent}") from e
+    plain = isinstance(sums, dict) and all(
+        isinstance(k, str) and isinstance(v, str) and Path(k).name == k and k not in (".", "..", MANIFEST)
+        for k, v in sums.items()
+    )
+    if not plain:
+        raise CheckpointError(f"{manifest} is not a map of file names to sha256; delete {manifest.parent}")
+    return sums
+
+
+def _warn_unverified(path: Path) -> None:
+    key = path.resolve()
+    if key not in _warned_unverified:
+        _warned_unverified.add(key)
+        warnings.warn(
+            f"{path} has no {MANIFEST} (written by a probe_lens before checkpoints carried sha256 checksums): "
+            "its files are loaded unverified",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:
     """Folder of the last whole checkpoint under ``root`` (None if there is none).
 
-    ``latest.json`` names it; if that file or the folder it names is missing, unreadable or corrupt,
-    the newest older whole checkpoint is used instead, with a warning. Raises
-    :class:`CheckpointError` when there are checkpoint folders but none is usable.
+    ``latest.json`` names it; if that file is unreadable, names anything but a ``step_<n>`` folder
+    inside ``root`` (symlinks resolved), or the folder it names is missing or corrupt (a sha256
+    mismatch included), the newest older whole checkpoint is used instead, with a warning naming
+    what is wrong. Raises :class:`CheckpointError` when there are checkpoint folders but none is usable.
     """
     root = Path(root)
     if not root.is_dir():
         return None
-    pointer = root / "latest.json"
     problems: list[str] = []
-    named: Path | None = None
-    if pointer.exists():
-        try:
-            named = root / str(json.loads(pointer.read_text())["dir"])
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-            problems.append(f"{pointer} is unreadable ({type(e).__name__}: {e})")
-    candidates = ([named] if named is not None else []) + [p for _, p in reversed(_step_dirs(root)) if p != named]
-    if named is not None and not named.is_dir():
-        problems.append(f"{pointer} points at {named}, which is missing")
-        candidates = candidates[1:]
-    if named is not None:  # never go past the checkpoint latest.json names (later folders are unfinished runs')
-        limit = _STEP_DIR.match(named.name)
-        if limit:
-            candidates = [p for p in candidates if _step_number(p.name) <= int(limit.group(1))]
-    for cand in candidates:
-        try:
-            verify_checkpoint(cand)
-        except CheckpointVersionError:
-            raise
-        except CheckpointError as e:
-            problems.append(str(e))
+    for cand in _candidates(root, problems):
+        problem = _outside(root, cand)
+        if problem is None:
+            try:
+                verify_checkpoint(cand)
+            except CheckpointVersionError:
+                raise
+            except CheckpointError as e:
+                problem = str(e)
+        if problem is not None:
+            problems.append(problem)
             continue
         if problems:
             warnings.warn(
@@ -240,6 +303,47 @@ def latest_checkpoint(root: str | Path) -> Path | None:
         raise CheckpointError(
             f"no usable checkpoint under {root}: {'; '.join(problems)}. Delete {root} to start the run again"
         )
+    return None
+
+
+def _candidates(root: Path, problems: list[str]) -> list[Path]:
+    """Checkpoint folders to try, newest first: the one ``latest.json`` names, then older ones.
+
+    Never past the folder ``latest.json`` names (later folders are an unfinished run's); when it names
+    none usable, every ``step_<n>`` folder, with the reason added to ``problems``.
+    """
+    newest_first = [p for _, p in reversed(_step_dirs(root))]
+    named = _pointer_target(root, problems)
+    if named is None:
+        return newest_first
+    older = [p for p in newest_first if p != named and _step_number(p.name) <= _step_number(named.name)]
+    if not named.is_dir():
+        problems.append(f"{root / 'latest.json'} points at {named}, which is missing")
+        return older
+    return [named, *older]
+
+
+def _pointer_target(root: Path, problems: list[str]) -> Path | None:
+    """The ``step_<n>`` folder ``latest.json`` names (None if it is absent, or unusable: see ``problems``)."""
+    pointer = root / "latest.json"
+    if not pointer.exists():
+        return None
+    try:
+        name = json.loads(pointer.read_text())["dir"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        problems.append(f"{pointer} is unreadable ({type(e).__name__}: {e})")
+        return None
+    if not (isinstance(name, str) and _STEP_DIR.fullmatch(name)):
+        problems.append(f"{pointer} names {name!r}, not a step_<n> folder inside {root}; it is ignored")
+        return None
+    return root / name
+
+
+def _outside(root: Path, folder: Path) -> str | None:
+    """Why ``folder`` may not be loaded from ``root`` (it resolves outside it), or None."""
+    real = folder.resolve()
+    if real.parent != root.resolve():
+        return f"{folder} resolves to {real}, outside {root}; it is never loaded from there"
     return None
 
 
