@@ -40,6 +40,13 @@ from probe_lens.training._io import atomic_write_text
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 _STEP_DIR = re.compile(r"step_([0-9]+)")  # used with fullmatch
+
+
+def step_folder_name(step: int) -> str:
+    """The checkpoint folder of ``step`` under the checkpoint root (``step_000020``)."""
+    return f"step_{int(step):06d}"
+
+
 _warned_unverified: set[Path] = set()
 
 
@@ -91,7 +98,7 @@ def save_checkpoint(
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    name = f"step_{step:06d}"
+    name = step_folder_name(step)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
     try:
         named = {n: p for n, p in model.named_parameters() if params == "all" or p.requires_grad}

@@ -27,7 +27,7 @@ from transformer_lens import HookedTransformer
 from probe_lens._common import hook_layer
 from probe_lens.training import distributed as D
 from probe_lens.training._io import MetricsWriter, atomic_write_text, truncate_metrics
-from probe_lens.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from probe_lens.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, step_folder_name
 from probe_lens.training.config import TrainConfig, block_range
 from probe_lens.training.objectives.base import MicroBatch, Objective, model_device
 from probe_lens.training.telemetry import mark_model_updated
@@ -459,7 +459,10 @@ class Trainer:
                 keep=cfg.keep_checkpoints,
             )
         D.barrier(self._dist)
-        return path if path is not None else (latest_checkpoint(self._ckpt_root) if self._ckpt_root else None)
+        if path is not None or self._ckpt_root is None:
+            return path
+        written = self._ckpt_root / step_folder_name(step)  # by rank 0; not re-hashed on every other rank
+        return written if written.is_dir() else None
 
     def _checkpoint_unless_saved(self, step: int) -> None:
         """A run stopped early is checkpointed at its last step (resumable), unless it just was."""
