@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float, Int
-from transformer_lens import HookedTransformer
+from transformer_lens import ActivationCache, HookedTransformer
 
 from probe_lens.activations import pool, resolve_hook, trim_left_padding
 from probe_lens.activations.hooks import hook_layer
@@ -94,7 +94,7 @@ def _names(model: HookedTransformer, comps: Sequence[Component]) -> list[str]:
 
 
 def _token_terms(
-    model: HookedTransformer, cache: dict[str, torch.Tensor], comps: Sequence[Component], w: torch.Tensor
+    model: HookedTransformer, cache: ActivationCache, comps: Sequence[Component], w: torch.Tensor
 ) -> Float[torch.Tensor, "batch pos n_components"]:
     """Each component's per-token dot product with the probe weight ``w`` (float64)."""
     cols: list[torch.Tensor] = []
@@ -113,7 +113,7 @@ def _token_terms(
 
 
 def _attention_terms(
-    model: HookedTransformer, cache: dict[str, torch.Tensor], layer: int, w: torch.Tensor
+    model: HookedTransformer, cache: ActivationCache, layer: int, w: torch.Tensor
 ) -> Float[torch.Tensor, "batch pos n_heads_plus_1"]:
     """Per-head terms then the b_O term of one layer: ``z_h @ W_O[h] @ w`` (post-norm scale held)."""
     block = model.blocks[layer]
@@ -122,7 +122,9 @@ def _attention_terms(
         read = w * block.ln1_post.w.double()
     v = block.attn.W_O.double() @ read  # [n_heads, d_head]
     z = cache[f"blocks.{layer}.attn.hook_z"].double()  # [batch, pos, n_heads, d_head]
-    terms = torch.cat([torch.einsum("bphd,hd->bph", z, v), (block.attn.b_O.double() @ read).expand(z.shape[:2])[..., None]], dim=-1)
+    terms = torch.cat(
+        [torch.einsum("bphd,hd->bph", z, v), (block.attn.b_O.double() @ read).expand(z.shape[:2])[..., None]], dim=-1
+    )
     if model.cfg.use_normalization_before_and_after:
         terms = terms / cache[f"blocks.{layer}.ln1_post.hook_scale"].double()
     return terms

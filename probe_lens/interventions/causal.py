@@ -21,10 +21,10 @@ from jaxtyping import Float
 from transformer_lens import HookedTransformer
 
 from probe_lens.activations.hooks import HookSpec, resolve_hook
+from probe_lens.interventions.steering import Positions, ablate, steer, target_hook
 from probe_lens.models.generation import generate, left_pad, tokenize_prompts
 from probe_lens.probes.base import Probe
 from probe_lens.scorers.base import Scorer, label
-from probe_lens.interventions.steering import Positions, ablate, steer, target_hook
 
 __all__ = ["DEFAULT_ALPHAS", "causal_metrics", "residual_norm", "steering_curve", "steering_slope"]
 
@@ -43,9 +43,7 @@ def _neutral_batches(
 
 
 @torch.no_grad()
-def residual_norm(
-    model: HookedTransformer, hook: HookSpec, texts: Sequence[str], *, batch_size: int = 8
-) -> float:
+def residual_norm(model: HookedTransformer, hook: HookSpec, texts: Sequence[str], *, batch_size: int = 8) -> float:
     """Mean L2 norm of the activation at ``hook`` over the real tokens of ``texts``."""
     name = resolve_hook(model, hook)
     total, count = 0.0, 0

@@ -29,9 +29,7 @@ def angle_degrees(a: Direction, b: Direction) -> float:
     return math.degrees(math.acos(cos))
 
 
-def between_class_components(
-    X: Float[ArrayLike, "n d_model"], y: ArrayLike, *, share: float = 0.9
-) -> int:
+def between_class_components(X: Float[ArrayLike, "n d_model"], y: ArrayLike, *, share: float = 0.9) -> int:
     """How many principal components of ``X`` hold ``share`` of its between-class variance.
 
     Definition: centre ``X`` on its mean and take its principal components ``v_1, v_2, ...`` in

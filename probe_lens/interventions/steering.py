@@ -57,8 +57,7 @@ def direction_vector(direction: Direction, d_model: int | None = None) -> Float[
 def _probe_weight(probe: Probe) -> np.ndarray:
     if not isinstance(probe, BaseProbe):
         raise TypeError(
-            f"{type(probe).__name__} has several directions; pass one member (probe.member_probes()[i]) "
-            "or a tensor"
+            f"{type(probe).__name__} has several directions; pass one member (probe.member_probes()[i]) or a tensor"
         )
     probe._check_fitted()
     return probe.coef_raw_
