@@ -28,7 +28,7 @@ from probe_lens.scorers.base import Scorer, label
 
 __all__ = ["DEFAULT_ALPHAS", "causal_metrics", "residual_norm", "steering_curve", "steering_slope"]
 
-DEFAULT_ALPHAS: tuple[float, ...] = (-1.0, -0.5, 0.5, 1.0)
+DEFAULT_ALPHAS: tuple[float, ...] = (-0.25, -0.1, 0.1, 0.25)
 """Steps along the unit direction, in multiples of the mean residual norm at the hook (``relative``)."""
 
 Condition = tuple[str, float, Callable[[], contextlib.AbstractContextManager[Any]]]
@@ -44,7 +44,10 @@ def _neutral_batches(
 
 @torch.no_grad()
 def residual_norm(model: HookedTransformer, hook: HookSpec, texts: Sequence[str], *, batch_size: int = 8) -> float:
-    """Mean L2 norm of the activation at ``hook`` over the real tokens of ``texts``."""
+    """Mean L2 norm of the activation at ``hook`` over the tokens of ``texts`` after BOS.
+
+    BOS is left out: its residual norm is often far larger than any other token's (Gemma's by ~100x).
+    """
     name = resolve_hook(model, hook)
     total, count = 0.0, 0
     for tokens, mask in _neutral_batches(model, texts, batch_size):
@@ -52,8 +55,12 @@ def residual_norm(model: HookedTransformer, hook: HookSpec, texts: Sequence[str]
             tokens.to(model.cfg.device), attention_mask=mask.to(model.cfg.device), names_filter=name
         )
         norms = cache[name].float().norm(dim=-1).cpu()
-        total += float(norms[mask.bool()].sum())
-        count += int(mask.sum())
+        real = mask.bool()
+        real[torch.arange(len(real)), real.int().argmax(dim=1)] = False  # each text's BOS: an outlier norm
+        total += float(norms[real].sum())
+        count += int(real.sum())
+    if count == 0:
+        raise ValueError("the neutral texts have no tokens after BOS to measure the residual norm on")
     return total / count
 
 
