@@ -22,10 +22,14 @@ fig_cosine_drift           cos(original direction, direction re-fit on the curre
 fig_rate_vs_step           the behaviour's rate metrics vs step (``eval/<prefix>_rate``, ...)
 fig_geometry_vs_step       class means projected on the original direction vs step
 fig_geometry               activations before vs after training, in 2-D projections
+fig_steering_curves        rate and neutral KL vs steering alpha, ablation as a level (interventions)
+fig_attribution_heatmap    per-component probe-logit gap: base, trained, difference (interventions)
+fig_signal_decomposition   class signal on vs off the probe direction per model (interventions)
 ========================== =============================================================================
 
 The same functions build ``report.html`` (``Study.report()``); they live in
-:mod:`probe_lens.experiments.report` and are re-exported here unchanged.
+:mod:`probe_lens.experiments.report` and are re-exported here unchanged. The last three live in :mod:`probe_lens.interventions.figures`
+and raise ``ValueError`` on empty input.
 """
 
 from probe_lens.experiments.report import (
@@ -53,3 +57,12 @@ __all__ = [
     "fig_tracked_auroc_vs_step",
     "results_summary",
 ]
+
+# The interpretability instruments' figures (probe_lens.interventions.figures), re-exported.
+from probe_lens.interventions.figures import (  # noqa: E402
+    fig_attribution_heatmap,
+    fig_signal_decomposition,
+    fig_steering_curves,
+)
+
+__all__ += ["fig_attribution_heatmap", "fig_signal_decomposition", "fig_steering_curves"]
