@@ -17,9 +17,10 @@ from probe_lens.behaviours import BehaviourNames
 from probe_lens.experiments.config import StudyConfig
 from probe_lens.experiments.prompt_plan import ONPOLICY, PromptPlan
 from probe_lens.experiments.run_folder import write_json
+from probe_lens.experiments.study_data import sample
 from probe_lens.experiments.study_telemetry import BaseMeasurements, StudyTelemetry
 from probe_lens.experiments.timings import Clock
-from probe_lens.models import Generation, generate
+from probe_lens.models import Generation
 from probe_lens.training import probe_scores, scorer_scores
 from probe_lens.training.metric_keys import (
     DRIFT_SET,
@@ -115,18 +116,9 @@ class CellEvaluation:
 
     def _samples(self, model, seed: int) -> Generation:
         ev = self.config.eval
-        texts = [p.text for p in self.plan.eval_provocative for _ in range(ev.samples_per_prompt)]
         with self.clock.timed("generate_eval_s"):
-            return generate(
-                model,
-                texts,
-                max_new_tokens=ev.max_new_tokens,
-                temperature=ev.temperature,
-                top_p=ev.top_p,
-                seed=10_000 + seed,
-                batch_size=self.config.data.batch_size,
-                progress=self.progress,
-                fast=self.config.data.fast_sampling,
+            return sample(
+                model, self.plan.eval_provocative, ev.samples_per_prompt, ev, 10_000 + seed, self.config, self.progress
             )
 
     def _sample_metrics(self, model, gen: Generation, sample_scores: np.ndarray | None) -> dict[str, Any]:

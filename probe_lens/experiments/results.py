@@ -5,6 +5,7 @@ row, and the files made of them (``results.csv``/``.parquet``, ``summary.csv``/`
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -12,11 +13,20 @@ import pandas as pd
 
 from probe_lens._io import atomic_write
 from probe_lens.experiments.config import StudyConfig
-from probe_lens.experiments.prompt_plan import ONPOLICY
-from probe_lens.experiments.run_folder import RunFolder, write_json
+from probe_lens.experiments.prompt_plan import ONPOLICY, SeedSplit
+from probe_lens.experiments.run_folder import RunFolder, read_derived_json, write_json
 from probe_lens.experiments.study_telemetry import CURATED
 from probe_lens.training import read_metrics
-from probe_lens.training.metric_keys import INTERVALS, MetricKey, cosine, member_name, study_summary, tracked_auroc
+from probe_lens.training.metric_keys import (
+    DRIFT,
+    INTERVALS,
+    MetricKey,
+    cosine,
+    eval_key,
+    member_name,
+    study_summary,
+    tracked_auroc,
+)
 
 _LABELS = ("cell", "seed", "scorer", "trained_against", "behaviour")
 
@@ -44,7 +54,7 @@ def _result_row(r: dict[str, Any], behaviour: str, names: dict[str, list[str]]) 
     r.setdefault("behaviour", behaviour)  # a run evaluated before behaviours: its study's
     r["trained_against"] = ",".join(info.get("trained_against") or []) or "none"
     r.update(headline_probe_metrics(r, info.get("trained_against") or [], names))
-    scorer = r.pop("eval/scorer", None)
+    scorer = r.pop(str(eval_key("scorer")), None)
     if isinstance(scorer, dict):
         r["scorer"] = f"{scorer.get('name')} {scorer.get('version')}"
     elif scorer is not None:
@@ -72,7 +82,7 @@ def headline_probe_metrics(row: dict[str, Any], trained: list[str], names: dict[
         finite = [v for v in vals if v is not None and np.isfinite(v)]
         out[str(study_summary(which, "heldout_avg"))] = float(np.mean(finite)) if finite else nan
     first = row.get(str(cosine(trained[0])), row.get(str(cosine(member_name(trained[0], 0))), nan)) if trained else nan
-    out[str(MetricKey("drift", "cosine_trained_against"))] = first
+    out[str(MetricKey(DRIFT, "cosine_trained_against"))] = first
     return out
 
 
@@ -171,3 +181,24 @@ def timings_record(folder: RunFolder, timings: dict[str, float]) -> dict[str, fl
         return saved
     write_json(path, dict(timings))
     return dict(timings)
+
+
+def seed_records(
+    folder: RunFolder,
+    seeds: list[int],
+    seed_split: Callable[[int], SeedSplit],
+    noise_floor: Callable[[int], dict[str, Any]],
+) -> tuple[dict[int, Any], dict[int, Any]]:
+    """Each seed's split record and noise floor, where the run wrote them (a corrupt split is rebuilt
+    with ``seed_split``, a corrupt floor by ``noise_floor``)."""
+    seeds_info, floors = {}, {}
+    for s in seeds:
+        split_file, floor_file = folder.split_json(s), folder.noise_floor_json(s)
+        if split_file.exists():
+            seeds_info[s] = read_derived_json(split_file)
+            if seeds_info[s] is None:
+                seeds_info[s] = seed_split(s).info
+                write_json(split_file, seeds_info[s])
+        if floor_file.exists():
+            floors[s] = noise_floor(s)
+    return seeds_info, floors

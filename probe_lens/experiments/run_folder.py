@@ -86,6 +86,30 @@ class RunFolder:
             found.append((seed_dir.parent.name, int(seed_dir.name.removeprefix("seed")), f))
         return found
 
+    def final_checkpoint(self, cell: str, seed: int, max_steps: int) -> Path | None:
+        """The cell's latest checkpoint if its training reached ``max_steps``, else None."""
+        from probe_lens.training import latest_checkpoint
+
+        root = self.cell_dir(cell, seed) / "train" / "checkpoints"
+        ckpt = latest_checkpoint(root) if root.exists() else None
+        if ckpt is None:
+            return None
+        state = json.loads((ckpt / "state.json").read_text())
+        return ckpt if int(state.get("step", -1)) >= max_steps else None  # else: unfinished, `train` resumes it
+
+    def check_space(self, model, train_configs: list[Any]) -> None:
+        """Stop before training when the disk cannot hold the largest checkpoint of ``train_configs``."""
+        from probe_lens._disk import check_free_disk, checkpoint_bytes
+        from probe_lens.training.trainer import select_trainable
+
+        need = 0
+        for tc in train_configs:
+            names = select_trainable(model, tc.trainable)
+            per_checkpoint = checkpoint_bytes(model, names, with_optimizer=True, params=tc.checkpoint_params)
+            need = max(need, per_checkpoint * (tc.keep_checkpoints + 1))
+        if need:
+            check_free_disk(self.root, need, "the training checkpoints of one cell (kept until it is evaluated)")
+
     # ---- identity ----------------------------------------------------------------------
     def prepare(self, config: Any, behaviour_record: dict[str, Any], *, resume: bool, overwrite: bool) -> None:
         """Make the folder hold ``config``'s study: refuse another study (or a finished one without

@@ -109,9 +109,8 @@ class Study:
         )
         if self.prelabelled:
             study_data.check_prelabelled(config)
-        make_prompt_plan(
-            config
-        )  # a behaviour with too few prompts for these sizes: say so now, not after loading the model
+        # a behaviour with too few prompts for these sizes: say so now, not after loading the model
+        make_prompt_plan(config)
         self.export_png, self.progress = export_png, progress
         self.out, self.folder = Path(out_dir), RunFolder(out_dir)
         self.suite = ProbeSuite(config.probes, config.data.pooling, config.eval.ci_method)
@@ -277,9 +276,9 @@ class Study:
         prompts = self.seed_split(seed).train_prompts
         probes = self.fit_probes(seed)
         self.reset_model()
-        gen = study_data.sample_train_data(
-            self.model, self.config, prompts, seed, progress=self.progress, clock=self.clock
-        )
+        td = self.config.train_data
+        with self.clock.timed("generate_train_s"):
+            gen = study_data.sample(self.model, prompts, td.samples_per_prompt, td, seed, self.config, self.progress)
         n = self.probe_names()
         signals = {"probe": probes[n["single"][0]], "ensemble": probes[n["ensemble"][0]]}
         batch = self.config.data.batch_size
@@ -462,18 +461,9 @@ class Study:
 
     def _final_checkpoint(self, spec: CellSpec, seed: int) -> Path | None:
         """The final checkpoint of a training cell not yet evaluated; None if it has none (or is done)."""
-        from probe_lens.training import latest_checkpoint
-
-        ckpt_root = self.cell_dir(spec.name, seed) / "train" / "checkpoints"
-        if self.is_done(spec.name, seed) or not spec.trains or not ckpt_root.exists():
+        if self.is_done(spec.name, seed) or not spec.trains:
             return None
-        ckpt = latest_checkpoint(ckpt_root)
-        if ckpt is None:
-            return None
-        state = json.loads((ckpt / "state.json").read_text())
-        return (
-            ckpt if int(state.get("step", -1)) >= self._train_config(spec).max_steps else None
-        )  # else: `train` resumes it
+        return self.folder.final_checkpoint(spec.name, seed, self._train_config(spec).max_steps)
 
     # ------------------------------------------------------------------ evaluation
     def _evaluation(self) -> CellEvaluation:
@@ -513,22 +503,9 @@ class Study:
     @rank0_only
     def check_disk(self) -> None:
         """Stop before training when the disk cannot hold the largest checkpoint a cell will write."""
-        from probe_lens._disk import check_free_disk, checkpoint_bytes
-        from probe_lens.training.trainer import select_trainable
-
-        need = 0
-        for spec in self.config.cell_specs:
-            tc = self._train_config(spec)
-            if tc is None:
-                continue
-            names = select_trainable(self.model, tc.trainable)
-            need = max(
-                need,
-                checkpoint_bytes(self.model, names, with_optimizer=True, params=tc.checkpoint_params)
-                * (tc.keep_checkpoints + 1),
-            )
-        if need:
-            check_free_disk(self.out, need, "the training checkpoints of one cell (kept until it is evaluated)")
+        configs = [tc for spec in self.config.cell_specs if (tc := self._train_config(spec)) is not None]
+        if configs:
+            self.folder.check_space(self.model, configs)
 
     def run(self) -> pd.DataFrame:
         cfg = self.config
@@ -563,7 +540,15 @@ class Study:
             len(self.curated_set().labels) if self.config.eval.curated is not None and self._model is not None else None
         )
         names = self.probe_names()
-        headline = R.write_headline(self.folder, results, summary, self.config, names, self._seed_records(), n_curated)
+        headline = R.write_headline(
+            self.folder,
+            results,
+            summary,
+            self.config,
+            names,
+            R.seed_records(self.folder, self.config.seeds, self.seed_split, self.noise_floor),
+            n_curated,
+        )
         metrics = self.metrics()
         if len(metrics):
             atomic_write(self.out / "metrics.parquet", lambda p: metrics.to_parquet(p, index=False))
@@ -588,17 +573,3 @@ class Study:
             headline=headline,
         )
         return summary
-
-    def _seed_records(self) -> tuple[dict[int, Any], dict[int, Any]]:
-        """Each seed's split record and noise floor, where the run wrote them (a corrupt split is rebuilt)."""
-        seeds_info, floors = {}, {}
-        for s in self.config.seeds:
-            split_file, floor_file = self.folder.split_json(s), self.folder.noise_floor_json(s)
-            if split_file.exists():
-                seeds_info[s] = read_derived_json(split_file)
-                if seeds_info[s] is None:
-                    seeds_info[s] = self.seed_split(s).info
-                    write_json(split_file, seeds_info[s])
-            if floor_file.exists():
-                floors[s] = self.noise_floor(s)
-        return seeds_info, floors

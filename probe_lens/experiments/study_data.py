@@ -138,24 +138,23 @@ def load_train_data(folder: Path) -> tuple[Generation, dict[str, np.ndarray]] | 
     return load_generation(folder), {k: np.asarray(v) for k, v in saved.items()}
 
 
-def sample_train_data(
-    model, cfg: StudyConfig, prompts: list[Prompt], seed: int, *, progress: bool, clock: Clock
+def sample(
+    model, prompts: list[Prompt], k: int, settings: Any, seed: int, cfg: StudyConfig, progress: bool
 ) -> Generation:
-    """``train_data.samples_per_prompt`` samples of each training prompt from ``model`` (seeded by ``seed``)."""
-    td = cfg.train_data
-    texts = [p.text for p in prompts for _ in range(td.samples_per_prompt)]
-    with clock.timed("generate_train_s"):
-        return generate(
-            model,
-            texts,
-            max_new_tokens=td.max_new_tokens,
-            temperature=td.temperature,
-            top_p=td.top_p,
-            seed=seed,
-            batch_size=cfg.data.batch_size,
-            progress=progress,
-            fast=cfg.data.fast_sampling,
-        )
+    """``k`` samples of each of ``prompts`` from ``model`` (seeded by ``seed``), with the ``max_new_tokens``,
+    ``temperature`` and ``top_p`` of ``settings`` (a study section: ``train_data``, ``eval``)."""
+    texts = [p.text for p in prompts for _ in range(k)]
+    return generate(
+        model,
+        texts,
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        seed=seed,
+        batch_size=cfg.data.batch_size,
+        progress=progress,
+        fast=cfg.data.fast_sampling,
+    )
 
 
 def score_train_data(
