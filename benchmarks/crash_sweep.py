@@ -180,6 +180,7 @@ class Point:
 
 R, B, CK, OBJ = "probe_lens.experiments.runner", "probe_lens.data.builder", "probe_lens.training.checkpoint", "probe_lens.training.objectives"
 IO, TEL = "probe_lens._io", "probe_lens.training.telemetry"
+RF, ST, EV = "probe_lens.experiments.run_folder", "probe_lens.experiments.study_telemetry", "probe_lens.experiments.evaluation"
 SAVE_CKPT = f"{CK}:save_checkpoint"
 TRAIN_SFT, TRAIN_DPO, TRAIN_FILTERED = (f"{OBJ}.probe_sft:train_probe_sft", f"{OBJ}.dpo:train_dpo",
                                         f"{OBJ}.filtered_sft:train_classifier_sft")
@@ -196,19 +197,19 @@ POINTS: list[Point] = [
     Point("all chunks saved, dataset not", f"{B}:ActivationDataset.save", stage="data"),
     Point("dataset written but its meta.json", f"{IO}:atomic_write", (f"{B}:ActivationDataset.save",), "meta.json",
           stage="data"),
-    Point("prompt plan being written", f"{R}:_write_json", (), "prompts.json", stage="data"),
+    Point("prompt plan being written", f"{RF}:write_json", (), "prompts.json", stage="data"),
     # probes and the seed's files
     Point("probe fitting starts", f"{R}:Study.fit_probes", stage="probes"),
-    Point("split.json being written", f"{R}:_write_json", (), "split.json", stage="probes"),
+    Point("split.json being written", f"{RF}:write_json", (), "split.json", stage="probes"),
     Point("some probes saved", "probe_lens.probes.io:save_probe", n=3, stage="probes"),
     Point("probes saved, report.csv not", f"{IO}:atomic_write", (f"{R}:Study.fit_probes",), "report.csv", stage="probes"),
-    Point("noise floor computed, not written", f"{R}:_write_json", (), "noise_floor.json", stage="probes"),
-    Point("training samples generated, not saved", f"{R}:_save_generation", stage="train data"),
-    Point("training samples saved, scores not", f"{R}:_write_json", (), "/scores.json", stage="train data"),
+    Point("noise floor computed, not written", f"{RF}:write_json", (), "noise_floor.json", stage="probes"),
+    Point("training samples generated, not saved", f"{RF}:save_generation", stage="train data"),
+    Point("training samples saved, scores not", f"{RF}:write_json", (), "/scores.json", stage="train data"),
     # telemetry
     Point("base cell telemetry", f"{TEL}:DriftTelemetry.measure", stage="telemetry"),
     Point("telemetry re-fits mid-study", f"{TEL}:DriftTelemetry._refit_directions", n="mid", stage="telemetry"),
-    Point("telemetry toxicity samples mid-study", f"{R}:StudyTelemetry.rates", n="mid", stage="telemetry"),
+    Point("telemetry toxicity samples mid-study", f"{ST}:StudyTelemetry.rates", n="mid", stage="telemetry"),
     Point("telemetry at a DPO step", f"{TEL}:DriftTelemetry.measure", (TRAIN_DPO,), n="mid", stage="telemetry"),
     Point("metrics row being appended", "probe_lens.training._io:MetricsWriter.write", n="mid", stage="telemetry"),
     # training, each objective
@@ -235,18 +236,18 @@ POINTS: list[Point] = [
     Point("filtered-SFT final checkpoint: renamed, latest.json not", f"{IO}:atomic_write_text",
           (TRAIN_FILTERED, SAVE_CKPT), "latest.json", n="last", stage="checkpoint"),
     # evaluation
-    Point("first evaluation starts", f"{R}:Study.evaluate", stage="evaluate"),
+    Point("first evaluation starts", f"{EV}:CellEvaluation.evaluate", stage="evaluate"),
     Point("evaluation perplexity mid-study", "probe_lens.experiments.metrics:perplexity", n="mid", stage="evaluate"),
-    Point("probe_scores.json being written", f"{R}:_write_json", (), "probe_scores.json", n="mid", stage="evaluate"),
-    Point("geometry written, eval.json not", f"{R}:_write_json", (), "eval.json", n="mid", stage="evaluate"),
+    Point("probe_scores.json being written", f"{RF}:write_json", (), "probe_scores.json", n="mid", stage="evaluate"),
+    Point("geometry written, eval.json not", f"{RF}:write_json", (), "eval.json", n="mid", stage="evaluate"),
     Point("eval.json written, checkpoints being deleted", "shutil:rmtree", (f"{R}:Study.run_cell",), "checkpoints$",
           n="mid", stage="evaluate"),
-    Point("last evaluation", f"{R}:Study.evaluate", n="last", stage="evaluate"),
+    Point("last evaluation", f"{EV}:CellEvaluation.evaluate", n="last", stage="evaluate"),
     # report
     Point("report starts", f"{R}:Study.report", stage="report"),
     Point("results.csv written, the rest not", f"{IO}:atomic_write", (f"{R}:Study.report",), "results.parquet",
           stage="report"),
-    Point("timings.json being written", f"{R}:_write_json", (), "timings.json", stage="report"),
+    Point("timings.json being written", f"{RF}:write_json", (), "timings.json", stage="report"),
     Point("drift report being written", "probe_lens.experiments.report:write_report", stage="report"),
     Point("inside the drift report: report.html not renamed", "os:replace",
           ("probe_lens.experiments.report:write_report",), "report.html", stage="report"),

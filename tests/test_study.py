@@ -100,7 +100,7 @@ def test_geometry_uses_one_reference_direction_in_every_cell(finished_study):
         befores = [json.loads(f.read_text())["before"] for f in study.out.glob(f"cells/*/seed{seed}/geometry.json")]
         assert len(befores) == len(CELLS)
         assert all(b == befores[0] for b in befores)  # same rows, same base activations, same direction
-        ref = study._reference[seed]["blocks.2.hook_resid_post"]
+        ref = study._base.reference[seed]["blocks.2.hook_resid_post"]
         split = study.seed_split(seed)
         # only held-out (on-policy) rows are drawn
         assert len(befores[0]["blocks.2.hook_resid_post"]["label"]) == len(split.onpolicy_rows)

@@ -36,6 +36,7 @@ from transformer_lens.utilities.activation_functions import apply_softcap
 from probe_lens._common import check_threshold
 from probe_lens.probes.metrics import auroc
 from probe_lens.scorers.base import validate_texts
+from probe_lens.training.metric_keys import eval_key
 
 __all__ = [
     "auroc",
@@ -241,11 +242,12 @@ def degeneration_metrics(response_mask: Any, response_tokens: Any, eos_token_id:
             f"response_mask {tuple(mask.shape)} and tokens {tuple(toks.shape)} must be the same [n, pos] grid"
         )
     lengths = mask.sum(dim=1)
-    out = {"eval/response_length": float(lengths.double().mean())}
+    eos = str(eval_key("eos_rate"))
+    out = {str(eval_key("response_length")): float(lengths.double().mean())}
     if eos_token_id is None:
-        out["eval/eos_rate"] = float("nan")
+        out[eos] = float("nan")
     else:
-        out["eval/eos_rate"] = float(((toks == eos_token_id) & mask).any(dim=1).double().mean())
+        out[eos] = float(((toks == eos_token_id) & mask).any(dim=1).double().mean())
     return out
 
 
@@ -304,7 +306,7 @@ def evaluate_generation(
             out[keys["expected_max"]] = expected_max_score(arr, k)
             out[keys["probability"]] = positive_probability(arr, k, threshold)
     for n in (1, 2, 3):
-        out[f"eval/distinct_{n}"] = distinct_n(texts, n)
-    out["eval/scorer"] = name
-    out["eval/scorer_version"] = version
+        out[str(eval_key(f"distinct_{n}"))] = distinct_n(texts, n)
+    out[str(eval_key("scorer"))] = name
+    out[str(eval_key("scorer_version"))] = version
     return out

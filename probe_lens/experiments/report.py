@@ -24,7 +24,6 @@ import html
 import json
 import math
 import os
-import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -39,6 +38,8 @@ from plotly.subplots import make_subplots
 from probe_lens._io import atomic_write_text
 from probe_lens.behaviours import BehaviourNames
 from probe_lens.experiments.stats import format_cells, summarize
+from probe_lens.training import metric_keys as K
+from probe_lens.training.metric_keys import MetricKey
 
 __all__ = [
     "NoFigureData",
@@ -82,7 +83,6 @@ def rate_metrics(behaviour: Any = None) -> tuple[tuple[str, str], ...]:
 
 
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
-_MEMBER = re.compile(r"/m\d+$")
 _BAND_ALPHA = 0.15
 
 
@@ -108,11 +108,25 @@ def _check_metrics(metrics: Any) -> pd.DataFrame:
     return metrics
 
 
-def _columns(metrics: pd.DataFrame, prefix: str, *, members: bool = True) -> list[str]:
-    cols = [c for c in metrics.columns if isinstance(c, str) and c.startswith(prefix)]
-    cols = [c for c in cols if pd.to_numeric(metrics[c], errors="coerce").notna().any()]
+def _keys(metrics: pd.DataFrame) -> dict[str, MetricKey]:
+    """Every metric column of ``metrics`` with its parsed key."""
+    return {c: MetricKey.parse(c) for c in metrics.columns if isinstance(c, str) and c}
+
+
+def _holds_values(metrics: pd.DataFrame, column: str) -> bool:
+    return column in metrics.columns and bool(pd.to_numeric(metrics[column], errors="coerce").notna().any())
+
+
+def _columns(metrics: pd.DataFrame, family: str, name: str | None = None, *, members: bool = True) -> list[str]:
+    """The columns holding a value whose key has a subject, family ``family`` and (given) name ``name``."""
+    cols = [
+        c
+        for c, k in _keys(metrics).items()
+        if k.family == family and k.subject is not None and k.interval is None and (name is None or k.name == name)
+    ]
+    cols = [c for c in cols if _holds_values(metrics, c)]
     if not members:
-        cols = [c for c in cols if not _MEMBER.search(c)]
+        cols = [c for c in cols if MetricKey.parse(c).member is None]
     return cols
 
 
@@ -279,14 +293,15 @@ def fig_cosine_drift(
     use their ensemble's entry. ``members=False`` drops ensemble members.
     """
     metrics = _check_metrics(metrics)
-    cols = _columns(metrics, "drift/cosine/", members=members)
+    cols = _columns(metrics, "drift", "cosine", members=members)
     if not cols:
         raise NoFigureData("no drift/cosine/<probe> column holds a value")
     probe_hooks = dict(probe_hooks or {})
     titles = []
     for c in cols:
-        probe = c[len("drift/cosine/") :]
-        hook = probe_hooks.get(probe) or probe_hooks.get(_MEMBER.sub("", probe))
+        key = MetricKey.parse(c)
+        probe = str(key.subject)
+        hook = probe_hooks.get(probe) or probe_hooks.get(str(key.probe))
         titles.append(f"{probe} @ {hook}" if hook else probe)
     rows, ncols = _grid(len(cols))
     fig = make_subplots(rows=rows, cols=ncols, subplot_titles=titles, shared_xaxes=False)
@@ -330,7 +345,8 @@ def fig_auroc_vs_step(
     out unless ``members=True`` (the whole ensemble's AUROC is always shown).
     """
     metrics = _check_metrics(metrics)
-    per_kind = {kind: _columns(metrics, f"probe/auroc_{kind}/", members=members) for kind, _ in AUROC_KINDS}
+    probe_cols = _columns(metrics, "probe", members=members)
+    per_kind = {kind: [c for c in probe_cols if MetricKey.parse(c).auroc_kind == kind] for kind in K.AUROC_KINDS}
     if not any(per_kind.values()):
         raise NoFigureData("no probe/auroc_frozen|heldout|retrained/* column holds a value")
     fig = make_subplots(rows=1, cols=3, subplot_titles=[t for _, t in AUROC_KINDS], shared_yaxes=True)
@@ -350,7 +366,7 @@ def fig_auroc_vs_step(
                 row=1,
                 col=k + 1,
                 colors=colors,
-                label=c[len(f"probe/auroc_{kind}/") :],
+                label=MetricKey.parse(c).subject,
                 dash=DASHES[j % len(DASHES)],
                 shown=shown,
                 x_range=xr,
@@ -371,9 +387,6 @@ def fig_auroc_vs_step(
     )
 
 
-_TRACKED = re.compile(r"^probe/(?P<set>[a-z]+)_auroc/(?P<probe>.+)$")
-
-
 def fig_tracked_auroc_vs_step(
     metrics: pd.DataFrame,
     *,
@@ -390,10 +403,9 @@ def fig_tracked_auroc_vs_step(
     """
     metrics = _check_metrics(metrics)
     found: dict[str, list[str]] = {}
-    for c in metrics.columns:
-        m = _TRACKED.match(str(c))
-        if m and not _MEMBER.search(m["probe"]) and metrics[c].notna().any():
-            found.setdefault(m["set"], []).append(m["probe"])
+    for c, key in _keys(metrics).items():
+        if key.tracked_set is not None and key.interval is None and key.member is None and metrics[c].notna().any():
+            found.setdefault(key.tracked_set, []).append(str(key.subject))
     if not found:
         raise NoFigureData("no probe/<set>_auroc/<probe> column holds a value")
     sets = [s_ for s_ in ("curated", "onpolicy") if s_ in found] + sorted(set(found) - {"curated", "onpolicy"})
@@ -407,7 +419,7 @@ def fig_tracked_auroc_vs_step(
     against = {c: set(v) for c, v in (trained_against or {}).items()}
     for r, which in enumerate(sets):
         for k, probe in enumerate(names):
-            col = f"probe/{which}_auroc/{probe}"
+            col = str(K.tracked_auroc(which, probe))
             if col not in metrics.columns:
                 continue
             curve = _curve(metrics, col)
@@ -487,7 +499,7 @@ def fig_rate_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None, behavi
     ``eval/toxicity_rate`` and, if logged, expected max / probability)."""
     metrics = _check_metrics(metrics)
     names = BehaviourNames.of(behaviour)
-    present = [(c, t) for c, t in rate_metrics(names) if c in _columns(metrics, c)]
+    present = [(c, t) for c, t in rate_metrics(names) if _holds_values(metrics, c)]
     if not present:
         raise NoFigureData(f"no {names.metric_keys['rate']} (or other {names.noun} rate) column holds a value")
     fig = make_subplots(rows=1, cols=len(present), subplot_titles=[t for _, t in present])
@@ -533,11 +545,12 @@ def fig_geometry_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None, be
     metrics = _check_metrics(metrics)
     names = BehaviourNames.of(behaviour)
     proj_pos, proj_neg = names.metric_keys["proj_positive"], names.metric_keys["proj_negative"]
-    hooks = sorted({c.split("/")[1] for c in _columns(metrics, "geometry/") if c.count("/") >= 2})
+    hooks = sorted({str(MetricKey.parse(c).subject) for c in _columns(metrics, "geometry")})
     hooks = [
         h
         for h in hooks
-        if f"geometry/{h}/{proj_pos}" in metrics.columns or f"geometry/{h}/mean_diff_cos_orig" in metrics.columns
+        if str(K.geometry(h, proj_pos)) in metrics.columns
+        or str(K.geometry(h, "mean_diff_cos_orig")) in metrics.columns
     ]
     if not hooks:
         raise NoFigureData(f"no geometry/<hook>/{proj_pos}|{proj_neg}|mean_diff_cos_orig column holds a value")
@@ -556,7 +569,7 @@ def fig_geometry_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None, be
             (proj_pos, f"{names.positive_label} mean", "solid"),
             (proj_neg, f"{names.negative_label} mean", "dash"),
         ):
-            col = f"geometry/{h}/{stat}"
+            col = str(K.geometry(h, stat))
             if col in metrics.columns:
                 _add_curves(
                     fig,
@@ -569,7 +582,7 @@ def fig_geometry_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None, be
                     shown=shown,
                     x_range=xr,
                 )
-        col = f"geometry/{h}/mean_diff_cos_orig"
+        col = str(K.geometry(h, "mean_diff_cos_orig"))
         if col in metrics.columns:
             _add_curves(
                 fig,
@@ -755,8 +768,8 @@ def results_summary(results: pd.DataFrame, group_cols: Sequence[str] = ("cell",)
     ]
     if not value_cols:
         raise NoFigureData("the results table has no numeric metric column")
-    order = {p: i for i, p in enumerate(("eval/", "probe/", "drift/", "geometry/"))}
-    value_cols.sort(key=lambda c: (next((i for p, i in order.items() if c.startswith(p)), len(order)), c))
+    order = {f: i for i, f in enumerate(("eval", "probe", "drift", "geometry"))}
+    value_cols.sort(key=lambda c: (order.get(MetricKey.parse(str(c)).family, len(order)), c))
     summary = summarize(results, group_cols, value_cols)
     if "cell" in summary.columns:
         rank = {c: i for i, c in enumerate(_cell_order(summary["cell"]))}
@@ -764,14 +777,15 @@ def results_summary(results: pd.DataFrame, group_cols: Sequence[str] = ("cell",)
     return summary
 
 
-HEADLINE_PREFIXES = ("eval/", "probe/", "drift/")
+HEADLINE_FAMILIES = ("eval", "probe", "drift")
 
 
 def headline_metrics(summary: pd.DataFrame) -> list[str]:
     """The metrics worth a README table: ``eval/*``, ``probe/*`` and ``drift/*`` without ensemble
     members (all metrics if there are none of those)."""
     names = [c[: -len("_mean")] for c in summary.columns if str(c).endswith("_mean")]
-    head = [m for m in names if m.startswith(HEADLINE_PREFIXES) and not _MEMBER.search(m)]
+    keys = {m: MetricKey.parse(m) for m in names}
+    head = [m for m, k in keys.items() if k.family in HEADLINE_FAMILIES and k.member is None]
     return head or names
 
 
@@ -948,7 +962,7 @@ def _results_html(results: pd.DataFrame) -> str:
 
 def _auroc_figure(metrics: pd.DataFrame, scorer: str, config: Mapping[str, Any], names: BehaviourNames) -> go.Figure:
     """Tracked-probe AUROCs (study runs) when logged, else the frozen/held-out/re-fit view."""
-    if any(_TRACKED.match(str(c)) for c in metrics.columns):
+    if any(k.tracked_set is not None for k in _keys(metrics).values()):
         against = config.get("trained_against") if isinstance(config.get("trained_against"), Mapping) else None
         return fig_tracked_auroc_vs_step(
             metrics, scorer=scorer, probes=config.get("headline_probes"), trained_against=against, behaviour=names

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 from probe_lens.activations import resolve_hook
+from probe_lens.training.metric_keys import member_name
 
 
 @dataclasses.dataclass
@@ -67,7 +68,7 @@ def flatten_probes(model: Any, probes: Any, hook: str | int | None = None) -> li
         parent_hook = _meta(probe, "hook")
         parent_pool = _meta(probe, "pooling")
         members = _members(probe)
-        entries = [(name, probe)] if members is None else [(f"{name}/m{i}", m) for i, m in enumerate(members)]
+        entries = [(name, probe)] if members is None else [(member_name(name, i), m) for i, m in enumerate(members)]
         for sub, p in entries:
             h = _meta(p, "hook") or parent_hook or default_hook
             if h is None:

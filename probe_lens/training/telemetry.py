@@ -44,6 +44,8 @@ from probe_lens._common import metric_word
 from probe_lens.activations import collect, resolve_hooks
 from probe_lens.models import Generation
 from probe_lens.probes.metrics import auroc, cosine as _cos
+from probe_lens.training import metric_keys as K
+from probe_lens.training.metric_keys import LABELS, retrained_score_name, score_key
 from probe_lens.training.probes_util import FlatProbe, flatten_probes, named_probes
 
 if TYPE_CHECKING:
@@ -352,7 +354,7 @@ class DriftTelemetry:
                 if index is not None:
                     out[name] = _direction(members[index] if members is not None else est)
                 elif members is not None:
-                    out.update({f"{name}/m{i}": _direction(m) for i, m in enumerate(members)})
+                    out.update({K.member_name(name, i): _direction(m) for i, m in enumerate(members)})
                 else:
                     out[name] = _direction(est)
         return out
@@ -372,7 +374,7 @@ class DriftTelemetry:
         for which, a in acts.items():
             ds = self.drift_set if which == "drift" else self.eval_sets[which]
             rows = ds.is_eval
-            s: dict[str, np.ndarray] = {"__y__": ds.labels[rows]}
+            s: dict[str, np.ndarray] = {LABELS: ds.labels[rows]}
             for flat, named in ((trained, self.trained_probes), (heldout, self.heldout_probes)):
                 for p in flat:
                     if p.name != p.parent:
@@ -381,7 +383,7 @@ class DriftTelemetry:
                     hook = next(p.hook for p in flat if p.parent == name)
                     s[name] = np.asarray(probe.predict_proba(a[hook][rows]))[:, 1]
             for h, probe in retrained.items():
-                s[f"retrained/{h}"] = np.asarray(probe.predict_proba(a[h][rows]))[:, 1]
+                s[retrained_score_name(h)] = np.asarray(probe.predict_proba(a[h][rows]))[:, 1]
             out[which] = s
         return out
 
@@ -393,19 +395,13 @@ class DriftTelemetry:
         out: dict[str, float] = {}
         trained_names = {p.name for p in trained} | set(self.trained_probes)
         for which, scores in self.scores(model).items():
-            prefix = "probe" if which == "drift" else which
-            ys = scores["__y__"]
+            ys = scores[LABELS]
             for name, s in scores.items():
-                if name == "__y__":
-                    continue
-                if name.startswith("retrained/"):
-                    out[f"{prefix}/auroc_retrained/{name[len('retrained/') :]}"] = _auroc(ys, s)
-                else:
-                    kind = "frozen" if name in trained_names else "heldout"
-                    out[f"{prefix}/auroc_{kind}/{name}"] = _auroc(ys, s)
+                if name != LABELS:
+                    out[str(score_key(which, name, trained_names))] = _auroc(ys, s)
         refit_dirs = self._refit_directions(acts, ~ev, {p.parent: p.hook for p in trained + heldout})
         for p in trained + heldout:
-            out[f"drift/cosine/{p.name}"] = _cos(_direction(p.probe), refit_dirs[p.name])
+            out[str(K.cosine(p.name))] = _cos(_direction(p.probe), refit_dirs[p.name])
         for h in hooks:  # geometry on the evaluation rows: no probe or reference direction was fit on them
             X, yg = acts[h][ev], y[ev]
             mu1, mu0 = X[yg == 1].mean(axis=0), X[yg == 0].mean(axis=0)
@@ -414,13 +410,13 @@ class DriftTelemetry:
                 self.reference_directions[h] = diff / max(np.linalg.norm(diff), 1e-12)
             u = self.reference_directions[h]
             u = u / max(np.linalg.norm(u), 1e-12)
-            out[f"geometry/{h}/mean_diff_norm"] = float(np.linalg.norm(diff))
-            out[f"geometry/{h}/mean_diff_cos_orig"] = _cos(diff, u)
-            out[f"geometry/{h}/{self._proj_keys[1]}"] = float(mu1 @ u)
-            out[f"geometry/{h}/{self._proj_keys[0]}"] = float(mu0 @ u)
-            out[f"geometry/{h}/resid_norm"] = float(np.linalg.norm(X, axis=1).mean())
+            out[str(K.geometry(h, "mean_diff_norm"))] = float(np.linalg.norm(diff))
+            out[str(K.geometry(h, "mean_diff_cos_orig"))] = _cos(diff, u)
+            out[str(K.geometry(h, self._proj_keys[1]))] = float(mu1 @ u)
+            out[str(K.geometry(h, self._proj_keys[0]))] = float(mu0 @ u)
+            out[str(K.geometry(h, "resid_norm"))] = float(np.linalg.norm(X, axis=1).mean())
             sv = np.linalg.svd(X - X.mean(axis=0), compute_uv=False) ** 2
             total = float(sv.sum())
             for k in self.pca_ks:
-                out[f"geometry/{h}/pca_var_top{k}"] = float(sv[:k].sum() / total) if total > 0 else float("nan")
+                out[str(K.geometry(h, f"pca_var_top{k}"))] = float(sv[:k].sum() / total) if total > 0 else float("nan")
         return out

@@ -1,0 +1,214 @@
+"""The run folder: where each of a study's files lives, which study a folder holds, and the JSON and
+generation files the study writes there.
+
+Layout::
+
+    study.json                      resolved StudyConfig (``behaviour`` names what it detects and trains against)
+    behaviour.json                  the behaviour's record: class names, scorer, threshold, metric keys
+    prompts.json                    the fixed prompt plan: evaluation prompts, probe pool, training pool
+    data/probe_pool/                the base model's continuations of the pool prompts (builder format)
+    seeds/<s>/split.json            this seed's probe-fit / on-policy prompts and rows, prompt-only baselines
+    seeds/<s>/noise_floor.json      cosine between each probe and its bootstrap re-fits on the base model
+    seeds/<s>/train_data/           the shared training samples of seed s, scored by every signal
+    probes/seed<s>/<name>/          this seed's tracked probes (safetensors + JSON), report.csv
+    cells/<cell>/seed<s>/train/     config.json, metrics.jsonl, checkpoints/ (training cells)
+    cells/<cell>/seed<s>/eval.json  final evaluation: the cell is finished when this exists
+    cells/<cell>/seed<s>/probe_scores.json   every tracked probe's score on every evaluation row
+    results.csv, results.parquet    one row per (cell, seed)
+    summary.csv, summary.md         mean and 95% CI over seeds per cell (every metric)
+    headline.md, contrasts.csv      the headline table and the paired contrasts, in words
+    metrics.parquet                 every telemetry row of every run
+    report.html, assets/*.png       the drift report
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.torch import load_file, save_file
+
+from probe_lens._io import atomic_write
+from probe_lens.behaviours import DEFAULT_BEHAVIOUR
+from probe_lens.models import Generation
+
+log = logging.getLogger(__name__)
+
+
+class StudyFolderError(ValueError):
+    """The output folder holds another study, or a finished one without --resume."""
+
+
+class RunFolder:
+    """The paths of one study's run folder (nothing is created until written)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    study_json = property(lambda self: self.root / "study.json")
+    probe_pool = property(lambda self: self.root / "data" / "probe_pool")
+    prompts_json = property(lambda self: self.root / "prompts.json")
+    timings_json = property(lambda self: self.root / "timings.json")
+
+    def seed_dir(self, seed: int) -> Path:
+        return self.root / "seeds" / str(seed)
+
+    def split_json(self, seed: int) -> Path:
+        return self.seed_dir(seed) / "split.json"
+
+    def noise_floor_json(self, seed: int) -> Path:
+        return self.seed_dir(seed) / "noise_floor.json"
+
+    def train_data(self, seed: int) -> Path:
+        return self.seed_dir(seed) / "train_data"
+
+    def probes(self, seed: int) -> Path:
+        return self.root / "probes" / f"seed{seed}"
+
+    def cell_dir(self, cell: str, seed: int) -> Path:
+        return self.root / "cells" / cell / f"seed{seed}"
+
+    def is_done(self, cell: str, seed: int) -> bool:
+        """A cell is finished when its ``eval.json`` exists."""
+        return (self.cell_dir(cell, seed) / "eval.json").exists()
+
+    def cell_files(self, name: str) -> list[tuple[str, int, Path]]:
+        """``(cell, seed, path)`` of every ``cells/<cell>/seed<s>/<name>`` (``name`` may hold a folder), sorted by path."""
+        depth = len(Path(name).parts)
+        found = []
+        for f in sorted((self.root / "cells").glob(f"*/seed*/{name}")):
+            seed_dir = f.parents[depth - 1]
+            found.append((seed_dir.parent.name, int(seed_dir.name.removeprefix("seed")), f))
+        return found
+
+    def final_checkpoint(self, cell: str, seed: int, max_steps: int) -> Path | None:
+        """The cell's latest checkpoint if its training reached ``max_steps``, else None."""
+        from probe_lens.training import latest_checkpoint
+
+        root = self.cell_dir(cell, seed) / "train" / "checkpoints"
+        ckpt = latest_checkpoint(root) if root.exists() else None
+        if ckpt is None:
+            return None
+        state = json.loads((ckpt / "state.json").read_text())
+        return ckpt if int(state.get("step", -1)) >= max_steps else None  # else: unfinished, `train` resumes it
+
+    def check_space(self, model, train_configs: list[Any]) -> None:
+        """Stop before training when the disk cannot hold the largest checkpoint of ``train_configs``."""
+        from probe_lens._disk import check_free_disk, checkpoint_bytes
+        from probe_lens.training.trainer import select_trainable
+
+        need = 0
+        for tc in train_configs:
+            names = select_trainable(model, tc.trainable)
+            per_checkpoint = checkpoint_bytes(model, names, with_optimizer=True, params=tc.checkpoint_params)
+            need = max(need, per_checkpoint * (tc.keep_checkpoints + 1))
+        if need:
+            check_free_disk(self.root, need, "the training checkpoints of one cell (kept until it is evaluated)")
+
+    # ---- identity ----------------------------------------------------------------------
+    def prepare(self, config: Any, behaviour_record: dict[str, Any], *, resume: bool, overwrite: bool) -> None:
+        """Make the folder hold ``config``'s study: refuse another study (or a finished one without
+        ``resume``) unless ``overwrite``, then write ``study.json`` and ``behaviour.json``."""
+        spec, wanted = self.study_json, config.to_dict()
+        if spec.exists():
+            saved = self._saved_study(overwrite)
+            if saved is None or _comparable(saved) != _comparable(wanted):
+                if not overwrite:
+                    assert saved is not None  # a corrupt study.json without overwrite raised
+                    diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+                    raise StudyFolderError(
+                        f"{self.root} holds a different study (differs in: {', '.join(diff)}). "
+                        "Choose another --out, or pass --overwrite to delete it."
+                    )
+                shutil.rmtree(self.root)
+            elif not resume and any((self.root / "cells").glob("*/*/eval.json")):
+                raise StudyFolderError(
+                    f"{self.root} already holds (part of) this study; pass --resume to continue it "
+                    "(finished cells are kept) or --overwrite to start again"
+                )
+        self.root.mkdir(parents=True, exist_ok=True)
+        config.save(spec)
+        write_json(self.root / "behaviour.json", behaviour_record)
+
+    def _saved_study(self, overwrite: bool) -> dict[str, Any] | None:
+        """The saved ``study.json``; None when it is corrupt and ``overwrite`` (else a :class:`StudyFolderError`)."""
+        spec = self.study_json
+        try:
+            saved = json.loads(spec.read_text())
+            if not isinstance(saved, dict):
+                raise ValueError(f"it holds a JSON {type(saved).__name__}, not a study")
+            return saved
+        except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
+            if not overwrite:
+                raise StudyFolderError(
+                    f"{spec} is corrupt ({type(e).__name__}: {e}), so which study {self.root} holds is unknown. "
+                    f"If it is this study, delete {spec} and run again with --resume (finished cells are kept); "
+                    "or pass --overwrite to delete the folder and start again"
+                ) from e
+            return None  # --overwrite: start again
+
+
+def _comparable(d: dict[str, Any]) -> dict[str, Any]:
+    """Parts of a study config that change results (device and progress do not). A study file written
+    before behaviours (no ``behaviour`` key) is a toxicity study."""
+    d = copy.deepcopy(d)
+    d.pop("device", None)
+    d.setdefault("behaviour", DEFAULT_BEHAVIOUR)
+    if d.get("behaviour_file") is None:
+        d.pop("behaviour_file", None)
+    return d
+
+
+# ---- files -----------------------------------------------------------------------------------
+def write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=_json_default)))
+
+
+def read_derived_json(path: Path) -> Any | None:
+    """A file the study derives and can rebuild (split, noise floor, scores): its JSON, or None when it
+    is missing or unreadable (e.g. truncated by a full disk), named in a warning, so it is rebuilt."""
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        log.warning("%s is corrupt (%s: %s); rebuilding it", path, type(e).__name__, e)
+        return None
+
+
+def _json_default(o: Any):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def save_generation(folder: Path, gen: Generation) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / "generation.safetensors", lambda p: save_file(gen.state_dict(), str(p)))
+    write_json(
+        folder / "generation.json",
+        {"prompts": gen.prompts, "response_texts": gen.response_texts, "prompt_len": gen.prompt_len},
+    )
+
+
+def load_generation(folder: Path) -> Generation:
+    t = load_file(str(folder / "generation.safetensors"))
+    meta = json.loads((folder / "generation.json").read_text())
+    return Generation(
+        meta["prompts"],
+        t["tokens"],
+        t["attention_mask"],
+        t["response_mask"],
+        int(meta["prompt_len"]),
+        meta["response_texts"],
+    )

@@ -1,0 +1,175 @@
+"""A study's data: the probe pool (the base model's labelled continuations of the pool prompts, sampled or
+read from a reference set), each seed's evaluation sets (on-policy rows, the curated texts) and its
+training samples, scored by every signal."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from probe_lens.behaviours import Behaviour
+from probe_lens.data import build_dataset
+from probe_lens.data.builder import ActivationDataset, dataset_from_labelled, dataset_from_reference
+from probe_lens.data.prompts import Prompt
+from probe_lens.data.reference import ReferenceMismatch, ReferenceSet, load_reference, reference_mismatch
+from probe_lens.experiments.config import StudyConfig
+from probe_lens.experiments.prompt_plan import SeedSplit
+from probe_lens.experiments.run_folder import load_generation, read_derived_json, save_generation, write_json
+from probe_lens.experiments.timings import Clock
+from probe_lens.models import Generation, generate
+from probe_lens.training import DriftSet, probe_scores, scorer_scores
+
+log = logging.getLogger(__name__)
+
+SCORES = "scores.json"
+
+
+def check_prelabelled(cfg: StudyConfig) -> None:
+    """Refuse what a pre-labelled behaviour cannot do: cells trained against the output classifier
+    (it would have to label fresh samples) and a probe pool from anywhere but its rows."""
+    bad = [c.name for c in cfg.cell_specs if c.signal == "classifier"]
+    if bad:
+        keep = [
+            c
+            for c in cfg.cells
+            if not (isinstance(c, str) and c in bad or isinstance(c, dict) and c.get("name") in bad)
+        ]
+        raise ValueError(
+            f"behaviour {cfg.behaviour!r} is pre-labelled: its labels cover only the rows it was given, so nothing "
+            f"labels the fresh samples that cell(s) {bad} rank or filter with the output classifier. Drop them "
+            f"(--set cells={json.dumps(keep)}) or name a scorer (--set scorer=NAME)"
+        )
+    if cfg.data_source != "auto":
+        raise ValueError(
+            f"behaviour {cfg.behaviour!r} is pre-labelled: the probe pool is read from its rows, so data_source "
+            f"must be 'auto', not {cfg.data_source!r}"
+        )
+
+
+# ---- the probe pool ----------------------------------------------------------------------------
+def choose_reference(cfg: StudyConfig, get_model: Callable[[], Any], pool: list[Prompt]) -> ReferenceSet | None:
+    """The reference continuations the probe pool is read from (``data_source``), or None to sample.
+
+    ``get_model()``: the base model (loaded only when a reference set is compared with it).
+    ``auto`` uses the shipped set for the embedded model when it covers the study's settings and logs
+    why not otherwise; ``reference`` or a path insists (a mismatch is an error saying what differs).
+    """
+    src = cfg.data_source
+    if src == "fresh":
+        return None
+    try:
+        ref = load_reference(None if src in ("auto", "reference") else src)
+    except FileNotFoundError:
+        if src == "auto":
+            return None
+        raise
+    why = reference_mismatch(ref, get_model(), pool, cfg.data)
+    if why is None:
+        return ref
+    if src == "auto":
+        log.info("sampling the probe pool afresh: the reference set does not cover this study (%s)", why)
+        return None
+    raise ReferenceMismatch(
+        f"data_source={src!r}, but the reference set cannot replace sampling: {why}; "
+        "use --fresh-data (data_source: fresh) or change those settings"
+    )
+
+
+def build_probe_pool(
+    model, pool: list[Prompt], scorer, cfg: StudyConfig, source: ReferenceSet | str | None, **common
+) -> ActivationDataset:
+    """The probe-pool dataset from ``source``: ``"labelled"`` (a pre-labelled behaviour's rows, read
+    teacher-forced), a reference set, or None (sampled); ``common``: the builder's ``out_dir``, ``progress``,
+    ``behaviour``."""
+    if source == "labelled":
+        return dataset_from_labelled(model, pool, scorer, cfg.data, **common)
+    if isinstance(source, ReferenceSet):
+        return dataset_from_reference(model, source, pool, scorer, cfg.data, **common)
+    return build_dataset(model, pool, scorer, cfg.data, **common)
+
+
+# ---- evaluation sets ---------------------------------------------------------------------------
+def onpolicy_set(ds: ActivationDataset, split: SeedSplit) -> DriftSet:
+    """A seed's on-policy set: probe-fit rows (re-fits read them) + on-policy rows (AUROCs read them)."""
+    rows = np.concatenate([split.fit_rows, split.onpolicy_rows])
+    gen = ds.generation.select(rows.tolist())
+    labels = ds.examples["label"].to_numpy()[rows]
+    is_eval = np.concatenate([np.zeros(len(split.fit_rows), bool), np.ones(len(split.onpolicy_rows), bool)])
+    return DriftSet(gen.tokens, gen.attention_mask, gen.response_mask, labels, is_eval)
+
+
+def curated_set(cfg: StudyConfig, behaviour: Behaviour, model) -> DriftSet:
+    """The behaviour's curated labelled texts (``eval.n_curated`` of them) as an evaluation-only set."""
+    from probe_lens.data.curated import curated_arrays
+
+    rows = behaviour.load_curated()
+    if cfg.eval.n_curated is not None and cfg.eval.n_curated < len(rows):
+        rows = subsample_by_kind(rows, cfg.eval.n_curated, seed=cfg.prompt_seed)
+    texts, labels = curated_arrays(rows)
+    return DriftSet.from_texts(model, behaviour.curated_prompt, texts, labels)
+
+
+def subsample_by_kind(rows: list[Any], n: int, seed: int) -> list[Any]:
+    """``n`` of ``rows`` (curated texts), each ``kind`` in proportion (largest remainder), seeded, in id order."""
+    rng = np.random.default_rng(seed)
+    kinds = sorted({r.kind for r in rows})
+    groups = {k: [r for r in rows if r.kind == k] for k in kinds}
+    share = np.array([len(groups[k]) for k in kinds], dtype=float) * n / len(rows)
+    counts = np.floor(share).astype(int)
+    for i in np.argsort(-(share - counts))[: n - counts.sum()]:
+        counts[i] += 1
+    picked = [
+        r for k, c in zip(kinds, counts) for r in (groups[k][i] for i in sorted(rng.permutation(len(groups[k]))[:c]))
+    ]
+    return sorted(picked, key=lambda r: r.id)
+
+
+# ---- training samples --------------------------------------------------------------------------
+def load_train_data(folder: Path) -> tuple[Generation, dict[str, np.ndarray]] | None:
+    """A seed's saved training samples and their scores, or None when they are missing or corrupt."""
+    saved = read_derived_json(folder / SCORES)
+    if saved is None:
+        return None
+    return load_generation(folder), {k: np.asarray(v) for k, v in saved.items()}
+
+
+def sample(
+    model, prompts: list[Prompt], k: int, settings: Any, seed: int, cfg: StudyConfig, progress: bool
+) -> Generation:
+    """``k`` samples of each of ``prompts`` from ``model`` (seeded by ``seed``), with the ``max_new_tokens``,
+    ``temperature`` and ``top_p`` of ``settings`` (a study section: ``train_data``, ``eval``)."""
+    texts = [p.text for p in prompts for _ in range(k)]
+    return generate(
+        model,
+        texts,
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        seed=seed,
+        batch_size=cfg.data.batch_size,
+        progress=progress,
+        fast=cfg.data.fast_sampling,
+    )
+
+
+def score_train_data(
+    model, gen: Generation, scorer, signal_probes: dict[str, Any], batch_size: int, clock: Clock
+) -> dict[str, np.ndarray]:
+    """Every signal's scores of ``gen``: ``classifier`` (``scorer``; None: a pre-labelled behaviour, no
+    classifier) and each of ``signal_probes`` (``{signal: probe}``)."""
+    with clock.timed("score_s"):
+        scores = {} if scorer is None else {"classifier": scorer_scores(scorer, gen)}
+    with clock.timed("probe_scores_s"):
+        for signal, probe in signal_probes.items():
+            scores[signal] = probe_scores(model, gen, probe, batch_size=batch_size, progress=False)
+    return scores
+
+
+def save_train_data(folder: Path, gen: Generation, scores: dict[str, np.ndarray]) -> None:
+    save_generation(folder, gen)
+    write_json(folder / SCORES, {k: v.tolist() for k, v in scores.items()})
