@@ -1,5 +1,6 @@
 """The paper's comparison as a resumable study: config, presets, runner, metrics, statistics, report."""
 
+from probe_lens.experiments.adapters import StudyObjective, get_study_objective, register_study_objective
 from probe_lens.experiments.cells import BUILTIN_CELLS, CellSpec
 from probe_lens.experiments.config import CELLS, EvalSetup, ProbeSetup, SamplingSetup, StudyConfig, TrainData
 from probe_lens.experiments.presets import PRESETS, make_config
@@ -17,6 +18,9 @@ __all__ = [
     "Study",
     "StudyConfig",
     "StudyFolderError",
+    "StudyObjective",
     "TrainData",
+    "get_study_objective",
     "make_config",
+    "register_study_objective",
 ]

@@ -56,6 +56,7 @@ from probe_lens.data import build_dataset
 from probe_lens.data.builder import ActivationDataset, dataset_from_labelled, dataset_from_reference
 from probe_lens.data.prompts import Prompt, stratified_partition, stratified_sample
 from probe_lens.data.reference import ReferenceMismatch, ReferenceSet, load_reference, reference_mismatch
+from probe_lens.experiments.adapters import cell_settings, settings_section, train_cell
 from probe_lens.experiments.cells import CellSpec
 from probe_lens.experiments.config import StudyConfig
 from probe_lens.models import Generation, generate, load_model
@@ -66,7 +67,6 @@ from probe_lens.training import (
     DriftSet,
     DriftTelemetry,
     distributed as D,
-    get_objective,
     probe_scores,
     read_metrics,
     scorer_scores,
@@ -296,7 +296,7 @@ class Study:
     def _check_world(self) -> None:
         w = self.dist.world_size
         bad = {
-            f"{get_objective(spec.objective).objective_cls.study_section}.batch_size={tc.batch_size}"
+            f"{settings_section(spec.objective)}.batch_size={tc.batch_size}"
             for spec in self.config.cell_specs
             if (tc := self._train_config(spec)) is not None and tc.batch_size % w
         }
@@ -856,8 +856,8 @@ class Study:
         return [f"blocks.{self.config.probes.layer}.hook_resid_post"]
 
     def _train_config(self, spec: CellSpec):
-        """The cell's training settings (its registered objective's ``cell_config``); None for ``none``."""
-        return get_objective(spec.objective).objective_cls.cell_config(self.config, spec) if spec.trains else None
+        """The cell's training settings (its objective's study adapter's); None for ``none``."""
+        return cell_settings(self.config, spec) if spec.trains else None
 
     @_rank0_only
     def evaluate_pending(self) -> int:
@@ -1136,14 +1136,14 @@ class Study:
 
 
 # ---------------------------------------------------------------------------------------------
-# objectives: a training cell runs its registered objective's ``train_cell`` (probe_lens.training
-# .get_objective(CellSpec.objective)); a ``none`` cell only measures the base model
+# objectives: a training cell is trained by its objective's study adapter (experiments.adapters
+# .train_cell); a ``none`` cell only measures the base model
 # ---------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
 class CellContext:
-    """What an objective's ``train_cell`` gets: the study, the cell, and the seed's shared data.
+    """What an objective's study adapter gets: the study, the cell, and the seed's shared data.
 
     Under torchrun a training cell runs on every rank; ``telemetry`` is None except on rank 0.
     """
@@ -1160,7 +1160,7 @@ class CellContext:
     resume: bool
 
     def train_config(self, base):
-        """``base`` (the objective's ``cell_config``) with this cell's seed, folder, telemetry and per-rank batch."""
+        """``base`` (the cell's settings) with this cell's seed, folder, telemetry and per-rank batch."""
         cfg = self.study.config
         tc = dataclasses.replace(
             base,
@@ -1184,8 +1184,8 @@ def _run_none(ctx: CellContext) -> dict[str, Any]:
 
 
 def _run_objective(ctx: CellContext) -> dict[str, Any]:
-    """Train a cell with its registered objective (``get_objective(spec.objective).objective_cls.train_cell``)."""
-    res = get_objective(ctx.spec.objective).objective_cls.train_cell(ctx)
+    """Train a cell with its objective's study adapter."""
+    res = train_cell(ctx)
     return {**res.info, "stopped_reason": res.stopped_reason, "final_step": res.final_step}
 
 
