@@ -319,7 +319,7 @@ class StudyConfig:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if f.name == "objectives":
-                if v:  # absent when empty: study files written before this section existed read the same
+                if v:  # absent when empty: a study of built-in objectives only prints as it always did
                     out[f.name] = {name: _section_dict(c) for name, c in v.items()}
             elif hasattr(v, "to_dict"):
                 out[f.name] = _section_dict(v)
