@@ -18,11 +18,11 @@ from probe_lens.cli import main
 from probe_lens.data import BuildConfig
 from probe_lens.experiments import Study, StudyConfig, make_config
 from probe_lens.experiments import report as R
+from probe_lens.experiments.adapters import cell_settings
 from probe_lens.experiments.metrics import evaluate_generation, expected_max_score, positive_rate, toxicity_rate
 from probe_lens.experiments.runner import StudyFolderError, _prompt_plan
 from probe_lens.testing import non_ascii_scorer, tiny_model, tiny_study_config
 from probe_lens.training.config import ClassifierSFTConfig
-from probe_lens.training.objectives.filtered_sft import FilteredSFTObjective
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "behaviours"
 TOPICS = ("food", "travel", "work", "home")
@@ -263,8 +263,8 @@ def test_threshold_and_curated_follow_the_behaviour(registry):
     assert cfg.eval.threshold == 0.7 and cfg.eval.curated is None  # it has no curated set
     # the probe data's labels and the classifier-SFT filter use it too (not a fixed 0.5)
     assert cfg.data.threshold == 0.7 and cfg.data.decision_threshold == 0.7
-    assert FilteredSFTObjective.cell_config(cfg, cfg.cell("classifier_sft")).decision_threshold == 0.7
-    assert FilteredSFTObjective.cell_config(cfg, cfg.cell("probe_filtered_sft")).threshold == cfg.probe_filter_threshold
+    assert cell_settings(cfg, cfg.cell("classifier_sft")).decision_threshold == 0.7
+    assert cell_settings(cfg, cfg.cell("probe_filtered_sft")).threshold == cfg.probe_filter_threshold
     assert StudyConfig.from_dict({"behaviour": "strict", "eval": {"threshold": 0.4}}).eval.threshold == 0.4
     mine = StudyConfig.from_dict({"behaviour": "strict", "data": {"threshold": 0.3}, "classifier_sft": {"threshold": 0.2}})
     assert (mine.data.threshold, mine.classifier_sft.threshold, mine.eval.threshold) == (0.3, 0.2, 0.7)

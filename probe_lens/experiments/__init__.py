@@ -5,6 +5,7 @@
 sets, training samples), ``probe_suite`` (the tracked probes), ``study_telemetry``, ``cell_training``,
 ``evaluation``, ``results`` and ``timings``."""
 
+from probe_lens.experiments.adapters import StudyObjective, get_study_objective, register_study_objective
 from probe_lens.experiments.cells import BUILTIN_CELLS, CellSpec
 from probe_lens.experiments.config import CELLS, EvalSetup, ProbeSetup, SamplingSetup, StudyConfig, TrainData
 from probe_lens.experiments.presets import PRESETS, make_config
@@ -24,6 +25,9 @@ __all__ = [
     "Study",
     "StudyConfig",
     "StudyFolderError",
+    "StudyObjective",
     "TrainData",
+    "get_study_objective",
     "make_config",
+    "register_study_objective",
 ]

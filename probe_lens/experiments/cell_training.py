@@ -1,4 +1,4 @@
-"""Training a cell: what an objective's ``train_cell`` gets (``CellContext``), a cell's training settings,
+"""Training a cell: what an objective's study adapter gets (``CellContext``), a cell's training settings,
 and running a cell's objective (a ``none`` cell only measures the base model)."""
 
 from __future__ import annotations
@@ -6,40 +6,52 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from probe_lens._io import atomic_write
+from probe_lens.experiments.adapters import cell_settings, train_cell
 from probe_lens.experiments.cells import CellSpec
 from probe_lens.experiments.config import StudyConfig
 from probe_lens.experiments.study_telemetry import StudyTelemetry
 from probe_lens.models import Generation
-from probe_lens.training import get_objective
+from probe_lens.training.distributed import DistInfo
 
-if TYPE_CHECKING:
-    from probe_lens.experiments.runner import Study
+
+class StudyView(Protocol):
+    """What a cell's training reads of its :class:`~probe_lens.experiments.Study` (a protocol, so that this
+    room does not import the coordinator that imports it)."""
+
+    config: StudyConfig
+    progress: bool
+
+    @property
+    def model(self) -> Any: ...
+
+    @property
+    def dist(self) -> DistInfo: ...
 
 
 def _train_config(config: StudyConfig, spec: CellSpec):
-    """The cell's training settings (its registered objective's ``cell_config``); None for ``none``."""
-    return get_objective(spec.objective).objective_cls.cell_config(config, spec) if spec.trains else None
+    """The cell's training settings (its objective's study adapter's); None for ``none``."""
+    return cell_settings(config, spec) if spec.trains else None
 
 
 # ---------------------------------------------------------------------------------------------
-# objectives: a training cell runs its registered objective's ``train_cell`` (probe_lens.training
-# .get_objective(CellSpec.objective)); a ``none`` cell only measures the base model
+# objectives: a training cell is trained by its objective's study adapter (experiments.adapters
+# .train_cell); a ``none`` cell only measures the base model
 # ---------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
 class CellContext:
-    """What an objective's ``train_cell`` gets: the study, the cell, and the seed's shared data.
+    """What an objective's study adapter gets: the study, the cell, and the seed's shared data.
 
     Under torchrun a training cell runs on every rank; ``telemetry`` is None except on rank 0.
     """
 
-    study: Study
+    study: StudyView
     spec: CellSpec
     seed: int
     probes: dict[str, Any]
@@ -51,7 +63,7 @@ class CellContext:
     resume: bool
 
     def train_config(self, base):
-        """``base`` (the objective's ``cell_config``) with this cell's seed, folder, telemetry and per-rank batch."""
+        """``base`` (the cell's settings) with this cell's seed, folder, telemetry and per-rank batch."""
         cfg = self.study.config
         tc = dataclasses.replace(
             base,
@@ -75,6 +87,6 @@ def _run_none(ctx: CellContext) -> dict[str, Any]:
 
 
 def _run_objective(ctx: CellContext) -> dict[str, Any]:
-    """Train a cell with its registered objective (``get_objective(spec.objective).objective_cls.train_cell``)."""
-    res = get_objective(ctx.spec.objective).objective_cls.train_cell(ctx)
+    """Train a cell with its objective's study adapter."""
+    res = train_cell(ctx)
     return {**res.info, "stopped_reason": res.stopped_reason, "final_step": res.final_step}

@@ -1,8 +1,10 @@
 """The study grid as declared records: what each cell trains with, and against what.
 
 A cell is a :class:`CellSpec`: an ``objective`` (how the model is trained: ``none`` or a name registered
-with ``probe_lens.training.register_objective``) and a ``signal`` (what ranks, filters or penalises its
-samples; each objective declares the signals it takes). The runner looks both up; it never parses cell names.
+with ``probe_lens.training.register_objective`` and adapted to studies with
+``probe_lens.experiments.register_study_objective``) and a ``signal`` (what ranks, filters or penalises its
+samples; each objective's adapter declares the signals it takes). The runner looks both up; it never
+parses cell names.
 
 =================  ==============  ===========================================================
 objective          signals         what trains
@@ -15,7 +17,7 @@ objective          signals         what trains
 =================  ==============  ===========================================================
 
 ``probe_filtered_sft`` (probe or ensemble) is ``filtered_sft`` with the probe's scores computed by the
-objective itself: the example of a plug-in objective (one file + one registration line).
+objective itself: the example of a plug-in objective (one training file + one adapter).
 
 Signals: ``probe`` (the single trained-against logistic probe), ``ensemble`` (the diverse orthogonal
 ensemble), ``classifier`` (the output classifier: a baseline that trains against no probe).
@@ -31,14 +33,15 @@ import dataclasses
 import difflib
 from typing import Any
 
-from probe_lens.training.objectives import OBJECTIVES
+from probe_lens.experiments.adapters import SIGNALS, STUDY_OBJECTIVES, get_study_objective
+from probe_lens.training import OBJECTIVES
 
-SIGNALS: tuple[str, ...] = ("none", "probe", "ensemble", "classifier")
+__all__ = ["BUILTIN_CELLS", "DEFAULT_GRID", "SIGNALS", "CellSpec", "objective_signals", "resolve_cell", "resolve_cells"]
 
 
 def objective_signals(objective: str) -> tuple[str, ...]:
     """The signals a cell of ``objective`` takes (``none`` trains nothing and takes ``none``)."""
-    return ("none",) if objective == "none" else OBJECTIVES[objective].objective_cls.signals
+    return ("none",) if objective == "none" else get_study_objective(objective).signals
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +50,8 @@ class CellSpec:
 
     Args:
         name: the cell's name in results and folders.
-        objective: ``none`` or a registered objective (``probe_sft``, ``filtered_sft``, ``dpo``, ...).
-        signal: ``none``, ``probe``, ``ensemble`` or ``classifier``, as the objective allows.
+        objective: ``none`` or an objective with a study adapter (``probe_sft``, ``filtered_sft``, ``dpo``, ...).
+        signal: ``none``, ``probe``, ``ensemble`` or ``classifier``, as the objective's adapter allows.
     """
 
     name: str
@@ -58,16 +61,17 @@ class CellSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or "/" in self.name:
             raise ValueError(f"a cell name must be a non-empty string without '/', got {self.name!r}")
-        if self.objective != "none" and self.objective not in OBJECTIVES:
-            known = ("none", *OBJECTIVES)
+        if self.objective in OBJECTIVES and self.objective not in STUDY_OBJECTIVES:
+            raise ValueError(
+                f"cell {self.name!r}: objective {self.objective!r} has no study adapter; register one with "
+                "probe_lens.experiments.register_study_objective"
+            )
+        if self.objective != "none" and self.objective not in STUDY_OBJECTIVES:
+            known = ("none", *STUDY_OBJECTIVES)
             close = difflib.get_close_matches(str(self.objective), known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(f"cell {self.name!r}: objective must be one of {known}, got {self.objective!r}{hint}")
         allowed = objective_signals(self.objective)
-        if not allowed:
-            raise ValueError(
-                f"cell {self.name!r}: objective {self.objective!r} declares no study signals (Objective.signals)"
-            )
         if self.signal not in allowed:
             raise ValueError(
                 f"cell {self.name!r}: objective {self.objective!r} takes signal {' or '.join(allowed)}, got {self.signal!r}"

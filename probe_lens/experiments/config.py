@@ -3,18 +3,25 @@
 A study = probe data from the base model -> probes -> for each seed, every training cell of the
 grid -> evaluation -> table and report. ``StudyConfig`` holds all of it, is validated on
 construction, and is saved as ``study.json`` in the run folder.
+
+Sections are read into the dataclass each field is annotated with (no table to keep in step); the
+training settings of an objective registered after this file was written live under
+``objectives: {<name>: {...}}``, typed by that objective's registered config class.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import typing
 from pathlib import Path
 from typing import Any
 
 from probe_lens.data.builder import BuildConfig
+from probe_lens.experiments.adapters import get_study_objective, own_section, settings_class
 from probe_lens.experiments.cells import BUILTIN_CELLS, DEFAULT_GRID, CellSpec, resolve_cells
-from probe_lens.training.config import ClassifierSFTConfig, DPOConfig, ProbeSFTConfig
+from probe_lens.training.config import ClassifierSFTConfig, DPOConfig, ProbeSFTConfig, TrainConfig
 
 CELLS: tuple[str, ...] = DEFAULT_GRID
 """The default grid: the untrained base model, probe-SFT and probe-DPO against one probe and against a
@@ -232,6 +239,9 @@ class StudyConfig:
     dpo_margin_classifier: float = 0.0
     probe_filter_threshold: float = 0.5
     """Probe-filtered SFT keeps the samples whose probe P(toxic) is below this (the probe's decision threshold)."""
+    objectives: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Training settings of objectives that have no section above (``{name: {field: value}}``), each read
+    into its registered config class; every such objective a cell trains gets its defaults when not given."""
     eval: EvalSetup = dataclasses.field(default_factory=EvalSetup)
     telemetry_every: int = 5
     telemetry_hooks: list[int] = dataclasses.field(default_factory=list)
@@ -241,6 +251,7 @@ class StudyConfig:
 
     def __post_init__(self) -> None:
         self.cell_specs: list[CellSpec] = resolve_cells(self.cells)
+        self.objectives = _objective_settings(self.objectives, self.cell_specs)
         # keep built-in cells as names (readable study files), declared ones as records
         self.cells = [c.name if BUILTIN_CELLS.get(c.name) == c else c.to_dict() for c in self.cell_specs]
         if not self.seeds:
@@ -307,13 +318,11 @@ class StudyConfig:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            if hasattr(v, "to_dict"):
-                d = v.to_dict()
-                d.pop("method", None)
-                for drop in ("out_dir", "progress", "seed"):
-                    if f.name in _TRAIN_FIELDS:
-                        d.pop(drop, None)
-                out[f.name] = d
+            if f.name == "objectives":
+                if v:  # absent when empty: a study of built-in objectives only prints as it always did
+                    out[f.name] = {name: _section_dict(c) for name, c in v.items()}
+            elif hasattr(v, "to_dict"):
+                out[f.name] = _section_dict(v)
             elif dataclasses.is_dataclass(v) and not isinstance(v, type):
                 out[f.name] = dataclasses.asdict(v)
             else:
@@ -331,16 +340,8 @@ class StudyConfig:
             if f.name not in d:
                 continue
             v = d[f.name]
-            sub = _SUBCONFIGS.get(f.name)
-            if sub is not None:
-                if not isinstance(v, dict):
-                    raise TypeError(f"{f.name} must be a mapping, got {type(v).__name__}")
-                fields = {x.name for x in dataclasses.fields(sub)}
-                v = dict(v)
-                v.pop("method", None)
-                _reject_unknown(f.name, v, fields)
-                v = sub(**v)
-            kwargs[f.name] = v
+            sub = _section_classes().get(f.name)
+            kwargs[f.name] = v if sub is None else _read_section(f.name, v, sub)
         return cls(**kwargs)
 
     def save(self, path: str | Path) -> None:
@@ -364,17 +365,53 @@ class StudyConfig:
         return cls.from_dict(data)
 
 
-_SUBCONFIGS: dict[str, type] = {
-    "sampling": SamplingSetup,
-    "data": BuildConfig,
-    "probes": ProbeSetup,
-    "train_data": TrainData,
-    "probe_sft": ProbeSFTConfig,
-    "classifier_sft": ClassifierSFTConfig,
-    "dpo": DPOConfig,
-    "eval": EvalSetup,
-}
-_TRAIN_FIELDS = ("probe_sft", "classifier_sft", "dpo")
+@functools.cache
+def _section_classes() -> dict[str, type]:
+    """``{field: dataclass}`` of StudyConfig's sections, from the fields' annotations."""
+    hints = typing.get_type_hints(StudyConfig)
+    return {n: h for n, h in hints.items() if isinstance(h, type) and dataclasses.is_dataclass(h)}
+
+
+def _read_section(where: str, v: Any, cls: type) -> Any:
+    """A section's mapping as a ``cls``; unknown keys refused, naming the valid ones."""
+    if not isinstance(v, dict):
+        raise TypeError(f"{where} must be a mapping, got {type(v).__name__}")
+    v = dict(v)
+    v.pop("method", None)
+    _reject_unknown(where, v, {x.name for x in dataclasses.fields(cls)})
+    return cls(**v)
+
+
+def _section_dict(section: Any) -> dict[str, Any]:
+    """A section as written in study files (training settings without the per-cell seed, folder and progress)."""
+    d = section.to_dict()
+    d.pop("method", None)
+    if isinstance(section, TrainConfig):
+        for drop in ("out_dir", "progress", "seed"):
+            d.pop(drop, None)
+    return d
+
+
+def _objective_settings(given: Any, cells: list[CellSpec]) -> dict[str, TrainConfig]:
+    """The ``objectives`` section: each entry read into its objective's config class, and the defaults of
+    every objective a cell trains that reads its settings from this section but was not given."""
+    if not isinstance(given, dict):
+        raise TypeError(f"objectives must be a mapping {{objective name: its settings}}, got {type(given).__name__}")
+    out: dict[str, TrainConfig] = {}
+    for name, v in given.items():
+        where = f"objectives.{name}"
+        try:
+            adapter = get_study_objective(name)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where}: {e}") from None
+        if adapter.section is not None:
+            raise ValueError(f"{where}: the settings of {name!r} are the top-level section {adapter.section!r}")
+        cls = settings_class(name)
+        out[name] = v if isinstance(v, cls) else _read_section(where, v, cls)
+    for c in cells:
+        if c.trains and c.objective not in out and own_section(c.objective):
+            out[c.objective] = settings_class(c.objective)()
+    return out
 
 
 def _resolve_behaviour(name: str | None, file: str | None):

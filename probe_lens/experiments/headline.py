@@ -20,12 +20,11 @@ import pandas as pd
 
 from probe_lens._io import atomic_write
 from probe_lens.behaviours import BehaviourNames
+from probe_lens.experiments.adapters import get_study_objective
 from probe_lens.experiments.cells import CellSpec
 from probe_lens.experiments.config import StudyConfig
 
 __all__ = ["contrast_specs", "contrasts", "headline_columns", "headline_table", "write_headline"]
-
-_CONTROL_OBJECTIVE = {"probe_sft": "filtered_sft", "filtered_sft": "filtered_sft", "dpo": "dpo"}
 
 
 def _probe_cos(name: str, names: Mapping[str, list[str]]) -> str:
@@ -34,9 +33,9 @@ def _probe_cos(name: str, names: Mapping[str, list[str]]) -> str:
 
 def contrast_specs(config: StudyConfig, names: Mapping[str, list[str]]) -> list[tuple[str, str, str]]:
     """``(metric, cell, control)`` triples: each probe-trained cell against ``base`` and against the
-    classifier cell of the matching objective (the trained-against probe's AUROC, its cosine (classifier
-    control only), the held-out mass-mean probe's AUROC, the behaviour's rate, perplexity); each
-    classifier cell against ``base``."""
+    classifier cells of its control objective (its adapter's ``control``, else its own objective: the
+    trained-against probe's AUROC, its cosine (classifier control only), the held-out mass-mean probe's
+    AUROC, the behaviour's rate, perplexity); each classifier cell against ``base``."""
     rate = BehaviourNames.of(config.behaviour_spec).metric_keys["rate"]
     cells = {c.name: c for c in config.cell_specs}
     layer = config.probes.layer
@@ -46,11 +45,8 @@ def contrast_specs(config: StudyConfig, names: Mapping[str, list[str]]) -> list[
             continue
         controls = ["base"] if "base" in cells else []
         if spec.uses_probe:
-            controls += [
-                c.name
-                for c in cells.values()
-                if c.signal == "classifier" and c.objective == _CONTROL_OBJECTIVE[spec.objective]
-            ]
+            control = get_study_objective(spec.objective).control or spec.objective
+            controls += [c.name for c in cells.values() if c.signal == "classifier" and c.objective == control]
             probe = spec.trained_against(names["single"][0], names["ensemble"][0])[0]
             metrics = [
                 f"probe/curated_auroc/{probe}",

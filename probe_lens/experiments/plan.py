@@ -33,6 +33,8 @@ from typing import Any
 
 import torch
 
+from probe_lens.experiments.adapters import study_settings
+
 GIB = 1024**3
 _RUNTIME_BYTES = int(0.45 * GIB)
 """Python, torch, the tokenizer and the scorer resident in a study process before any weights
@@ -157,13 +159,8 @@ def _cells(config: Any) -> list[tuple[str, str]]:
 
 
 def _train_config(config: Any, objective: str) -> Any:
-    """The training settings of an ``objective`` cell (its registered objective's study section)."""
-    from probe_lens.training import get_objective
-
-    section = get_objective(objective).objective_cls.study_section
-    if section is None:
-        raise ValueError(f"objective {objective!r} declares no study section to read its settings from")
-    return getattr(config, section)
+    """The training settings of an ``objective`` cell (its study adapter's section of ``config``)."""
+    return study_settings(config, objective)
 
 
 def _mean_prompt_tokens(config: Any = None) -> float:

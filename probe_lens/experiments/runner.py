@@ -34,6 +34,7 @@ from probe_lens.behaviours import BehaviourNames, LabelledRows
 from probe_lens.data.builder import ActivationDataset
 from probe_lens.data.reference import ReferenceSet
 from probe_lens.experiments import results as R, study_data
+from probe_lens.experiments.adapters import settings_section
 from probe_lens.experiments.cell_training import CellContext, _run_none, _run_objective, _train_config
 from probe_lens.experiments.cells import CellSpec
 from probe_lens.experiments.config import StudyConfig
@@ -52,7 +53,7 @@ from probe_lens.experiments.study_telemetry import BaseMeasurements, StudyTeleme
 from probe_lens.experiments.timings import Clock
 from probe_lens.models import Generation, load_model
 from probe_lens.scorers import get_scorer
-from probe_lens.training import DriftSet, distributed as D, get_objective
+from probe_lens.training import DriftSet, distributed as D
 
 __all__ = ["CellContext", "PromptPlan", "SeedSplit", "Study", "StudyDataError", "StudyFolderError", "StudyTelemetry"]
 
@@ -155,7 +156,7 @@ class Study:
     def _check_world(self) -> None:
         w = self.dist.world_size
         bad = {
-            f"{get_objective(spec.objective).objective_cls.study_section}.batch_size={tc.batch_size}"
+            f"{settings_section(spec.objective)}.batch_size={tc.batch_size}"
             for spec in self.config.cell_specs
             if (tc := self._train_config(spec)) is not None and tc.batch_size % w
         }

@@ -3,8 +3,10 @@
 - ``config``: one validated dataclass per method (``ProbeSFTConfig``, ``ClassifierSFTConfig``, ``DPOConfig``).
 - ``losses``: response log-probs, LM loss, probe term, KL term, the sigmoid DPO loss.
 - ``pairs``: preference pairs from k samples per prompt (``build_pairs``).
-- ``objectives``: the ``Objective`` interface, the registry (``register_objective``, ``get_objective``) and
-  one file per objective (``train_probe_sft``, ``train_classifier_sft``, ``train_dpo``).
+- ``objective``: the ``Objective`` interface (``MicroBatch``, ``StepOutput``) the Trainer calls.
+- ``objectives``: the registry (``register_objective``, ``get_objective``) and one file per objective
+  (``train_probe_sft``, ``train_classifier_sft``, ``train_dpo``, ``train_probe_filtered_sft``), each
+  knowing its config, examples and loss and nothing of studies.
 - ``trainer``: the ``Trainer``, the loop every objective shares.
 - ``telemetry``: ``DriftSet``, ``DriftTelemetry``, ``read_metrics``.
 - ``checkpoint``: atomic safetensors + JSON checkpoints; ``distributed``: torchrun/DDP helpers.
@@ -14,18 +16,15 @@ from probe_lens.training._io import MetricsWriter, read_metrics
 from probe_lens.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from probe_lens.training.config import ClassifierSFTConfig, DPOConfig, ProbeSFTConfig, TrainConfig
 from probe_lens.training.losses import dpo_loss, kl_per_token, lm_loss, probe_probability, sequence_logps, token_logps
-
-# objectives before trainer: the objective files import the Trainer, which imports objectives.base
+from probe_lens.training.objective import MicroBatch, Objective, StepOutput
 from probe_lens.training.objectives import (
     OBJECTIVES,
-    MicroBatch,
-    Objective,
     ProbeFilteredSFTConfig,
-    StepOutput,
     get_objective,
     register_objective,
     train_classifier_sft,
     train_dpo,
+    train_probe_filtered_sft,
     train_probe_sft,
 )
 from probe_lens.training.pairs import PreferencePairs, build_pairs, probe_scores, scorer_scores
@@ -67,5 +66,6 @@ __all__ = [
     "token_logps",
     "train_classifier_sft",
     "train_dpo",
+    "train_probe_filtered_sft",
     "train_probe_sft",
 ]

@@ -141,12 +141,10 @@ class TrainConfig:
 
     @staticmethod
     def load(path: str | Path) -> TrainConfig:
-        """Read a saved config back into the class its ``method`` names (any registered objective's config)."""
-        from probe_lens.training.objectives.registry import OBJECTIVES
-
+        """Read a saved config back into the config class its ``method`` names: any ``TrainConfig`` subclass that
+        sets ``method`` (a class defined again, e.g. by a notebook cell run twice, replaces the earlier one)."""
         d = json.loads(Path(path).read_text())
-        configs: list[type[TrainConfig]] = [TrainConfig, *(o.config_cls for o in OBJECTIVES.values())]
-        classes = {c.method: c for c in configs}
+        classes = _config_classes()
         method = d.get("method", "base")
         if method not in classes:
             raise ValueError(f"{path}: unknown method {method!r}; known: {sorted(classes)}")
@@ -237,6 +235,19 @@ class DPOConfig(TrainConfig):
 
 
 # ---- helpers ---------------------------------------------------------------------------
+
+
+def _config_classes() -> dict[str, type[TrainConfig]]:
+    """``{method: class}`` over TrainConfig and the subclasses that set ``method`` themselves, breadth first
+    (siblings in the order they were defined, so the later of two same-named classes wins)."""
+    classes: dict[str, type[TrainConfig]] = {}
+    todo: list[type[TrainConfig]] = [TrainConfig]
+    while todo:
+        cls = todo.pop(0)
+        if "method" in vars(cls):
+            classes[cls.method] = cls
+        todo += cls.__subclasses__()
+    return classes
 
 
 def validate_trainable(spec: str) -> None:

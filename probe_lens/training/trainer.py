@@ -29,7 +29,7 @@ from probe_lens.training import distributed as D
 from probe_lens.training._io import MetricsWriter, atomic_write_text, truncate_metrics
 from probe_lens.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, step_folder_name
 from probe_lens.training.config import TrainConfig, block_range
-from probe_lens.training.objectives.base import MicroBatch, Objective, model_device
+from probe_lens.training.objective import MicroBatch, Objective, model_device
 from probe_lens.training.telemetry import mark_model_updated
 
 STOP_REASONS = ("max_steps", "nan", "stop_after", "callback")

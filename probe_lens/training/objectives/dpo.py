@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
@@ -23,11 +23,8 @@ from probe_lens.training.objectives.base import (
     model_device,
     trim_padding,
 )
-from probe_lens.training.pairs import PreferencePairs, build_pairs
+from probe_lens.training.pairs import PreferencePairs
 from probe_lens.training.trainer import StepCallback, Trainer, TrainResult
-
-if TYPE_CHECKING:
-    from probe_lens.experiments.runner import CellContext
 
 
 class DPOObjective(Objective):
@@ -41,8 +38,6 @@ class DPOObjective(Objective):
     the no-grad reference pass computes the products of a training pass (``training_products``).
     """
 
-    signals = ("probe", "ensemble", "classifier")
-    study_section = "dpo"
     progress_metrics = ("train/loss", "rewards/accuracies")
 
     def __init__(
@@ -135,16 +130,6 @@ class DPOObjective(Objective):
 
     def summary(self) -> dict[str, Any]:
         return self.pairs.summary()
-
-    @classmethod
-    def train_cell(cls, cell: CellContext) -> TrainResult:
-        study = cell.study.config
-        margin = study.dpo_margin_classifier if cell.spec.signal == "classifier" else study.dpo_margin_probe
-        pairs = build_pairs(
-            cell.generation, cell.scores[cell.spec.signal], k=study.train_data.samples_per_prompt, margin=margin
-        )
-        config = cell.train_config(cls.cell_config(study, cell.spec))
-        return train_dpo(cell.study.model, pairs, config, telemetry=cell.telemetry, resume=cell.resume)
 
 
 def _check_inputs(model, pairs: Any, config: Any, reference_model) -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,17 +15,9 @@ from probe_lens.training.objectives.base import check_config, check_generation
 from probe_lens.training.objectives.probe_sft import SFTObjective
 from probe_lens.training.trainer import StepCallback, Trainer, TrainResult
 
-if TYPE_CHECKING:
-    from probe_lens.experiments.cells import CellSpec
-    from probe_lens.experiments.config import StudyConfig
-    from probe_lens.experiments.runner import CellContext
-
 
 class FilteredSFTObjective(SFTObjective):
     """LM loss on the rows of ``data`` whose ``scores`` (higher = more toxic) are below ``config.threshold``."""
-
-    signals: ClassVar[tuple[str, ...]] = ("probe", "ensemble", "classifier")
-    study_section = "classifier_sft"
 
     def __init__(
         self, model: HookedTransformer, data: Generation, scores: Float[Any, " n"], config: ClassifierSFTConfig
@@ -39,24 +30,6 @@ class FilteredSFTObjective(SFTObjective):
 
     def summary(self) -> dict[str, Any]:
         return {"n_examples": self.n_scored, "n_kept": int(len(self.keep)), "threshold": self.threshold}
-
-    @classmethod
-    def cell_config(cls, study: StudyConfig, cell: CellSpec) -> ClassifierSFTConfig:
-        if cell.signal == "classifier":
-            return study.classifier_sft
-        return dataclasses.replace(study.classifier_sft, threshold=study.probe_filter_threshold)
-
-    @classmethod
-    def train_cell(cls, cell: CellContext) -> TrainResult:
-        config = cell.train_config(cls.cell_config(cell.study.config, cell.spec))
-        return train_classifier_sft(
-            cell.study.model,
-            cell.generation,
-            cell.scores[cell.spec.signal],
-            config,
-            telemetry=cell.telemetry,
-            resume=cell.resume,
-        )
 
 
 def kept_rows(scores: Float[Any, " n"], n: int, threshold: float) -> np.ndarray:

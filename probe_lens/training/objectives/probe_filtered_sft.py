@@ -6,8 +6,8 @@ The probe analogue of classifier-filtered SFT, written as a plug-in: this file p
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from transformer_lens import HookedTransformer
 
@@ -15,12 +15,7 @@ from probe_lens.models import Generation
 from probe_lens.training.config import ClassifierSFTConfig
 from probe_lens.training.objectives.filtered_sft import FilteredSFTObjective
 from probe_lens.training.pairs import probe_scores
-from probe_lens.training.trainer import Trainer, TrainResult
-
-if TYPE_CHECKING:
-    from probe_lens.experiments.cells import CellSpec
-    from probe_lens.experiments.config import StudyConfig
-    from probe_lens.experiments.runner import CellContext
+from probe_lens.training.trainer import StepCallback, Trainer, TrainResult
 
 
 @dataclass
@@ -36,9 +31,6 @@ class ProbeFilteredSFTObjective(FilteredSFTObjective):
     ``score_batch_size``: rows per forward pass while scoring.
     """
 
-    signals = ("probe", "ensemble")
-    study_section = "classifier_sft"
-
     def __init__(
         self,
         model: HookedTransformer,
@@ -51,15 +43,21 @@ class ProbeFilteredSFTObjective(FilteredSFTObjective):
         scores = probe_scores(model, data, probes, batch_size=score_batch_size, progress=False)
         super().__init__(model, data, scores, config)
 
-    @classmethod
-    def cell_config(cls, study: StudyConfig, cell: CellSpec) -> ProbeFilteredSFTConfig:
-        return ProbeFilteredSFTConfig(**asdict(super().cell_config(study, cell)))  # probe_filter_threshold
 
-    @classmethod
-    def train_cell(cls, cell: CellContext) -> TrainResult:
-        config = cell.train_config(cls.cell_config(cell.study.config, cell.spec))
-        probes = {n: cell.probes[n] for n in cell.trained}
-        objective = cls(
-            cell.study.model, cell.generation, probes, config, score_batch_size=cell.study.config.data.batch_size
-        )
-        return Trainer(cell.study.model, objective, config, telemetry=cell.telemetry).train(resume=cell.resume)
+def train_probe_filtered_sft(
+    model: HookedTransformer,
+    data: Generation,
+    probes: Any,
+    config: ClassifierSFTConfig,
+    *,
+    score_batch_size: int = 16,
+    telemetry=None,
+    resume: bool = False,
+    stop_after: int | None = None,
+    on_step: StepCallback | None = None,
+) -> TrainResult:
+    """Probe-filtered SFT: LM loss only, on the rows of ``data`` whose probe P(toxic) (scored on ``model``
+    before training, ``score_batch_size`` rows per pass) is below ``config.threshold``."""
+    objective = ProbeFilteredSFTObjective(model, data, probes, config, score_batch_size=score_batch_size)
+    trainer = Trainer(model, objective, config, telemetry=telemetry, on_step=on_step)
+    return trainer.train(resume=resume, stop_after=stop_after)

@@ -8,8 +8,7 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
@@ -32,11 +31,6 @@ from probe_lens.training.objectives.base import (
 )
 from probe_lens.training.probes_util import FlatProbe, flatten_probes
 from probe_lens.training.trainer import StepCallback, Trainer, TrainResult
-
-if TYPE_CHECKING:
-    from probe_lens.experiments.cells import CellSpec
-    from probe_lens.experiments.config import StudyConfig
-    from probe_lens.experiments.runner import CellContext
 
 
 class SFTObjective(Objective):
@@ -156,9 +150,6 @@ class SFTObjective(Objective):
 class ProbeSFTObjective(SFTObjective):
     """Probe-based SFT with a :class:`ProbeSFTConfig` (see :func:`train_probe_sft`)."""
 
-    signals = ("probe", "ensemble")
-    study_section = "probe_sft"
-
     def __init__(
         self,
         model: HookedTransformer,
@@ -184,18 +175,6 @@ class ProbeSFTObjective(SFTObjective):
             pooling=config.pooling,
             aggregate=config.aggregate,
             reference_model=reference_model,
-        )
-
-    @classmethod
-    def cell_config(cls, study: StudyConfig, cell: CellSpec) -> ProbeSFTConfig:
-        return dataclasses.replace(study.probe_sft, pooling=study.data.pooling)
-
-    @classmethod
-    def train_cell(cls, cell: CellContext) -> TrainResult:
-        config = cell.train_config(cls.cell_config(cell.study.config, cell.spec))
-        probes = {n: cell.probes[n] for n in cell.trained}
-        return train_probe_sft(
-            cell.study.model, cell.generation, probes, config, telemetry=cell.telemetry, resume=cell.resume
         )
 
 

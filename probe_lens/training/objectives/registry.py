@@ -2,18 +2,18 @@
 
 The built-in objectives register themselves in ``probe_lens.training.objectives``; a new one is a file
 with its :class:`~probe_lens.training.Objective` subclass (and config) plus one ``register_objective``
-call. Study cells (``CellSpec.objective``) and ``TrainConfig.load`` look objectives up here.
+call.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
 import re
 
+from probe_lens._registry import Registry
 from probe_lens.training.config import TrainConfig
-from probe_lens.training.objectives.base import Objective
+from probe_lens.training.objective import Objective
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 RESERVED = ("none",)
@@ -29,24 +29,25 @@ class RegisteredObjective:
     config_cls: type[TrainConfig]
 
 
-OBJECTIVES: dict[str, RegisteredObjective] = {}
+OBJECTIVES: Registry[RegisteredObjective] = Registry(
+    "objective", hint="register one with probe_lens.training.register_objective"
+)
 """Every registered objective by name (read it; add with :func:`register_objective`)."""
 
 
-def register_objective(name: str, objective_cls: type[Objective], config_cls: type[TrainConfig]) -> None:
-    """Make ``objective_cls`` (trained with a ``config_cls``) available by ``name``.
+def register_objective(
+    name: str, objective_cls: type[Objective], config_cls: type[TrainConfig], *, replace: bool = False
+) -> RegisteredObjective:
+    """Make ``objective_cls`` (trained with a ``config_cls``) available by ``name``; returns the entry.
 
     Raises TypeError when ``objective_cls`` is no concrete :class:`Objective` subclass or ``config_cls``
-    no :class:`TrainConfig` subclass, ValueError for a malformed, reserved or already registered name.
+    no :class:`TrainConfig` subclass, ValueError for a malformed or reserved name, or a taken one
+    without ``replace=True``.
     """
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(f"an objective name is lowercase letters, digits and '_' (e.g. 'probe_sft'), got {name!r}")
     if name in RESERVED:
         raise ValueError(f"{name!r} is reserved (a study cell that trains nothing); choose another name")
-    if name in OBJECTIVES:
-        raise ValueError(
-            f"objective {name!r} is already registered (to {OBJECTIVES[name].objective_cls.__name__}); choose another name"
-        )
     if not (inspect.isclass(objective_cls) and issubclass(objective_cls, Objective)):
         raise TypeError(f"objective_cls must be a subclass of probe_lens.training.Objective, got {objective_cls!r}")
     if inspect.isabstract(objective_cls):
@@ -54,13 +55,9 @@ def register_objective(name: str, objective_cls: type[Objective], config_cls: ty
         raise TypeError(f"{objective_cls.__name__} does not implement {missing} (see probe_lens.training.Objective)")
     if not (inspect.isclass(config_cls) and issubclass(config_cls, TrainConfig)):
         raise TypeError(f"config_cls must be a subclass of probe_lens.training.TrainConfig, got {config_cls!r}")
-    OBJECTIVES[name] = RegisteredObjective(name, objective_cls, config_cls)
+    return OBJECTIVES.register(name, RegisteredObjective(name, objective_cls, config_cls), replace=replace)
 
 
 def get_objective(name: str) -> RegisteredObjective:
     """The objective registered as ``name``; an unknown name raises ValueError with the close matches."""
-    if name in OBJECTIVES:
-        return OBJECTIVES[name]
-    close = difflib.get_close_matches(str(name), list(OBJECTIVES), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ValueError(f"unknown objective {name!r}{hint}; registered: {sorted(OBJECTIVES)}")
+    return OBJECTIVES.get(name)
