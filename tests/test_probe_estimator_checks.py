@@ -15,10 +15,12 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from probe_lens import _common
 from probe_lens.probes import (
+    AttentionProbe,
     BaseProbe,
     DiverseProbeEnsemble,
     LogisticProbe,
     MassMeanProbe,
+    MaxPooledLogisticProbe,
     Probe,
     load_probe,
     probe_classes,
@@ -37,7 +39,7 @@ def test_sklearn_estimator_checks(estimator, check):
 
 def test_every_built_in_class_is_checked():
     checked = {type(est) for est in INSTANCES}
-    assert {LogisticProbe, MassMeanProbe, DiverseProbeEnsemble} <= checked
+    assert {LogisticProbe, MassMeanProbe, DiverseProbeEnsemble, MaxPooledLogisticProbe, AttentionProbe} <= checked
     for est in INSTANCES:
         assert is_classifier(est)
         assert get_tags(est).classifier_tags.multi_class is False

@@ -1,4 +1,5 @@
-"""Reading activations: pooled and detached in bulk (:func:`collect`), or live for training (:func:`capture`)."""
+"""Reading activations: pooled (:func:`collect`) or per token (:func:`collect_tokens`) and detached in bulk,
+or live for training (:func:`capture`)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from probe_lens.activations.hooks import HookSpec, resolve_hooks, stop_layer_for
-from probe_lens.activations.pooling import POOLINGS, Pooling, pool
+from probe_lens.activations.pooling import POOLINGS, Pooling, gather_tokens, pool
 
 
 def trim_left_padding(tokens: Int[torch.Tensor, "batch pos"], *masks: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -58,6 +59,64 @@ def collect(
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
     _check_batch(tokens, attention_mask, pool_mask)
+    return _run_batches(
+        model,
+        (tokens, attention_mask, pool_mask),
+        hooks,
+        lambda act, pm: pool(act, pm, pooling).to("cpu", dtype),
+        batch_size=batch_size,
+        progress=progress,
+    )
+
+
+@torch.no_grad()
+def collect_tokens(
+    model: HookedTransformer,
+    tokens: Int[torch.Tensor, "n pos"],
+    attention_mask: Int[torch.Tensor, "n pos"],
+    pool_mask: Int[torch.Tensor, "n pos"],
+    hooks: HookSpec | Sequence[HookSpec],
+    *,
+    batch_size: int = 16,
+    progress: bool = True,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[dict[str, Float[torch.Tensor, "n width d"]], Bool[torch.Tensor, "n width"]]:
+    """Every token where ``pool_mask`` is 1, per hook, for probes that read tokens (no pooling).
+
+    Row i holds its masked tokens in order, left-aligned and NaN-padded to ``width`` (the longest
+    row's count): ``acts[h][i, :k_i] == activation at the i-th row's masked positions``. Returns
+    CPU ``({hook_name: [n, width, d]}, mask [n, width])``; the NaN padding lets the arrays go
+    straight into ``MaxPooledLogisticProbe`` / ``AttentionProbe``. For a ``Generation`` pass
+    ``gen.tokens, gen.attention_mask, gen.response_mask``. Batching as in :func:`collect`.
+    """
+    _check_batch(tokens, attention_mask, pool_mask)
+    counts = pool_mask.bool().sum(dim=1)
+    empty = torch.nonzero(counts == 0).flatten().tolist()
+    if empty:
+        raise ValueError(f"rows {empty[:10]} have no masked positions to collect (empty response?)")
+    width = int(counts.max())
+    acts = _run_batches(
+        model,
+        (tokens, attention_mask, pool_mask),
+        hooks,
+        lambda act, pm: gather_tokens(act, pm, width).to("cpu", dtype),
+        batch_size=batch_size,
+        progress=progress,
+    )
+    return acts, torch.arange(width) < counts.unsqueeze(1)
+
+
+def _run_batches(
+    model: HookedTransformer,
+    grid: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    hooks: HookSpec | Sequence[HookSpec],
+    reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    batch_size: int,
+    progress: bool,
+) -> dict[str, torch.Tensor]:
+    """``{hook: cat(reduce(act, pool_mask) per batch)}`` in input order; batches sorted by length."""
+    tokens, attention_mask, pool_mask = grid
     names = resolve_hooks(model, hooks)
     stop = stop_layer_for(names, model.cfg.n_layers)
     device = model.cfg.device
@@ -67,7 +126,7 @@ def collect(
     current_mask: list[torch.Tensor] = []
 
     def save(act: torch.Tensor, hook) -> None:
-        out[hook.name].append(pool(act, current_mask[0], pooling).to("cpu", dtype))
+        out[hook.name].append(reduce(act, current_mask[0]))
 
     fwd_hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = [(h, save) for h in names]
     batches = range(0, n, batch_size)

@@ -42,3 +42,33 @@ def pool(
         return acts[torch.arange(acts.shape[0], device=acts.device), last]
     neg = torch.finfo(acts.dtype).min
     return acts.masked_fill(~m.unsqueeze(-1), neg).max(dim=1).values
+
+
+def gather_tokens(
+    acts: Float[torch.Tensor, "batch pos d"],
+    mask: Int[torch.Tensor, "batch pos"] | torch.Tensor,
+    width: int | None = None,
+    fill: float = float("nan"),
+) -> Float[torch.Tensor, "batch width d"]:
+    """The positions where ``mask`` is 1, left-aligned in order and padded with ``fill`` to ``width``.
+
+    ``width`` defaults to the largest row count (a smaller one raises). Padding is NaN by default:
+    the layout the token probes read (``probe_lens.probes.TokenProbe``).
+    """
+    if acts.ndim != 3 or mask.shape != acts.shape[:2]:
+        raise ValueError(
+            f"acts must be [batch, pos, d] and mask [batch, pos]; got {tuple(acts.shape)} and {tuple(mask.shape)}"
+        )
+    m = mask.to(device=acts.device).bool()
+    counts = m.sum(dim=1)
+    need = int(counts.max()) if m.shape[0] else 0
+    width = need if width is None else width
+    if width < need:
+        raise ValueError(f"width={width} is smaller than the longest row's {need} masked positions")
+    order = torch.argsort((~m).to(torch.int8), dim=1, stable=True)  # masked positions first, in order
+    idx = torch.zeros(m.shape[0], width, dtype=torch.long, device=acts.device)
+    keep = min(width, m.shape[1])
+    idx[:, :keep] = order[:, :keep]
+    out = acts.gather(1, idx.unsqueeze(-1).expand(-1, -1, acts.shape[-1]))
+    real = torch.arange(width, device=acts.device) < counts.unsqueeze(1)
+    return out.masked_fill(~real.unsqueeze(-1), fill)

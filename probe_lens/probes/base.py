@@ -322,6 +322,8 @@ class Probe(ClassifierMixin, ProbeMetadataMixin, BaseEstimator):
     """
 
     is_ensemble: ClassVar[bool] = False
+    # True for probes that read every token ([n, pos, d_model] + mask; probes.tokens.TokenProbe)
+    reads_tokens: ClassVar[bool] = False
     _fitted_attr: ClassVar[str] = "classes_"
     library_version_: str | None
 

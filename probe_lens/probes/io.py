@@ -29,10 +29,12 @@ from safetensors.numpy import load_file, save_file
 from probe_lens._common import resid_post_hook
 from probe_lens._io import sha256_file
 from probe_lens._registry import Registry
+from probe_lens.probes.attention import AttentionProbe
 from probe_lens.probes.base import Probe, ProbeMetadata, library_version
 from probe_lens.probes.ensemble import DiverseProbeEnsemble
 from probe_lens.probes.logistic import LogisticProbe
 from probe_lens.probes.mass_mean import MassMeanProbe
+from probe_lens.probes.max_pooled import MaxPooledLogisticProbe
 
 FORMAT = "probe_lens.probe"
 FORMAT_VERSION = 1
@@ -61,7 +63,7 @@ def register_probe_class(cls: type, *, replace: bool = False) -> type:
     return PROBE_CLASSES.register(cls.__name__, cls, replace=replace)
 
 
-for _cls in (LogisticProbe, MassMeanProbe, DiverseProbeEnsemble):
+for _cls in (LogisticProbe, MassMeanProbe, DiverseProbeEnsemble, MaxPooledLogisticProbe, AttentionProbe):
     register_probe_class(_cls)
 
 

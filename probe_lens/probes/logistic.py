@@ -38,7 +38,7 @@ class LogisticProbe(BaseProbe):
     ``C="cv"`` ``cv_Cs_`` (sorted Cs) and ``cv_scores_`` (mean held-out score per C, higher is better).
     """
 
-    _extra_state = ("C_", "n_iter_", "converged_", "cv_Cs_", "cv_scores_")
+    _extra_state: tuple[str, ...] = ("C_", "n_iter_", "converged_", "cv_Cs_", "cv_scores_")
 
     def __init__(
         self,
