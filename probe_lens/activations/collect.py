@@ -1,4 +1,9 @@
-"""Reading activations: pooled and detached in bulk (:func:`collect`), or live for training (:func:`capture`)."""
+"""Reading activations: pooled and detached in bulk (:func:`collect`), or live for training (:func:`capture`).
+
+Both work on a ``HookedTransformer`` and on a ``TransformerBridge``. Activations are filed under the
+name they were asked for, not ``hook.name``: a bridge in compatibility mode serves
+``blocks.L.hook_resid_post`` from a hook point whose own name is ``blocks.L.hook_out``.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,15 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
 from probe_lens.activations.hooks import HookSpec, resolve_hooks, stop_layer_for
 from probe_lens.activations.pooling import POOLINGS, Pooling, pool
+from probe_lens.models.bridge import LensModel
+
+
+def _named(names: Sequence[str], fn: Callable[[str, torch.Tensor], None]) -> list[tuple[str, Callable[..., None]]]:
+    """Forward hooks calling ``fn(name, activation)`` with the hook name each was registered under."""
+    return [(name, lambda act, hook, name=name: fn(name, act)) for name in names]
 
 
 def trim_left_padding(tokens: Int[torch.Tensor, "batch pos"], *masks: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -38,7 +48,7 @@ def _check_batch(tokens: torch.Tensor, attention_mask: torch.Tensor, pool_mask: 
 
 @torch.no_grad()
 def collect(
-    model: HookedTransformer,
+    model: LensModel,
     tokens: Int[torch.Tensor, "n pos"],
     attention_mask: Int[torch.Tensor, "n pos"],
     pool_mask: Int[torch.Tensor, "n pos"],
@@ -66,10 +76,10 @@ def collect(
     out: dict[str, list[torch.Tensor]] = {h: [] for h in names}
     current_mask: list[torch.Tensor] = []
 
-    def save(act: torch.Tensor, hook) -> None:
-        out[hook.name].append(pool(act, current_mask[0], pooling).to("cpu", dtype))
+    def save(name: str, act: torch.Tensor) -> None:
+        out[name].append(pool(act, current_mask[0], pooling).to("cpu", dtype))
 
-    fwd_hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = [(h, save) for h in names]
+    fwd_hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = list(_named(names, save))
     batches = range(0, n, batch_size)
     for start in tqdm(batches, desc="collect activations", disable=not progress, leave=False):
         idx = order[start : start + batch_size]
@@ -84,7 +94,7 @@ def collect(
 
 @contextlib.contextmanager
 def capture(
-    model: HookedTransformer, hooks: HookSpec | Sequence[HookSpec]
+    model: LensModel, hooks: HookSpec | Sequence[HookSpec]
 ) -> Iterator[dict[str, Float[torch.Tensor, "batch pos d"]]]:
     """Keep the *live* activation tensors of a forward pass, so a loss on them backpropagates.
 
@@ -97,8 +107,8 @@ def capture(
     names = resolve_hooks(model, hooks)
     acts: dict[str, torch.Tensor] = {}
 
-    def keep(act: torch.Tensor, hook) -> None:
-        acts[hook.name] = act
+    def keep(name: str, act: torch.Tensor) -> None:
+        acts[name] = act
 
-    with model.hooks(fwd_hooks=[(h, keep) for h in names]):
+    with model.hooks(fwd_hooks=_named(names, keep)):
         yield acts
