@@ -110,6 +110,26 @@ def test_cpu_patches_leave_a_bridge_unchanged(tiny_bridge):
     assert torch.equal(before, after) and torch.equal(before, under_training_products)
 
 
+def test_left_padded_batches_have_finite_gradients_and_stock_numbers():
+    from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
+
+    model = load_model(TINY_MODEL_NAME, backend="bridge", device="cpu")
+    x = torch.tensor([[0, 0, 1, 72, 73, 74], [1, 72, 73, 74, 75, 76]])
+    mask = (x != 0).long()
+    out = model(x, attention_mask=mask)
+    out[mask.bool()].logsumexp(-1).sum().backward()
+    grads = [p.grad for p in model.original_model.parameters() if p.grad is not None]
+    assert grads and all(bool(torch.isfinite(g).all()) for g in grads)
+    for module in model.modules():  # TL's stock -inf mask: NaN gradients, same real-position outputs
+        if isinstance(module, AttentionBridge):
+            del module._normalize_compatibility_mask_sentinel
+    model.zero_grad()
+    stock = model(x, attention_mask=mask)
+    assert torch.equal(stock[mask.bool()], out[mask.bool()])
+    stock[mask.bool()].logsumexp(-1).sum().backward()
+    assert not torch.isfinite(model.original_model.model.embed_tokens.weight.grad).all()  # the upstream bug
+
+
 def test_backend_and_layout_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match="unknown model backend 'nope'"):
         load_model(TINY_MODEL_NAME, backend="nope", device="cpu")

@@ -20,7 +20,9 @@ from probe_lens.activations.pooling import POOLINGS, Pooling, pool
 from probe_lens.models.bridge import LensModel
 
 
-def _named(names: Sequence[str], fn: Callable[[str, torch.Tensor], None]) -> list[tuple[str, Callable[..., None]]]:
+def _named(
+    names: Sequence[str], fn: Callable[[str, torch.Tensor], None]
+) -> list[tuple[str | Callable[..., Any], Callable[..., Any]]]:
     """Forward hooks calling ``fn(name, activation)`` with the hook name each was registered under."""
     return [(name, lambda act, hook, name=name: fn(name, act)) for name in names]
 
@@ -79,7 +81,7 @@ def collect(
     def save(name: str, act: torch.Tensor) -> None:
         out[name].append(pool(act, current_mask[0], pooling).to("cpu", dtype))
 
-    fwd_hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = list(_named(names, save))
+    fwd_hooks = _named(names, save)
     batches = range(0, n, batch_size)
     for start in tqdm(batches, desc="collect activations", disable=not progress, leave=False):
         idx = order[start : start + batch_size]

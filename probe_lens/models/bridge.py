@@ -21,6 +21,8 @@ import torch
 from transformer_lens import HookedTransformer
 from transformer_lens.model_bridge import TransformerBridge
 
+from probe_lens.models.compat import finite_bridge_masks
+
 Backend = Literal["hooked", "bridge"]
 BACKENDS: tuple[str, ...] = ("hooked", "bridge")
 """Model backends ``load_model`` knows: ``"hooked"`` (``HookedTransformer``, the default) and ``"bridge"``."""
@@ -43,9 +45,7 @@ def is_bridge(model: Any) -> bool:
     return isinstance(getattr(model, "module", model), TransformerBridge)
 
 
-def hf_placement(
-    device: str | None, device_map: DeviceMap | None, n_devices: int | None
-) -> dict[str, Any]:
+def hf_placement(device: str | None, device_map: DeviceMap | None, n_devices: int | None) -> dict[str, Any]:
     """``from_pretrained`` keyword arguments placing an HF model on ``device``, or on several GPUs.
 
     ``device_map`` (an HF map: ``"auto"``, ``"balanced"``, ``{module: device}``) is passed through;
@@ -107,4 +107,4 @@ def _compatible(model: TransformerBridge) -> TransformerBridge:
     # no_processing: the hooked backend loads unprocessed weights too, so the numbers agree
     model.enable_compatibility_mode(no_processing=True, disable_warnings=True)
     model.eval()
-    return model
+    return finite_bridge_masks(model)

@@ -30,7 +30,14 @@ passes that must equal the training pass bit for bit, e.g. DPO reference log-pro
 ``tests/test_compat.py`` proves the outputs and gradients equal the stock code's; ``tests/test_precision.py``
 the fp32 unembedding under autocast.
 
-**TransformerBridge**: a bridge runs the HF model's own modules (``nn.Linear`` reads its weight in place
+**TransformerBridge, padded batches**: in compatibility mode TL 3.9's attention bridges turn HF's finite
+mask value into ``-inf``, so a left-padding query row (which may attend to nothing) gets a NaN softmax;
+the forward scrubs it to 0, but the backward through that softmax is NaN, and every gradient of a
+left-padded batch with it (probe-SFT and DPO stop at step 1). :func:`finite_bridge_masks` keeps HF's
+finite mask value, per instance: real positions are bit-for-bit unchanged (their masked scores still
+give exp(...) = 0), pad rows get a finite pattern nothing reads.
+
+**TransformerBridge, speed**: a bridge runs the HF model's own modules (``nn.Linear`` reads its weight in place
 through ``F.linear``: no per-forward copies to remove), so none of the above applies to it:
 :func:`apply_fast_cpu_patches` leaves a bridge unchanged (``is_patched`` stays False) and a bridge runs
 HF's products, with or without :func:`training_products` (``tests/test_bridge_backend.py``).
@@ -245,6 +252,21 @@ def apply_fast_cpu_patches(model: M) -> M:
 def is_patched(model: torch.nn.Module) -> bool:
     """Whether :func:`apply_fast_cpu_patches` has been applied to ``model``."""
     return any(getattr(m, _PATCHED_FLAG, False) for m in model.modules())
+
+
+def _keep_finite_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    return attention_mask
+
+
+def finite_bridge_masks(model: M) -> M:
+    """Keep HF's finite additive attention mask in every attention bridge of ``model`` (in place, per
+    instance; see the module docstring): finite gradients for left-padded batches. Idempotent."""
+    from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
+
+    for module in model.modules():
+        if isinstance(module, AttentionBridge):
+            module._normalize_compatibility_mask_sentinel = _keep_finite_mask  # type: ignore[method-assign]
+    return model
 
 
 @contextlib.contextmanager

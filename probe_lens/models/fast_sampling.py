@@ -50,6 +50,7 @@ from transformer_lens.components import Attention, GroupedQueryAttention, Unembe
 from transformer_lens.components.abstract_attention import AbstractAttention
 from transformer_lens.components.mlps.gated_mlp import GatedMLP
 from transformer_lens.hook_points import HookPoint
+from transformer_lens.model_bridge import TransformerBridge
 from transformer_lens.utilities.activation_functions import apply_softcap
 
 from probe_lens.models.bridge import LensModel, is_bridge
@@ -415,7 +416,7 @@ def fast_path_logits(
     for rotated keys when ``fast`` says so) under the fast path's forwards. For checks against
     ``model(tokens, attention_mask=...)`` (tests, ``benchmarks/bench_sampling.py``). On a bridge (which
     samples on the reference path) that is what it returns."""
-    if is_bridge(model):
+    if isinstance(model, TransformerBridge):
         return model(tokens, attention_mask=attention_mask)
     fast = fast or FastSampling()
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, tokens.shape[0])

@@ -16,8 +16,9 @@ from typing import cast
 import torch
 from jaxtyping import Int
 from tqdm.auto import tqdm
+from transformer_lens.model_bridge import TransformerBridge
 
-from probe_lens.models.bridge import LensModel, is_bridge
+from probe_lens.models.bridge import LensModel
 from probe_lens.models.fast_sampling import FastSampling, fast_sampling_context, generate_batch_fast
 from probe_lens.models.sampling import init_kv_cache, last_position_logits, left_pad, sample_logits, tokenizer_of
 
@@ -284,7 +285,7 @@ def _sampling_backend(model: LensModel, fast: bool | FastSampling):
         fast = FastSampling()
     if not isinstance(fast, FastSampling):
         raise TypeError(f"fast must be a bool or a FastSampling, got {type(fast).__name__}")
-    if is_bridge(model):
+    if isinstance(model, TransformerBridge):
         return _generate_batch, contextlib.nullcontext()
     batch_fn = functools.partial(
         generate_batch_fast,

@@ -107,9 +107,7 @@ def tiny_model(
     return apply_fast_cpu_patches(model)
 
 
-def tiny_hf_config(
-    *, n_layers: int = 2, d_model: int = 32, n_heads: int = 4, n_ctx: int = 256
-) -> Gemma3TextConfig:
+def tiny_hf_config(*, n_layers: int = 2, d_model: int = 32, n_heads: int = 4, n_ctx: int = 256) -> Gemma3TextConfig:
     """An HF Gemma-3 text config with :func:`tiny_config`'s shapes (attention scale 1/sqrt(d_head))."""
     from transformers import Gemma3TextConfig
 
