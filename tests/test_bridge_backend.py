@@ -284,3 +284,18 @@ def test_embedded_probe_transfers_between_backends_with_equal_auroc(embedded_mod
         own, other = (probe.decision_function(acts[name][test]) for name in (fit_on, score_on))
         assert round(roc_auc_score(y[test], own), 3) == round(roc_auc_score(y[test], other), 3)
         np.testing.assert_allclose(other, own, rtol=0, atol=1e-3 * np.abs(own).max())
+
+
+def test_gpu_check_bridge_smoke_on_cpu_trains_under_bf16_autocast(tmp_path):
+    """benchmarks/gpu_check.py --backend bridge on the tiny model: every stage, both objectives step twice."""
+    out = tmp_path / "gpu_check_bridge.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--tiny", "--skip-study",
+           "--backend", "bridge", "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["ok"] is True and data["backend"] == "bridge" and data["bf16_autocast"] is True
+    st = data["stages"]
+    for name in ("probe_sft", "dpo"):
+        assert st[name]["steps"] == 2 and np.isfinite(st[name]["final_loss"]), st[name]
+    assert st["dpo"]["margin_step1"] == 0.0  # policy == reference at step 1

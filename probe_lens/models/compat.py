@@ -33,8 +33,9 @@ the fp32 unembedding under autocast.
 **TransformerBridge, padded batches**: in compatibility mode TL 3.9's attention bridges turn HF's finite
 mask value into ``-inf``, so a left-padding query row (which may attend to nothing) gets a NaN softmax;
 the forward scrubs it to 0, but the backward through that softmax is NaN, and every gradient of a
-left-padded batch with it (probe-SFT and DPO stop at step 1). :func:`finite_bridge_masks` keeps HF's
-finite mask value, per instance: real positions are bit-for-bit unchanged (their masked scores still
+left-padded batch with it (probe-SFT and DPO stop at step 1). :func:`finite_bridge_masks` keeps the mask
+finite, per instance, at -65504 (finite in fp16 and bf16 too: HF's fp32 minimum overflows to ``-inf``
+when cast to bf16 under autocast): real positions are bit-for-bit unchanged (their masked scores still
 give exp(...) = 0), pad rows get a finite pattern nothing reads.
 
 **TransformerBridge, speed**: a bridge runs the HF model's own modules (``nn.Linear`` reads its weight in place
@@ -254,8 +255,13 @@ def is_patched(model: torch.nn.Module) -> bool:
     return any(getattr(m, _PATCHED_FLAG, False) for m in model.modules())
 
 
+# The most negative fp16 value: finite in every float dtype the mask may be cast to (fp32's min is -inf
+# in bf16 and fp16, as under autocast), and exp(-65504 + score - max) is still exactly 0.
+_FINITE_MASK_MIN = torch.finfo(torch.float16).min
+
+
 def _keep_finite_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    return attention_mask
+    return attention_mask.clamp(min=_FINITE_MASK_MIN) if attention_mask.is_floating_point() else attention_mask
 
 
 def finite_bridge_masks(model: M) -> M:
