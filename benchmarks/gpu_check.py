@@ -13,6 +13,10 @@ estimate of ``probe_lens.experiments.plan.estimate_plan`` beside them when that 
 Any error is recorded in the JSON (with the stages measured so far) and the exit status is 1.
 
 ``--device cpu --tiny`` runs the same stages on the tiny random-init model: a smoke test (seconds).
+
+``--backend bridge`` runs every stage on the ``TransformerBridge`` backend instead (its random init, when
+the 1B weights are not cached, is an HF Gemma-3 of the 1B's shapes); ``--n-devices N`` (bridge only)
+spreads the model over N GPUs, as for a model larger than one GPU. Compare the two JSON files side by side.
 """
 
 from __future__ import annotations
@@ -110,7 +114,38 @@ def gemma_tokenizer():
     return tok
 
 
-def load_1b(device: torch.device, allow_download: bool) -> tuple[Any, str]:
+def gemma_1b_hf_config():
+    """An HF Gemma-3 text config with Gemma-3-1B's shapes (for a random-init bridge without the weights)."""
+    from transformers import Gemma3TextConfig
+
+    return Gemma3TextConfig(
+        architectures=["Gemma3ForCausalLM"], vocab_size=262_144, hidden_size=1152, intermediate_size=6912,
+        num_hidden_layers=26, num_attention_heads=4, num_key_value_heads=1, head_dim=256,
+        query_pre_attn_scalar=256, sliding_window=512, max_position_embeddings=32_768,
+    )
+
+
+def random_1b_bridge(device: torch.device, n_devices: int | None):
+    """A random-init Gemma-3-1B-shaped HF model behind a TransformerBridge, split over ``n_devices`` GPUs."""
+    from transformers import Gemma3ForCausalLM
+
+    from probe_lens.models.bridge import bridge_from_hf, hf_placement
+
+    torch.manual_seed(0)
+    hf = Gemma3ForCausalLM(gemma_1b_hf_config()).eval()
+    if (n_devices or 1) > 1:
+        from accelerate import dispatch_model, infer_auto_device_map
+
+        max_memory = hf_placement(None, None, n_devices)["max_memory"]
+        layout = infer_auto_device_map(hf, max_memory=max_memory, no_split_module_classes=["Gemma3DecoderLayer"])
+        hf = dispatch_model(hf, device_map=layout)
+        return bridge_from_hf(GEMMA_1B, hf, gemma_tokenizer(), device=None)
+    return bridge_from_hf(GEMMA_1B, hf, gemma_tokenizer(), device=str(device))
+
+
+def load_1b(
+    device: torch.device, allow_download: bool, backend: str = "hooked", n_devices: int | None = None
+) -> tuple[Any, str]:
     """Gemma-3-1B with real weights when they load (offline unless ``allow_download``), else random init."""
     from transformer_lens import HookedTransformer
     from transformer_lens.loading_from_pretrained import get_pretrained_model_config
@@ -120,10 +155,14 @@ def load_1b(device: torch.device, allow_download: bool) -> tuple[Any, str]:
 
     if not allow_download:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    split = (n_devices or 1) > 1
     try:
-        return load_model(GEMMA_1B, device=str(device), dtype=torch.float32), "real"
+        where = {"n_devices": n_devices} if split else {"device": str(device)}
+        return load_model(GEMMA_1B, backend=backend, dtype=torch.float32, **where), "real"
     except ModelUnavailableError as e:
-        print(f"[gpu_check] no real weights ({str(e)[:160]}...); random init from TL's built-in config", flush=True)
+        print(f"[gpu_check] no real weights ({str(e)[:160]}...); random init of the same shapes", flush=True)
+    if backend == "bridge":
+        return random_1b_bridge(device, n_devices), "random-init"
     cfg = get_pretrained_model_config(GEMMA_1B, device=str(device), dtype=torch.float32)
     torch.manual_seed(0)
     with quiet_tl_deprecation():
@@ -132,10 +171,10 @@ def load_1b(device: torch.device, allow_download: bool) -> tuple[Any, str]:
     return apply_fast_cpu_patches(model), "random-init"
 
 
-def load_tiny(device: torch.device) -> tuple[Any, str]:
-    from probe_lens.testing import tiny_model
+def load_tiny(device: torch.device, backend: str = "hooked") -> tuple[Any, str]:
+    from probe_lens.models.loading import load_model
 
-    return tiny_model(seed=0, n_layers=4).to(device), "random-init"
+    return load_model("probe-lens-tiny:4", backend=backend, device=str(device)), "random-init"
 
 
 # ------------------------------------------------------------------------------------------ stages
@@ -277,7 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-bf16", action="store_true", help="train in fp32 instead of bf16 autocast")
     ap.add_argument("--skip-study", action="store_true", help="leave out the 2-cell micro-study")
     ap.add_argument("--allow-download", action="store_true", help="let the 1B weights come from the Hugging Face hub")
+    ap.add_argument("--backend", choices=("hooked", "bridge"), default="hooked", help="model backend (default hooked)")
+    ap.add_argument("--n-devices", type=int, default=None, help="bridge only: spread the model over this many GPUs")
     args = ap.parse_args(argv)
+    if args.n_devices is not None and args.n_devices > 1 and (args.backend != "bridge" or args.tiny):
+        ap.error("--n-devices > 1 needs --backend bridge and the 1B model (not --tiny)")
 
     from probe_lens.models.loading import default_device, enable_tf32
 
@@ -297,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         "bf16_autocast": bf16,
         "tf32_matmul_precision": torch.get_float32_matmul_precision(),
         "sizes": dataclasses.asdict(sizes),
+        "backend": args.backend,
+        "n_devices": args.n_devices,
         "dry_run_estimate": None,
         "dry_run_estimate_note": None,
     }
@@ -306,7 +351,11 @@ def main(argv: list[str] | None = None) -> int:
         holder: dict[str, Any] = {}
 
         def load_stage():
-            holder["model"], weights = load_tiny(device) if args.tiny else load_1b(device, args.allow_download)
+            holder["model"], weights = (
+                load_tiny(device, args.backend)
+                if args.tiny
+                else load_1b(device, args.allow_download, args.backend, args.n_devices)
+            )
             n = sum(p.numel() for p in holder["model"].parameters())
             return {"weights": weights, "n_params": n, "d_vocab": holder["model"].cfg.d_vocab}
 

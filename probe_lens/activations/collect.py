@@ -1,5 +1,10 @@
 """Reading activations: pooled (:func:`collect`) or per token (:func:`collect_tokens`) and detached in bulk,
-or live for training (:func:`capture`)."""
+or live for training (:func:`capture`).
+
+Both work on a ``HookedTransformer`` and on a ``TransformerBridge``. Activations are filed under the
+name they were asked for, not ``hook.name``: a bridge in compatibility mode serves
+``blocks.L.hook_resid_post`` from a hook point whose own name is ``blocks.L.hook_out``.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,17 @@ from typing import Any
 import torch
 from jaxtyping import Bool, Float, Int
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
 from probe_lens.activations.hooks import HookSpec, resolve_hooks, stop_layer_for
 from probe_lens.activations.pooling import POOLINGS, Pooling, gather_tokens, pool
+from probe_lens.models.bridge import LensModel
+
+
+def _named(
+    names: Sequence[str], fn: Callable[[str, torch.Tensor], None]
+) -> list[tuple[str | Callable[..., Any], Callable[..., Any]]]:
+    """Forward hooks calling ``fn(name, activation)`` with the hook name each was registered under."""
+    return [(name, lambda act, hook, name=name: fn(name, act)) for name in names]
 
 
 def trim_left_padding(tokens: Int[torch.Tensor, "batch pos"], *masks: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -39,7 +51,7 @@ def _check_batch(tokens: torch.Tensor, attention_mask: torch.Tensor, pool_mask: 
 
 @torch.no_grad()
 def collect(
-    model: HookedTransformer,
+    model: LensModel,
     tokens: Int[torch.Tensor, "n pos"],
     attention_mask: Int[torch.Tensor, "n pos"],
     pool_mask: Int[torch.Tensor, "n pos"],
@@ -71,7 +83,7 @@ def collect(
 
 @torch.no_grad()
 def collect_tokens(
-    model: HookedTransformer,
+    model: LensModel,
     tokens: Int[torch.Tensor, "n pos"],
     attention_mask: Int[torch.Tensor, "n pos"],
     pool_mask: Int[torch.Tensor, "n pos"],
@@ -107,7 +119,7 @@ def collect_tokens(
 
 
 def _run_batches(
-    model: HookedTransformer,
+    model: LensModel,
     grid: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     hooks: HookSpec | Sequence[HookSpec],
     reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -125,10 +137,10 @@ def _run_batches(
     out: dict[str, list[torch.Tensor]] = {h: [] for h in names}
     current_mask: list[torch.Tensor] = []
 
-    def save(act: torch.Tensor, hook) -> None:
-        out[hook.name].append(reduce(act, current_mask[0]))
+    def save(name: str, act: torch.Tensor) -> None:
+        out[name].append(reduce(act, current_mask[0]))
 
-    fwd_hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = [(h, save) for h in names]
+    fwd_hooks = _named(names, save)
     batches = range(0, n, batch_size)
     for start in tqdm(batches, desc="collect activations", disable=not progress, leave=False):
         idx = order[start : start + batch_size]
@@ -143,7 +155,7 @@ def _run_batches(
 
 @contextlib.contextmanager
 def capture(
-    model: HookedTransformer, hooks: HookSpec | Sequence[HookSpec]
+    model: LensModel, hooks: HookSpec | Sequence[HookSpec]
 ) -> Iterator[dict[str, Float[torch.Tensor, "batch pos d"]]]:
     """Keep the *live* activation tensors of a forward pass, so a loss on them backpropagates.
 
@@ -156,8 +168,8 @@ def capture(
     names = resolve_hooks(model, hooks)
     acts: dict[str, torch.Tensor] = {}
 
-    def keep(act: torch.Tensor, hook) -> None:
-        acts[hook.name] = act
+    def keep(name: str, act: torch.Tensor) -> None:
+        acts[name] = act
 
-    with model.hooks(fwd_hooks=[(h, keep) for h in names]):
+    with model.hooks(fwd_hooks=_named(names, keep)):
         yield acts

@@ -5,9 +5,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 
-from transformer_lens import HookedTransformer
-
 from probe_lens._common import hook_layer, resid_post_hook
+from probe_lens.models.bridge import LensModel
 
 HookSpec = str | int
 
@@ -16,7 +15,7 @@ class UnknownHookError(ValueError):
     """A hook name that the model does not have."""
 
 
-def resolve_hook(model: HookedTransformer, hook: HookSpec) -> str:
+def resolve_hook(model: LensModel, hook: HookSpec) -> str:
     """Return the TransformerLens hook name for ``hook``.
 
     An ``int`` L means ``blocks.{L}.hook_resid_post`` (negative counts from the end). A string must
@@ -45,7 +44,7 @@ def resolve_hook(model: HookedTransformer, hook: HookSpec) -> str:
     )
 
 
-def resolve_hooks(model: HookedTransformer, hooks: HookSpec | Sequence[HookSpec]) -> list[str]:
+def resolve_hooks(model: LensModel, hooks: HookSpec | Sequence[HookSpec]) -> list[str]:
     """Resolve one or several hooks, keeping order and dropping duplicates."""
     if isinstance(hooks, (str, int)):
         hooks = [hooks]

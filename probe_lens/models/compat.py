@@ -29,6 +29,19 @@ passes that must equal the training pass bit for bit, e.g. DPO reference log-pro
 
 ``tests/test_compat.py`` proves the outputs and gradients equal the stock code's; ``tests/test_precision.py``
 the fp32 unembedding under autocast.
+
+**TransformerBridge, padded batches**: in compatibility mode TL 3.9's attention bridges turn HF's finite
+mask value into ``-inf``, so a left-padding query row (which may attend to nothing) gets a NaN softmax;
+the forward scrubs it to 0, but the backward through that softmax is NaN, and every gradient of a
+left-padded batch with it (probe-SFT and DPO stop at step 1). :func:`finite_bridge_masks` keeps the mask
+finite, per instance, at -65504 (finite in fp16 and bf16 too: HF's fp32 minimum overflows to ``-inf``
+when cast to bf16 under autocast): real positions are bit-for-bit unchanged (their masked scores still
+give exp(...) = 0), pad rows get a finite pattern nothing reads.
+
+**TransformerBridge, speed**: a bridge runs the HF model's own modules (``nn.Linear`` reads its weight in place
+through ``F.linear``: no per-forward copies to remove), so none of the above applies to it:
+:func:`apply_fast_cpu_patches` leaves a bridge unchanged (``is_patched`` stays False) and a bridge runs
+HF's products, with or without :func:`training_products` (``tests/test_bridge_backend.py``).
 """
 
 from __future__ import annotations
@@ -37,14 +50,15 @@ import contextlib
 import contextvars
 import types
 import warnings
+from typing import TypeVar
 
 import torch
 from jaxtyping import Float
-from transformer_lens import HookedTransformer
 from transformer_lens.components import AbstractAttention, Unembed
 from transformer_lens.components.mlps.gated_mlp import GatedMLP
 
 _PATCHED_FLAG = "_probe_lens_fast_cpu"
+M = TypeVar("M", bound=torch.nn.Module)
 
 
 # Rows (batch x positions) for which a no-grad CPU product runs weight-first, (W^T @ x^T)^T: 1.3-2.3x
@@ -209,12 +223,13 @@ def _store_for_rearrange(param: torch.nn.Parameter, order: tuple[int, ...]) -> N
         param.data = param.data.permute(*order).contiguous().permute(*inverse)
 
 
-def apply_fast_cpu_patches(model: HookedTransformer) -> HookedTransformer:
+def apply_fast_cpu_patches(model: M) -> M:
     """Swap the copying forwards of ``Unembed`` and ``GatedMLP`` for plain (or weight-first) matmuls and
     store the attention weights in the order TL's rearranges read (in place).
 
     Only these instances change; the TransformerLens classes are untouched. Idempotent. Saving a
-    re-stored weight needs ``.contiguous()`` (as safetensors requires anyway).
+    re-stored weight needs ``.contiguous()`` (as safetensors requires anyway). A ``TransformerBridge``
+    has none of these components and is returned unchanged.
     """
     for module in model.modules():
         if isinstance(module, AbstractAttention):
@@ -235,14 +250,36 @@ def apply_fast_cpu_patches(model: HookedTransformer) -> HookedTransformer:
     return model
 
 
-def is_patched(model: HookedTransformer) -> bool:
+def is_patched(model: torch.nn.Module) -> bool:
     """Whether :func:`apply_fast_cpu_patches` has been applied to ``model``."""
     return any(getattr(m, _PATCHED_FLAG, False) for m in model.modules())
 
 
+# The most negative fp16 value: finite in every float dtype the mask may be cast to (fp32's min is -inf
+# in bf16 and fp16, as under autocast), and exp(-65504 + score - max) is still exactly 0.
+_FINITE_MASK_MIN = torch.finfo(torch.float16).min
+
+
+def _keep_finite_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    return attention_mask.clamp(min=_FINITE_MASK_MIN) if attention_mask.is_floating_point() else attention_mask
+
+
+def finite_bridge_masks(model: M) -> M:
+    """Keep HF's finite additive attention mask in every attention bridge of ``model`` (in place, per
+    instance; see the module docstring): finite gradients for left-padded batches. Idempotent."""
+    from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
+
+    for module in model.modules():
+        if isinstance(module, AttentionBridge):
+            module._normalize_compatibility_mask_sentinel = _keep_finite_mask  # type: ignore[method-assign]
+    return model
+
+
 @contextlib.contextmanager
 def quiet_tl_deprecation():
-    """Silence TL 3.9's 'HookedTransformer is deprecated' warnings: probe_lens pins TL < 4 on purpose."""
+    """Silence TL 3.9's 'HookedTransformer is deprecated' warnings around probe_lens's *own* constructions
+    (probe_lens pins TL < 4 and offers ``backend="bridge"`` for 4.x). Nothing is silenced globally: a user
+    who constructs a ``HookedTransformer`` still sees the warning."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*HookedTransformer.*deprecated", category=DeprecationWarning)
         yield

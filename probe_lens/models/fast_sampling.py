@@ -25,6 +25,11 @@ Used by ``generate(..., fast=True)``. Independent parts (:class:`FastSampling` s
   in place (``exp(l - max)`` then ``cumsum_``): no softmax normalisation pass, no fresh 262k-wide buffers.
 
 Quality and speed against the reference path: ``benchmarks/bench_sampling.py``, ``benchmarks/RESULTS.md``.
+
+**TransformerBridge**: every part above swaps or reads TransformerLens components (``Unembed``,
+``GatedMLP``, ``AbstractAttention``, TL's KV cache) that a bridge does not have, so none applies to one:
+``generate(bridge, ..., fast=...)`` samples on the reference path (HF's KV cache), :func:`sampler_id`
+says so when given the model, and :func:`fast_path_logits` returns the bridge's plain logits.
 """
 
 from __future__ import annotations
@@ -45,8 +50,10 @@ from transformer_lens.components import Attention, GroupedQueryAttention, Unembe
 from transformer_lens.components.abstract_attention import AbstractAttention
 from transformer_lens.components.mlps.gated_mlp import GatedMLP
 from transformer_lens.hook_points import HookPoint
+from transformer_lens.model_bridge import TransformerBridge
 from transformer_lens.utilities.activation_functions import apply_softcap
 
+from probe_lens.models.bridge import LensModel, is_bridge
 from probe_lens.models.sampling import last_position_logits, left_pad, sample_logits, tokenizer_of, uniform_rows
 
 FAST_PATH_VERSION = 2
@@ -75,8 +82,11 @@ class FastSampling:
     """fp16-weight Q/K/V/O projections on CPU (only within the rotated-key attention)."""
 
 
-def sampler_id(fast: bool | FastSampling) -> str:
-    """Which sampling code made a sample: ``"reference"``, or the fast path's version and switches."""
+def sampler_id(fast: bool | FastSampling, model: Any = None) -> str:
+    """Which sampling code made a sample: ``"reference"``, or the fast path's version and switches;
+    ``"bridge-reference"`` for a ``TransformerBridge`` ``model`` (whatever ``fast`` says: it falls back)."""
+    if model is not None and is_bridge(model):
+        return "bridge-reference"
     if fast is False or fast is None:
         return "reference"
     parts = FastSampling() if fast is True else fast
@@ -397,14 +407,17 @@ def fast_sampling_context(model: HookedTransformer, fast: FastSampling) -> Itera
 
 @torch.no_grad()
 def fast_path_logits(
-    model: HookedTransformer,
+    model: LensModel,
     tokens: Int[torch.Tensor, "batch pos"],
     attention_mask: Int[torch.Tensor, "batch pos"],
     fast: FastSampling | None = None,
 ) -> Float[torch.Tensor, "batch pos d_vocab"]:
     """Every position's logits as the fast path computes them: one prefill through a fresh cache (marked
     for rotated keys when ``fast`` says so) under the fast path's forwards. For checks against
-    ``model(tokens, attention_mask=...)`` (tests, ``benchmarks/bench_sampling.py``)."""
+    ``model(tokens, attention_mask=...)`` (tests, ``benchmarks/bench_sampling.py``). On a bridge (which
+    samples on the reference path) that is what it returns."""
+    if isinstance(model, TransformerBridge):
+        return model(tokens, attention_mask=attention_mask)
     fast = fast or FastSampling()
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, tokens.shape[0])
     if fast.cached_rotary_keys:

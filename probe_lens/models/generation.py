@@ -1,4 +1,4 @@
-"""Batched sampling from a HookedTransformer with a KV cache and left padding.
+"""Batched sampling from a HookedTransformer or a TransformerBridge with a KV cache and left padding.
 
 The returned :class:`Generation` keeps exactly what later steps need: the token grid, the attention
 mask and a mask of the response tokens (pooling and losses act on those alone).
@@ -16,11 +16,11 @@ from typing import cast
 import torch
 from jaxtyping import Int
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
-from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+from transformer_lens.model_bridge import TransformerBridge
 
+from probe_lens.models.bridge import LensModel
 from probe_lens.models.fast_sampling import FastSampling, fast_sampling_context, generate_batch_fast
-from probe_lens.models.sampling import last_position_logits, left_pad, sample_logits, tokenizer_of
+from probe_lens.models.sampling import init_kv_cache, last_position_logits, left_pad, sample_logits, tokenizer_of
 
 __all__ = ["Generation", "generate", "left_pad", "tokenize_pairs", "tokenize_prompts", "tokenizer_of"]
 
@@ -113,11 +113,11 @@ def _validate_prompts(prompts: Sequence[str]) -> list[str]:
     return prompts
 
 
-def _tokenize_one(model: HookedTransformer, text: str) -> list[int]:
+def _tokenize_one(model: LensModel, text: str) -> list[int]:
     return model.to_tokens(text, prepend_bos=True, truncate=False)[0].tolist()
 
 
-def tokenize_prompts(model: HookedTransformer, prompts: Sequence[str], *, max_prompt_tokens: int) -> list[list[int]]:
+def tokenize_prompts(model: LensModel, prompts: Sequence[str], *, max_prompt_tokens: int) -> list[list[int]]:
     """Token ids with BOS, keeping BOS plus the *last* tokens of over-long prompts (with a warning)."""
     ids = [_tokenize_one(model, p) for p in prompts]
     too_long = [i for i, t in enumerate(ids) if len(t) > max_prompt_tokens]
@@ -134,7 +134,7 @@ def tokenize_prompts(model: HookedTransformer, prompts: Sequence[str], *, max_pr
 
 @torch.no_grad()
 def _generate_batch(
-    model: HookedTransformer,
+    model: LensModel,
     prompt_ids: list[list[int]],
     *,
     max_new_tokens: int,
@@ -149,7 +149,7 @@ def _generate_batch(
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
     tokens, attn = left_pad(prompt_ids, pad_id)
     b = len(prompt_ids)
-    cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, b)
+    cache = init_kv_cache(model, b)
     logits = last_position_logits(model, tokens.to(device), attn.to(device), cache)
     resp = torch.full((b, max_new_tokens), pad_id, dtype=torch.long)
     resp_mask = torch.zeros((b, max_new_tokens), dtype=torch.long)
@@ -171,7 +171,7 @@ def _generate_batch(
 
 
 def generate(
-    model: HookedTransformer,
+    model: LensModel,
     prompts: Sequence[str],
     *,
     max_new_tokens: int = 32,
@@ -197,7 +197,9 @@ def generate(
     per run of identical prompts and in-place sampling arithmetic: faster (2.6x on the embedded model,
     2 cores), with logits within fp16 weight rounding of the reference
     path's, so samples for a seed are close to but not always the same as ``fast=False``'s (see
-    ``benchmarks/RESULTS.md``). It never touches gradients or the weights.
+    ``benchmarks/RESULTS.md``). It never touches gradients or the weights. On a ``TransformerBridge``
+    the fast path does not apply (it swaps TransformerLens components the bridge does not have) and
+    ``fast`` is ignored: the bridge samples on the reference path, through the HF model's KV cache.
 
     ``row_seeds`` (one int per prompt, instead of ``seed``) gives every row its own random stream, so
     a row's sample does not depend on which rows share its batch: one row can be regenerated alone
@@ -273,14 +275,18 @@ def generate(
     return merged.select(inverse)
 
 
-def _sampling_backend(model: HookedTransformer, fast: bool | FastSampling):
-    """The batch function and the context (swapped forwards or nothing) ``generate`` runs under."""
+def _sampling_backend(model: LensModel, fast: bool | FastSampling):
+    """The batch function and the context (swapped forwards or nothing) ``generate`` runs under.
+
+    A bridge always takes the reference path (see :func:`generate`)."""
     if fast is False or fast is None:
         return _generate_batch, contextlib.nullcontext()
     if fast is True:
         fast = FastSampling()
     if not isinstance(fast, FastSampling):
         raise TypeError(f"fast must be a bool or a FastSampling, got {type(fast).__name__}")
+    if isinstance(model, TransformerBridge):
+        return _generate_batch, contextlib.nullcontext()
     batch_fn = functools.partial(
         generate_batch_fast,
         share_prefill=fast.share_prefill,
@@ -291,7 +297,7 @@ def _sampling_backend(model: HookedTransformer, fast: bool | FastSampling):
 
 
 def tokenize_pairs(
-    model: HookedTransformer,
+    model: LensModel,
     prompts: Sequence[str],
     responses: Sequence[str],
     *,

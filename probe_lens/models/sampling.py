@@ -2,23 +2,29 @@
 
 Left padding, the last position's logits through a KV cache, and inverse-CDF sampling with one uniform
 draw per row (so the fast path draws exactly the reference path's random numbers).
+
+Both backends share the reference path: a ``HookedTransformer`` decodes through TransformerLens's
+KV cache, a ``TransformerBridge`` through the HF model's own cache (:class:`BridgeKVCache`);
+:func:`init_kv_cache` picks the one the model needs.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import dataclasses
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float, Int
-from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.utilities.activation_functions import apply_softcap
+
+from probe_lens.models.bridge import LensModel, is_bridge
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 
-def tokenizer_of(model: HookedTransformer) -> PreTrainedTokenizerBase:
+def tokenizer_of(model: LensModel) -> PreTrainedTokenizerBase:
     """``model.tokenizer``; ValueError when the model has none."""
     if model.tokenizer is None:
         raise ValueError("the model has no tokenizer; load it with probe_lens.load_model or set model.set_tokenizer")
@@ -38,19 +44,65 @@ def left_pad(
     return tokens, attn
 
 
+@dataclasses.dataclass
+class BridgeKVCache:
+    """A bridge's decoding state: the HF ``past_key_values`` and the attention mask over every cached
+    position (HF takes the whole mask at each step; TransformerLens's cache keeps its own)."""
+
+    past_key_values: Any = None
+    attention_mask: Int[torch.Tensor, "batch cached"] | None = None
+
+
+KVCache = TransformerLensKeyValueCache | BridgeKVCache
+
+
+def init_kv_cache(model: LensModel, batch: int) -> KVCache:
+    """An empty KV cache for ``batch`` sequences, of the kind ``model``'s backend decodes with."""
+    if is_bridge(model):
+        return BridgeKVCache()
+    return TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, batch)
+
+
 def last_position_logits(
-    model: HookedTransformer,
+    model: LensModel,
     tokens: Int[torch.Tensor, "batch pos"],
     attention_mask: Int[torch.Tensor, "batch pos"],
-    past_kv_cache: TransformerLensKeyValueCache,
+    past_kv_cache: KVCache,
 ) -> Float[torch.Tensor, "batch d_vocab"]:
-    """Logits of the last position only: unembedding every prompt position is wasted work."""
+    """Logits of the last position only: unembedding every prompt position is wasted work.
+
+    ``attention_mask`` covers ``tokens`` alone; the cache remembers the earlier positions' mask.
+    """
+    if isinstance(past_kv_cache, BridgeKVCache):
+        return _bridge_last_position_logits(model, tokens, attention_mask, past_kv_cache)
+    assert not is_bridge(model), "a TransformerBridge decodes with a BridgeKVCache (init_kv_cache)"
     resid = model(tokens, attention_mask=attention_mask, past_kv_cache=past_kv_cache, stop_at_layer=model.cfg.n_layers)[
         :, -1:
     ]
     if model.cfg.normalization_type is not None:
         resid = model.ln_final(resid)
     return apply_softcap(model.unembed(resid), model.cfg.output_logits_soft_cap)[:, -1]
+
+
+def _bridge_last_position_logits(
+    model: LensModel,
+    tokens: Int[torch.Tensor, "batch pos"],
+    attention_mask: Int[torch.Tensor, "batch pos"],
+    cache: BridgeKVCache,
+) -> Float[torch.Tensor, "batch d_vocab"]:
+    # The bridge derives rotary positions from the whole mask (as TransformerLens does); HF's
+    # logits_to_keep=1 unembeds the last position only and applies the model's own logit soft-cap.
+    mask = attention_mask if cache.attention_mask is None else torch.cat([cache.attention_mask, attention_mask], 1)
+    logits, cache.past_key_values = model(
+        tokens,
+        attention_mask=mask,
+        past_key_values=cache.past_key_values,
+        use_cache=True,
+        logits_to_keep=1,
+        return_type="logits_and_cache",
+    )
+    cache.attention_mask = mask
+    return logits[:, -1]
 
 
 def uniform_rows(n: int, generator: torch.Generator | list[torch.Generator] | None) -> Float[torch.Tensor, "n 1"]:
