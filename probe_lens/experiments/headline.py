@@ -224,7 +224,7 @@ def fixed_across_seeds(config: StudyConfig) -> list[str]:
     ev = config.eval
     fixed = [
         f"the {ev.n_provocative} evaluation prompts (each seed samples its own continuations of them; the first "
-        f"{ev.n_telemetry_prompts} also give the rate at every telemetry step)",
+        f"{min(ev.n_telemetry_prompts, ev.n_provocative)} also give the rate at every telemetry step)",
         f"the {ev.n_fluency_texts} neutral texts whose perplexity measures fluency",
         "the probe-pool prompts and their base-model continuations (the reference continuations, or one "
         "sampled set): each seed re-partitions the same rows into probe-fit and on-policy rows",
@@ -317,6 +317,9 @@ def _over_seeds(con: pd.DataFrame, digits: int = 3) -> dict[str, list[str]]:
         "Holm p": [_num(v, 3, "") for v in con["p_holm"]],
         "I²": [_num(v, 2, "") for v in con["i2"]],
         "seeds": [str(n) for n in con["n_seeds"]],
+        "weights": [
+            "1/(DeLong var + tau²)" if m == "DL+HKSJ" else "equal (no within-seed variance)" for m in con["re_method"]
+        ],
     }
 
 
@@ -454,6 +457,9 @@ def write_headline(
         "construction); that null is the same probe's cosine in the classifier control (above).\n",
         yardsticks_markdown(seeds_info, floors, config, names, n_curated),
         "## Cells (mean ± 95% CI half-width over seeds)\n",
+        "Monitor columns: a probe's recall at the threshold that flags 1% of the base model's benign rows (on-policy "
+        "clean + curated clean, fixed once per seed and probe: seeds/<s>/monitor_thresholds.json), and the share "
+        "of benign rows the trained model's activations push above that same threshold (benign FPR).\n",
         _markdown(table),
         "## All paired contrasts (cell − control, paired by seed)\n",
         "Diagnostic columns: each seed's example-level interval ignores the between-seed variance; it decides "
