@@ -193,6 +193,39 @@ def _sampling_params(where: str, temperature: Any, top_p: Any) -> None:
         raise ValueError(f"{where}: top_p must be in (0, 1], got {top_p!r}")
 
 
+PRIMARY_CONTRASTS: tuple[dict[str, str], ...] = (
+    {"a": "probe_sft_1", "b": "classifier_sft", "metric": "curated_auroc"},
+    {"a": "probe_dpo_1", "b": "classifier_dpo", "metric": "curated_auroc"},
+)
+"""The default primary contrasts: the trained-against probe's curated AUROC, probe cell minus classifier control."""
+TRAINED_AGAINST_METRICS = ("curated_auroc", "onpolicy_auroc")
+"""A primary contrast's metric names meaning "the AUROC of the probe cell ``a`` trains against"."""
+
+
+def _primary_contrasts(given: Any) -> list[dict[str, str]]:
+    """``primary_contrasts`` validated: a list of ``{a, b, metric}`` mappings of strings, ``a != b``."""
+    where = "primary_contrasts"
+    if not isinstance(given, (list, tuple)):
+        raise TypeError(f"{where} must be a list of {{a, b, metric}} mappings, got {type(given).__name__}")
+    out = []
+    for i, c in enumerate(given):
+        if not isinstance(c, dict) or set(c) != {"a", "b", "metric"}:
+            raise ValueError(f"{where}[{i}] must be a mapping with exactly the keys a, b and metric; got {c!r}")
+        if not all(isinstance(v, str) and v for v in c.values()):
+            raise ValueError(f"{where}[{i}]: a, b and metric must be non-empty strings; got {c!r}")
+        if c["a"] == c["b"]:
+            raise ValueError(f"{where}[{i}] compares cell {c['a']!r} with itself; name two different cells")
+        if c["metric"] not in TRAINED_AGAINST_METRICS and "/" not in c["metric"]:
+            raise ValueError(
+                f"{where}[{i}].metric must be one of {TRAINED_AGAINST_METRICS} (the trained-against probe's AUROC) "
+                f"or a results column such as 'eval/perplexity_neutral'; got {c['metric']!r}"
+            )
+        out.append({"a": c["a"], "b": c["b"], "metric": c["metric"]})
+    if len({tuple(c.values()) for c in out}) != len(out):
+        raise ValueError(f"{where} names a contrast twice: {out}")
+    return out
+
+
 @dataclasses.dataclass
 class StudyConfig:
     """Everything a study does. ``from_dict`` rejects unknown keys, naming them."""
@@ -248,8 +281,17 @@ class StudyConfig:
     """Extra layers whose residual geometry is logged (the probes' layers always are)."""
     keep_checkpoints: bool = False
     """Keep each cell's final checkpoint after its evaluation (full weights: large for 1B models)."""
+    primary_contrasts: list[dict[str, str]] = dataclasses.field(
+        default_factory=lambda: [dict(c) for c in PRIMARY_CONTRASTS]
+    )
+    """The pre-declared primary contrasts of the headline, each ``{a, b, metric}`` (cell ``a`` minus cell ``b``,
+    paired by seed). ``metric``: ``curated_auroc`` / ``onpolicy_auroc`` (the AUROC of the probe cell ``a``
+    trains against, on that set; on-policy when the study has no curated set) or any results column. Every
+    other contrast is secondary (Holm-corrected as one family); one whose cells the study lacks is skipped
+    with a note."""
 
     def __post_init__(self) -> None:
+        self.primary_contrasts = _primary_contrasts(self.primary_contrasts)
         self.cell_specs: list[CellSpec] = resolve_cells(self.cells)
         self.objectives = _objective_settings(self.objectives, self.cell_specs)
         # keep built-in cells as names (readable study files), declared ones as records

@@ -15,6 +15,7 @@ import pandas as pd
 from probe_lens._io import atomic_write
 from probe_lens.behaviours import BehaviourNames
 from probe_lens.experiments.config import StudyConfig
+from probe_lens.experiments.monitor import monitor_metrics
 from probe_lens.experiments.prompt_plan import ONPOLICY, PromptPlan
 from probe_lens.experiments.run_folder import write_json
 from probe_lens.experiments.study_data import sample
@@ -85,8 +86,10 @@ class CellEvaluation:
         probe: Any,
         split_info: dict[str, Any],
         floors: dict[str, dict[str, float]],
+        thresholds: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """The cell's numbers (``probe``: the one whose P(positive) of the samples is ``probe_p``); writes
+        """The cell's numbers (``probe``: the one whose P(positive) of the samples is ``probe_p``; ``thresholds``:
+        the seed's monitor thresholds, :mod:`~probe_lens.experiments.monitor`, None: no monitor metrics); writes
         ``probe_scores.json`` and ``eval_samples.parquet`` into ``cdir``."""
         batch = self.config.data.batch_size
         gen = self._samples(model, seed)
@@ -105,6 +108,8 @@ class CellEvaluation:
         for name, v in floors.items():
             out[str(cosine_floor(name))] = v["p05"]
         scores = tele.scores(model)
+        if thresholds is not None:
+            out.update(monitor_metrics(scores, thresholds))
         out["intervals"] = self._intervals(scores)
         cdir.mkdir(parents=True, exist_ok=True)
         write_json(

@@ -1,11 +1,17 @@
-"""The headline of a study: one table of what matters, and paired contrasts that say what is resolved.
+"""The headline of a study: the pre-declared primary contrasts, the cosine drift against its control, one table of
+what matters, and every paired contrast with its statistics over seeds.
 
 Contrasts compare a cell with its control *within a seed* (same probe-fit draw, same probes, same
-evaluation rows), then over seeds: ``mean_diff`` with a Student-t interval over the per-seed differences
-(``ci_low``, ``ci_high``; this interval holds every source of variance the seeds cover: probe data,
-training samples, training order, evaluation samples). For AUROCs, ``within_seed`` adds each seed's
-example-level paired interval (DeLong, the same rows scored in both cells): how well one seed's
-comparison is measured, not how it varies across seeds.
+evaluation rows), then over seeds. Per contrast: ``mean_diff`` with a Student-t interval over the per-seed
+differences (``ci_low``, ``ci_high``; ``resolved``: that interval excludes 0); a random-effects estimate
+(``re_estimate``) with a Hartung-Knapp-Sidik-Jonkman interval (``re_ci_low``, ``re_ci_high``) from the
+per-seed differences and their within-seed (example-level, paired DeLong) variances, DerSimonian-Laird
+``tau2`` and ``i2`` (AUROC contrasts; other metrics have no within-seed variance and get equal weights, i.e.
+the t interval, ``re_method``); the exact sign-flip permutation p over seeds (``p_signflip``) and Holm's
+correction (``p_holm``) within the family of primary contrasts (``primary``, the config's
+``primary_contrasts``) and within the family of all the others. ``within_seed`` (each seed's example-level
+paired DeLong interval) and ``seed_ci_excludes_0`` (in how many seeds it excludes 0) are diagnostics: they
+ignore the between-seed variance and decide nothing.
 """
 
 from __future__ import annotations
@@ -22,9 +28,43 @@ from probe_lens._io import atomic_write
 from probe_lens.behaviours import BehaviourNames
 from probe_lens.experiments.adapters import get_study_objective
 from probe_lens.experiments.cells import CellSpec
-from probe_lens.experiments.config import StudyConfig
+from probe_lens.experiments.config import TRAINED_AGAINST_METRICS, StudyConfig
+from probe_lens.experiments.monitor import BENIGN
+from probe_lens.experiments.stats import (
+    CONTRAST_COLUMNS,
+    format_cells,
+    holm,
+    paired_auroc_diff,
+    paired_auroc_var,
+    paired_contrasts,
+    random_effects,
+    sign_flip_p,
+)
+from probe_lens.training.metric_keys import DRIFT, MetricKey, monitor_key
 
-__all__ = ["contrast_specs", "contrasts", "headline_columns", "headline_table", "write_headline"]
+__all__ = [
+    "contrast_specs",
+    "contrasts",
+    "fixed_across_seeds",
+    "headline_columns",
+    "headline_table",
+    "primary_specs",
+    "write_headline",
+]
+
+STAT_COLUMNS = [
+    "primary",
+    "re_estimate",
+    "re_ci_low",
+    "re_ci_high",
+    "re_method",
+    "tau2",
+    "i2",
+    "p_signflip",
+    "p_holm",
+    "seed_ci_excludes_0",
+]
+"""The columns :func:`contrasts` adds after ``within_seed``: the statistics over seeds and one diagnostic."""
 
 
 def _probe_cos(name: str, names: Mapping[str, list[str]]) -> str:
@@ -69,14 +109,39 @@ def contrast_specs(config: StudyConfig, names: Mapping[str, list[str]]) -> list[
     return out
 
 
-def _within_seed(out_dir: Path | None, metric: str, a: str, b: str, seeds: Sequence[int]) -> str:
-    """Each seed's example-level paired AUROC difference ``a - b`` with its DeLong interval."""
-    from probe_lens.experiments.stats import paired_auroc_diff
+def primary_specs(
+    config: StudyConfig, names: Mapping[str, list[str]], cells: set[str]
+) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """The config's primary contrasts as ``(metric, a, b)`` triples whose cells are in ``cells``, and a note
+    for each one skipped (a cell missing, or a trained-against metric for a cell that trains against none)."""
+    specs = {c.name: c for c in config.cell_specs}
+    out, notes = [], []
+    for c in config.primary_contrasts:
+        a, b, metric = c["a"], c["b"], c["metric"]
+        missing = [x for x in (a, b) if x not in cells]
+        if missing:
+            notes.append(f"{a} − {b} ({metric}) skipped: cell(s) {', '.join(missing)} not in this study's results")
+            continue
+        if metric in TRAINED_AGAINST_METRICS:
+            probes = specs[a].trained_against(names["single"][0], names["ensemble"][0]) if a in specs else []
+            if not probes:
+                notes.append(f"{a} − {b} ({metric}) skipped: {a} trains against no probe")
+                continue
+            which = metric if config.eval.curated is not None else "onpolicy_auroc"
+            metric = f"probe/{which}/{probes[0]}"
+        out.append((metric, a, b))
+    return out, notes
 
+
+def _example_level(
+    out_dir: Path | None, metric: str, a: str, b: str, seeds: Sequence[int]
+) -> dict[int, tuple[float, float, float, float]]:
+    """``{seed: (diff, variance, low, high)}``: each seed's example-level paired AUROC difference ``a - b``,
+    its DeLong variance and interval (seeds whose scores are missing are left out)."""
     if out_dir is None or "_auroc/" not in metric:
-        return ""
+        return {}
     which, probe = metric[len("probe/") :].split("_auroc/", 1)
-    parts = []
+    out = {}
     for s in seeds:
         fa, fb = (out_dir / "cells" / c / f"seed{s}" / "probe_scores.json" for c in (a, b))
         if not (fa.exists() and fb.exists()):
@@ -84,33 +149,91 @@ def _within_seed(out_dir: Path | None, metric: str, a: str, b: str, seeds: Seque
         sa, sb = json.loads(fa.read_text()).get(which, {}), json.loads(fb.read_text()).get(which, {})
         if probe not in sa or probe not in sb:
             continue
-        y = np.asarray(sa["__y__"])
-        d, lo, hi = paired_auroc_diff(y, np.asarray(sa[probe]), np.asarray(sb[probe]))
-        parts.append(f"s{s}: {d:+.3f} [{lo:+.3f}, {hi:+.3f}]")
-    return "; ".join(parts)
+        y, va, vb = np.asarray(sa["__y__"]), np.asarray(sa[probe]), np.asarray(sb[probe])
+        d, lo, hi = paired_auroc_diff(y, va, vb)
+        out[s] = (d, paired_auroc_var(y, va, vb)[1], lo, hi)
+    return out
+
+
+def _within_seed(example: Mapping[int, tuple[float, float, float, float]]) -> str:
+    """Each seed's example-level paired AUROC difference with its DeLong interval."""
+    return "; ".join(f"s{s}: {d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for s, (d, _, lo, hi) in example.items())
+
+
+def _seed_diffs(results: pd.DataFrame, metric: str, a: str, b: str) -> dict[Any, float]:
+    """``{seed: metric[a] - metric[b]}`` over the seeds where both cells have a value."""
+    t = results.assign(v=pd.to_numeric(results[metric], errors="coerce")).set_index(["cell", "seed"])["v"]
+    va, vb = t.xs(a).dropna(), t.xs(b).dropna()
+    return {s: float(va[s] - vb[s]) for s in sorted(set(va.index) & set(vb.index))}
+
+
+def _seed_statistics(diffs: Mapping[Any, float], example: Mapping[int, tuple[float, float, float, float]]) -> dict:
+    """The statistics over seeds of one contrast (:data:`STAT_COLUMNS` but ``primary`` and ``p_holm``)."""
+    seeds = list(diffs)
+    y = [diffs[s] for s in seeds]
+    variances = [example[s][1] if s in example else np.nan for s in seeds]
+    re = random_effects(y, variances)
+    excl = sum(1 for s in seeds if s in example and (example[s][2] > 0 or example[s][3] < 0))
+    return {
+        "re_estimate": re.estimate,
+        "re_ci_low": re.ci_low,
+        "re_ci_high": re.ci_high,
+        "re_method": re.method,
+        "tau2": re.tau2,
+        "i2": re.i2,
+        "p_signflip": sign_flip_p(y),
+        "seed_ci_excludes_0": f"{excl}/{len(example)}" if example else "",
+    }
 
 
 def contrasts(
     results: pd.DataFrame, config: StudyConfig, names: Mapping[str, list[str]], out_dir: str | Path | None = None
 ) -> pd.DataFrame:
-    """Paired-by-seed contrasts of :func:`contrast_specs` (cells missing from ``results`` are skipped)."""
-    from probe_lens.experiments.stats import CONTRAST_COLUMNS, paired_contrasts
-
+    """Paired-by-seed contrasts of :func:`contrast_specs` and the primary ones (cells missing from ``results``
+    are skipped), with the statistics over seeds of :data:`STAT_COLUMNS`."""
     present = set(results["cell"])
+    primary = primary_specs(config, names, present)[0]
     frames = []
     by_metric: dict[str, list[tuple[str, str]]] = {}
-    for metric, a, b in contrast_specs(config, names):
-        if a in present and b in present and metric in results.columns:
+    for metric, a, b in [*contrast_specs(config, names), *primary]:
+        if a in present and b in present and metric in results.columns and (a, b) not in by_metric.get(metric, []):
             by_metric.setdefault(metric, []).append((a, b))
     for metric, pairs in by_metric.items():
         frames.append(paired_contrasts(results, metric, pairs))
-    cols = [*CONTRAST_COLUMNS, "within_seed"]
+    cols = [*CONTRAST_COLUMNS, "within_seed", *STAT_COLUMNS]
     if not frames:
         return pd.DataFrame(columns=cols)
     df = pd.concat(frames, ignore_index=True)
     folder = Path(out_dir) if out_dir is not None else None
-    df["within_seed"] = [_within_seed(folder, m, a, b, config.seeds) for m, a, b in zip(df["metric"], df["a"], df["b"])]
+    triples = list(zip(df["metric"], df["a"], df["b"]))
+    example = [_example_level(folder, m, a, b, config.seeds) for m, a, b in triples]
+    df["within_seed"] = [_within_seed(e) for e in example]
+    stats = pd.DataFrame([_seed_statistics(_seed_diffs(results, *t), e) for t, e in zip(triples, example)])
+    df = pd.concat([df, stats], axis=1)
+    df["primary"] = [t in primary for t in triples]
+    df["p_holm"] = np.nan
+    for family in (df["primary"], ~df["primary"]):
+        df.loc[family, "p_holm"] = holm(df.loc[family, "p_signflip"].to_numpy(dtype=np.float64))
     return df[[c for c in cols if c in df.columns]]
+
+
+def fixed_across_seeds(config: StudyConfig) -> list[str]:
+    """What every seed of the study shares (drawn once, by ``prompt_seed``, or shipped): the intervals over
+    seeds are conditional on it. Each seed redraws the rest: the split of the probe pool into probe-fit and
+    on-policy prompts, the balanced probe-fit rows, the training prompts, all sampling and training order."""
+    ev = config.eval
+    fixed = [
+        f"the {ev.n_provocative} evaluation prompts (each seed samples its own continuations of them; the first "
+        f"{min(ev.n_telemetry_prompts, ev.n_provocative)} also give the rate at every telemetry step)",
+        f"the {ev.n_fluency_texts} neutral texts whose perplexity measures fluency",
+        "the probe-pool prompts and their base-model continuations (the reference continuations, or one "
+        "sampled set): each seed re-partitions the same rows into probe-fit and on-policy rows",
+        "the training-prompt pool each seed draws its training prompts from",
+    ]
+    if ev.curated is not None:
+        size = "all of its rows" if ev.n_curated is None else f"{ev.n_curated} rows, one seeded subsample"
+        fixed.insert(2, f"the curated set ({ev.curated}; {size})")
+    return fixed
 
 
 def headline_columns(config: StudyConfig, names: Mapping[str, list[str]]) -> dict[str, str]:
@@ -140,6 +263,10 @@ def headline_columns(config: StudyConfig, names: Mapping[str, list[str]]) -> dic
     cols[f"probe/{sets[0]}_auroc_retrained/blocks.{layer}.hook_resid_post"] = (
         f"retrained L{layer} AUROC {sets[0].replace('onpolicy', 'on-policy')}"
     )
+    label = sets[0].replace("onpolicy", "on-policy")
+    for probe in (single, ens, f"massmean_L{layer}"):
+        cols[str(monitor_key(sets[0], "recall", 0.01, probe))] = f"{probe} recall @1% base FPR {label}"
+    cols[str(monitor_key(BENIGN, "fpr", 0.01, single))] = f"{single} benign FPR @1% base threshold"
     cols[f"drift/cosine/{single}"] = f"{single} cos(orig, refit)"
     cols[f"drift/cosine/{ens}/m0"] = f"{ens} m0 cos(orig, refit)"
     cols[f"drift/cosine/massmean_L{layer}"] = f"massmean_L{layer} cos(orig, refit)"
@@ -149,8 +276,6 @@ def headline_columns(config: StudyConfig, names: Mapping[str, list[str]]) -> dic
 def headline_table(summary: pd.DataFrame, config: StudyConfig, names: Mapping[str, list[str]]) -> pd.DataFrame:
     """The summary's headline columns as ``"mean ± CI half-width"`` strings, one row per cell, with what
     each cell trains against."""
-    from probe_lens.experiments.stats import format_cells
-
     cols = {m: h for m, h in headline_columns(config, names).items() if f"{m}_mean" in summary.columns}
     table = format_cells(summary, columns=list(cols)).rename(columns=cols)
     specs: dict[str, CellSpec] = {c.name: c for c in config.cell_specs}
@@ -175,26 +300,85 @@ def _markdown(df: pd.DataFrame) -> str:
     )
 
 
+def _num(v: Any, digits: int = 3, sign: str = "+") -> str:
+    return f"{v:{sign}.{digits}f}" if isinstance(v, (int, float, np.floating)) and np.isfinite(v) else "–"
+
+
+def _interval(lo: Any, hi: Any, digits: int = 3) -> str:
+    return f"[{_num(lo, digits)}, {_num(hi, digits)}]" if np.isfinite(lo) and np.isfinite(hi) else "–"
+
+
+def _over_seeds(con: pd.DataFrame, digits: int = 3) -> dict[str, list[str]]:
+    """The statistics over seeds of each row of ``con`` as display columns."""
+    return {
+        "estimate (random effects)": [_num(v, digits) for v in con["re_estimate"]],
+        "95% CI (HKSJ)": [_interval(lo, hi, digits) for lo, hi in zip(con["re_ci_low"], con["re_ci_high"])],
+        "sign-flip p (exact)": [_num(v, 3, "") for v in con["p_signflip"]],
+        "Holm p": [_num(v, 3, "") for v in con["p_holm"]],
+        "I²": [_num(v, 2, "") for v in con["i2"]],
+        "seeds": [str(n) for n in con["n_seeds"]],
+        "weights": [
+            "1/(DeLong var + tau²)" if m == "DL+HKSJ" else "equal (no within-seed variance)" for m in con["re_method"]
+        ],
+    }
+
+
+def _stat_table(con: pd.DataFrame, digits: int = 3) -> str:
+    """Contrast, metric, the statistics over seeds and the per-seed differences."""
+    rows = {"contrast": list(con["contrast"]), "metric": list(con["metric"]), **_over_seeds(con, digits)}
+    rows["per-seed Δ"] = list(con["per_seed"])
+    return _markdown(pd.DataFrame(rows))
+
+
 def contrasts_markdown(con: pd.DataFrame, digits: int = 3) -> str:
+    """Every contrast: the mean difference with its t interval over seeds, the statistics over seeds, and the
+    per-seed example-level intervals as a diagnostic."""
     if con.empty:
         return "_no contrast could be formed (a cell or its control is missing)_\n"
     rows = pd.DataFrame(
         {
             "contrast": con["contrast"],
             "metric": con["metric"],
+            "primary": ["yes" if p else "" for p in con.get("primary", [False] * len(con))],
             "mean Δ": [f"{v:+.{digits}f}" for v in con["mean_diff"]],
-            "95% CI over seeds": [
+            "95% t-CI over seeds": [
                 f"[{lo:+.{digits}f}, {hi:+.{digits}f}]" if np.isfinite(lo) else "–"
                 for lo, hi in zip(con["ci_low"], con["ci_high"])
             ],
-            "seeds": con["n_seeds"],
-            "resolved": ["yes" if r else "no" for r in con["resolved"]],
-            "per seed (example-level DeLong CI)": [
+            **_over_seeds(con, digits),
+            "diagnostic: seeds whose example-level CI excludes 0": con.get("seed_ci_excludes_0", [""] * len(con)),
+            "diagnostic: per seed (example-level DeLong CI, no between-seed variance)": [
                 w or p for w, p in zip(con.get("within_seed", [""] * len(con)), con["per_seed"])
             ],
         }
     )
     return _markdown(rows)
+
+
+def primary_markdown(con: pd.DataFrame, notes: Sequence[str], config: StudyConfig) -> str:
+    """The primary contrasts: estimate, HKSJ interval, sign-flip p, I²; the skipped ones; the smallest p."""
+    prim = con[con["primary"]] if "primary" in con else con.iloc[:0]
+    text = _stat_table(prim) if len(prim) else "_no primary contrast could be formed in this study_\n"
+    k = len(config.seeds)
+    text += (
+        f"\nWith {k} seeds the smallest attainable two-sided sign-flip p is 2/2^{k} = {2 / 2**k:.3g}. Holm p: "
+        "within the primary family here; within the family of all other contrasts below. I²: share of the "
+        "variance of the per-seed differences that is between seeds (DerSimonian-Laird).\n"
+    )
+    return text + "".join(f"\n- {n}" for n in notes) + ("\n" if notes else "")
+
+
+def cosine_markdown(con: pd.DataFrame) -> str:
+    """The drift cosine of each trained cell's probe minus the same probe's cosine in its classifier control."""
+    keys = [MetricKey.parse(str(m)) for m in con["metric"]] if len(con) else []
+    rows = con[[k.family == DRIFT and k.name == "cosine" for k in keys]] if keys else con
+    if not len(rows):
+        return "_no cell has a classifier control in this study_\n"
+    return _stat_table(rows) + (
+        "\nThe same probe re-fit on the same rows in the classifier control is the reference: a cell's cosine "
+        "below its control's is drift beyond what training on the behaviour's output alone does. No within-seed "
+        "variance exists for a cosine, so the interval is the t interval over seeds (equal weights).\n"
+    )
 
 
 def yardsticks_markdown(
@@ -242,9 +426,8 @@ def write_headline(
     names: Mapping[str, list[str]],
     n_curated: int | None = None,
 ) -> None:
-    """``headline.md``: yardsticks and noise floors, the headline table, the contrasts in a table and in words."""
-    from probe_lens.experiments.stats import describe_contrasts
-
+    """``headline.md``: the primary contrasts and what stays fixed across seeds, the cosine drift against its
+    control, yardsticks and noise floors, the headline table, every contrast with its statistics."""
     b = config.behaviour_spec
     onpolicy = (
         f"the pre-labelled responses of behaviour {b.name!r} to held-out pool prompts (its own labels; not "
@@ -253,19 +436,34 @@ def write_headline(
         else "the base model's continuations of held-out pool prompts, labelled by the output classifier "
         "(on-policy, noisy labels)"
     )
+    primary_notes = primary_specs(config, names, set(table["cell"]))[1]
+    fixed = "; ".join(fixed_across_seeds(config))
     text = [
         "# Headline\n",
+        "## Primary contrasts (pre-declared in the config: primary_contrasts)\n",
+        "Random-effects estimate over seeds with a Hartung-Knapp-Sidik-Jonkman 95% interval (per-seed paired "
+        "differences weighted by their within-seed DeLong variances plus the DerSimonian-Laird between-seed "
+        "variance), the exact sign-flip permutation p over seeds and I².\n",
+        primary_markdown(con, primary_notes, config),
+        f"\nFixed across seeds (every interval and p-value here is conditional on it): {fixed}.\n",
+        "## Cosine drift against its control (cell − classifier control, paired by seed)\n",
+        cosine_markdown(con),
         "## Yardsticks\n",
         f"On-policy rows: {onpolicy}. Curated rows: the {b.name} behaviour's hand-labelled set read as responses "
         "(clean labels, off-policy). Prompt-only baselines: AUROC of a detector that sees only the prompt's "
-        "type or topic (0.5 = no confound). Cosine floor: 5th percentile of cos(probe, same estimator re-fit on "
-        "a bootstrap resample of its probe-fit rows) on the base model: drift cosines above it are within "
-        "refitting noise.\n",
+        "type or topic (0.5 = no confound). Cosine floor: 5th percentile of cos(probe, the same estimator re-fit "
+        "on a bootstrap resample of its probe-fit rows) on the base model: the spread of re-fitting on *other* "
+        "rows. It is not the null of the drift cosine, which re-fits on the *same* rows (1 at base by "
+        "construction); that null is the same probe's cosine in the classifier control (above).\n",
         yardsticks_markdown(seeds_info, floors, config, names, n_curated),
         "## Cells (mean ± 95% CI half-width over seeds)\n",
+        "Monitor columns: a probe's recall at the threshold that flags 1% of the base model's benign rows (on-policy "
+        "clean + curated clean, fixed once per seed and probe: seeds/<s>/monitor_thresholds.json), and the share "
+        "of benign rows the trained model's activations push above that same threshold (benign FPR).\n",
         _markdown(table),
-        "## Paired contrasts (cell − control, paired by seed)\n",
+        "## All paired contrasts (cell − control, paired by seed)\n",
+        "Diagnostic columns: each seed's example-level interval ignores the between-seed variance; it decides "
+        "nothing.\n",
         contrasts_markdown(con),
-        "\n" + describe_contrasts(con) + "\n" if not con.empty else "",
     ]
     atomic_write(Path(path), lambda p: p.write_text("\n".join(text)))

@@ -9,6 +9,7 @@ Layout::
     data/probe_pool/                the base model's continuations of the pool prompts (builder format)
     seeds/<s>/split.json            this seed's probe-fit / on-policy prompts and rows, prompt-only baselines
     seeds/<s>/noise_floor.json      cosine between each probe and its bootstrap re-fits on the base model
+    seeds/<s>/monitor_thresholds.json   each probe's thresholds at 1% / 5% FPR on the base model's benign rows
     seeds/<s>/train_data/           the shared training samples of seed s, scored by every signal
     probes/seed<s>/<name>/          this seed's tracked probes (safetensors + JSON), report.csv
     cells/<cell>/seed<s>/train/     config.json, metrics.jsonl, checkpoints/ (training cells)
@@ -63,6 +64,9 @@ class RunFolder:
 
     def noise_floor_json(self, seed: int) -> Path:
         return self.seed_dir(seed) / "noise_floor.json"
+
+    def monitor_thresholds_json(self, seed: int) -> Path:
+        return self.seed_dir(seed) / "monitor_thresholds.json"
 
     def train_data(self, seed: int) -> Path:
         return self.seed_dir(seed) / "train_data"
@@ -158,6 +162,7 @@ def _comparable(d: dict[str, Any]) -> dict[str, Any]:
     before behaviours (no ``behaviour`` key) is a toxicity study."""
     d = copy.deepcopy(d)
     d.pop("device", None)
+    d.pop("primary_contrasts", None)  # which contrasts are primary changes the headline's reading, not results
     d.setdefault("behaviour", DEFAULT_BEHAVIOUR)
     if d.get("behaviour_file") is None:
         d.pop("behaviour_file", None)

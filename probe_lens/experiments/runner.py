@@ -33,7 +33,7 @@ from probe_lens.activations import resolve_hook
 from probe_lens.behaviours import BehaviourNames, LabelledRows
 from probe_lens.data.builder import ActivationDataset
 from probe_lens.data.reference import ReferenceSet
-from probe_lens.experiments import results as R, study_data
+from probe_lens.experiments import monitor, results as R, study_data
 from probe_lens.experiments.adapters import settings_section
 from probe_lens.experiments.cell_training import CellContext, _run_none, _run_objective, _train_config
 from probe_lens.experiments.cells import CellSpec
@@ -381,6 +381,7 @@ class Study:
         base model's geometry (points, basis, hooks)."""
         tele = self.telemetry(seed, trained)
         self._base.prime(tele, self.model, seed)
+        monitor.thresholds_for(self.folder.monitor_thresholds_json(seed), lambda: tele.scores(self.model))
         hooks = [self._layer_hook()]
         return tele, (*self._base.geometry_before(tele, seed, hooks), hooks)
 
@@ -484,7 +485,12 @@ class Study:
     def _eval_inputs(self, spec: CellSpec, seed: int) -> dict[str, Any]:
         trained = self.trained_against(spec)
         probe = self.fit_probes(seed)[(trained or self.probe_names()["single"])[0]]
-        return {"probe": probe, "split_info": self.seed_split(seed).info, "floors": self.noise_floor(seed)}
+        return {
+            "probe": probe,
+            "split_info": self.seed_split(seed).info,
+            "floors": self.noise_floor(seed),
+            "thresholds": read_derived_json(self.folder.monitor_thresholds_json(seed)),
+        }
 
     def evaluate(self, spec: CellSpec, seed: int, tele: StudyTelemetry) -> dict[str, Any]:
         """The behaviour's rates, degeneration and fluency of fresh samples; every tracked probe on both sets,

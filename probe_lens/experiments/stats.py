@@ -7,10 +7,15 @@ value the interval is undefined (NaN), with none the mean is NaN too.
 AUROC intervals (:func:`auroc_ci`, :func:`paired_auroc_diff`) quantify example-level noise of one
 model's probe scores: DeLong's variance (Sun & Xu 2014 midrank algorithm, O(n log n)) or a stratified
 bootstrap. :func:`paired_contrasts` compares cells seed by seed (the seed-level noise).
+
+Over seeds, :func:`random_effects` combines per-seed estimates and their within-seed variances
+(DerSimonian-Laird tau^2, Hartung-Knapp-Sidik-Jonkman interval, I^2), :func:`sign_flip_p` is the exact
+sign-flip permutation test and :func:`holm` the family-wise correction of many contrasts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -26,8 +31,13 @@ __all__ = [
     "format_cells",
     "format_table",
     "mean_ci",
+    "holm",
     "paired_auroc_diff",
+    "paired_auroc_var",
     "paired_contrasts",
+    "RandomEffects",
+    "random_effects",
+    "sign_flip_p",
     "summarize",
 ]
 
@@ -351,15 +361,25 @@ def paired_auroc_diff(
     confidence = _check_interval_args(confidence, method, n_boot, seed)
     labels = _binary_labels(y)
     mat = _score_matrix(labels, scores_a, scores_b)
-    auc, cov = _delong(labels, mat)
-    diff = float(auc[0] - auc[1])
+    diff, var = _paired_delong(labels, mat)
     if method == "bootstrap":
         boots = _boot_aurocs(labels, mat, int(n_boot), int(seed))
         lo, hi = _percentile(boots[:, 0] - boots[:, 1], confidence)
         return (diff, lo, hi)
-    var = float(cov[0, 0] + cov[1, 1] - 2.0 * cov[0, 1])
     half = float(_st.norm.ppf((1.0 + confidence) / 2.0)) * math.sqrt(max(var, 0.0))
     return (diff, max(-1.0, diff - half), min(1.0, diff + half))
+
+
+def _paired_delong(labels: NDArray[np.bool_], mat: NDArray[np.float64]) -> tuple[float, float]:
+    auc, cov = _delong(labels, mat)
+    return float(auc[0] - auc[1]), float(cov[0, 0] + cov[1, 1] - 2.0 * cov[0, 1])
+
+
+def paired_auroc_var(y: ArrayLike, scores_a: ArrayLike, scores_b: ArrayLike) -> tuple[float, float]:
+    """``(diff, variance)``: ``AUROC(scores_a) - AUROC(scores_b)`` on the same examples and its DeLong
+    variance ``Var(A_a) + Var(A_b) - 2 Cov(A_a, A_b)`` (a seed's within-seed variance of a contrast)."""
+    labels = _binary_labels(y)
+    return _paired_delong(labels, _score_matrix(labels, scores_a, scores_b))
 
 
 # ---- paired contrasts between cells over seeds ----------------------------------------------------
@@ -504,3 +524,119 @@ def describe_contrasts(
                 f"{row.ci_high:.{digits}f}, {n} seeds): {verdict}."
             )
     return "\n".join(sentences)
+
+
+# ---- over seeds: random effects, sign-flip test, multiplicity ---------------------------------
+
+MAX_SIGN_FLIP_SEEDS = 22
+"""The most seeds :func:`sign_flip_p` enumerates (2^22 sign patterns)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomEffects:
+    """A random-effects estimate over seeds (see :func:`random_effects`)."""
+
+    estimate: float
+    ci_low: float
+    ci_high: float
+    se: float
+    """The Hartung-Knapp-Sidik-Jonkman standard error of ``estimate``."""
+    tau2: float
+    """DerSimonian-Laird between-seed variance (truncated at 0); NaN without within-seed variances."""
+    i2: float
+    """Share of the total variance that is between seeds, ``max(0, (Q - (k - 1)) / Q)``; NaN without
+    within-seed variances."""
+    q: float
+    """Cochran's Q of the fixed-effect fit."""
+    k: int
+    method: str
+    """``"DL+HKSJ"``, or ``"t over seeds"`` when within-seed variances are missing (equal weights)."""
+
+
+def _finite_1d(name: str, values: Any) -> NDArray[np.float64]:
+    try:
+        arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be numbers, got {type(values).__name__}") from exc
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or inf; pass only the seeds measured")
+    return arr
+
+
+def random_effects(estimates: Any, variances: Any = None, *, confidence: float = 0.95) -> RandomEffects:
+    """Combine per-seed estimates ``y_i`` with within-seed variances ``v_i`` under a random-effects model.
+
+    ``tau^2`` is DerSimonian-Laird's moment estimator (``max(0, (Q - (k - 1)) / (S1 - S2 / S1))``, ``S1 =
+    sum w``, ``S2 = sum w^2``, ``w = 1 / v``); the estimate weighs each seed by ``1 / (v_i + tau^2)``; its
+    interval is Hartung-Knapp-Sidik-Jonkman's: ``mu ± t_{k-1} sqrt(sum w*(y - mu)^2 / ((k - 1) sum w*))``
+    (not truncated below by the fixed-effect variance, as statsmodels' ``combine_effects`` WLS rows).
+    ``variances`` None, or any not finite and > 0: equal weights, which makes the HKSJ interval the
+    Student-t interval over seeds (:func:`mean_ci`); ``tau2`` and ``i2`` are then NaN.
+    """
+    confidence = _confidence(confidence)
+    y = _finite_1d("estimates", estimates)
+    k, nan = y.size, math.nan
+    v = None if variances is None else np.asarray(variances, dtype=np.float64).reshape(-1)
+    if v is not None and v.shape != y.shape:
+        raise ValueError(f"{v.size} variances for {k} estimates; pass one per seed")
+    known = v is not None and bool(np.isfinite(v).all() and (v > 0).all())
+    if k == 0:
+        return RandomEffects(nan, nan, nan, nan, nan, nan, nan, 0, "none")
+    if known:
+        assert v is not None
+        w = 1.0 / v
+        mu_fe = float(w @ y / w.sum())
+        q = float(w @ (y - mu_fe) ** 2)
+        c = float(w.sum() - (w**2).sum() / w.sum())
+        tau2 = max(0.0, (q - (k - 1)) / c) if k > 1 else 0.0
+        i2 = max(0.0, (q - (k - 1)) / q) if q > 0 else 0.0
+        w_re, method = 1.0 / (v + tau2), "DL+HKSJ"
+    else:
+        w_re, q, tau2, i2, method = np.ones(k), nan, nan, nan, "t over seeds"
+    mu = float(w_re @ y / w_re.sum())
+    if k < 2:
+        return RandomEffects(mu, nan, nan, nan, tau2, i2, q, k, method)
+    se = math.sqrt(float(w_re @ (y - mu) ** 2) / ((k - 1) * float(w_re.sum())))
+    half = float(_st.t.ppf((1.0 + confidence) / 2.0, k - 1)) * se
+    return RandomEffects(mu, mu - half, mu + half, se, tau2, i2, q, k, method)
+
+
+def sign_flip_p(diffs: Any) -> float:
+    """Exact two-sided sign-flip permutation p-value of ``mean(diffs) = 0`` over seeds.
+
+    Every one of the ``2^k`` sign patterns is enumerated; ``p`` is the share whose ``|mean|`` reaches the
+    observed one (the observed pattern included), so with ``k`` seeds ``p >= 2 / 2^k`` (0.25 with 3).
+    NaN with no seed; at most :data:`MAX_SIGN_FLIP_SEEDS` seeds.
+    """
+    d = _finite_1d("diffs", diffs)
+    k = d.size
+    if k == 0:
+        return math.nan
+    if k > MAX_SIGN_FLIP_SEEDS:
+        raise ValueError(f"sign_flip_p enumerates 2^k patterns; {k} seeds is more than {MAX_SIGN_FLIP_SEEDS}")
+    observed = abs(float(d.sum()))
+    tol = 1e-12 * max(1.0, float(np.abs(d).sum()))
+    hits = 0
+    chunk = 1 << 16
+    for start in range(0, 1 << k, chunk):
+        codes = np.arange(start, min(start + chunk, 1 << k), dtype=np.int64)
+        signs = 1.0 - 2.0 * ((codes[:, None] >> np.arange(k)) & 1)
+        hits += int((np.abs(signs @ d) >= observed - tol).sum())
+    return hits / float(1 << k)
+
+
+def holm(p_values: Any) -> NDArray[np.float64]:
+    """Holm's step-down adjusted p-values (family-wise error) of ``p_values``; NaN entries stay NaN and do
+    not count in the family."""
+    p = np.asarray(p_values, dtype=np.float64).reshape(-1)
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    if idx.size == 0:
+        return out
+    if ((p[idx] < 0) | (p[idx] > 1)).any():
+        raise ValueError("p-values must lie in [0, 1]")
+    order = idx[np.argsort(p[idx], kind="stable")]
+    m = idx.size
+    adjusted = np.maximum.accumulate((m - np.arange(m)) * p[order])
+    out[order] = np.minimum(1.0, adjusted)
+    return out

@@ -13,6 +13,8 @@ A key is ``<family>/<name>[/<subject>]`` (geometry: ``geometry/<hook>/<stat>``),
     probe/<set>_auroc/<probe>           a study's tracked probe on its evaluation set (onpolicy, curated)
     probe/<set>_auroc_retrained/<hook>  a study's re-fit probe on that set
     drift/cosine_floor/<probe>          the probe's bootstrap noise floor of the drift cosine
+    probe/<set>_recall_at_fpr<pp>/<probe>   recall at the threshold giving pp% FPR on the base model's benign rows
+    probe/<set>_fpr_at_fpr<pp>/<probe>      false-positive rate at that threshold (``benign``: every benign row)
     eval/<name>, baseline/<name>        evaluation and baseline numbers (no subject)
 
 :meth:`MetricKey.parse` reads every one of them back (``str(MetricKey.parse(k)) == k``).
@@ -156,6 +158,21 @@ def study_summary(which: str, what: str) -> MetricKey:
     """A study's per-row summary of set ``which`` (``what``: ``trained_against``, ``heldout_avg``):
     ``probe/<which>_auroc_<what>``."""
     return MetricKey(PROBE, f"{which}_{_AUROC}_{what}")
+
+
+MONITOR_STATS = ("recall", "fpr")
+
+
+def monitor_key(which: str, stat: str, fpr: float, probe: str) -> MetricKey:
+    """A tracked probe read as a monitor, at the threshold fixed on the base model's benign rows for
+    false-positive rate ``fpr`` (a whole percent, e.g. 0.01): ``probe/<which>_<stat>_at_fpr<pp>/<probe>``
+    (``stat``: ``recall`` or ``fpr``; ``which``: an evaluation set, or ``benign`` for all its benign rows)."""
+    if stat not in MONITOR_STATS:
+        raise ValueError(f"a monitor statistic is one of {MONITOR_STATS}, got {stat!r}")
+    pct = round(float(fpr) * 100)
+    if not 0 < pct < 100 or abs(pct - float(fpr) * 100) > 1e-9:
+        raise ValueError(f"a monitor's target false-positive rate is a whole percent in (0, 1), got {fpr!r}")
+    return MetricKey(PROBE, f"{which}_{stat}_at_fpr{pct:02d}", probe)
 
 
 def eval_key(name: str) -> MetricKey:
