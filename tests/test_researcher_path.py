@@ -29,3 +29,52 @@ def test_a_live_reference_model_is_provided_by_the_study(tmp_path, cell, setting
     if cell == "probe_sft_1":  # the KL term was trained
         rows = [json.loads(line) for line in (cdir / "train" / "metrics.jsonl").read_text().splitlines()]
         assert any(r.get("train/kl", 0) > 0 for r in rows)
+
+
+# ---------------------------------------------------------------- a config derived for a model fits it
+def test_a_preset_for_another_model_moves_its_layers_to_that_depth():
+    from probe_lens.experiments import make_config
+    from probe_lens.experiments.presets import fit_layers
+
+    embedded = make_config("quick")
+    assert (embedded.data.hooks, embedded.probes.layer, embedded.probes.heldout_layers) == ([4, 6, 9], 6, [4, 9])
+    four = make_config("quick", model="probe-lens-tiny:4")
+    assert (four.data.hooks, four.probes.layer, four.probes.heldout_layers) == ([0, 1, 2], 1, [0, 2])
+    two = make_config("quick", model="probe-lens-tiny")  # 2 blocks: one held-out layer is left
+    assert (two.data.hooks, two.probes.layer, two.probes.heldout_layers) == ([0, 1], 1, [0])
+    # an explicit --set wins over the move; the paper preset's layers keep their relative depth on 18 blocks
+    assert make_config("quick", model="probe-lens-tiny:4", overrides=["probes.layer=2"]).probes.layer == 2
+    assert fit_layers([20, 14, 24, 10], 26, 18) == {20: 14, 14: 10, 24: 17, 10: 7}
+
+
+def test_the_tiny_model_on_the_command_line(capsys, tmp_path):
+    import yaml
+
+    from probe_lens.cli import main
+
+    assert main(["reproduce", "--model", "probe-lens-tiny", "--dry-run"]) == 0
+    assert "model probe-lens-tiny" in capsys.readouterr().out
+    assert main(["config", "--model", "probe-lens-tiny:4"]) == 0
+    written = yaml.safe_load(capsys.readouterr().out)
+    assert written["data"]["hooks"] == [0, 1, 2] and written["probes"]["layer"] == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [(["probes.layer=5", "data.hooks=[0,1,5]"], "probes.layer has [5]"), (["data.hooks=[0,1,7]"], "data.hooks has [7]")],
+)
+def test_layers_the_model_lacks_are_refused_before_anything_is_written(capsys, tmp_path, overrides, named):
+    from probe_lens.cli import main
+
+    out = tmp_path / "run"
+    sets = [a for o in overrides for a in ("--set", o)]
+    for argv in (["config"], ["reproduce", "--dry-run"], ["reproduce", "--out", str(out)]):
+        assert main([*argv, "--model", "probe-lens-tiny", *sets]) == 2
+        err = capsys.readouterr().err
+        assert named in err and "has 2 layers" in err, err
+    assert not out.exists()
+    # the library refuses it too, before the folder is made
+    cfg = tiny_study_config(data={"hooks": [1, 2, 3, 5]}, probes={"layer": 5})
+    with pytest.raises(ValueError, match=r"probes.layer has \[5\]"):
+        Study(cfg, out, model=tiny_model(n_layers=4), scorer=non_ascii_scorer(), progress=False)
+    assert not out.exists()

@@ -37,7 +37,7 @@ from probe_lens.experiments import results as R, study_data
 from probe_lens.experiments.adapters import settings_section
 from probe_lens.experiments.cell_training import CellContext, _run_none, _run_objective, _train_config
 from probe_lens.experiments.cells import CellSpec
-from probe_lens.experiments.config import StudyConfig
+from probe_lens.experiments.config import StudyConfig, model_depth
 from probe_lens.experiments.evaluation import CellEvaluation
 from probe_lens.experiments.probe_suite import ProbeSuite
 from probe_lens.experiments.prompt_plan import (
@@ -110,8 +110,12 @@ class Study:
         )
         if self.prelabelled:
             study_data.check_prelabelled(config)
-        # a behaviour with too few prompts for these sizes: say so now, not after loading the model
+        # a behaviour with too few prompts for these sizes, or layers the model lacks: say so now, before
+        # anything is written or loaded
         make_prompt_plan(config)
+        n_layers = model.cfg.n_layers if model is not None else model_depth(config.model)
+        if n_layers is not None:
+            config.check_layers(n_layers, model.cfg.model_name if model is not None else None)
         self.export_png, self.progress = export_png, progress
         self.out, self.folder = Path(out_dir), RunFolder(out_dir)
         self.suite = ProbeSuite(

@@ -9,6 +9,7 @@ from probe_lens.models.loading import (
     default_cache_dir,
     load_embedded_hf,
     load_model,
+    model_config,
 )
 
 __all__ = [
@@ -21,5 +22,6 @@ __all__ = [
     "generate",
     "load_embedded_hf",
     "load_model",
+    "model_config",
     "tokenize_pairs",
 ]
