@@ -61,7 +61,10 @@ def test_the_tiny_model_on_the_command_line(capsys, tmp_path):
 
 @pytest.mark.parametrize(
     ("overrides", "named"),
-    [(["probes.layer=5", "data.hooks=[0,1,5]"], "probes.layer has [5]"), (["data.hooks=[0,1,7]"], "data.hooks has [7]")],
+    [
+        (["probes.layer=5", "data.hooks=[0,1,5]"], "probes.layer has [5]"),
+        (["data.hooks=[0,1,7]"], "data.hooks has [7]"),
+    ],
 )
 def test_layers_the_model_lacks_are_refused_before_anything_is_written(capsys, tmp_path, overrides, named):
     from probe_lens.cli import main

@@ -185,8 +185,6 @@ def make_config(
     overrides: list[str] | None = None,
 ) -> StudyConfig:
     """Resolve a study: preset (default ``quick``) < config file < flags (--model, --seeds) < --set."""
-    import json
-    from pathlib import Path
 
     d = preset_dict(preset or "quick") if preset or not config_file else {}
     preset_model = d.get("model")

@@ -19,7 +19,9 @@ def _train(context: Any, config: DPOConfig) -> TrainResult:
     pairs = build_pairs(context.generation, context.scores[signal], k=k, margin=margin)
     model = context.study.model  # the cell's starting model: the reference when it is not precomputed
     reference = None if config.precompute_reference else frozen_copy(model)
-    return train_dpo(model, pairs, config, telemetry=context.telemetry, resume=context.resume, reference_model=reference)
+    return train_dpo(
+        model, pairs, config, telemetry=context.telemetry, resume=context.resume, reference_model=reference
+    )
 
 
 ADAPTER = StudyObjective(signals=("probe", "ensemble", "classifier"), train=_train, section="dpo")
