@@ -81,3 +81,48 @@ def test_layers_the_model_lacks_are_refused_before_anything_is_written(capsys, t
     with pytest.raises(ValueError, match=r"probes.layer has \[5\]"):
         Study(cfg, out, model=tiny_model(n_layers=4), scorer=non_ascii_scorer(), progress=False)
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- plug-ins from the command line
+_PLUGIN = """
+from probe_lens.behaviours import Behaviour, register_behaviour
+from probe_lens.data import load_prompts
+
+register_behaviour(
+    Behaviour(name="impolite_plugin", positive_label="impolite", negative_label="polite",
+              prompt_loader=load_prompts, scorer="profanity", description="rude replies"),
+    replace=True,
+)
+"""
+
+
+@pytest.mark.parametrize("as_file", [False, True])
+def test_a_plugin_registers_before_the_config_is_built(capsys, tmp_path, monkeypatch, registries, as_file):
+    import sys
+
+    import yaml
+
+    from probe_lens.cli import main
+
+    (tmp_path / "my_plugin_mod.py").write_text(_PLUGIN)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "my_plugin_mod", raising=False)
+    plugin = str(tmp_path / "my_plugin_mod.py") if as_file else "my_plugin_mod"
+    assert main(["config", "--plugin", plugin, "--behaviour", "impolite_plugin"]) == 0, capsys.readouterr().err
+    assert yaml.safe_load(capsys.readouterr().out)["behaviour"] == "impolite_plugin"
+    sys.modules.pop("my_plugin_mod", None)
+
+
+def test_a_missing_or_broken_plugin_is_a_clear_error(capsys, tmp_path, monkeypatch):
+    from probe_lens.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for plugin, words in [
+        ("no_such_plugin_xyz", "--plugin no_such_plugin_xyz: no module named 'no_such_plugin_xyz'"),
+        ("missing.py", "--plugin missing.py: no such file"),
+        ("broken_plugin_xyz", "--plugin broken_plugin_xyz failed to import: ZeroDivisionError"),
+    ]:
+        (tmp_path / "broken_plugin_xyz.py").write_text("1 / 0\n")
+        assert main(["config", "--plugin", plugin]) == 2
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err, err
