@@ -463,8 +463,13 @@ def cmd_train(args) -> int:
     study = _study(args, resume=True, cfg=cfg)
     for seed in seeds:
         for cell in cells:
+            finished = study.is_done(cell, seed)  # read back, not trained again
             r = study.run_cell(cell, seed)
-            print(f"{cell} seed {seed}: {study.names.noun} rate {_fmt(r.get(study.names.metric_keys['rate']))}")
+            rate = f"{study.names.noun} rate {_fmt(r.get(study.names.metric_keys['rate']))}"
+            print(
+                f"{cell} seed {seed}: {rate}"
+                + (" (already finished: read back, not trained again)" if finished else "")
+            )
     return 0
 
 

@@ -126,3 +126,34 @@ def test_a_missing_or_broken_plugin_is_a_clear_error(capsys, tmp_path, monkeypat
         assert main(["config", "--plugin", plugin]) == 2
         err = capsys.readouterr().err
         assert words in err and "Traceback" not in err, err
+
+
+# ---------------------------------------------------------------- CLI ergonomics
+@pytest.mark.parametrize("section", ["probe_sft", "dpo", "classifier_sft"])
+def test_a_section_telemetry_every_is_refused_naming_the_study_field(capsys, section):
+    from probe_lens.cli import main
+
+    assert main(["config", "--set", f"{section}.telemetry_every=3"]) == 2
+    err = capsys.readouterr().err
+    assert f"{section}.telemetry_every (3) is set by the study" in err and "--set telemetry_every=3" in err, err
+    with pytest.raises(ValueError, match="study-level telemetry_every"):
+        tiny_study_config(**{section: {"telemetry_every": 2}})
+
+
+def test_train_says_when_a_cell_was_already_finished(capsys, tmp_path, monkeypatch):
+    import yaml
+
+    from probe_lens.cli import main
+
+    d = tiny_study_config(cells=["base", "probe_sft_1"]).to_dict()
+    d["model"] = "probe-lens-tiny:4"
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(d))
+    monkeypatch.setattr(Study, "is_done", lambda self, cell, seed: cell == "base")
+    monkeypatch.setattr(Study, "run_cell", lambda self, cell, seed: {"eval/toxicity_rate": 0.25})
+    argv = ["train", "--config", str(tmp_path / "study.yaml"), "--out", str(tmp_path / "run")]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "base seed 0: toxicity rate 0.250 (already finished: read back, not trained again)",
+        "probe_sft_1 seed 0: toxicity rate 0.250",
+    ]

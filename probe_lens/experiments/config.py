@@ -294,6 +294,7 @@ class StudyConfig:
             raise ValueError(f"n_probe_prompts must be >= 4 or null (all), got {self.n_probe_prompts}")
         if self.telemetry_every < 0:
             raise ValueError(f"telemetry_every must be >= 0, got {self.telemetry_every}")
+        self._check_training_sections()
         if not isinstance(self.probe_filter_threshold, (int, float)) or not 0 < self.probe_filter_threshold <= 1:
             raise ValueError(f"probe_filter_threshold must be in (0, 1], got {self.probe_filter_threshold!r}")
         if self.probes.pooling is not None and self.probes.pooling != self.data.pooling:
@@ -306,6 +307,18 @@ class StudyConfig:
                 f"probe_sft.pooling ({self.probe_sft.pooling!r}) differs from data.pooling ({self.data.pooling!r}): "
                 "probe-SFT must pool the live activations the way its probe was fit; set both to the same value"
             )
+
+    def _check_training_sections(self) -> None:
+        """Refuse settings the study fills in for every cell (they would be silently replaced)."""
+        sections = {"probe_sft": self.probe_sft, "classifier_sft": self.classifier_sft, "dpo": self.dpo}
+        sections.update({f"objectives.{name}": c for name, c in self.objectives.items()})
+        for where, section in sections.items():
+            if section.telemetry_every != 0:
+                raise ValueError(
+                    f"{where}.telemetry_every ({section.telemetry_every}) is set by the study for every cell: set the "
+                    f"study-level telemetry_every (now {self.telemetry_every}) instead, e.g. --set telemetry_every="
+                    f"{section.telemetry_every}"
+                )
 
     def layer_fields(self) -> dict[str, list[Any]]:
         """The layers (or hook names) each field names: ``data.hooks``, ``probes.layer``, ..."""

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import math
 import os
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ from probe_lens.behaviours import BehaviourNames
 from probe_lens.experiments.stats import format_cells, summarize
 from probe_lens.training import metric_keys as K
 from probe_lens.training.metric_keys import MetricKey
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "NoFigureData",
@@ -884,8 +887,19 @@ def _png_backend_problem() -> str | None:
     return None
 
 
-def export_pngs(figures: Mapping[str, go.Figure], png_dir: str | Path, *, scale: float = 2.0) -> list[Path]:
-    """Write each figure to ``png_dir/<name>.png`` with kaleido; on a missing backend warn and write nothing.
+def _warn_skipped(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def export_pngs(
+    figures: Mapping[str, go.Figure],
+    png_dir: str | Path,
+    *,
+    scale: float = 2.0,
+    on_skip: Callable[[str], None] = _warn_skipped,
+) -> list[Path]:
+    """Write each figure to ``png_dir/<name>.png`` with kaleido; on a missing backend write nothing and
+    call ``on_skip`` with why (default: a RuntimeWarning).
 
     Returns the paths written. Needs ``kaleido`` (>= 1.0) and a Chrome/Chromium binary (e.g. Debian's
     ``chromium`` package, or ``kaleido.get_chrome_sync()`` with internet).
@@ -895,7 +909,7 @@ def export_pngs(figures: Mapping[str, go.Figure], png_dir: str | Path, *, scale:
         return []
     problem = _png_backend_problem()
     if problem:
-        warnings.warn(f"PNG export skipped: {problem}", RuntimeWarning, stacklevel=2)
+        on_skip(f"PNG export skipped: {problem}")
         return []
     import plotly.io as pio
 
@@ -932,11 +946,9 @@ def export_pngs(figures: Mapping[str, go.Figure], png_dir: str | Path, *, scale:
     except Exception as exc:  # noqa: BLE001 - any backend failure (no Chrome, sandbox, ...) must not sink the report
         for t in tmps:
             t.unlink(missing_ok=True)
-        warnings.warn(
+        on_skip(
             f"PNG export skipped: plotly/kaleido could not render ({type(exc).__name__}: {exc}). "
-            "Kaleido 1.x needs Chrome or Chromium: apt-get install chromium, or run kaleido.get_chrome_sync() online.",
-            RuntimeWarning,
-            stacklevel=2,
+            "Kaleido 1.x needs Chrome or Chromium: apt-get install chromium, or run kaleido.get_chrome_sync() online."
         )
         return []
     for t, f in zip(tmps, finals):
@@ -1044,7 +1056,7 @@ def write_report(
     ``config["probe_hooks"]`` (``{probe: hook}``), if present, labels the drift panels with layers.
     With ``png_dir``, the key figures are also written there as PNGs (``cosine_drift.png``,
     ``auroc_vs_step.png``, ``<metric prefix>_vs_step.png`` (``toxicity_vs_step.png``), ``geometry_vs_step.png``, ``geometry.png``,
-    ``results_table.png``); without kaleido + Chrome that step is skipped with a warning.
+    ``results_table.png``); without kaleido + Chrome that step is skipped with one logged warning.
 
     ``headline`` (``{"table": DataFrame of strings, "contrasts": DataFrame}``, from
     :mod:`probe_lens.experiments.headline`) opens the report: section ``fig-headline`` with the headline
@@ -1155,6 +1167,6 @@ def write_report(
     )
     out = run_dir / out_name
     atomic_write_text(out, page)
-    if png_dir is not None:
-        export_pngs(pngs, png_dir)
+    if png_dir is not None:  # a missing PNG backend is one log line: the HTML report is complete without it
+        export_pngs(pngs, png_dir, on_skip=lambda why: log.warning("%s (report.html is complete)", why))
     return out
