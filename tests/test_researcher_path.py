@@ -15,20 +15,30 @@ def _run(cfg, out):
     return study
 
 
-@pytest.mark.parametrize(
-    ("cell", "settings"),
-    [("probe_sft_1", {"probe_sft": {"kl_weight": 0.1}}), ("probe_dpo_1", {"dpo": {"precompute_reference": False}})],
-)
-def test_a_live_reference_model_is_provided_by_the_study(tmp_path, cell, settings):
-    """probe_sft.kl_weight > 0 (and DPO without precomputed reference log-probs) train against a frozen copy
-    of the cell's starting model instead of failing after the data and probes were built."""
-    study = _run(tiny_study_config(cells=["base", cell], **settings), tmp_path)
-    assert study.is_done(cell, 0)
-    cdir = tmp_path / "cells" / cell / "seed0"
-    assert json.loads((cdir / "eval.json").read_text())["info"]["final_step"] == 2
-    if cell == "probe_sft_1":  # the KL term was trained
-        rows = [json.loads(line) for line in (cdir / "train" / "metrics.jsonl").read_text().splitlines()]
-        assert any(r.get("train/kl", 0) > 0 for r in rows)
+@pytest.fixture(scope="module")
+def kl_study(tmp_path_factory):
+    """Two seeds of base + probe-SFT with a KL term (issue 25's first trap)."""
+    cfg = tiny_study_config(cells=["base", "probe_sft_1"], seeds=[0, 1], probe_sft={"kl_weight": 0.1})
+    study = _run(cfg, tmp_path_factory.mktemp("kl"))
+    return study
+
+
+def _final_step(study, cell, seed=0):
+    return json.loads((study.cell_dir(cell, seed) / "eval.json").read_text())["info"]["final_step"]
+
+
+def test_probe_sft_with_a_kl_term_trains_against_a_frozen_reference(kl_study):
+    """probe_sft.kl_weight > 0 gets a frozen copy of the cell's starting model instead of failing after the
+    data and probes were built."""
+    assert _final_step(kl_study, "probe_sft_1") == 2
+    kl = kl_study.metrics("training").query("cell == 'probe_sft_1'")["train/kl"]
+    # 2 steps x 2 seeds: at step 1 the policy is the reference (KL 0: the copy is the starting model), then not
+    assert kl.iloc[0::2].tolist() == pytest.approx([0.0, 0.0], abs=1e-6) and (kl.iloc[1::2] > 0).all()
+
+
+def test_dpo_without_precomputed_reference_runs_in_a_study(tmp_path):
+    study = _run(tiny_study_config(cells=["base", "probe_dpo_1"], dpo={"precompute_reference": False}), tmp_path)
+    assert _final_step(study, "probe_dpo_1") == 2
 
 
 # ---------------------------------------------------------------- a config derived for a model fits it
@@ -157,3 +167,43 @@ def test_train_says_when_a_cell_was_already_finished(capsys, tmp_path, monkeypat
         "base seed 0: toxicity rate 0.250 (already finished: read back, not trained again)",
         "probe_sft_1 seed 0: toxicity rate 0.250",
     ]
+
+
+# ---------------------------------------------------------------- the API without traps
+def test_results_are_per_seed_and_run_returns_the_summary(kl_study):
+    results = kl_study.results()
+    assert list(results[["cell", "seed"]].itertuples(index=False, name=None)) == [
+        ("base", 0), ("base", 1), ("probe_sft_1", 0), ("probe_sft_1", 1)
+    ]  # fmt: skip
+    summary = kl_study.report()  # what run() returned: one row per cell, over seeds
+    assert list(summary["cell"]) == ["base", "probe_sft_1"] and "seed" not in summary
+    said = {"run": "summary over seeds", "report": "summary over seeds", "results": "One row per finished (cell, seed)"}
+    for method, what in {**said, "metrics": '``"training"``'}.items():
+        assert what in " ".join(getattr(Study, method).__doc__.split()), method
+
+
+def test_metrics_can_be_only_training_or_only_telemetry_rows(kl_study):
+    every = kl_study.metrics()
+    training, telemetry = kl_study.metrics("training"), kl_study.metrics("telemetry")
+    assert len(training) + len(telemetry) == len(every)  # the default still has both kinds
+    assert training.filter(like="train/").notna().any(axis=1).all()
+    assert not any(c.startswith(("probe/", "drift/")) for c in training.columns)
+    assert not any(c.startswith("train/") for c in telemetry.columns)
+    assert telemetry["drift/cosine/logistic_L2"].notna().all()
+    with pytest.raises(ValueError, match="rows must be one of"):
+        kl_study.metrics("train")
+
+
+def test_save_probe_refuses_to_overwrite_unless_asked_and_a_study_resumes(kl_study, tmp_path):
+    from probe_lens.probes import load_probe, save_probe
+
+    probe = kl_study.fit_probes(0)["logistic_L2"]
+    path = save_probe(probe, tmp_path / "p")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        save_probe(probe, path)
+    assert load_probe(save_probe(probe, path, overwrite=True)).hook == probe.hook
+    # a study whose probe save was cut short re-fits and saves over the folder it left
+    (kl_study.folder.probes(1) / "report.csv").unlink()
+    kl_study._probes.clear()
+    refit = kl_study.fit_probes(1)
+    assert (kl_study.folder.probes(1) / "report.csv").exists() and "logistic_L2" in refit
