@@ -207,3 +207,75 @@ def test_save_probe_refuses_to_overwrite_unless_asked_and_a_study_resumes(kl_stu
     kl_study._probes.clear()
     refit = kl_study.fit_probes(1)
     assert (kl_study.folder.probes(1) / "report.csv").exists() and "logistic_L2" in refit
+
+
+# ---------------------------------------------------------------- the report opens with the answer
+def _drift_metrics():
+    import pandas as pd
+
+    rows = []
+    for cell, slope in (("base", 0.0), ("probe_sft_1", 0.004), ("classifier_sft", 0.001), ("classifier_dpo", 0.002)):
+        for seed in (0, 1):
+            for step in (0, 1, 2, 3):
+                rows.append({"cell": cell, "seed": seed, "step": step, "drift/cosine/logistic_L2": 1 - slope * step})
+    return pd.DataFrame(rows)
+
+
+def test_drift_plot_shows_the_control_band_marks_trained_cells_and_does_not_zoom_on_noise():
+    from probe_lens.experiments import report as R
+
+    against = {"base": [], "probe_sft_1": ["logistic_L2"], "classifier_sft": [], "classifier_dpo": []}
+    fig = R.fig_cosine_drift(_drift_metrics(), trained_against=against)
+    assert tuple(fig.layout.yaxis.range) == pytest.approx((0.89, 1.005))  # not 0.985-1.0: noise is not collapse
+    band = [t for t in fig.data if t.name == "control cells (min–max)"]
+    assert len(band) == 1 and min(band[0].y) == pytest.approx(1 - 0.002 * 3) and max(band[0].y) == 1.0
+    lines = {t.name: t for t in fig.data if t.mode == "lines+markers"}
+    assert lines["probe_sft_1 (trains against logistic_L2)"].line.dash == "solid"
+    assert lines["classifier_sft"].line.dash == "dash"
+    assert fig.layout.xaxis.dtick == 1 and fig.layout.xaxis.tickformat == "d"  # whole steps
+
+
+def _contrasts(n_seeds, resolved):
+    import numpy as np
+    import pandas as pd
+
+    nan = float("nan")
+    return pd.DataFrame(
+        {
+            "contrast": ["probe_sft_1 − classifier_sft", "probe_sft_1 − base"],
+            "a": ["probe_sft_1", "probe_sft_1"],
+            "b": ["classifier_sft", "base"],
+            "metric": ["probe/curated_auroc/logistic_L2", "eval/toxicity_rate"],
+            "mean_diff": [-0.2, 0.01],
+            "ci_low": [-0.3 if n_seeds > 1 else nan, -0.05 if n_seeds > 1 else nan],
+            "ci_high": [-0.1 if n_seeds > 1 else nan, 0.07 if n_seeds > 1 else nan],
+            "n_seeds": [n_seeds, n_seeds],
+            "resolved": np.array([resolved, False]),
+            "per_seed": [{}, {}],
+        }
+    )
+
+
+@pytest.mark.parametrize("n_seeds", [1, 3])
+def test_the_report_opens_with_the_answer_and_folds_the_metadata(tmp_path, n_seeds):
+    import pandas as pd
+
+    from probe_lens.experiments import report as R
+
+    table = pd.DataFrame({"cell": ["base", "probe_sft_1"], "toxicity rate": ["0.2", "0.1"]})
+    headline = {"table": table, "contrasts": _contrasts(n_seeds, n_seeds > 1)}
+    metrics = _drift_metrics()
+    results = metrics.groupby(["cell", "seed"], as_index=False).last()
+    page = R.write_report(
+        tmp_path, results=results, metrics=metrics, geometry=None, config={"model": "m"}, headline=headline
+    ).read_text()
+    body = page[page.index("<body>") :]
+    answer, headline_at, meta = body.index('id="answer"'), body.index('id="fig-headline"'), body.index('id="study"')
+    assert answer < headline_at < meta < body.index('id="fig-results-table"')
+    assert body[meta:].startswith('id="study">\n<details>')  # the metadata and config are folded
+    if n_seeds == 1:
+        assert "n/a (1 seed)" in body and "+nan" not in body
+        assert "measured on 1 seed: none can be resolved" in body
+    else:
+        assert "Of 2 paired contrasts (cell − control, 3 seeds), 1 resolved" in body
+        assert "probe_sft_1 − classifier_sft in probe/curated_auroc/logistic_L2: -0.200 [-0.300, -0.100]" in body
