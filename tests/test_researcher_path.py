@@ -279,3 +279,15 @@ def test_the_report_opens_with_the_answer_and_folds_the_metadata(tmp_path, n_see
     else:
         assert "Of 2 paired contrasts (cell − control, 3 seeds), 1 resolved" in body
         assert "probe_sft_1 − classifier_sft in probe/curated_auroc/logistic_L2: -0.200 [-0.300, -0.100]" in body
+
+
+def test_registry_messages_use_the_right_article():
+    from probe_lens._registry import Registry
+
+    objectives, scorers = Registry("objective"), Registry("scorer")
+    objectives.register("x", 1)
+    scorers.register("x", 1)
+    with pytest.raises(ValueError, match="^an objective named 'x' is already registered"):
+        objectives.register("x", 2)
+    with pytest.raises(ValueError, match="^a scorer named 'x' is already registered"):
+        scorers.register("x", 2)
