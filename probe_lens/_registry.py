@@ -22,13 +22,18 @@ class Registry(Generic[T]):
         self.hint = hint
         self._items: dict[str, T] = {}
 
+    @property
+    def _a(self) -> str:
+        """The kind with its article, for messages: ``"an objective"``, ``"a scorer"``."""
+        return f"{'an' if self.kind[:1].lower() in 'aeiou' else 'a'} {self.kind}"
+
     def register(self, name: str, item: T, *, replace: bool = False) -> T:
         """Make ``item`` available as ``name``; returns it. A different item under a taken name needs ``replace=True``."""
         if not isinstance(name, str) or not name:
-            raise ValueError(f"a {self.kind} is registered under a non-empty string name, got {name!r}")
+            raise ValueError(f"{self._a} is registered under a non-empty string name, got {name!r}")
         current = self._items.get(name)
         if current is not None and current is not item and not replace:
-            raise ValueError(f"a {self.kind} named {name!r} is already registered; pass replace=True to replace it")
+            raise ValueError(f"{self._a} named {name!r} is already registered; pass replace=True to replace it")
         self._items[name] = item
         return item
 
@@ -39,7 +44,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         """The item registered as ``name``; a ValueError listing the registered names when there is none."""
         if not isinstance(name, str):
-            raise TypeError(f"a {self.kind} is named by a string, got {type(name).__name__}")
+            raise TypeError(f"{self._a} is named by a string, got {type(name).__name__}")
         if name in self._items:
             return self._items[name]
         close = difflib.get_close_matches(name, list(self._items), n=1)

@@ -6,6 +6,7 @@
     probe-lens reproduce --behaviour-file my_behaviour.yaml      # your own (see probe_lens.behaviours.spec)
     probe-lens build-data | fit-probes | train | evaluate | report   (the steps on their own)
     probe-lens config --preset quick > study.yaml    # a study file to edit and pass back with --config
+    probe-lens reproduce --plugin my_objective --config study.yaml   # your registrations imported first
 
 A mistake a user can fix (bad flag or study file, unavailable model, a folder holding another study,
 ...) prints one ``probe-lens <cmd>: error: ...`` paragraph and exits with 2; Ctrl-C exits with 130
@@ -79,6 +80,14 @@ def _add_study_args(
         default=[],
         metavar="KEY=VALUE",
         help="override one field, e.g. --set probe_sft.max_steps=20 (repeatable)",
+    )
+    p.add_argument(
+        "--plugin",
+        dest="plugins",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import your module (or .py file) first: its objective / behaviour / scorer registrations (repeatable)",
     )
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     p.add_argument(
@@ -165,6 +174,41 @@ def _check_writable(out: Path) -> None:
         raise UsageError(f"--out {out}: cannot write in {existing} (read-only or no permission); choose another folder")
 
 
+def _import_plugins(plugins: list[str]) -> None:
+    """Import each ``--plugin`` (a module name, found from the working folder too, or a ``.py`` file)."""
+    import importlib
+    import importlib.util
+
+    for plugin in plugins:
+        path = Path(plugin)
+        try:
+            if plugin.endswith(".py"):
+                if not path.is_file():
+                    raise UsageError(f"--plugin {plugin}: no such file")
+                spec = importlib.util.spec_from_file_location(path.stem, path)
+                assert spec is not None and spec.loader is not None  # a .py file always has a loader
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[path.stem] = module
+                spec.loader.exec_module(module)
+            else:
+                if "" not in sys.path and os.getcwd() not in sys.path:  # as `python -m` finds the working folder's
+                    sys.path.insert(0, os.getcwd())
+                importlib.import_module(plugin)
+        except ModuleNotFoundError as e:
+            if e.name != plugin and not plugin.startswith(f"{e.name}."):
+                raise UsageError(f"--plugin {plugin} failed to import: {e} (--debug shows the traceback)") from e
+            raise UsageError(
+                f"--plugin {plugin}: no module named {e.name!r} (give an importable module name, run from the folder "
+                "holding it, or pass the path of its .py file)"
+            ) from e
+        except (UsageError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # the user's module raised: its error, named
+            raise UsageError(
+                f"--plugin {plugin} failed to import: {type(e).__name__}: {e} (--debug shows the traceback)"
+            ) from e
+
+
 def _config(args):
     """The resolved StudyConfig; a bad preset, flag, ``--set`` or study file raises UsageError."""
     import yaml
@@ -172,6 +216,7 @@ def _config(args):
     from probe_lens.experiments import make_config
 
     _check_study_args(args)
+    _import_plugins(getattr(args, "plugins", []))
     config_file, preset = args.config_file, args.preset
     saved = Path(args.out) / "study.json" if args.out else None
     reads_folder = args.command in _STEP_COMMANDS or getattr(args, "resume", False)
@@ -418,8 +463,13 @@ def cmd_train(args) -> int:
     study = _study(args, resume=True, cfg=cfg)
     for seed in seeds:
         for cell in cells:
+            finished = study.is_done(cell, seed)  # read back, not trained again
             r = study.run_cell(cell, seed)
-            print(f"{cell} seed {seed}: {study.names.noun} rate {_fmt(r.get(study.names.metric_keys['rate']))}")
+            rate = f"{study.names.noun} rate {_fmt(r.get(study.names.metric_keys['rate']))}"
+            print(
+                f"{cell} seed {seed}: {rate}"
+                + (" (already finished: read back, not trained again)" if finished else "")
+            )
     return 0
 
 

@@ -429,8 +429,11 @@ def test_save_is_pickle_free_and_atomic(tmp_path, data):
     json.loads(raw[8 : 8 + header_len])  # a safetensors header, not a pickle
     record = json.loads((path / "probe.json").read_text())
     assert record["class"] == "LogisticProbe" and record["metadata"]["hook"] == HOOK
-    # overwriting a probe folder works; unrelated files are never replaced
-    save_probe(MassMeanProbe(hook=HOOK).fit(X, y), path)
+    # overwriting a probe folder works when asked (issue 25: not by default); unrelated files are never replaced
+    with pytest.raises(FileExistsError, match="already holds a probe; pass overwrite=True"):
+        save_probe(MassMeanProbe(hook=HOOK).fit(X, y), path)
+    assert isinstance(load_probe(path), LogisticProbe)
+    save_probe(MassMeanProbe(hook=HOOK).fit(X, y), path, overwrite=True)
     assert isinstance(load_probe(path), MassMeanProbe)
     assert [p.name for p in tmp_path.iterdir()] == ["p"]  # no temp folders left behind
     (tmp_path / "notes.txt").write_text("keep me")

@@ -279,11 +279,17 @@ def test_figures_say_when_there_is_no_data(metrics):
 # ---- PNG export -------------------------------------------------------------------------------
 
 
-def test_png_export_skips_with_warning_when_backend_missing(tmp_path, metrics, monkeypatch):
+def test_png_export_skips_with_one_log_line_when_backend_missing(tmp_path, metrics, monkeypatch, caplog):
+    """A report without kaleido logs one line (issue 25: no RuntimeWarning with a source line after every report)."""
     monkeypatch.setattr(R, "_png_backend_problem", lambda: "the 'kaleido' package is not installed")
-    with pytest.warns(RuntimeWarning, match="PNG export skipped.*kaleido"):
+    with warnings.catch_warnings(), caplog.at_level("WARNING", logger=R.__name__):
+        warnings.simplefilter("error", RuntimeWarning)
         path = R.write_report(tmp_path, results=synthetic_results(metrics), metrics=metrics, geometry=None,
                               config=CONFIG, png_dir=tmp_path / "assets")
+    skipped = [r.getMessage() for r in caplog.records if "PNG export skipped" in r.getMessage()]
+    assert len(skipped) == 1 and "kaleido" in skipped[0] and "report.html is complete" in skipped[0]
+    with pytest.warns(RuntimeWarning, match="PNG export skipped.*kaleido"):  # the function on its own still warns
+        R.export_pngs({"x": R.fig_toxicity_vs_step(metrics)}, tmp_path / "assets")
     assert path.exists()
     assert not (tmp_path / "assets").exists() or not list((tmp_path / "assets").iterdir())
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -335,6 +336,7 @@ class StudyConfig:
             raise ValueError(f"n_probe_prompts must be >= 4 or null (all), got {self.n_probe_prompts}")
         if self.telemetry_every < 0:
             raise ValueError(f"telemetry_every must be >= 0, got {self.telemetry_every}")
+        self._check_training_sections()
         if not isinstance(self.probe_filter_threshold, (int, float)) or not 0 < self.probe_filter_threshold <= 1:
             raise ValueError(f"probe_filter_threshold must be in (0, 1], got {self.probe_filter_threshold!r}")
         if self.probes.pooling is not None and self.probes.pooling != self.data.pooling:
@@ -346,6 +348,41 @@ class StudyConfig:
             raise ValueError(
                 f"probe_sft.pooling ({self.probe_sft.pooling!r}) differs from data.pooling ({self.data.pooling!r}): "
                 "probe-SFT must pool the live activations the way its probe was fit; set both to the same value"
+            )
+
+    def _check_training_sections(self) -> None:
+        """Refuse settings the study fills in for every cell (they would be silently replaced)."""
+        sections = {"probe_sft": self.probe_sft, "classifier_sft": self.classifier_sft, "dpo": self.dpo}
+        sections.update({f"objectives.{name}": c for name, c in self.objectives.items()})
+        for where, section in sections.items():
+            if section.telemetry_every != 0:
+                raise ValueError(
+                    f"{where}.telemetry_every ({section.telemetry_every}) is set by the study for every cell: set the "
+                    f"study-level telemetry_every (now {self.telemetry_every}) instead, e.g. --set telemetry_every="
+                    f"{section.telemetry_every}"
+                )
+
+    def layer_fields(self) -> dict[str, list[Any]]:
+        """The layers (or hook names) each field names: ``data.hooks``, ``probes.layer``, ..."""
+        return {
+            "data.hooks": list(self.data.hooks),
+            "probes.layer": [self.probes.layer],
+            "probes.heldout_layers": list(self.probes.heldout_layers),
+            "telemetry_hooks": list(self.telemetry_hooks),
+        }
+
+    def check_layers(self, n_layers: int, model: str | None = None) -> None:
+        """Refuse layers a model of ``n_layers`` blocks does not have, naming the fields that hold them."""
+        bad = {
+            field: wrong
+            for field, layers in self.layer_fields().items()
+            if (wrong := [x for x in layers if not _layer_in_range(x, n_layers)])
+        }
+        if bad:
+            listed = "; ".join(f"{field} has {wrong}" for field, wrong in bad.items())
+            raise ValueError(
+                f"model {model or self.model or 'embedded'} has {n_layers} layers (0..{n_layers - 1}), but {listed}; "
+                "set layers of this model (`probe-lens config --model NAME` writes a study file whose layers fit it)"
             )
 
     def cell(self, name: str) -> CellSpec:
@@ -470,6 +507,25 @@ def _resolve_behaviour(name: str | None, file: str | None):
             f"behaviour_file {file} defines {b.name!r}, the name of a registered behaviour; give it another name"
         )
     return b
+
+
+def _layer_in_range(hook: Any, n_layers: int) -> bool:
+    """A layer index (negative from the end) or a ``blocks.L.`` hook name that a model of ``n_layers`` has."""
+    if isinstance(hook, str):
+        m = re.match(r"blocks\.(\d+)\.", hook)
+        return m is None or int(m.group(1)) < n_layers
+    return -n_layers <= hook < n_layers
+
+
+def model_depth(model: str | None) -> int | None:
+    """The number of blocks of model ``model`` (a study's ``model``), read from its config without weights;
+    None when its config cannot be read here (an unknown name offline)."""
+    from probe_lens.models import model_config
+
+    try:
+        return model_config(model).n_layers
+    except ValueError:
+        return None
 
 
 def _reject_unknown(where: str, d: dict[str, Any], valid: set[str]) -> None:

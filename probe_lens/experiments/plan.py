@@ -89,20 +89,13 @@ class _Arch:
 def _model_config(config: Any, model_cfg: Any):
     if model_cfg is not None:
         return model_cfg
-    from transformer_lens.loading_from_pretrained import get_pretrained_model_config
+    from probe_lens.models import model_config
 
-    from probe_lens.models.loading import EMBEDDED_MODEL_NAME
-
-    name = getattr(config, "model", None) or EMBEDDED_MODEL_NAME
-    if name in ("embedded", "gemma-3-270m", "embedded:gemma-3-270m"):
-        name = EMBEDDED_MODEL_NAME
+    name = getattr(config, "model", None)
     try:
-        return get_pretrained_model_config(name)
-    except Exception as e:  # a local folder or an unknown name: no built-in architecture
-        raise ValueError(
-            f"no built-in TransformerLens config for model {name!r} ({type(e).__name__}: {e}); pass model_cfg="
-            "a HookedTransformerConfig of its architecture"
-        ) from e
+        return model_config(name)
+    except ValueError as e:  # a local folder of an unknown architecture, or a name TL has no built-in config for
+        raise ValueError(f"{e}; pass model_cfg=a HookedTransformerConfig of its architecture") from e
 
 
 def _architecture(cfg: Any) -> _Arch:

@@ -7,6 +7,11 @@ and they hold over three quarters of the parameters (gradients, AdamW state, che
 
 Each preset is a plain dict in the same shape as a YAML/JSON study file, so ``--config`` files and
 presets are interchangeable; ``--set key.sub=value`` overrides single fields.
+
+A preset's layers are picked for its own model (the embedded Gemma-3-270M's 18 blocks: probes at layer 6,
+one third of the depth, held out at 4 and 9; ``paper``: 20 of Gemma-3-1B's 26). With another model
+(``--model``), :func:`make_config` moves each layer to the same relative depth of that model
+(:func:`fit_layers`), and refuses layers the model does not have.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from probe_lens.experiments.config import CELLS, StudyConfig
+from probe_lens.experiments.config import CELLS, StudyConfig, model_depth
 
 _BLOCKS = r"^(blocks|ln_final)\."
 
@@ -180,29 +185,86 @@ def make_config(
     overrides: list[str] | None = None,
 ) -> StudyConfig:
     """Resolve a study: preset (default ``quick``) < config file < flags (--model, --seeds) < --set."""
-    import json
-    from pathlib import Path
 
     d = preset_dict(preset or "quick") if preset or not config_file else {}
-    if config_file:
-        path = Path(config_file)
-        if not path.exists():
-            raise FileNotFoundError(f"no config file at {path}")
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            file_d = yaml.safe_load(path.read_text()) or {}
-        else:
-            file_d = json.loads(path.read_text())
-        d = _deep_merge(d, file_d)
+    preset_model = d.get("model")
+    file_d = _read_study_file(config_file) if config_file else {}
+    d = _deep_merge(d, file_d)
     if model is not None:
         d["model"] = None if model in ("embedded", "") else model
+    if preset or not config_file:  # the preset's layers were picked for its own model
+        _fit_preset_layers(d, file_d, preset_model)
     if seeds is not None:
         if seeds < 1:
             raise ValueError(f"--seeds must be >= 1, got {seeds}")
         d["seeds"] = list(range(seeds))
     apply_overrides(d, overrides or [])
-    return StudyConfig.from_dict(d)
+    config = StudyConfig.from_dict(d)
+    n_layers = model_depth(config.model)
+    if n_layers is not None:
+        config.check_layers(n_layers)
+    return config
+
+
+def _read_study_file(config_file: str) -> dict[str, Any]:
+    import json
+    from pathlib import Path
+
+    path = Path(config_file)
+    if not path.exists():
+        raise FileNotFoundError(f"no config file at {path}")
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        return yaml.safe_load(path.read_text()) or {}
+    return json.loads(path.read_text())
+
+
+_LAYER_KEYS = (("probes", "layer"), ("probes", "heldout_layers"), ("data", "hooks"), (None, "telemetry_hooks"))
+"""Where a study names layers, the trained-against probe's first (it keeps its relative depth best)."""
+
+
+def _fit_preset_layers(d: dict[str, Any], file_d: dict[str, Any], preset_model: str | None) -> None:
+    """Move the preset's layers (those the study file does not set) to ``d["model"]``'s depth, in place."""
+    model = d.get("model")
+    if model == preset_model:
+        return
+    n_ref, n_new = model_depth(preset_model), model_depth(model)
+    if n_ref is None or n_new is None or n_ref == n_new:
+        return
+    given = {(sec, key) for sec, key in _LAYER_KEYS if key in (file_d.get(sec, {}) if sec else file_d)}
+    keys = [k for k in _LAYER_KEYS if k not in given]
+    places = [(d.setdefault(sec, {}) if sec else d, key) for sec, key in keys]
+    order = [x for holder, key in places for x in _as_list(holder.get(key))]
+    moved = fit_layers(order, n_ref, n_new)
+    for holder, key in places:
+        if key in holder:
+            new = [moved[x] for x in _as_list(holder[key]) if moved.get(x) is not None]
+            holder[key] = new[0] if key == "layer" else list(dict.fromkeys(new))
+
+
+def _as_list(v: Any) -> list[Any]:
+    return [] if v is None else list(v) if isinstance(v, (list, tuple)) else [v]
+
+
+def fit_layers(layers: list[Any], n_ref: int, n_new: int) -> dict[Any, int | None]:
+    """``{layer: its layer in a model of n_new blocks}`` for layers picked in one of ``n_ref`` blocks.
+
+    Each layer goes to the same relative depth (``round(layer * n_new / n_ref)``), or the nearest layer not
+    already taken so that distinct layers stay distinct, in the order given; None when every layer is taken
+    (a model too shallow for them all). Hook names and negative indices are kept as they are.
+    """
+    out: dict[Any, int | None] = {}
+    for x in layers:
+        if x in out:
+            continue
+        if isinstance(x, str) or x < 0:
+            out[x] = x
+            continue
+        target = x * n_new / n_ref
+        free = [c for c in range(n_new) if c not in out.values()]
+        out[x] = min(free, key=lambda c: (abs(c - target), c)) if free else None
+    return out
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -133,7 +133,7 @@ class ProbeSuite:
                     "ci_high": hi,
                 }
             )
-            save_probe(probe, folder / name)
+            save_probe(probe, folder / name, overwrite=True)  # a re-fit after an interrupted save replaces it
         atomic_write(folder / REPORT, lambda f: pd.DataFrame(rows).to_csv(f, index=False))
 
     def saved(self, folder: Path) -> bool:

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import math
 import os
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ from probe_lens.behaviours import BehaviourNames
 from probe_lens.experiments.stats import format_cells, summarize
 from probe_lens.training import metric_keys as K
 from probe_lens.training.metric_keys import MetricKey
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "NoFigureData",
@@ -278,6 +281,52 @@ def _style(fig: go.Figure, *, legend: str | None = None, **layout: Any) -> go.Fi
     return fig
 
 
+def _trains_against(cell: str, probe: str, trained_against: Mapping[str, Sequence[str]]) -> bool:
+    """Whether ``cell`` trains against ``probe`` (an ensemble member ``<ens>/m<i>`` counts as its ensemble)."""
+    return any(probe == t or probe.startswith(f"{t}/") for t in trained_against.get(cell) or ())
+
+
+def _control_band(metrics: pd.DataFrame, col: str, controls: Sequence[str]) -> pd.DataFrame:
+    """Per step, the min and max of ``col`` over the control cells and their seeds."""
+    d = metrics[metrics["cell"].astype(str).isin(controls)][["step"]].copy()
+    d["value"] = pd.to_numeric(metrics.loc[d.index, col], errors="coerce")
+    d["step"] = pd.to_numeric(d["step"], errors="coerce")
+    return d.dropna().groupby("step")["value"].agg(["min", "max"]).reset_index()
+
+
+def _add_control_band(fig: go.Figure, band: pd.DataFrame, *, row: int, col: int, first: bool) -> None:
+    x = band["step"].to_numpy(dtype=float)
+    lo, hi = band["min"].to_numpy(dtype=float), band["max"].to_numpy(dtype=float)
+    if len(x) == 1:
+        x, lo, hi = np.repeat(x, 2), np.repeat(lo, 2), np.repeat(hi, 2)
+    fig.add_trace(
+        go.Scatter(
+            x=np.concatenate([x, x[::-1]]),
+            y=np.concatenate([hi, lo[::-1]]),
+            fill="toself",
+            mode="lines",
+            fillcolor="rgba(120,120,120,0.18)",
+            line=dict(width=0),
+            name="control cells (min–max)",
+            legendgroup="control band",
+            showlegend=first,
+            hoverinfo="skip",
+        ),
+        row=row,
+        col=col,
+    )
+
+
+def _integer_steps(fig: go.Figure, x_range: tuple[float, float]) -> None:
+    """Step axes tick on whole steps (no half steps)."""
+    span = max(1.0, x_range[1] - x_range[0])
+    fig.update_xaxes(tick0=0, dtick=max(1, math.ceil(span / 8)), tickformat="d")
+
+
+def _cell_labels(cells: Sequence[str], trained_against: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    return {c: f"{c} (trains against {', '.join(trained_against[c])})" if trained_against.get(c) else c for c in cells}
+
+
 def fig_cosine_drift(
     metrics: pd.DataFrame,
     *,
@@ -285,18 +334,24 @@ def fig_cosine_drift(
     scorer: str | None = None,
     members: bool = True,
     behaviour: Any = None,
+    trained_against: Mapping[str, Sequence[str]] | None = None,
 ) -> go.Figure:
     """Cosine between each probe's original direction and a probe re-fit at its hook, vs step.
 
     One panel per probe (``drift/cosine/<probe>`` column), one line per cell. ``probe_hooks``
     (``{probe name: hook}``) adds the layer to each panel title; ensemble members ``<name>/m<i>``
     use their ensemble's entry. ``members=False`` drops ensemble members.
+
+    ``trained_against`` (``{cell: [probe, ...]}``) marks the cells that train against a probe (legend text;
+    a thick solid line in that probe's panel, dashed elsewhere) and draws the control band: the min-max of
+    the probe's cosine in the cells that train against no probe (``base`` aside: the classifier controls).
+    The y axis runs from min(0.9, the lowest value shown) to 1, so refitting noise does not look like collapse.
     """
     metrics = _check_metrics(metrics)
     cols = _columns(metrics, "drift", "cosine", members=members)
     if not cols:
         raise NoFigureData("no drift/cosine/<probe> column holds a value")
-    probe_hooks = dict(probe_hooks or {})
+    probe_hooks, against = dict(probe_hooks or {}), dict(trained_against or {})
     titles = []
     for c in cols:
         key = MetricKey.parse(c)
@@ -305,30 +360,48 @@ def fig_cosine_drift(
         titles.append(f"{probe} @ {hook}" if hook else probe)
     rows, ncols = _grid(len(cols))
     fig = make_subplots(rows=rows, cols=ncols, subplot_titles=titles, shared_xaxes=False)
-    colors = _colors(_cell_order(metrics["cell"].astype(str)))
+    cells = _cell_order(metrics["cell"].astype(str))
+    colors, labels = _colors(cells), _cell_labels(cells, against)
+    controls = [c for c in cells if c in against and not against[c] and c != "base"]
     shown: set[str] = set()
     xr = _x_range(metrics)
     for i, c in enumerate(cols):
         r, k = divmod(i, ncols)
-        _add_curves(
-            fig,
-            _curve(metrics, c),
-            row=r + 1,
-            col=k + 1,
-            colors=colors,
-            label=None,
-            dash="solid",
-            shown=shown,
-            x_range=xr,
-            bounds=(-1.0, 1.0),
+        probe = str(MetricKey.parse(c).subject)
+        low = 0.9
+        band = _control_band(metrics, c, controls) if controls else pd.DataFrame()
+        if len(band):
+            _add_control_band(fig, band, row=r + 1, col=k + 1, first=i == 0)
+            low = min(low, float(band["min"].min()))
+        curve = _curve(metrics, c)
+        for cell in _cell_order(curve["cell"]):
+            one = curve[curve["cell"] == cell].assign(cell=labels.get(cell, cell))
+            trains = _trains_against(cell, probe, against)
+            _add_curves(
+                fig,
+                one,
+                row=r + 1,
+                col=k + 1,
+                colors={labels.get(cell, cell): colors[cell]},
+                label=None,
+                dash="solid" if trains or not against else "dash",
+                shown=shown,
+                x_range=xr,
+                bounds=(-1.0, 1.0),
+            )
+            low = min(low, float(np.nanmin(one["value_mean"].to_numpy(dtype=float), initial=1.0)))
+        fig.update_yaxes(
+            title_text="cosine" if k == 0 else None, range=[max(-1.0, low - 0.01), 1.005], row=r + 1, col=k + 1
         )
-        fig.update_yaxes(title_text="cosine" if k == 0 else None, row=r + 1, col=k + 1)
         fig.update_xaxes(title_text="step" if r == rows - 1 else None, row=r + 1, col=k + 1)
+    _integer_steps(fig, xr)
+    how = "lines: mean over seeds, bands: 95% CI" + (", grey: control cells (min–max)" if controls else "")
     return _style(
         fig,
         title=_title(
             "Probe-direction drift: cos(original direction, direction re-fit on the current model)",
             _scorer_name(metrics, scorer),
+            how=how,
             behaviour=behaviour,
         ),
         height=320 * rows + 120,
@@ -843,7 +916,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem 
 h1{margin-bottom:.2rem} section{margin:2.5rem 0} .no-data{color:#a33;font-style:italic}
 table.results,table.config{border-collapse:collapse;font-size:.9rem} .results th,.results td,.config th,.config td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}
 .results th,.config th{background:#f2f2f2} pre{background:#f7f7f7;padding:.8rem;overflow:auto;font-size:.8rem}
-.note{color:#555;font-size:.9rem} .scroll{overflow-x:auto}
+.note{color:#555;font-size:.9rem} .scroll{overflow-x:auto} .answer{font-size:1.05rem;max-width:60rem}
 """
 
 
@@ -884,8 +957,19 @@ def _png_backend_problem() -> str | None:
     return None
 
 
-def export_pngs(figures: Mapping[str, go.Figure], png_dir: str | Path, *, scale: float = 2.0) -> list[Path]:
-    """Write each figure to ``png_dir/<name>.png`` with kaleido; on a missing backend warn and write nothing.
+def _warn_skipped(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def export_pngs(
+    figures: Mapping[str, go.Figure],
+    png_dir: str | Path,
+    *,
+    scale: float = 2.0,
+    on_skip: Callable[[str], None] = _warn_skipped,
+) -> list[Path]:
+    """Write each figure to ``png_dir/<name>.png`` with kaleido; on a missing backend write nothing and
+    call ``on_skip`` with why (default: a RuntimeWarning).
 
     Returns the paths written. Needs ``kaleido`` (>= 1.0) and a Chrome/Chromium binary (e.g. Debian's
     ``chromium`` package, or ``kaleido.get_chrome_sync()`` with internet).
@@ -895,7 +979,7 @@ def export_pngs(figures: Mapping[str, go.Figure], png_dir: str | Path, *, scale:
         return []
     problem = _png_backend_problem()
     if problem:
-        warnings.warn(f"PNG export skipped: {problem}", RuntimeWarning, stacklevel=2)
+        on_skip(f"PNG export skipped: {problem}")
         return []
     import plotly.io as pio
 
@@ -932,11 +1016,9 @@ def export_pngs(figures: Mapping[str, go.Figure], png_dir: str | Path, *, scale:
     except Exception as exc:  # noqa: BLE001 - any backend failure (no Chrome, sandbox, ...) must not sink the report
         for t in tmps:
             t.unlink(missing_ok=True)
-        warnings.warn(
+        on_skip(
             f"PNG export skipped: plotly/kaleido could not render ({type(exc).__name__}: {exc}). "
-            "Kaleido 1.x needs Chrome or Chromium: apt-get install chromium, or run kaleido.get_chrome_sync() online.",
-            RuntimeWarning,
-            stacklevel=2,
+            "Kaleido 1.x needs Chrome or Chromium: apt-get install chromium, or run kaleido.get_chrome_sync() online."
         )
         return []
     for t, f in zip(tmps, finals):
@@ -970,6 +1052,40 @@ def _auroc_figure(metrics: pd.DataFrame, scorer: str, config: Mapping[str, Any],
     return fig_auroc_vs_step(metrics, scorer=scorer, behaviour=names)
 
 
+def _ci_text(lo: float, hi: float, n_seeds: Any) -> str:
+    """A contrast's interval over seeds; without one (a single seed) says why instead of ``[+nan, +nan]``."""
+    if np.isfinite(lo) and np.isfinite(hi):
+        return f"[{lo:+.3f}, {hi:+.3f}]"
+    n = int(n_seeds) if pd.notna(n_seeds) else 0
+    return f"n/a ({n} seed{'s' if n != 1 else ''})"
+
+
+def _answer_paragraph(headline: Mapping[str, Any] | None) -> str:
+    """The report's opening words: how many paired contrasts are resolved, which, and on which yardstick."""
+    con = (headline or {}).get("contrasts")
+    if not isinstance(con, pd.DataFrame) or con.empty:
+        return ""
+    n, resolved = len(con), con[con["resolved"].astype(bool)]
+    seeds = int(con["n_seeds"].max())
+    if seeds < 2:
+        text = (
+            f"{n} paired contrasts (cell − control) were measured on 1 seed: none can be resolved, since an "
+            "interval over seeds needs at least 2 (rerun with more seeds: --seeds 3)."
+        )
+    else:
+        text = (
+            f"Of {n} paired contrasts (cell − control, {seeds} seeds), {len(resolved)} resolved (the 95% CI excludes 0)"
+        )
+        listed = [
+            f"{r.contrast} in {r.metric}: {r.mean_diff:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
+            for r in resolved.itertuples()
+        ]
+        text += (": " + "; ".join(listed) if listed else "") + f". The other {n - len(resolved)} are not resolved."
+    yardsticks = "AUROC on the curated set (clean labels) and on on-policy rows (the base model's own samples)"
+    text += f" Probe yardsticks: {yardsticks}; the tables below give every number."
+    return f'<section id="answer"><p class="answer">{html.escape(text)}</p></section>\n'
+
+
 def _headline_section(
     headline: Mapping[str, Any], scorer: str, pngs: dict[str, go.Figure], names: BehaviourNames
 ) -> str:
@@ -982,7 +1098,7 @@ def _headline_section(
 
         shown = con.assign(
             mean_diff=con["mean_diff"].map(lambda v: f"{v:+.3f}"),
-            ci=[f"[{lo:+.3f}, {hi:+.3f}]" for lo, hi in zip(con["ci_low"], con["ci_high"])],
+            ci=[_ci_text(lo, hi, n) for lo, hi, n in zip(con["ci_low"], con["ci_high"], con["n_seeds"])],
             resolved=con["resolved"].map(lambda v: "yes" if v else "no"),
         )[
             [
@@ -1044,7 +1160,7 @@ def write_report(
     ``config["probe_hooks"]`` (``{probe: hook}``), if present, labels the drift panels with layers.
     With ``png_dir``, the key figures are also written there as PNGs (``cosine_drift.png``,
     ``auroc_vs_step.png``, ``<metric prefix>_vs_step.png`` (``toxicity_vs_step.png``), ``geometry_vs_step.png``, ``geometry.png``,
-    ``results_table.png``); without kaleido + Chrome that step is skipped with a warning.
+    ``results_table.png``); without kaleido + Chrome that step is skipped with one logged warning.
 
     ``headline`` (``{"table": DataFrame of strings, "contrasts": DataFrame}``, from
     :mod:`probe_lens.experiments.headline`) opens the report: section ``fig-headline`` with the headline
@@ -1066,13 +1182,16 @@ def write_report(
     scorer = _resolve_scorer(config, metrics, results)
     names = BehaviourNames.of(config.get("behaviour"))
     probe_hooks = config.get("probe_hooks") if isinstance(config.get("probe_hooks"), Mapping) else None
+    against = config.get("trained_against") if isinstance(config.get("trained_against"), Mapping) else None
 
     builders: list[tuple[str, str, str, Any]] = [
         (
             "fig-cosine-drift",
             "Probe-direction drift vs step",
             "cosine_drift",
-            lambda: fig_cosine_drift(metrics, probe_hooks=probe_hooks, scorer=scorer, behaviour=names),
+            lambda: fig_cosine_drift(
+                metrics, probe_hooks=probe_hooks, scorer=scorer, behaviour=names, trained_against=against
+            ),
         ),
         ("fig-auroc", "Probe AUROC vs step", "auroc_vs_step", lambda: _auroc_figure(metrics, scorer, config, names)),
         (
@@ -1141,20 +1260,25 @@ def write_report(
         )
     full = html.escape(json.dumps(config, indent=2, default=str, sort_keys=True))
     header = (
-        '<header id="study">\n<h1>probe_lens drift report</h1>\n'
+        '<header id="study">\n<details><summary>Study metadata (model, behaviour, scorer, seeds, probes) and '
+        "config</summary>\n"
         f'<p class="note">Run folder: {html.escape(str(run_dir))}</p>\n'
         f'<table class="config">{"".join(rows)}</table>\n'
-        f"<details><summary>Full study config</summary><pre>{full}</pre></details>\n</header>\n"
+        f"<details><summary>Full study config</summary><pre>{full}</pre></details>\n</details>\n</header>\n"
     )
+    # the answer first (words, then the headline table and contrasts), the metadata folded below it
+    opening = "<h1>probe_lens drift report</h1>\n" + _answer_paragraph(headline)
+    n_first = 1 if headline is not None else 0
+    body = opening + "".join(sections[:n_first]) + header + "".join(sections[n_first:])
     page = (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         "<title>probe_lens drift report</title>\n"
         f"<style>{_CSS}</style>\n"
         f'<script type="text/javascript">{get_plotlyjs()}</script>\n'
-        f"</head>\n<body>\n{header}{''.join(sections)}</body>\n</html>\n"
+        f"</head>\n<body>\n{body}</body>\n</html>\n"
     )
     out = run_dir / out_name
     atomic_write_text(out, page)
-    if png_dir is not None:
-        export_pngs(pngs, png_dir)
+    if png_dir is not None:  # a missing PNG backend is one log line: the HTML report is complete without it
+        export_pngs(pngs, png_dir, on_skip=lambda why: log.warning("%s (report.html is complete)", why))
     return out

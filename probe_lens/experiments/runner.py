@@ -37,7 +37,7 @@ from probe_lens.experiments import monitor, results as R, study_data
 from probe_lens.experiments.adapters import settings_section
 from probe_lens.experiments.cell_training import CellContext, _run_none, _run_objective, _train_config
 from probe_lens.experiments.cells import CellSpec
-from probe_lens.experiments.config import StudyConfig
+from probe_lens.experiments.config import StudyConfig, model_depth
 from probe_lens.experiments.evaluation import CellEvaluation
 from probe_lens.experiments.probe_suite import ProbeSuite
 from probe_lens.experiments.prompt_plan import (
@@ -58,6 +58,8 @@ from probe_lens.training import DriftSet, distributed as D
 __all__ = ["CellContext", "PromptPlan", "SeedSplit", "Study", "StudyDataError", "StudyFolderError", "StudyTelemetry"]
 
 log = logging.getLogger(__name__)
+
+_METRIC_ROWS = ("all", "training", "telemetry")
 
 _prompt_plan = make_prompt_plan  # its name before the rooms (experiments.plan imports it)
 
@@ -110,8 +112,12 @@ class Study:
         )
         if self.prelabelled:
             study_data.check_prelabelled(config)
-        # a behaviour with too few prompts for these sizes: say so now, not after loading the model
+        # a behaviour with too few prompts for these sizes, or layers the model lacks: say so now, before
+        # anything is written or loaded
         make_prompt_plan(config)
+        n_layers = model.cfg.n_layers if model is not None else model_depth(config.model)
+        if n_layers is not None:
+            config.check_layers(n_layers, model.cfg.model_name if model is not None else None)
         self.export_png, self.progress = export_png, progress
         self.out, self.folder = Path(out_dir), RunFolder(out_dir)
         self.suite = ProbeSuite(
@@ -517,6 +523,9 @@ class Study:
             self.folder.check_space(self.model, configs)
 
     def run(self) -> pd.DataFrame:
+        """Every step: build the data, then train, evaluate and save each (cell, seed) not yet finished, then
+        :meth:`report`. Returns the summary over seeds: one row per cell, each metric's mean and its interval
+        (the table of ``summary.csv``); the per-seed rows are :meth:`results`, the logged rows :meth:`metrics`."""
         cfg = self.config
         self.clock.start()
         self.check_disk()
@@ -531,16 +540,34 @@ class Study:
         return self.report()
 
     def results(self) -> pd.DataFrame:
-        """One row per finished (cell, seed) (see :func:`~probe_lens.experiments.results.results_table`)."""
+        """One row per finished (cell, seed), with ``cell`` and ``seed`` columns, in the study's cell order: every
+        number of the cell's ``eval.json``, its intervals (``<metric>/ci_low|ci_high``) and the headline probe
+        columns (the table of ``results.csv``; see :func:`~probe_lens.experiments.results.results_table`).
+        Raises FileNotFoundError before any cell has finished."""
         return R.results_table(self.folder, self.config, self.behaviour.name, self.probe_names())
 
-    def metrics(self) -> pd.DataFrame:
-        """Every telemetry row of every cell and seed."""
-        return R.metrics_table(self.folder)
+    def metrics(self, rows: str = "all") -> pd.DataFrame:
+        """The rows logged while training each cell and seed (``cell``, ``seed``, ``step`` and the metrics).
+
+        ``rows``: ``"all"`` (default: both kinds in file order, NaN where a row lacks a metric),
+        ``"training"`` (the optimizer's ``train/*`` rows: loss, its terms, lr, grad norm) or ``"telemetry"``
+        (probe AUROCs, drift cosines, geometry, the behaviour's rate); a chosen kind drops the columns it
+        never fills. Empty before any cell has logged a row.
+        """
+        if rows not in _METRIC_ROWS:
+            raise ValueError(f"rows must be one of {_METRIC_ROWS}, got {rows!r}")
+        table = R.metrics_table(self.folder)
+        if rows == "all" or table.empty:
+            return table
+        train_cols = [c for c in table.columns if str(c).startswith("train/")]
+        is_train = table[train_cols].notna().any(axis=1) if train_cols else pd.Series(False, index=table.index)
+        chosen = table[is_train if rows == "training" else ~is_train]
+        return chosen.dropna(axis=1, how="all").reset_index(drop=True)
 
     @rank0_only
     def report(self) -> pd.DataFrame:
-        """Write the results, summary, headline, metrics and the drift report; the summary over seeds."""
+        """Write ``results.csv``, ``summary.csv``/``.md``, ``contrasts.csv``, ``headline.md``, ``metrics.parquet``
+        and ``report.html`` from the finished cells; returns the summary over seeds (as :meth:`run`)."""
         from probe_lens.experiments.report import write_report
 
         results = self.results()

@@ -10,6 +10,7 @@ from probe_lens.models.loading import (
     default_cache_dir,
     load_embedded_hf,
     load_model,
+    model_config,
 )
 
 __all__ = [
@@ -25,5 +26,6 @@ __all__ = [
     "is_bridge",
     "load_embedded_hf",
     "load_model",
+    "model_config",
     "tokenize_pairs",
 ]

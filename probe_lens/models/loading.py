@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, overload
 
 import torch
-from transformer_lens import HookedTransformer
+from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens.model_bridge import TransformerBridge
 
 from probe_lens.models.bridge import (
@@ -30,7 +30,7 @@ from probe_lens.models.bridge import (
     hf_placement,
 )
 from probe_lens.models.compat import apply_fast_cpu_patches, quiet_tl_deprecation
-from probe_lens.models.tiny import TINY_MODEL_NAME, tiny_bridge, tiny_model
+from probe_lens.models.tiny import TINY_MODEL_NAME, tiny_bridge, tiny_config, tiny_model
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +45,43 @@ class ModelUnavailableError(RuntimeError):
     """The requested model's weights cannot be reached (offline, no local copy)."""
 
 
-def _tiny(name: str, backend: str) -> LensModel:
+def _is_tiny(name: str) -> bool:
+    return name == TINY_MODEL_NAME or name.startswith(TINY_MODEL_NAME + ":")
+
+
+def _tiny_layers(name: str) -> int:
     layers = name.partition(":")[2] or "2"
     if not layers.isdigit() or int(layers) < 1:
         raise ValueError(
             f"{name!r}: the tiny model is named {TINY_MODEL_NAME!r} or '{TINY_MODEL_NAME}:L' with L >= 1 layers"
         )
-    return (tiny_bridge if backend == "bridge" else tiny_model)(seed=0, n_layers=int(layers))
+    return int(layers)
+
+
+def _tiny(name: str, backend: str) -> LensModel:
+    return (tiny_bridge if backend == "bridge" else tiny_model)(seed=0, n_layers=_tiny_layers(name))
+
+
+def model_config(name: str | None = None) -> HookedTransformerConfig:
+    """The architecture of a model :func:`load_model` accepts, read without its weights.
+
+    The tiny model's own config; for a TransformerLens name (the embedded model's included) TL's built-in
+    config; for a local HF folder the config of the TL architecture it names. Raises ValueError when there
+    is none to read (an unknown name, or a config TL would fetch from the hub while offline).
+    """
+    if name is None or name in EMBEDDED_ALIASES:
+        name = EMBEDDED_MODEL_NAME
+    if _is_tiny(name):
+        return tiny_config(n_layers=_tiny_layers(name))
+    from transformer_lens.loading_from_pretrained import get_pretrained_model_config
+
+    path = Path(name).expanduser()
+    tl_name = _folder_tl_name(path) if path.is_dir() else name
+    try:
+        with quiet_tl_deprecation():
+            return get_pretrained_model_config(tl_name)
+    except Exception as e:  # an unknown name or no network: TL raises many kinds
+        raise ValueError(f"cannot read the architecture of model {name!r} ({type(e).__name__}: {e})") from e
 
 
 def default_cache_dir() -> Path:
@@ -272,7 +302,7 @@ def load_model(
         return _from_hf(backend, EMBEDDED_MODEL_NAME, hf, tok, device=device, dtype=torch_dtype)
     if not isinstance(name, str) or not name:
         raise TypeError(f"model name must be a non-empty string or None, got {name!r}")
-    if name == TINY_MODEL_NAME or name.startswith(TINY_MODEL_NAME + ":"):
+    if _is_tiny(name):
         if device is None:
             raise ValueError(f"{name!r} is a tiny one-device model: pass device, not device_map / n_devices")
         model = _tiny(name, backend)
@@ -318,11 +348,8 @@ def _load_hub(load, name: str):
         ) from e
 
 
-def _load_local_folder(
-    path: Path, *, backend: str, device: str | None, dtype: torch.dtype, placement: dict[str, Any]
-) -> LensModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def _folder_tl_name(path: Path) -> str:
+    """The TransformerLens architecture a local HF folder holds (``probe_lens.json`` or ``_name_or_path``)."""
     cfg_file = path / "config.json"
     if not cfg_file.exists():
         raise ValueError(f"{path} has no config.json; a local model must be a Hugging Face model folder")
@@ -334,6 +361,15 @@ def _load_local_folder(
             f"cannot tell which TransformerLens architecture {path} is: its config.json has no _name_or_path; "
             "add one naming the TL model (e.g. 'google/gemma-3-1b-pt')"
         )
+    return tl_name
+
+
+def _load_local_folder(
+    path: Path, *, backend: str, device: str | None, dtype: torch.dtype, placement: dict[str, Any]
+) -> LensModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tl_name = _folder_tl_name(path)
     hf = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **placement)
     _drop_quantization_markers(hf)
     tok = AutoTokenizer.from_pretrained(str(path))

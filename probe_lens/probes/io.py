@@ -99,11 +99,11 @@ def _encode(probe: Probe) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
 # ---- public API -------------------------------------------------------------------------------
 
 
-def save_probe(probe: Probe, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+def save_probe(probe: Probe, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``probe`` (any probe type, fitted) to the folder ``path`` atomically; returns the path.
 
-    An existing probe folder at ``path`` is replaced (``overwrite=True``); any other existing file
-    or non-empty folder is refused, so a typo cannot delete unrelated data.
+    An existing probe folder at ``path`` is refused unless ``overwrite=True`` (then it is replaced); any
+    other existing file or non-empty folder is always refused, so a typo cannot delete unrelated data.
     """
     path = Path(path)
     record, tensors = _encode(probe)

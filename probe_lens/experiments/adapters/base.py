@@ -15,6 +15,7 @@ The study's types are passed in, not imported (``study``: a ``StudyConfig``; ``c
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable
 from typing import Any
@@ -118,6 +119,14 @@ def cell_settings(study: Any, cell: Any) -> TrainConfig:
     adapter = get_study_objective(cell.objective)
     settings = study_settings(study, cell.objective)
     return settings if adapter.for_cell is None else adapter.for_cell(study, cell, settings)
+
+
+def frozen_copy(model: Any) -> Any:
+    """A frozen copy of ``model`` as it is now (a cell's starting model: the base weights), for an objective's
+    live reference model (probe-SFT's KL term, DPO without precomputed reference log-probs)."""
+    reference = copy.deepcopy(model)
+    reference.requires_grad_(False)
+    return reference.eval()
 
 
 def train_cell(context: Any) -> TrainResult:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from probe_lens.experiments.adapters.base import StudyObjective
+from probe_lens.experiments.adapters.base import StudyObjective, frozen_copy
 from probe_lens.training import DPOConfig, TrainResult, build_pairs, train_dpo
 
 
@@ -17,7 +17,11 @@ def _train(context: Any, config: DPOConfig) -> TrainResult:
     margin = study.dpo_margin_classifier if signal == "classifier" else study.dpo_margin_probe
     k = study.train_data.samples_per_prompt
     pairs = build_pairs(context.generation, context.scores[signal], k=k, margin=margin)
-    return train_dpo(context.study.model, pairs, config, telemetry=context.telemetry, resume=context.resume)
+    model = context.study.model  # the cell's starting model: the reference when it is not precomputed
+    reference = None if config.precompute_reference else frozen_copy(model)
+    return train_dpo(
+        model, pairs, config, telemetry=context.telemetry, resume=context.resume, reference_model=reference
+    )
 
 
 ADAPTER = StudyObjective(signals=("probe", "ensemble", "classifier"), train=_train, section="dpo")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from probe_lens.experiments.adapters.base import StudyObjective
+from probe_lens.experiments.adapters.base import StudyObjective, frozen_copy
 from probe_lens.training import ProbeSFTConfig, TrainResult, train_probe_sft
 
 
@@ -19,13 +19,17 @@ def _for_cell(study: Any, cell: Any, settings: ProbeSFTConfig) -> ProbeSFTConfig
 
 
 def _train(context: Any, config: ProbeSFTConfig) -> TrainResult:
+    # the KL term's reference is the cell's starting model (the base weights; a resumed cell loads its
+    # checkpoint into the policy only after this copy is taken)
+    model = context.study.model
     return train_probe_sft(
-        context.study.model,
+        model,
         context.generation,
         trained_probes(context),
         config,
         telemetry=context.telemetry,
         resume=context.resume,
+        reference_model=frozen_copy(model) if config.kl_weight > 0 else None,
     )
 
 
