@@ -252,6 +252,12 @@ def _contrasts(n_seeds, resolved):
             "n_seeds": [n_seeds, n_seeds],
             "resolved": np.array([resolved, False]),
             "per_seed": [{}, {}],
+            "primary": [True, False],
+            "re_estimate": [-0.21, 0.01],
+            "re_ci_low": [-0.32 if n_seeds > 1 else nan, -0.05 if n_seeds > 1 else nan],
+            "re_ci_high": [-0.1 if n_seeds > 1 else nan, 0.07 if n_seeds > 1 else nan],
+            "p_signflip": [0.25, 1.0],
+            "p_holm": [0.25, 1.0],
         }
     )
 
@@ -277,8 +283,13 @@ def test_the_report_opens_with_the_answer_and_folds_the_metadata(tmp_path, n_see
         assert "n/a (1 seed)" in body and "+nan" not in body
         assert "measured on 1 seed: none can be resolved" in body
     else:
-        assert "Of 2 paired contrasts (cell − control, 3 seeds), 1 resolved" in body
-        assert "probe_sft_1 − classifier_sft in probe/curated_auroc/logistic_L2: -0.200 [-0.300, -0.100]" in body
+        assert (
+            "Primary contrasts: probe_sft_1 − classifier_sft in probe/curated_auroc/logistic_L2: -0.210 "
+            "(HKSJ 95% CI [-0.320, -0.100], sign-flip p = 0.25)" in body
+        )
+        assert "With 3 seeds the smallest sign-flip p is 0.25: no contrast can pass p &lt; 0.05" in body
+        assert "Of the 1 other contrasts, 0 have a Holm-corrected p &lt; 0.05" in body
+        assert "resolved" not in body[: body.index('id="fig-headline"')]
 
 
 def test_registry_messages_use_the_right_article():

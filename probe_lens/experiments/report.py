@@ -1061,29 +1061,37 @@ def _ci_text(lo: float, hi: float, n_seeds: Any) -> str:
 
 
 def _answer_paragraph(headline: Mapping[str, Any] | None) -> str:
-    """The report's opening words: how many paired contrasts are resolved, which, and on which yardstick."""
+    """The report's opening words: the pre-declared primary contrasts with their statistics over seeds, then
+    how many of the other paired contrasts pass a Holm-corrected sign-flip test, and on which yardsticks."""
     con = (headline or {}).get("contrasts")
     if not isinstance(con, pd.DataFrame) or con.empty:
         return ""
-    n, resolved = len(con), con[con["resolved"].astype(bool)]
     seeds = int(con["n_seeds"].max())
     if seeds < 2:
         text = (
-            f"{n} paired contrasts (cell − control) were measured on 1 seed: none can be resolved, since an "
+            f"{len(con)} paired contrasts (cell − control) were measured on 1 seed: none can be resolved, since an "
             "interval over seeds needs at least 2 (rerun with more seeds: --seeds 3)."
         )
     else:
-        text = (
-            f"Of {n} paired contrasts (cell − control, {seeds} seeds), {len(resolved)} resolved (the 95% CI excludes 0)"
+        primary = con[con["primary"].astype(bool)] if "primary" in con else con.iloc[:0]
+        listed = [_primary_text(r) for r in primary.itertuples()]
+        text = ("Primary contrasts: " + "; ".join(listed) + ". ") if listed else "No primary contrast in this study. "
+        text += f"With {seeds} seeds the smallest sign-flip p is {2 / 2**seeds:.3g}: " + (
+            "no contrast can pass p < 0.05 with this few seeds. " if 2 / 2**seeds >= 0.05 else ""
         )
-        listed = [
-            f"{r.contrast} in {r.metric}: {r.mean_diff:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
-            for r in resolved.itertuples()
-        ]
-        text += (": " + "; ".join(listed) if listed else "") + f". The other {n - len(resolved)} are not resolved."
+        others = con[~con.index.isin(primary.index)]
+        if "p_holm" in others:
+            n_sig = int((others["p_holm"] < 0.05).sum())
+            text += f"Of the {len(others)} other contrasts, {n_sig} have a Holm-corrected p < 0.05."
     yardsticks = "AUROC on the curated set (clean labels) and on on-policy rows (the base model's own samples)"
     text += f" Probe yardsticks: {yardsticks}; the tables below give every number."
     return f'<section id="answer"><p class="answer">{html.escape(text)}</p></section>\n'
+
+
+def _primary_text(r: Any) -> str:
+    """One primary contrast: the random-effects estimate, its HKSJ interval and the sign-flip p over seeds."""
+    ci = _ci_text(r.re_ci_low, r.re_ci_high, r.n_seeds)
+    return f"{r.contrast} in {r.metric}: {r.re_estimate:+.3f} (HKSJ 95% CI {ci}, sign-flip p = {r.p_signflip:.3g})"
 
 
 def _headline_section(
@@ -1099,7 +1107,7 @@ def _headline_section(
         shown = con.assign(
             mean_diff=con["mean_diff"].map(lambda v: f"{v:+.3f}"),
             ci=[_ci_text(lo, hi, n) for lo, hi, n in zip(con["ci_low"], con["ci_high"], con["n_seeds"])],
-            resolved=con["resolved"].map(lambda v: "yes" if v else "no"),
+            t_ci_excludes_0=con["resolved"].map(lambda v: "yes" if v else "no"),
         )[
             [
                 "contrast",
@@ -1107,7 +1115,7 @@ def _headline_section(
                 "mean_diff",
                 "ci",
                 "n_seeds",
-                "resolved",
+                "t_ci_excludes_0",
                 *(["within_seed"] if "within_seed" in con else []),
             ]
         ]
