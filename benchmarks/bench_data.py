@@ -10,11 +10,9 @@ Prints a markdown report (also written to <out>/report.md). Resumable: rerunning
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from probe_lens import load_model
@@ -55,10 +53,14 @@ def main() -> None:
         f"- mean response tokens: {ex['n_response_tokens'].mean():.1f}",
     ]
     for tag, g in ex.groupby("tag"):
-        lines.append(f"- {tag}: toxic fraction {g['label'].mean():.3f} ({int(g['label'].sum())}/{len(g)}), mean score {g['score'].mean():.3f}")
+        lines.append(
+            f"- {tag}: toxic fraction {g['label'].mean():.3f} ({int(g['label'].sum())}/{len(g)}), mean score {g['score'].mean():.3f}"
+        )
     c = ds.counts()
-    lines.append(f"- classes: toxic {c['n_toxic']}, clean {c['n_clean']}, balanced set {c['n_balanced']} "
-                 f"(train {len(ds.y('train'))}, test {len(ds.y('test'))})")
+    lines.append(
+        f"- classes: toxic {c['n_toxic']}, clean {c['n_clean']}, balanced set {c['n_balanced']} "
+        f"(train {len(ds.y('train'))}, test {len(ds.y('test'))})"
+    )
     per_round = ex.groupby("round")["label"].agg(["sum", "count"])
     lines.append(
         f"- rounds run: {len(per_round)} of {cfg.max_rounds}; shortfall: {ds.meta.get('shortfall')}; toxic per round: "
@@ -71,7 +73,11 @@ def main() -> None:
             lines.append(f"| {h.split('.')[1]} | {h} | n/a (one class) | | |")
             continue
         p = LogisticProbe().fit(Xtr, ytr)
-        acc = float(((p.predict_proba(Xte)[:, 1] >= 0.5) == yte).mean()) if p.predict_proba(Xte).ndim == 2 else float((p.predict(Xte) == yte).mean())
+        acc = (
+            float(((p.predict_proba(Xte)[:, 1] >= 0.5) == yte).mean())
+            if p.predict_proba(Xte).ndim == 2
+            else float((p.predict(Xte) == yte).mean())
+        )
         lines.append(f"| {h.split('.')[1]} | {h} | {p.score(Xtr, ytr):.3f} | {p.score(Xte, yte):.3f} | {acc:.3f} |")
     text = "\n".join(lines)
     print(text)

@@ -39,7 +39,11 @@ def main() -> None:
             w_t = w.T.contiguous()
             for rows in args.rows:
                 x = torch.randn(rows, d_in)
-                fns = {"x@W": lambda: x @ w, "linear": lambda: F.linear(x, w_t), "weight-first": lambda: weight_first_matmul(x, w_t)}
+                fns = {
+                    "x@W": lambda: x @ w,
+                    "linear": lambda: F.linear(x, w_t),
+                    "weight-first": lambda: weight_first_matmul(x, w_t),
+                }
                 reps = args.repeats if d_out * rows < 2**26 else max(2, args.repeats // 3)
                 best = {k: float("inf") for k in fns}
                 for fn in fns.values():

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -88,17 +87,41 @@ def main() -> None:
 
             def hf_run():
                 with torch.no_grad():
-                    return hf.generate(**enc, max_new_tokens=n_new, min_new_tokens=n_new, top_k=None, top_p=None,
-                                       pad_token_id=tok.pad_token_id, **kw)
+                    return hf.generate(
+                        **enc,
+                        max_new_tokens=n_new,
+                        min_new_tokens=n_new,
+                        top_k=None,
+                        top_p=None,
+                        pad_token_id=tok.pad_token_id,
+                        **kw,
+                    )
 
             ours = theirs = 0.0
             for _ in range(args.repeats):  # interleaved, so background load hits both alike; best of each
-                ours = max(ours, tok_per_s(
-                    lambda: generate(model, prompts, max_new_tokens=n_new, seed=0, batch_size=batch, stop_at_eos=False, progress=False, **kw),
-                    lambda g: int(g.response_mask.sum()), repeats=1,
-                ))
-                theirs = max(theirs, tok_per_s(hf_run, lambda o: (o.shape[1] - enc.input_ids.shape[1]) * o.shape[0], repeats=1))
-            gen_rows.append({"batch": batch, "mode": mode, "probe_lens_tok_s": ours, "hf_tok_s": theirs, "ratio": ours / theirs})
+                ours = max(
+                    ours,
+                    tok_per_s(
+                        lambda: generate(
+                            model,
+                            prompts,
+                            max_new_tokens=n_new,
+                            seed=0,
+                            batch_size=batch,
+                            stop_at_eos=False,
+                            progress=False,
+                            **kw,
+                        ),
+                        lambda g: int(g.response_mask.sum()),
+                        repeats=1,
+                    ),
+                )
+                theirs = max(
+                    theirs, tok_per_s(hf_run, lambda o: (o.shape[1] - enc.input_ids.shape[1]) * o.shape[0], repeats=1)
+                )
+            gen_rows.append(
+                {"batch": batch, "mode": mode, "probe_lens_tok_s": ours, "hf_tok_s": theirs, "ratio": ours / theirs}
+            )
     report["generation"] = gen_rows
     g = generate(model, PROMPTS * 4, max_new_tokens=n_new, seed=0, batch_size=16, progress=False)
     hooks = ["blocks.6.hook_resid_post", "blocks.9.hook_resid_post", "blocks.12.hook_resid_post"]
@@ -120,8 +143,13 @@ def main() -> None:
         return min(times)
 
     t_plain, t_collect = best(plain), best(ours)
-    report["collect"] = {"n_seqs": len(g), "plain_forward_s": t_plain, "collect_s": t_collect, "ratio": t_collect / t_plain,
-                         "note": "collect stops after the last needed layer (12 of 18) and skips the unembedding"}
+    report["collect"] = {
+        "n_seqs": len(g),
+        "plain_forward_s": t_plain,
+        "collect_s": t_collect,
+        "ratio": t_collect / t_plain,
+        "note": "collect stops after the last needed layer (12 of 18) and skips the unembedding",
+    }
     print(json.dumps(report, indent=2))
 
 

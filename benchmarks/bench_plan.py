@@ -75,16 +75,20 @@ def main() -> None:
     peak = m["peak"]
     m = {**m, "activations": activations}
     est = m["runtime"] + m["parameters"] + m["gradients"] + m["adamw_moments"] + m["activations"]
-    print(f"preset {args.preset}: probe-SFT step, batch {tc.batch_size} x {seq} tokens, trainable {tc.trainable!r} "
-          f"({sum(p.numel() for p in params) / 1e6:.1f}M), {args.steps} steps in {dt:.1f} s")
+    print(
+        f"preset {args.preset}: probe-SFT step, batch {tc.batch_size} x {seq} tokens, trainable {tc.trainable!r} "
+        f"({sum(p.numel() for p in params) / 1e6:.1f}M), {args.steps} steps in {dt:.1f} s"
+    )
     print(f"RSS before the model {runtime / GIB:.2f} GiB; after loading {after_load / GIB:.2f} GiB")
     print("| | GiB |\n|---|---|")
     for k in ("runtime", "parameters", "gradients", "adamw_moments", "activations"):
         print(f"| estimate: {k} | {m[k] / GIB:.2f} |")
     print(f"| **estimate (sum)** | **{est / GIB:.2f}** |")
     print(f"| **measured VmHWM of the training steps** | **{hwm / GIB:.2f}** |")
-    print(f"estimate / measured = {est / hwm:.3f}; the whole study's planned peak (with the base-weight copy, CPU "
-          f"transposed copies): {peak / GIB:.2f} GiB")
+    print(
+        f"estimate / measured = {est / hwm:.3f}; the whole study's planned peak (with the base-weight copy, CPU "
+        f"transposed copies): {peak / GIB:.2f} GiB"
+    )
 
 
 if __name__ == "__main__":

@@ -119,15 +119,22 @@ def _next_token_quality(model, texts: list[str], candidate, chunk: int = 8) -> d
         diff = max(diff, float((ref - cand).abs().max()))
         n += int(keep.sum())
     kl = torch.cat(kls)
-    return {"kl_mean": float(kl.mean()), "kl_max": float(kl.max()), "top1_agree": agree / n,
-            "max_abs_logit_diff": diff, "positions": n,
-            "ppl_ref": math.exp(nll["ref"] / n_pred), "ppl_cand": math.exp(nll["cand"] / n_pred)}
+    return {
+        "kl_mean": float(kl.mean()),
+        "kl_max": float(kl.max()),
+        "top1_agree": agree / n,
+        "max_abs_logit_diff": diff,
+        "positions": n,
+        "ppl_ref": math.exp(nll["ref"] / n_pred),
+        "ppl_cand": math.exp(nll["cand"] / n_pred),
+    }
 
 
 def _in_context(model, ctx):
     def run(toks, mask):
         with torch.no_grad(), ctx():
             return model(toks, attention_mask=mask)
+
     return run
 
 
@@ -187,14 +194,18 @@ def _speed_and_toxicity(model, texts, prov, paths, kw, args) -> None:
             samples[name] = g
             print(f"repeat {r} {name:<22} {rates[name][-1]:7.1f} continuations/min ({dt:.1f} s)", flush=True)
 
-    print(f"\n## speed: {len(texts)} continuations ({len(prov)} prompts x {args.samples}), {args.new_tokens} new tokens, "
-          f"batch {args.batch_size}, {args.repeats} interleaved repeats")
+    print(
+        f"\n## speed: {len(texts)} continuations ({len(prov)} prompts x {args.samples}), {args.new_tokens} new tokens, "
+        f"batch {args.batch_size}, {args.repeats} interleaved repeats"
+    )
     print("| path | continuations/min (median) | per repeat | ratio to reference (median of per-repeat ratios) |")
     print("|---|---|---|---|")
     for name in paths:
         ratios = [a / b for a, b in zip(rates[name], rates["reference"])]
-        print(f"| {name} | {statistics.median(rates[name]):.1f} | {', '.join(f'{x:.1f}' for x in rates[name])} | "
-              f"{statistics.median(ratios):.2f}x |")
+        print(
+            f"| {name} | {statistics.median(rates[name]):.1f} | {', '.join(f'{x:.1f}' for x in rates[name])} | "
+            f"{statistics.median(ratios):.2f}x |"
+        )
 
     scorer = get_scorer("profanity")
     print("\n## toxicity of the speed runs' samples (same prompts and seed), profanity scorer, threshold 0.5")
@@ -219,8 +230,10 @@ def _paired_toxicity(scorer, ref_texts: list[str], fast_texts: list[str]) -> Non
     only_ref, only_fast = int((a & ~b).sum()), int((~a & b).sum())
     n = only_ref + only_fast
     p = binomtest(only_ref, n, 0.5).pvalue if n else 1.0
-    print(f"paired (same prompt and seed): toxic only under the reference {only_ref}, only under fast {only_fast}; "
-          f"exact McNemar p = {p:.3f}")
+    print(
+        f"paired (same prompt and seed): toxic only under the reference {only_ref}, only under fast {only_fast}; "
+        f"exact McNemar p = {p:.3f}"
+    )
 
 
 def _quality(model, neutral_texts, greedy, args) -> None:
@@ -242,27 +255,44 @@ def _next_token_table(model, neutral_texts, candidates) -> None:
     from probe_lens.experiments.metrics import perplexity
 
     print(f"\n## next-token distributions on {len(neutral_texts)} held-out neutral texts (teacher-forced)")
-    print("| products | mean KL(ref‖cand) | max KL | top-1 agreement | max abs logit diff | perplexity ref → cand | positions |")
+    print(
+        "| products | mean KL(ref‖cand) | max KL | top-1 agreement | max abs logit diff | perplexity ref → cand | positions |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, fn in candidates.items():
         q = _next_token_quality(model, neutral_texts, fn)
-        print(f"| {name} | {q['kl_mean']:.2e} | {q['kl_max']:.2e} | {q['top1_agree']:.4f} | {q['max_abs_logit_diff']:.3f} | "
-              f"{q['ppl_ref']:.4f} → {q['ppl_cand']:.4f} ({(q['ppl_cand'] / q['ppl_ref'] - 1) * 100:+.3f}%) | {q['positions']} |")
+        print(
+            f"| {name} | {q['kl_mean']:.2e} | {q['kl_max']:.2e} | {q['top1_agree']:.4f} | {q['max_abs_logit_diff']:.3f} | "
+            f"{q['ppl_ref']:.4f} → {q['ppl_cand']:.4f} ({(q['ppl_cand'] / q['ppl_ref'] - 1) * 100:+.3f}%) | {q['positions']} |"
+        )
     with torch.no_grad():
         oracle = perplexity(model, neutral_texts, batch_size=16)
-    print(f"\nreference perplexity by probe_lens.experiments.metrics.perplexity (cross-check of the column above): {oracle:.4f}")
+    print(
+        f"\nreference perplexity by probe_lens.experiments.metrics.perplexity (cross-check of the column above): {oracle:.4f}"
+    )
 
 
 def _greedy(model, greedy, args) -> None:
     from probe_lens.models.generation import generate
 
-    g0 = generate(model, greedy, max_new_tokens=args.new_tokens, do_sample=False, batch_size=args.batch_size, progress=False)
-    g1 = generate(model, greedy, max_new_tokens=args.new_tokens, do_sample=False, batch_size=args.batch_size,
-                  progress=False, fast=True)
+    g0 = generate(
+        model, greedy, max_new_tokens=args.new_tokens, do_sample=False, batch_size=args.batch_size, progress=False
+    )
+    g1 = generate(
+        model,
+        greedy,
+        max_new_tokens=args.new_tokens,
+        do_sample=False,
+        batch_size=args.batch_size,
+        progress=False,
+        fast=True,
+    )
     same = [torch.equal(a, b) for a, b in zip(g0.tokens, g1.tokens)]
     first = [int((a != b).nonzero()[0]) - g0.prompt_len for a, b, s in zip(g0.tokens, g1.tokens, same) if not s]
-    print(f"greedy, {args.new_tokens} tokens: {sum(same)} / {len(same)} prompts identical"
-          + (f"; the others diverge at generated token {sorted(first)}" if first else ""))
+    print(
+        f"greedy, {args.new_tokens} tokens: {sum(same)} / {len(same)} prompts identical"
+        + (f"; the others diverge at generated token {sorted(first)}" if first else "")
+    )
 
 
 if __name__ == "__main__":

@@ -159,15 +159,30 @@ def bench_trl(args, out: dict) -> None:
             times.append(time.perf_counter() - self.t)
 
     rows = [
-        {"prompt": PROMPTS[p % 4], "chosen": RESPONSES[p % 4] + tok.eos_token, "rejected": RESPONSES[p % 4 + 4] + tok.eos_token}
+        {
+            "prompt": PROMPTS[p % 4],
+            "chosen": RESPONSES[p % 4] + tok.eos_token,
+            "rejected": RESPONSES[p % 4 + 4] + tok.eos_token,
+        }
         for p in range(args.batch)
     ]
     steps = args.steps * args.rounds
     ds = Dataset.from_list(rows * steps)
     cfg = trl.DPOConfig(
-        output_dir=args.trl_dir, per_device_train_batch_size=args.batch, max_steps=steps, learning_rate=1e-7,
-        beta=0.1, use_cpu=True, report_to="none", logging_steps=1000, save_strategy="no", max_length=512,
-        precompute_ref_log_probs=False, dataloader_num_workers=0, disable_tqdm=True, seed=0,
+        output_dir=args.trl_dir,
+        per_device_train_batch_size=args.batch,
+        max_steps=steps,
+        learning_rate=1e-7,
+        beta=0.1,
+        use_cpu=True,
+        report_to="none",
+        logging_steps=1000,
+        save_strategy="no",
+        max_length=512,
+        precompute_ref_log_probs=False,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        seed=0,
         gradient_checkpointing=False,  # TRL 1.x turns it on by default; ours does not recompute
     )
     try:
@@ -189,6 +204,7 @@ def bench_trl(args, out: dict) -> None:
 
 
 def gemma1b_worker(method: str, trainable: str) -> None:
+    import psutil
     from transformer_lens import HookedTransformer
     from transformer_lens.loading_from_pretrained import get_pretrained_model_config
 
@@ -196,8 +212,6 @@ def gemma1b_worker(method: str, trainable: str) -> None:
     from probe_lens.probes import LogisticProbe
     from probe_lens.testing import tiny_tokenizer
     from probe_lens.training import DPOConfig, ProbeSFTConfig, build_pairs, train_dpo, train_probe_sft
-
-    import psutil
 
     cfg = get_pretrained_model_config("google/gemma-3-1b-pt", device="cpu")
     # Memory guard (this machine is shared): weights ~5.2 GB fp32 (TL unties embed/unembed) plus
@@ -210,7 +224,14 @@ def gemma1b_worker(method: str, trainable: str) -> None:
     if need > 0.7 * avail:
         b = int((0.7 * avail - fixed) / per_block)
         if b < 1:
-            print(json.dumps({"method": method, "skipped": f"only {avail:.1f} GB free; a 1B-shape step needs > {fixed / 0.7:.1f} GB"}))
+            print(
+                json.dumps(
+                    {
+                        "method": method,
+                        "skipped": f"only {avail:.1f} GB free; a 1B-shape step needs > {fixed / 0.7:.1f} GB",
+                    }
+                )
+            )
             return
         trainable = f"blocks:{max(0, 21 - b)}-20"
     t = time.perf_counter()
@@ -227,11 +248,22 @@ def gemma1b_worker(method: str, trainable: str) -> None:
         train_probe_sft(model, data.select([0]), probe, ProbeSFTConfig(**common))
     else:
         train_dpo(model, build_pairs(data, [0.0, 1.0], k=2), DPOConfig(**common))
-    print(json.dumps({
-        "method": method, "n_params": n_params, "trainable": trainable, "seq_len": int(data.tokens.shape[1]),
-        "rss_after_build_gb": base_rss, "peak_rss_gb": rss_gb(), "step_seconds": time.perf_counter() - t,
-        "d_model": cfg.d_model, "n_layers": cfg.n_layers, "available_gb_at_start": avail,
-    }))
+    print(
+        json.dumps(
+            {
+                "method": method,
+                "n_params": n_params,
+                "trainable": trainable,
+                "seq_len": int(data.tokens.shape[1]),
+                "rss_after_build_gb": base_rss,
+                "peak_rss_gb": rss_gb(),
+                "step_seconds": time.perf_counter() - t,
+                "d_model": cfg.d_model,
+                "n_layers": cfg.n_layers,
+                "available_gb_at_start": avail,
+            }
+        )
+    )
 
 
 def bench_gemma1b(args, out: dict) -> None:
@@ -250,7 +282,9 @@ def bench_gemma1b(args, out: dict) -> None:
             out["gemma1b"][method] = f"timed out after {args.timeout_1b}s"
             continue
         last = [l for l in p.stdout.splitlines() if l.startswith("{")]
-        out["gemma1b"][method] = json.loads(last[-1]) if (p.returncode == 0 and last) else f"failed rc={p.returncode}: {p.stderr[-800:]}"
+        out["gemma1b"][method] = (
+            json.loads(last[-1]) if (p.returncode == 0 and last) else f"failed rc={p.returncode}: {p.stderr[-800:]}"
+        )
         print(f"Gemma-3-1B shape {method}: {out['gemma1b'][method]}", flush=True)
 
 
@@ -293,12 +327,22 @@ def main() -> None:
     print("\n=== training benchmark (one run, same machine) ===")
     s = out["step_seconds"]
     print(f"batch {out['batch']} x {out['seq_len']} tokens, {out['model']}")
-    print(f"probe-SFT step {s['probe_sft']:.2f}s vs LM-SFT step {s['lm_sft']:.2f}s -> ratio {out['ratio_probe_sft_over_lm_sft']:.3f} (target <= 1.15)")
+    print(
+        f"probe-SFT step {s['probe_sft']:.2f}s vs LM-SFT step {s['lm_sft']:.2f}s -> ratio {out['ratio_probe_sft_over_lm_sft']:.3f} (target <= 1.15)"
+    )
     if "trl_dpo_step_seconds" in out:
-        print(f"DPO step (precomputed ref) {s['dpo']:.2f}s vs TRL {out['trl_version']} DPOTrainer {out['trl_dpo_step_seconds']:.2f}s -> ratio {out['ratio_dpo_ours_over_trl']:.3f} (target <= 1.0)")
+        print(
+            f"DPO step (precomputed ref) {s['dpo']:.2f}s vs TRL {out['trl_version']} DPOTrainer {out['trl_dpo_step_seconds']:.2f}s -> ratio {out['ratio_dpo_ours_over_trl']:.3f} (target <= 1.0)"
+        )
     else:
         print(f"DPO step {s['dpo']:.2f}s; TRL: {out.get('trl_error', 'skipped')}")
-    print(f"matmul peak {peak / 1e9:.0f} GFLOP/s; achieved: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s ({out['flops_fraction_of_peak'][k]:.0%})" for k, v in out["achieved_flops"].items()))
+    print(
+        f"matmul peak {peak / 1e9:.0f} GFLOP/s; achieved: "
+        + ", ".join(
+            f"{k} {v / 1e9:.1f} GFLOP/s ({out['flops_fraction_of_peak'][k]:.0%})"
+            for k, v in out["achieved_flops"].items()
+        )
+    )
     print(f"peak RSS {out['peak_rss_gb']:.2f} GB; load average start {out['loadavg_start']} end {out['loadavg_end']}")
     if args.out:
         with open(args.out, "w") as f:

@@ -48,18 +48,31 @@ def main() -> None:
 
     def measure(step: int) -> None:
         p = probe_scores(model, gen, watch, batch_size=cfg.data.batch_size, progress=False)
-        rows.append({"step": step, "probe_p_toxic_mean": float(np.mean(p)), "probe_flagged": float(np.mean(p >= 0.5)),
-                     "t": time.perf_counter() - t0})
+        rows.append(
+            {
+                "step": step,
+                "probe_p_toxic_mean": float(np.mean(p)),
+                "probe_flagged": float(np.mean(p >= 0.5)),
+                "t": time.perf_counter() - t0,
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
 
     t0 = time.perf_counter()
     measure(0)
+
     def on_step(step: int, row: dict) -> None:
         if step % args.every == 0:
             measure(step)
 
-    common = {"seed": seed, "out_dir": str(out / "train"), "telemetry_every": 0, "progress": False,
-              "max_steps": args.steps, "checkpoint_every": 10**6}
+    common = {
+        "seed": seed,
+        "out_dir": str(out / "train"),
+        "telemetry_every": 0,
+        "progress": False,
+        "max_steps": args.steps,
+        "checkpoint_every": 10**6,
+    }
     if spec.objective == "probe_sft":
         tc = dataclasses.replace(cfg.probe_sft, pooling=cfg.data.pooling, **common)
         train_probe_sft(model, gen, {n: probes[n] for n in trained}, tc, on_step=on_step)
@@ -74,13 +87,20 @@ def main() -> None:
     knee = int(df.loc[df["probe_p_toxic_mean"] <= start - 0.9 * (start - low), "step"].iloc[0]) if start > low else 0
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / f"calibrate_{args.cell}.csv", index=False)
-    print(f"{args.cell}: mean probe P(toxic) on {len(gen)} training samples {start:.4f} -> min {low:.4f}; "
-          f"90% of the fall by step {knee} (measured every {args.every} to {args.steps})")
+    print(
+        f"{args.cell}: mean probe P(toxic) on {len(gen)} training samples {start:.4f} -> min {low:.4f}; "
+        f"90% of the fall by step {knee} (measured every {args.every} to {args.steps})"
+    )
     try:
         import plotly.express as px
 
-        fig = px.line(df, x="step", y="probe_p_toxic_mean", markers=True,
-                      title=f"{args.preset}/{args.cell}: trained-against probe on the training samples")
+        fig = px.line(
+            df,
+            x="step",
+            y="probe_p_toxic_mean",
+            markers=True,
+            title=f"{args.preset}/{args.cell}: trained-against probe on the training samples",
+        )
         fig.write_html(out / f"calibrate_{args.cell}.html", include_plotlyjs="cdn")
     except ImportError:
         pass

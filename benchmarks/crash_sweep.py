@@ -40,7 +40,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 SWEEP_CELLS = ["base", "probe_sft_ens", "probe_dpo_1", "classifier_dpo", "probe_filtered_sft"]
 """The sweep's cells: every objective (none, probe-SFT, DPO, filtered SFT) and every training signal
 (probe, ensemble, classifier); ``--cells`` takes any (the tiny study has eight)."""
@@ -64,7 +63,9 @@ def study_config(cells: list[str]):
     return tiny_study_config(
         cells=cells,
         data={"chunk_prompts": 16},  # 60 pool prompts -> 4 chunks: kills between and inside chunk writes
-        probe_sft=train, dpo=train, classifier_sft=train,
+        probe_sft=train,
+        dpo=train,
+        classifier_sft=train,
         probes={"noise_floor_resamples": 2},
         eval={"n_curated": 8, "n_telemetry_prompts": 2, "n_provocative": 4},
         telemetry_every=1,
@@ -96,8 +97,15 @@ def run_study(out: Path, cells: list[str], kill: str | None = None, counts_file:
     from probe_lens.experiments.runner import Study
     from probe_lens.testing import non_ascii_scorer, tiny_model
 
-    Study(study_config(cells), out, resume=True, model=tiny_model(n_layers=4), scorer=non_ascii_scorer(),
-          progress=False, export_png=False).run()
+    Study(
+        study_config(cells),
+        out,
+        resume=True,
+        model=tiny_model(n_layers=4),
+        scorer=non_ascii_scorer(),
+        progress=False,
+        export_png=False,
+    ).run()
     if counters is not None:
         counts_file.write_text(json.dumps(counters, indent=1))
 
@@ -171,38 +179,69 @@ class Point:
         if self.n == "last":
             return total
         if self.n.startswith("last-"):
-            k = total - int(self.n[len("last-"):])
+            k = total - int(self.n[len("last-") :])
             return k if k >= 1 else None
         if self.n == "mid":
             return (total + 1) // 2
         raise ValueError(f"unknown call number {self.n!r}")
 
 
-R, B, CK, OBJ = "probe_lens.experiments.runner", "probe_lens.data.builder", "probe_lens.training.checkpoint", "probe_lens.training.objectives"
+R, B, CK, OBJ = (
+    "probe_lens.experiments.runner",
+    "probe_lens.data.builder",
+    "probe_lens.training.checkpoint",
+    "probe_lens.training.objectives",
+)
 IO, TEL = "probe_lens._io", "probe_lens.training.telemetry"
-RF, ST, EV = "probe_lens.experiments.run_folder", "probe_lens.experiments.study_telemetry", "probe_lens.experiments.evaluation"
+RF, ST, EV = (
+    "probe_lens.experiments.run_folder",
+    "probe_lens.experiments.study_telemetry",
+    "probe_lens.experiments.evaluation",
+)
 SAVE_CKPT = f"{CK}:save_checkpoint"
-TRAIN_SFT, TRAIN_DPO, TRAIN_FILTERED = (f"{OBJ}.probe_sft:train_probe_sft", f"{OBJ}.dpo:train_dpo",
-                                        f"{OBJ}.filtered_sft:train_classifier_sft")
+TRAIN_SFT, TRAIN_DPO, TRAIN_FILTERED = (
+    f"{OBJ}.probe_sft:train_probe_sft",
+    f"{OBJ}.dpo:train_dpo",
+    f"{OBJ}.filtered_sft:train_classifier_sft",
+)
 SFT_STEP, DPO_STEP = f"{OBJ}.probe_sft:SFTObjective.loss", f"{OBJ}.dpo:DPOObjective.loss"
 
 POINTS: list[Point] = [
     # data building (60 pool prompts in 4 chunks of 16)
     Point("first chunk being built", f"{B}:_build_chunk", stage="data"),
     Point("second chunk built, not saved", f"{B}:_save_chunk", n=2, stage="data"),
-    Point("inside a chunk write: tensors written, json not", f"{IO}:atomic_write", (f"{B}:_save_chunk",), ".json", n=2,
-          stage="data"),
-    Point("inside a chunk write: tensors file not renamed", "os:replace", (f"{B}:_save_chunk",), ".safetensors", n="last",
-          stage="data"),
+    Point(
+        "inside a chunk write: tensors written, json not",
+        f"{IO}:atomic_write",
+        (f"{B}:_save_chunk",),
+        ".json",
+        n=2,
+        stage="data",
+    ),
+    Point(
+        "inside a chunk write: tensors file not renamed",
+        "os:replace",
+        (f"{B}:_save_chunk",),
+        ".safetensors",
+        n="last",
+        stage="data",
+    ),
     Point("all chunks saved, dataset not", f"{B}:ActivationDataset.save", stage="data"),
-    Point("dataset written but its meta.json", f"{IO}:atomic_write", (f"{B}:ActivationDataset.save",), "meta.json",
-          stage="data"),
+    Point(
+        "dataset written but its meta.json",
+        f"{IO}:atomic_write",
+        (f"{B}:ActivationDataset.save",),
+        "meta.json",
+        stage="data",
+    ),
     Point("prompt plan being written", f"{RF}:write_json", (), "prompts.json", stage="data"),
     # probes and the seed's files
     Point("probe fitting starts", f"{R}:Study.fit_probes", stage="probes"),
     Point("split.json being written", f"{RF}:write_json", (), "split.json", stage="probes"),
     Point("some probes saved", "probe_lens.probes.io:save_probe", n=3, stage="probes"),
-    Point("probes saved, report.csv not", f"{IO}:atomic_write", (f"{R}:Study.fit_probes",), "report.csv", stage="probes"),
+    Point(
+        "probes saved, report.csv not", f"{IO}:atomic_write", (f"{R}:Study.fit_probes",), "report.csv", stage="probes"
+    ),
     Point("noise floor computed, not written", f"{RF}:write_json", (), "noise_floor.json", stage="probes"),
     Point("training samples generated, not saved", f"{RF}:save_generation", stage="train data"),
     Point("training samples saved, scores not", f"{RF}:write_json", (), "/scores.json", stage="train data"),
@@ -222,35 +261,87 @@ POINTS: list[Point] = [
     Point("filtered-SFT first step", SFT_STEP, (TRAIN_FILTERED,), stage="train filtered_sft"),
     Point("filtered-SFT second checkpoint", SAVE_CKPT, (TRAIN_FILTERED,), n=2, stage="train filtered_sft"),
     # inside checkpoint writes
-    Point("probe-SFT checkpoint: model written, optimizer not", "safetensors.torch:save_file", (TRAIN_SFT, SAVE_CKPT),
-          "optimizer", n=2, stage="checkpoint"),
-    Point("probe-SFT checkpoint: files written, folder not renamed", "os:replace", (TRAIN_SFT, SAVE_CKPT), "/.step_",
-          n=2, stage="checkpoint"),
-    Point("probe-SFT checkpoint: renamed, latest.json not", f"{IO}:atomic_write_text", (TRAIN_SFT, SAVE_CKPT),
-          "latest.json", n=2, stage="checkpoint"),
+    Point(
+        "probe-SFT checkpoint: model written, optimizer not",
+        "safetensors.torch:save_file",
+        (TRAIN_SFT, SAVE_CKPT),
+        "optimizer",
+        n=2,
+        stage="checkpoint",
+    ),
+    Point(
+        "probe-SFT checkpoint: files written, folder not renamed",
+        "os:replace",
+        (TRAIN_SFT, SAVE_CKPT),
+        "/.step_",
+        n=2,
+        stage="checkpoint",
+    ),
+    Point(
+        "probe-SFT checkpoint: renamed, latest.json not",
+        f"{IO}:atomic_write_text",
+        (TRAIN_SFT, SAVE_CKPT),
+        "latest.json",
+        n=2,
+        stage="checkpoint",
+    ),
     Point("probe-SFT checkpoint: pruning the oldest", "shutil:rmtree", (TRAIN_SFT, f"{CK}:_prune"), stage="checkpoint"),
-    Point("DPO checkpoint: extra (reference log-probs) not written", "safetensors.torch:save_file", (TRAIN_DPO, SAVE_CKPT),
-          "extra", n="mid", stage="checkpoint"),
-    Point("DPO final checkpoint: files written, folder not renamed", "os:replace", (TRAIN_DPO, SAVE_CKPT), "/.step_",
-          n="last", stage="checkpoint"),
-    Point("filtered-SFT final checkpoint: renamed, latest.json not", f"{IO}:atomic_write_text",
-          (TRAIN_FILTERED, SAVE_CKPT), "latest.json", n="last", stage="checkpoint"),
+    Point(
+        "DPO checkpoint: extra (reference log-probs) not written",
+        "safetensors.torch:save_file",
+        (TRAIN_DPO, SAVE_CKPT),
+        "extra",
+        n="mid",
+        stage="checkpoint",
+    ),
+    Point(
+        "DPO final checkpoint: files written, folder not renamed",
+        "os:replace",
+        (TRAIN_DPO, SAVE_CKPT),
+        "/.step_",
+        n="last",
+        stage="checkpoint",
+    ),
+    Point(
+        "filtered-SFT final checkpoint: renamed, latest.json not",
+        f"{IO}:atomic_write_text",
+        (TRAIN_FILTERED, SAVE_CKPT),
+        "latest.json",
+        n="last",
+        stage="checkpoint",
+    ),
     # evaluation
     Point("first evaluation starts", f"{EV}:CellEvaluation.evaluate", stage="evaluate"),
     Point("evaluation perplexity mid-study", "probe_lens.experiments.metrics:perplexity", n="mid", stage="evaluate"),
     Point("probe_scores.json being written", f"{RF}:write_json", (), "probe_scores.json", n="mid", stage="evaluate"),
     Point("geometry written, eval.json not", f"{RF}:write_json", (), "eval.json", n="mid", stage="evaluate"),
-    Point("eval.json written, checkpoints being deleted", "shutil:rmtree", (f"{R}:Study.run_cell",), "checkpoints$",
-          n="mid", stage="evaluate"),
+    Point(
+        "eval.json written, checkpoints being deleted",
+        "shutil:rmtree",
+        (f"{R}:Study.run_cell",),
+        "checkpoints$",
+        n="mid",
+        stage="evaluate",
+    ),
     Point("last evaluation", f"{EV}:CellEvaluation.evaluate", n="last", stage="evaluate"),
     # report
     Point("report starts", f"{R}:Study.report", stage="report"),
-    Point("results.csv written, the rest not", f"{IO}:atomic_write", (f"{R}:Study.report",), "results.parquet",
-          stage="report"),
+    Point(
+        "results.csv written, the rest not",
+        f"{IO}:atomic_write",
+        (f"{R}:Study.report",),
+        "results.parquet",
+        stage="report",
+    ),
     Point("timings.json being written", f"{RF}:write_json", (), "timings.json", stage="report"),
     Point("drift report being written", "probe_lens.experiments.report:write_report", stage="report"),
-    Point("inside the drift report: report.html not renamed", "os:replace",
-          ("probe_lens.experiments.report:write_report",), "report.html", stage="report"),
+    Point(
+        "inside the drift report: report.html not renamed",
+        "os:replace",
+        ("probe_lens.experiments.report:write_report",),
+        "report.html",
+        stage="report",
+    ),
 ]
 
 CI_CHAIN: list[tuple[str, int | str | None]] = [
@@ -281,8 +372,12 @@ def _import_targets() -> None:
     for p in POINTS:
         for ref in (p.target, *p.within):
             importlib.import_module(ref.partition(":")[0])
-    for mod in ("probe_lens.experiments.headline", "probe_lens.experiments.stats", "probe_lens.experiments.metrics",
-                "probe_lens.data.curated"):
+    for mod in (
+        "probe_lens.experiments.headline",
+        "probe_lens.experiments.stats",
+        "probe_lens.experiments.metrics",
+        "probe_lens.data.curated",
+    ):
         importlib.import_module(mod)
 
 
@@ -348,7 +443,9 @@ def install(points: list[tuple[str, tuple[str, ...], str | None, int]], *, kill:
                     if any(depth[w] == 0 for w in within):
                         continue
                     if match is not None:
-                        text = " ".join(str(x) for x in a if isinstance(x, (str, os.PathLike))) if text is None else text
+                        text = (
+                            " ".join(str(x) for x in a if isinstance(x, (str, os.PathLike))) if text is None else text
+                        )
                         if not (text.endswith(match[:-1]) if match.endswith("$") else match in text):
                             continue
                     counts[key] += 1
@@ -365,6 +462,7 @@ def install(points: list[tuple[str, tuple[str, ...], str | None, int]], *, kill:
 # ---------------------------------------------------------------------------------------------
 # comparing two run folders
 # ---------------------------------------------------------------------------------------------
+
 
 def _is_timing(key: str) -> bool:
     """Wall-clock figures (``train/step_seconds``, ...): different in every run, left out of comparisons."""
@@ -430,16 +528,29 @@ def compare_runs(ref: Path, got: Path, tol: float = 1e-9) -> list[str]:
                 keys = sorted(k for k in set(x) | set(y) if not _close(x.get(k), y.get(k), tol))
                 problems.append(f"{rel} row {i} (step {x.get('step')}): differs in {keys[:5]}")
                 break
+
     # probe files and the other study files
     def files(root: Path) -> set[Path]:
-        pats = ("probes/**/*", "seeds/*/*.json", "seeds/*/train_data/*", "cells/*/seed*/*.json",
-                "cells/*/seed*/eval_samples.parquet", "data/probe_pool/*.safetensors", "data/probe_pool/*.parquet",
-                "prompts.json", "study.json")
-        return {p.relative_to(root) for pat in pats for p in root.glob(pat) if p.is_file() and not p.name.startswith(".")}
+        pats = (
+            "probes/**/*",
+            "seeds/*/*.json",
+            "seeds/*/train_data/*",
+            "cells/*/seed*/*.json",
+            "cells/*/seed*/eval_samples.parquet",
+            "data/probe_pool/*.safetensors",
+            "data/probe_pool/*.parquet",
+            "prompts.json",
+            "study.json",
+        )
+        return {
+            p.relative_to(root) for pat in pats for p in root.glob(pat) if p.is_file() and not p.name.startswith(".")
+        }
 
     fa, fb = files(ref), files(got)
     if fa != fb:
-        problems.append(f"files differ: only in reference {sorted(map(str, fa - fb))[:5]}, only here {sorted(map(str, fb - fa))[:5]}")
+        problems.append(
+            f"files differ: only in reference {sorted(map(str, fa - fb))[:5]}, only here {sorted(map(str, fb - fa))[:5]}"
+        )
     for rel in sorted(fa & fb):
         x, y = (ref / rel).read_bytes(), (got / rel).read_bytes()
         if x == y:
@@ -486,14 +597,22 @@ class Outcome:
     problems: list[str]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"points": [{"name": p.name, "stage": p.stage, "spec": p.spec(n) if n else p.key()} for p, n in self.points],
-                "killed": self.killed, "resumed": self.resumed, "identical": self.identical,
-                "seconds": round(self.seconds, 1), "problems": self.problems}
+        return {
+            "points": [{"name": p.name, "stage": p.stage, "spec": p.spec(n) if n else p.key()} for p, n in self.points],
+            "killed": self.killed,
+            "resumed": self.resumed,
+            "identical": self.identical,
+            "seconds": round(self.seconds, 1),
+            "problems": self.problems,
+        }
 
     def rows(self) -> list[str]:
         yn = lambda b: "yes" if b else "no"  # noqa: E731
-        return [f"| {p.stage} | {p.name} | `{p.spec(n) if n else p.key()}` | {yn(k)} | {yn(self.resumed)} | "
-                f"{yn(self.identical)} | {self.seconds:.0f} |" for (p, n), k in zip(self.points, self.killed)]
+        return [
+            f"| {p.stage} | {p.name} | `{p.spec(n) if n else p.key()}` | {yn(k)} | {yn(self.resumed)} | "
+            f"{yn(self.identical)} | {self.seconds:.0f} |"
+            for (p, n), k in zip(self.points, self.killed)
+        ]
 
 
 def run_points(points: list[tuple[Point, int | None]], ref: Path, out: Path, cells: list[str]) -> Outcome:
@@ -511,8 +630,10 @@ def run_points(points: list[tuple[Point, int | None]], ref: Path, out: Path, cel
         status, err = attempt(out, cells, kill=p.spec(n))
         killed.append(status == "killed")
         if status != "killed":
-            problems.append(f"{p.name}: not killed ({status})" + (f":\n{err[-3000:]}" if status != "ok" else
-                                                                 " (the point was not reached)"))
+            problems.append(
+                f"{p.name}: not killed ({status})"
+                + (f":\n{err[-3000:]}" if status != "ok" else " (the point was not reached)")
+            )
     status, err = attempt(out, cells)
     resumed = status == "ok"
     if not resumed:
@@ -530,9 +651,16 @@ def _slug(name: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cells", default=None, help=f"comma-separated cells (default: {','.join(SWEEP_CELLS)}; --ci: {','.join(CI_CELLS)})")
-    ap.add_argument("--ci", action="store_true",
-                    help="the CI handful: four cells, the CI points killed one after another in one study")
+    ap.add_argument(
+        "--cells",
+        default=None,
+        help=f"comma-separated cells (default: {','.join(SWEEP_CELLS)}; --ci: {','.join(CI_CELLS)})",
+    )
+    ap.add_argument(
+        "--ci",
+        action="store_true",
+        help="the CI handful: four cells, the CI points killed one after another in one study",
+    )
     ap.add_argument("--only", default=None, help="comma-separated substrings of the point names to run")
     ap.add_argument("--list", action="store_true", help="print the points resolved against a reference run, and stop")
     ap.add_argument("--work", default=None, help="folder for the runs (default: a temporary one)")
@@ -541,8 +669,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cells = args.cells.split(",") if args.cells else (CI_CELLS if args.ci else SWEEP_CELLS)
     by_name = {p.name: p for p in POINTS}
-    points = ([dataclasses.replace(by_name[name], n=n) if n else by_name[name] for name, n in CI_CHAIN] if args.ci
-              else list(POINTS))
+    points = (
+        [dataclasses.replace(by_name[name], n=n) if n else by_name[name] for name, n in CI_CHAIN]
+        if args.ci
+        else list(POINTS)
+    )
     if args.only:
         points = [p for p in points if any(s in p.name for s in args.only.split(","))]
     work = Path(args.work or tempfile.mkdtemp(prefix="crash_sweep_"))
@@ -556,9 +687,13 @@ def main(argv: list[str] | None = None) -> int:
     resolved = [(p, p.resolve(counts)) for p in points]
     if args.list:
         for p, n in resolved:
-            print(f"{p.stage:20s} {p.name:58s} {p.spec(n) if n else p.key() + ' (never called)'} of {counts.get(p.key(), 0)}")
+            print(
+                f"{p.stage:20s} {p.name:58s} {p.spec(n) if n else p.key() + ' (never called)'} of {counts.get(p.key(), 0)}"
+            )
         return 0
-    print("| stage | kill point | spec | killed | resumed | identical | s |\n|---|---|---|---|---|---|---:|", flush=True)
+    print(
+        "| stage | kill point | spec | killed | resumed | identical | s |\n|---|---|---|---|---|---|---:|", flush=True
+    )
     outcomes = []
     groups = [resolved] if args.ci else [[pn] for pn in resolved]
     for group in groups:
@@ -572,14 +707,28 @@ def main(argv: list[str] | None = None) -> int:
     n_killed = sum(sum(o.killed) for o in outcomes)
     n_resumed = sum(len(o.points) for o in outcomes if o.resumed)
     n_same = sum(len(o.points) for o in outcomes if o.identical)
-    print(f"\n{n_points} kill points ({'one after another in one study' if args.ci else 'one study each'}): "
-          f"{n_killed} killed, {n_resumed} resumed, {n_same} identical to the uninterrupted run; "
-          f"total {total:.0f} s (reference run {t_ref:.0f} s)", flush=True)
+    print(
+        f"\n{n_points} kill points ({'one after another in one study' if args.ci else 'one study each'}): "
+        f"{n_killed} killed, {n_resumed} resumed, {n_same} identical to the uninterrupted run; "
+        f"total {total:.0f} s (reference run {t_ref:.0f} s)",
+        flush=True,
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"cells": cells, "reference_seconds": round(t_ref, 1),
-                                               "total_seconds": round(total, 1), "n_points": n_points,
-                                               "n_killed": n_killed, "n_resumed": n_resumed, "n_identical": n_same,
-                                               "outcomes": [o.as_dict() for o in outcomes]}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "cells": cells,
+                    "reference_seconds": round(t_ref, 1),
+                    "total_seconds": round(total, 1),
+                    "n_points": n_points,
+                    "n_killed": n_killed,
+                    "n_resumed": n_resumed,
+                    "n_identical": n_same,
+                    "outcomes": [o.as_dict() for o in outcomes],
+                },
+                indent=1,
+            )
+        )
     ok = n_same == n_points == n_killed
     if not args.keep and ok:
         shutil.rmtree(work, ignore_errors=True)

@@ -30,8 +30,9 @@ import resource
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,8 +43,14 @@ if str(ROOT) not in sys.path:
 
 GEMMA_1B = "google/gemma-3-1b-pt"
 PROMPTS = [
-    "The weather today is", "My neighbour keeps shouting at", "Here is a recipe for", "The worst thing about people is",
-    "In the meeting, the manager said", "Honestly, you are such a", "The history of the city begins", "I can't stand it when",
+    "The weather today is",
+    "My neighbour keeps shouting at",
+    "Here is a recipe for",
+    "The worst thing about people is",
+    "In the meeting, the manager said",
+    "Honestly, you are such a",
+    "The history of the city begins",
+    "I can't stand it when",
 ]
 
 
@@ -119,9 +126,17 @@ def gemma_1b_hf_config():
     from transformers import Gemma3TextConfig
 
     return Gemma3TextConfig(
-        architectures=["Gemma3ForCausalLM"], vocab_size=262_144, hidden_size=1152, intermediate_size=6912,
-        num_hidden_layers=26, num_attention_heads=4, num_key_value_heads=1, head_dim=256,
-        query_pre_attn_scalar=256, sliding_window=512, max_position_embeddings=32_768,
+        architectures=["Gemma3ForCausalLM"],
+        vocab_size=262_144,
+        hidden_size=1152,
+        intermediate_size=6912,
+        num_hidden_layers=26,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=256,
+        query_pre_attn_scalar=256,
+        sliding_window=512,
+        max_position_embeddings=32_768,
     )
 
 
@@ -194,8 +209,9 @@ def run_stages(rec: Recorder, model, sizes: Sizes, device: torch.device, bf16: b
     out: dict[str, Any] = {}
 
     def gen_stage():
-        out["gen"] = generate(model, prompts, max_new_tokens=sizes.gen_tokens, batch_size=sizes.gen_batch, seed=0,
-                              progress=False)
+        out["gen"] = generate(
+            model, prompts, max_new_tokens=sizes.gen_tokens, batch_size=sizes.gen_batch, seed=0, progress=False
+        )
         return {"sequences": len(prompts), "new_tokens": response_tokens(out["gen"])}
 
     row = rec.stage("generate", gen_stage)
@@ -205,8 +221,9 @@ def run_stages(rec: Recorder, model, sizes: Sizes, device: torch.device, bf16: b
     gen = out["gen"]
 
     def collect_stage():
-        out["acts"] = collect(model, gen.tokens, gen.attention_mask, gen.response_mask, hooks,
-                              batch_size=sizes.gen_batch, progress=False)
+        out["acts"] = collect(
+            model, gen.tokens, gen.attention_mask, gen.response_mask, hooks, batch_size=sizes.gen_batch, progress=False
+        )
         return {"sequences": len(gen), "tokens": int(gen.attention_mask.sum()), "hooks": hooks}
 
     row = rec.stage("collect", collect_stage)
@@ -234,8 +251,9 @@ def run_stages(rec: Recorder, model, sizes: Sizes, device: torch.device, bf16: b
             "bf16": bf16,
         }
 
-    sft_cfg = ProbeSFTConfig(lr=1e-5, max_steps=sizes.train_steps, batch_size=sizes.train_batch, bf16=bf16,
-                             trainable="all", progress=False)
+    sft_cfg = ProbeSFTConfig(
+        lr=1e-5, max_steps=sizes.train_steps, batch_size=sizes.train_batch, bf16=bf16, trainable="all", progress=False
+    )
     tokens_per_step = int(gen.attention_mask[: sizes.train_batch].sum())
 
     def sft_stage():
@@ -246,12 +264,22 @@ def run_stages(rec: Recorder, model, sizes: Sizes, device: torch.device, bf16: b
     # DPO: two samples per prompt, ranked by the probe
     def dpo_stage():
         twice = [p for p in prompts[: max(2, sizes.train_batch)] for _ in range(2)]
-        samples = generate(model, twice, max_new_tokens=sizes.gen_tokens, batch_size=sizes.gen_batch, seed=1, progress=False)
-        acts = collect(model, samples.tokens, samples.attention_mask, samples.response_mask, [hook],
-                       batch_size=sizes.gen_batch, progress=False)[hook]
+        samples = generate(
+            model, twice, max_new_tokens=sizes.gen_tokens, batch_size=sizes.gen_batch, seed=1, progress=False
+        )
+        acts = collect(
+            model,
+            samples.tokens,
+            samples.attention_mask,
+            samples.response_mask,
+            [hook],
+            batch_size=sizes.gen_batch,
+            progress=False,
+        )[hook]
         pairs = build_pairs(samples, probe.predict_proba(acts)[:, 1], k=2)
-        cfg = DPOConfig(lr=1e-6, max_steps=sizes.train_steps, batch_size=max(1, sizes.train_batch // 2), bf16=bf16,
-                        progress=False)
+        cfg = DPOConfig(
+            lr=1e-6, max_steps=sizes.train_steps, batch_size=max(1, sizes.train_batch // 2), bf16=bf16, progress=False
+        )
         res = train_dpo(model, pairs, cfg)
         row = train_row(res, 2 * int(samples.attention_mask[: cfg.batch_size].sum()))
         row["margin_step1"] = res.history[0].get("rewards/margins") if res.history else None
@@ -280,8 +308,11 @@ def micro_study(model, scorer, out_dir: Path, sizes: Sizes, device: torch.device
     )
     study = Study(cfg, out_dir, overwrite=True, model=model, scorer=scorer, progress=False, export_png=False)
     table = study.run()
-    return {"cells": sorted(set(map(str, table["cell"]))) if "cell" in table else None, "rows": int(len(table)),
-            "config": cfg.to_dict()}
+    return {
+        "cells": sorted(set(map(str, table["cell"]))) if "cell" in table else None,
+        "rows": int(len(table)),
+        "config": cfg.to_dict(),
+    }
 
 
 def dry_run_estimate(config_dict: dict[str, Any] | None) -> tuple[Any, str | None]:
@@ -309,9 +340,13 @@ def dry_run_estimate(config_dict: dict[str, Any] | None) -> tuple[Any, str | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--out", required=True, help="JSON file for the figures")
-    ap.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK / cuda if available, else cpu)")
+    ap.add_argument(
+        "--device", default=None, help="torch device (default: cuda:LOCAL_RANK / cuda if available, else cpu)"
+    )
     ap.add_argument("--tiny", action="store_true", help="the tiny random-init model instead of Gemma-3-1B (smoke test)")
     ap.add_argument("--no-bf16", action="store_true", help="train in fp32 instead of bf16 autocast")
     ap.add_argument("--skip-study", action="store_true", help="leave out the 2-cell micro-study")
