@@ -1,6 +1,6 @@
 """Token-reading probes vs a mean-pooled LogisticProbe where one token carries the label (issue 27).
 
-The task is the test suite's (``tests/test_probe_families.py::one_token_task``): 400 train / 400
+The task is the test suite's (``tests/unit/probes/test_probe_families.py::one_token_task``): 400 train / 400
 held-out sequences of 24..48 Gaussian tokens, d=16; in positives one real token gets 4.5 * e_0.
 Prints held-out AUROC and the median fit time of 5 fits per probe.
 

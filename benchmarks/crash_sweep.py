@@ -20,7 +20,7 @@ The N of a point is resolved against the reference run's call counts (``first`` 
 the study never reaches, or an attempt that is not killed, is an error. Every attempt is a fork of
 this process, which imports torch and probe_lens once and computes nothing before forking (1 thread).
 A spec reads ``module:qualname[@module:qualname...][~text]#N`` (``~text$``: a path ending in text).
-``tests/test_crash_resume.py`` runs ``--ci``.
+``tests/acceptance/test_crash_resume.py`` runs ``--ci``.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ booted from an HF model already in memory (``boot_transformers(..., hf_model=...
 compatibility mode *without* weight processing, as the hooked backend loads its models
 (``from_pretrained_no_processing``): hook names are TransformerLens's (``blocks.L.hook_resid_post``) and
 activations equal the HF model's hidden states, so both backends give the same numbers up to fp32
-rounding (``tests/test_bridge_backend.py``).
+rounding (``tests/unit/models/test_bridge_backend.py``).
 
 The bridge runs HF's own modules, so it also reaches what the bridge supports and ``HookedTransformer``
 does not: every HF architecture TransformerLens knows, and a model spread over several GPUs

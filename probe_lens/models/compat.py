@@ -27,7 +27,7 @@ above are fp32-CPU-only and off under autocast, so a forward computes the same p
 without autograd there; :func:`training_products` makes that so without autocast too (for reference
 passes that must equal the training pass bit for bit, e.g. DPO reference log-probs).
 
-``tests/test_compat.py`` proves the outputs and gradients equal the stock code's; ``tests/test_precision.py``
+``tests/unit/models/test_compat.py`` proves the outputs and gradients equal the stock code's; ``tests/unit/models/test_precision.py``
 the fp32 unembedding under autocast.
 
 **TransformerBridge, padded batches**: in compatibility mode TL 3.9's attention bridges turn HF's finite
@@ -41,7 +41,7 @@ give exp(...) = 0), pad rows get a finite pattern nothing reads.
 **TransformerBridge, speed**: a bridge runs the HF model's own modules (``nn.Linear`` reads its weight in place
 through ``F.linear``: no per-forward copies to remove), so none of the above applies to it:
 :func:`apply_fast_cpu_patches` leaves a bridge unchanged (``is_patched`` stays False) and a bridge runs
-HF's products, with or without :func:`training_products` (``tests/test_bridge_backend.py``).
+HF's products, with or without :func:`training_products` (``tests/unit/models/test_bridge_backend.py``).
 """
 
 from __future__ import annotations
