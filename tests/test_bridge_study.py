@@ -119,7 +119,13 @@ def test_sample_stamps_name_the_backend(bridge):
     hooked = tiny_model()
     assert sampler_id(True, hooked) == sampler_id(True)
     assert sampler_id(False, hooked) == "reference"
-    meta = {"model_name": "m", "d_model": 32, "hooks": ["h"], "scorer": {"name": "s"}, "config": {"fast_sampling": True}}
+    meta = {
+        "model_name": "m",
+        "d_model": 32,
+        "hooks": ["h"],
+        "scorer": {"name": "s"},
+        "config": {"fast_sampling": True},
+    }
     a, b = (_chunk_stamp(meta, [], 0, m) for m in (hooked, bridge))
     assert a["sampler"] == sampler_id(True) and b["sampler"] == "bridge-reference"
     assert {k: v for k, v in a.items() if k != "sampler"} == {k: v for k, v in b.items() if k != "sampler"}
