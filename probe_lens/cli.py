@@ -90,6 +90,7 @@ def _add_study_args(
         help="import your module (or .py file) first: its objective / behaviour / scorer registrations (repeatable)",
     )
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    p.add_argument("--backend", choices=("hooked", "bridge"), default=None, help="model backend (default: the study's)")
     p.add_argument(
         "--fresh-data",
         action="store_true",
@@ -247,6 +248,8 @@ def _config(args):
         raise UsageError(f"bad value in {where}: {e}") from e
     if args.device:
         cfg.device = args.device
+    if args.backend:
+        cfg.backend = args.backend
     if getattr(args, "fresh_data", False):
         cfg.data_source = "fresh"
     return cfg

@@ -24,7 +24,6 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
 from probe_lens._common import metric_word, resid_post_hook
 from probe_lens._io import atomic_write, sha256_file
@@ -32,6 +31,7 @@ from probe_lens.activations import collect, resolve_hooks
 from probe_lens.activations.pooling import POOLINGS
 from probe_lens.data.prompts import Prompt
 from probe_lens.data.reference import ReferenceMismatch, ReferenceSet, reference_mismatch, row_seed
+from probe_lens.models import LensModel
 from probe_lens.models.fast_sampling import sampler_id
 from probe_lens.models.generation import Generation, generate, tokenize_pairs, tokenizer_of
 from probe_lens.scorers.base import Scorer, ScorerOutputError, ScorerUnavailableError, check_scores, label, scorer_name
@@ -236,7 +236,7 @@ def _count_keys(record: dict[str, str] | None) -> tuple[str, str]:
 
 
 def _inputs(
-    model: HookedTransformer, prompts: Sequence[Prompt | str], config: BuildConfig | None
+    model: LensModel, prompts: Sequence[Prompt | str], config: BuildConfig | None
 ) -> tuple[BuildConfig, list[Prompt], list[str]]:
     """The config (default :class:`BuildConfig`), the prompts as :class:`Prompt` rows, the resolved hooks."""
     cfg = config or BuildConfig()
@@ -266,7 +266,7 @@ def _row_seeds(seed: int, round_: int, prompts: list[Prompt], k: int) -> list[in
     return [row_seed(seed, p.id if round_ == 0 else f"{p.id}#round{round_}", s) for p in prompts for s in range(k)]
 
 
-def _meta_base(model: HookedTransformer, cfg: BuildConfig, hooks: list[str], prompts: list[Prompt], scorer: dict,
+def _meta_base(model: LensModel, cfg: BuildConfig, hooks: list[str], prompts: list[Prompt], scorer: dict,
                source: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     """What a dataset folder must match to be reused: config, hooks, model, scorer, prompts (and source)."""
     meta = {
@@ -281,7 +281,7 @@ def _meta_base(model: HookedTransformer, cfg: BuildConfig, hooks: list[str], pro
     return meta if source is None else {**meta, "source": source}
 
 
-def _pooled(model: HookedTransformer, gen: Generation, hooks: list[str], cfg: BuildConfig, progress: bool) -> dict:
+def _pooled(model: LensModel, gen: Generation, hooks: list[str], cfg: BuildConfig, progress: bool) -> dict:
     """Activations at ``hooks`` pooled over each row's response tokens (one teacher-forced pass)."""
     return collect(
         model, gen.tokens, gen.attention_mask, gen.response_mask, hooks,
@@ -338,8 +338,9 @@ def _build_chunk(model, prompts: list[Prompt], hooks: list[str], scorer: Scorer,
     return gen, acts, rows, t_score
 
 
-def _chunk_stamp(meta_base: dict[str, Any], prompts: list[Prompt], seed: int) -> dict[str, Any]:
-    """What a chunk was built from: model, hooks, sampling config (not the round budget), its prompts, seed."""
+def _chunk_stamp(meta_base: dict[str, Any], prompts: list[Prompt], seed: int, model: Any) -> dict[str, Any]:
+    """What a chunk was built from: model, hooks, sampling config (not the round budget), its prompts, seed,
+    and the sampling code (:func:`sampler_id` of ``model``: a bridge samples on its own path)."""
     config = {k: v for k, v in meta_base["config"].items() if k not in _BUDGET_FIELDS}
     return {
         "model_name": meta_base["model_name"],
@@ -347,7 +348,7 @@ def _chunk_stamp(meta_base: dict[str, Any], prompts: list[Prompt], seed: int) ->
         "hooks": meta_base["hooks"],
         "scorer": meta_base["scorer"].get("name"),
         "config": config,
-        "sampler": sampler_id(bool(config.get("fast_sampling", False))),
+        "sampler": sampler_id(bool(config.get("fast_sampling", False)), model),
         "prompt_ids_sha": _ids_digest(prompts),
         "seed": seed,
     }
@@ -429,7 +430,7 @@ def _saved_generation(rows: pd.DataFrame, tensors: dict[str, torch.Tensor], prom
 
 
 def build_dataset(
-    model: HookedTransformer,
+    model: LensModel,
     prompts: Sequence[Prompt | str],
     scorer: Scorer,
     config: BuildConfig | None = None,
@@ -488,7 +489,7 @@ def build_dataset(
         for c, chunk in enumerate(bar):
             name = f"r{round_:02d}_c{c:04d}"
             seed = cfg.seed * 1_000 + round_  # recorded in the chunk stamp; each row draws from its own seed
-            stamp = _chunk_stamp(meta_base, chunk, seed)
+            stamp = _chunk_stamp(meta_base, chunk, seed, model)
             ids = [p.id for p in chunk for _ in range(cfg.samples_per_prompt)]
             loaded = _load_chunk(folder / "chunks", name, hooks, stamp, len(ids), ids) if folder is not None else None
             if loaded is None:
@@ -526,7 +527,7 @@ def build_dataset(
 
 
 def _assemble(
-    model: HookedTransformer,
+    model: LensModel,
     examples: pd.DataFrame,
     gens: list[Generation],
     acts_parts: dict[str, list[torch.Tensor]],
@@ -579,7 +580,7 @@ def _assemble(
 
 
 def dataset_from_reference(
-    model: HookedTransformer,
+    model: LensModel,
     reference: ReferenceSet,
     prompts: Sequence[Prompt | str],
     scorer: Scorer,
@@ -627,7 +628,7 @@ def dataset_from_reference(
 
 
 def dataset_from_labelled(
-    model: HookedTransformer,
+    model: LensModel,
     prompts: Sequence[Prompt | str],
     labelled: Any,
     config: BuildConfig | None = None,
@@ -690,7 +691,7 @@ class _GivenRows:
 
 
 def _teacher_forced(
-    model: HookedTransformer,
+    model: LensModel,
     cfg: BuildConfig,
     hooks: list[str],
     meta_base: dict[str, Any],

@@ -32,11 +32,11 @@ import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
 from probe_lens._cpu import cpu_info, same_cpu_kind
 from probe_lens._io import atomic_write, sha256_file
 from probe_lens.data.prompts import Prompt
+from probe_lens.models import LensModel
 from probe_lens.models.fast_sampling import sampler_id
 from probe_lens.models.generation import Generation, generate
 from probe_lens.models.sampling import left_pad
@@ -215,7 +215,7 @@ def load_reference(path: str | Path | None = None) -> ReferenceSet:
 
 # ---------------------------------------------------------------------------------------- build
 def build_reference(
-    model: HookedTransformer,
+    model: LensModel,
     prompts: Sequence[Prompt],
     scorer: Any,
     config: ReferenceConfig | None = None,
@@ -240,7 +240,7 @@ def build_reference(
     parts_dir.mkdir(parents=True, exist_ok=True)
     who = scorer_name(scorer)
     stamp = {"model_name": model.cfg.model_name, "config": dataclasses.asdict(cfg), "scorer": who,
-             "sampler": sampler_id(cfg.fast)}  # fmt: skip
+             "sampler": sampler_id(cfg.fast, model)}  # fmt: skip
     t_start = time.perf_counter()
     frames = []
     chunks = [prompts[i : i + cfg.chunk_prompts] for i in range(0, len(prompts), cfg.chunk_prompts)]
@@ -317,7 +317,7 @@ def provenance_path(path: str | Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- use in a study
-def reference_mismatch(ref: ReferenceSet, model: HookedTransformer, prompts: Sequence[Prompt], cfg: Any) -> str | None:
+def reference_mismatch(ref: ReferenceSet, model: LensModel, prompts: Sequence[Prompt], cfg: Any) -> str | None:
     """Why ``ref`` cannot replace sampling ``prompts`` with build config ``cfg`` (None when it can)."""
     why = settings_mismatch(ref, model.cfg.model_name, [p.id for p in prompts], cfg)
     if why is not None:

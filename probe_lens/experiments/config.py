@@ -22,6 +22,7 @@ from typing import Any
 from probe_lens.data.builder import BuildConfig
 from probe_lens.experiments.adapters import get_study_objective, own_section, settings_class
 from probe_lens.experiments.cells import BUILTIN_CELLS, DEFAULT_GRID, CellSpec, resolve_cells
+from probe_lens.models.bridge import check_backend
 from probe_lens.training.config import ClassifierSFTConfig, DPOConfig, ProbeSFTConfig, TrainConfig
 
 CELLS: tuple[str, ...] = DEFAULT_GRID
@@ -235,6 +236,8 @@ class StudyConfig:
     model: str | None = None
     """None = the embedded Gemma-3-270M; else a TransformerLens model name or a local HF folder."""
     device: str | None = None
+    backend: str = "hooked"
+    """Model backend: ``hooked`` (``HookedTransformer``) or ``bridge`` (``TransformerBridge``); see README "Backends"."""
     behaviour: str | None = None
     """What the study detects and trains against: a registered behaviour (``probe_lens.behaviours``:
     ``toxicity``, ``sentiment``, or one you registered); None: ``toxicity``, or the one ``behaviour_file``
@@ -292,6 +295,7 @@ class StudyConfig:
     with a note."""
 
     def __post_init__(self) -> None:
+        check_backend(self.backend)
         self.primary_contrasts = _primary_contrasts(self.primary_contrasts)
         self.cell_specs: list[CellSpec] = resolve_cells(self.cells)
         self.objectives = _objective_settings(self.objectives, self.cell_specs)

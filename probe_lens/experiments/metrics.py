@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 from transformer_lens.utilities.activation_functions import apply_softcap
 
 from probe_lens._common import check_threshold
+from probe_lens.models import LensModel, is_bridge
 from probe_lens.probes.metrics import auroc
 from probe_lens.scorers.base import validate_texts
 from probe_lens.training.metric_keys import eval_key
@@ -135,7 +135,7 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
     return len(seen) / total if total else float("nan")
 
 
-def _token_ids(model: HookedTransformer, texts: list[str], max_tokens: int) -> list[list[int]]:
+def _token_ids(model: LensModel, texts: list[str], max_tokens: int) -> list[list[int]]:
     ids = [model.to_tokens(t, prepend_bos=True, truncate=False)[0].tolist() for t in texts]
     short = [i for i, t in enumerate(ids) if len(t) < 2]
     if short:
@@ -155,11 +155,50 @@ def _token_ids(model: HookedTransformer, texts: list[str], max_tokens: int) -> l
 
 
 _PERPLEXITY_ROWS_PER_SLICE = 64
+_PERPLEXITY_TOKENS_PER_BRIDGE_FORWARD = 512
+
+
+def _targets(tokens: torch.Tensor, attn: torch.Tensor, device: Any) -> torch.Tensor:
+    # position t predicts token t+1; only real tokens after the first (BOS) are targets
+    return tokens[:, 1:].masked_fill(~attn[:, :-1].bool(), -100).to(device).reshape(-1)
+
+
+def _hooked_nlls(
+    model: LensModel, tokens: torch.Tensor, attn: torch.Tensor, device: Any
+) -> Iterator[tuple[float, int]]:
+    """(summed NLL, tokens) of a left-padded batch, per slice of target positions: the final residual is
+    unembedded in slices, since the whole batch's [rows, d_vocab] logits (plus their log-softmax) would
+    be GBs at a 262k vocabulary."""
+    resid = model(tokens.to(device), attention_mask=attn.to(device), stop_at_layer=model.cfg.n_layers)
+    if model.cfg.normalization_type is not None:
+        resid = model.ln_final(resid)
+    targets = _targets(tokens, attn, resid.device)
+    keep = targets != -100
+    rows = resid[:, :-1].reshape(-1, resid.shape[-1])[keep]
+    for i in range(0, len(rows), _PERPLEXITY_ROWS_PER_SLICE):
+        sl = slice(i, i + _PERPLEXITY_ROWS_PER_SLICE)
+        logits = apply_softcap(model.unembed(rows[sl][None]), model.cfg.output_logits_soft_cap)[0]
+        target = targets[keep][sl]
+        yield float(F.cross_entropy(logits.float(), target, reduction="sum")), len(target)
+
+
+def _bridge_nlls(
+    model: LensModel, tokens: torch.Tensor, attn: torch.Tensor, device: Any
+) -> Iterator[tuple[float, int]]:
+    """(summed NLL, tokens) of a left-padded batch on a ``TransformerBridge``, per slice of its rows: a
+    bridge's forward returns full logits (HF's, soft-cap included), so a few rows go through at a time."""
+    step = max(1, _PERPLEXITY_TOKENS_PER_BRIDGE_FORWARD // tokens.shape[1])
+    for r in range(0, len(tokens), step):
+        logits = model(tokens[r : r + step].to(device), attention_mask=attn[r : r + step].to(device))
+        targets = _targets(tokens[r : r + step], attn[r : r + step], logits.device)
+        keep = targets != -100
+        rows = logits[:, :-1].reshape(-1, logits.shape[-1])[keep]
+        yield float(F.cross_entropy(rows.float(), targets[keep], reduction="sum")), int(keep.sum())
 
 
 @torch.no_grad()
 def perplexity(
-    model: HookedTransformer,
+    model: LensModel,
     texts: Sequence[str],
     *,
     batch_size: int = 8,
@@ -202,20 +241,9 @@ def perplexity(
             for r, t in enumerate(batch):
                 tokens[r, width - len(t) :] = torch.tensor(t)
                 attn[r, width - len(t) :] = 1
-            resid = model(tokens.to(device), attention_mask=attn.to(device), stop_at_layer=model.cfg.n_layers)
-            if model.cfg.normalization_type is not None:
-                resid = model.ln_final(resid)
-            # position t predicts token t+1; only real tokens after the first (BOS) are targets
-            targets = tokens[:, 1:].masked_fill(~attn[:, :-1].bool(), -100).to(resid.device).reshape(-1)
-            keep = targets != -100
-            rows = resid[:, :-1].reshape(-1, resid.shape[-1])[keep]
-            # unembed the target positions in slices: the whole batch's [rows, d_vocab] logits (plus
-            # their log-softmax) would be GBs at a 262k vocabulary
-            for i in range(0, len(rows), _PERPLEXITY_ROWS_PER_SLICE):
-                sl = slice(i, i + _PERPLEXITY_ROWS_PER_SLICE)
-                logits = apply_softcap(model.unembed(rows[sl][None]), model.cfg.output_logits_soft_cap)[0]
-                total_nll += float(F.cross_entropy(logits.float(), targets[keep][sl], reduction="sum"))
-            total_tokens += int(keep.sum())
+            for nll, n in (_bridge_nlls if is_bridge(model) else _hooked_nlls)(model, tokens, attn, device):
+                total_nll += nll
+                total_tokens += n
     finally:
         model.train(was_training)
     return math.exp(total_nll / total_tokens)

@@ -51,7 +51,7 @@ from probe_lens.experiments.ranks import Ranks, rank0_only, rank0_then_read, ran
 from probe_lens.experiments.run_folder import RunFolder, StudyFolderError, read_derived_json, write_json
 from probe_lens.experiments.study_telemetry import BaseMeasurements, StudyTelemetry, build_telemetry
 from probe_lens.experiments.timings import Clock
-from probe_lens.models import Generation, load_model
+from probe_lens.models import Generation, LensModel, is_bridge, load_model
 from probe_lens.scorers import get_scorer
 from probe_lens.training import DriftSet, distributed as D
 
@@ -62,6 +62,13 @@ log = logging.getLogger(__name__)
 _METRIC_ROWS = ("all", "training", "telemetry")
 
 _prompt_plan = make_prompt_plan  # its name before the rooms (experiments.plan imports it)
+
+
+def _check_backend_of(model: LensModel, backend: str) -> None:
+    """A caller's ``model`` must be of the study's ``backend`` (study.json records it)."""
+    if is_bridge(model) != (backend == "bridge"):
+        kind = type(getattr(model, "module", model)).__name__
+        raise ValueError(f"the model passed is a {kind} but the study's backend is {backend!r}; set backend to match")
 
 
 class Study:
@@ -128,6 +135,7 @@ class Study:
         self._base_state: dict[str, Any] | None = None
         self._scorer = scorer
         if model is not None:
+            _check_backend_of(model, config.backend)
             self._adopt_model(model)
         self._plan: PromptPlan | None = None
         self._splits: dict[int, SeedSplit] = {}
@@ -188,7 +196,7 @@ class Study:
         if self._model is None:
             self.clock.start()
             with self.clock.timed("load_model_s"):
-                self._adopt_model(load_model(self.config.model, device=self._device))
+                self._adopt_model(load_model(self.config.model, backend=self.config.backend, device=self._device))
         return self._model
 
     def reset_model(self) -> None:

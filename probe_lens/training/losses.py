@@ -11,6 +11,7 @@ with autocast off (the unembedding itself is fp32 under autocast, see ``probe_le
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -49,6 +50,8 @@ def token_logps(
 
 
 _LM_HEAD_INPUT = "ln_final.hook_normalized"
+# TransformerBridge's NormalizationBridge warns so when a forward hook edits hook_normalized (logits_from)
+_BRIDGE_NORM_EDIT_WARNING = "A forward hook edited hook_scale/hook_normalized"
 
 
 def response_logits_start(response_mask: Int[torch.Tensor, "batch pos"]) -> int:
@@ -64,14 +67,17 @@ def logits_from(model: torch.nn.Module | Callable[..., torch.Tensor], start: int
     The LM head (here a 262k-token vocabulary) is the most expensive layer of a small model, and the
     losses only need logits before response tokens; prompt positions are dropped just before it
     (at ``ln_final.hook_normalized``), so every value that is computed equals the full forward's.
-    Models without that hook point (e.g. HF models) are left untouched: check ``logits.shape``.
+    Models without that hook point (e.g. HF models) are left untouched: check ``logits.shape``. On a
+    ``TransformerBridge`` the final norm's output is then rebuilt from the hooked values (TransformerLens
+    warns that it may differ from HF's own at float rounding); that expected warning is silenced here.
     """
     base: Any = getattr(model, "module", model)  # DistributedDataParallel wraps the HookedTransformer
     hook_dict = getattr(base, "hook_dict", {})
     if start <= 0 or _LM_HEAD_INPUT not in hook_dict:
         yield
         return
-    with base.hooks(fwd_hooks=[(_LM_HEAD_INPUT, lambda x, hook: x[:, start:])]):
+    with base.hooks(fwd_hooks=[(_LM_HEAD_INPUT, lambda x, hook: x[:, start:])]), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_BRIDGE_NORM_EDIT_WARNING, category=UserWarning)
         yield
 
 

@@ -26,8 +26,7 @@ import torch
 from jaxtyping import Float, Int
 
 if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
-
+    from probe_lens.models import LensModel
     from probe_lens.training.config import TrainConfig
 
 
@@ -47,7 +46,7 @@ class MicroBatch:
     indices: Int[torch.Tensor, " batch"]
     totals: dict[str, float]
     forward: Callable[..., Any]
-    model: HookedTransformer
+    model: LensModel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +95,7 @@ class Objective(abc.ABC):
 
     # ---- optional hooks ----------------------------------------------------------------
 
-    def prepare(self, model: HookedTransformer, config: TrainConfig, *, resumed: bool) -> None:
+    def prepare(self, model: LensModel, config: TrainConfig, *, resumed: bool) -> None:
         """Called once before the first step, after a resume restored :meth:`load_state_dict`."""
 
     def state_dict(self) -> dict[str, torch.Tensor]:

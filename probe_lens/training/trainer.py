@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
 from probe_lens._common import hook_layer
+from probe_lens.models import LensModel
 from probe_lens.training import distributed as D
 from probe_lens.training._io import MetricsWriter, atomic_write_text, truncate_metrics
 from probe_lens.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, step_folder_name
@@ -178,7 +178,7 @@ class Trainer:
     """Trains ``model`` in place on ``objective`` with ``config`` (AdamW, warm-up + schedule, DDP).
 
     Args:
-        model: the HookedTransformer to train.
+        model: the model to train (a ``HookedTransformer`` or a ``TransformerBridge``).
         objective: the examples and the loss (an :class:`~probe_lens.training.Objective`).
         config: optimizer, schedule, batching, logging and checkpoint settings.
         telemetry: measured at step 0 and every ``config.telemetry_every`` steps on the main process
@@ -191,7 +191,7 @@ class Trainer:
 
     def __init__(
         self,
-        model: HookedTransformer,
+        model: LensModel,
         objective: Objective,
         config: TrainConfig,
         *,

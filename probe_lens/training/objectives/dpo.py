@@ -7,9 +7,8 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
-from probe_lens.models import Generation
+from probe_lens.models import Generation, LensModel
 from probe_lens.models.compat import training_products
 from probe_lens.models.generation import tokenizer_of
 from probe_lens.training.config import DPOConfig, TrainConfig
@@ -42,11 +41,11 @@ class DPOObjective(Objective):
 
     def __init__(
         self,
-        model: HookedTransformer,
+        model: LensModel,
         pairs: PreferencePairs,
         config: DPOConfig,
         *,
-        reference_model: HookedTransformer | None = None,
+        reference_model: LensModel | None = None,
     ) -> None:
         _check_inputs(model, pairs, config, reference_model)
         self.pairs = pairs
@@ -76,7 +75,7 @@ class DPOObjective(Objective):
         with torch.no_grad(), training_products():
             return self._logps(ref, rows, model_device(ref))
 
-    def prepare(self, model: HookedTransformer, config: TrainConfig, *, resumed: bool) -> None:
+    def prepare(self, model: LensModel, config: TrainConfig, *, resumed: bool) -> None:
         """Precompute the reference log-probs (from ``reference_model``, else ``model`` as it is now)."""
         if not self.precompute or self.ref_logps is not None:
             return
@@ -149,11 +148,11 @@ def _check_inputs(model, pairs: Any, config: Any, reference_model) -> None:
 
 
 def train_dpo(
-    model: HookedTransformer,
+    model: LensModel,
     pairs: PreferencePairs,
     config: DPOConfig,
     *,
-    reference_model: HookedTransformer | None = None,
+    reference_model: LensModel | None = None,
     telemetry=None,
     resume: bool = False,
     stop_after: int | None = None,

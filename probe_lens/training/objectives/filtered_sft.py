@@ -7,9 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 from jaxtyping import Float
-from transformer_lens import HookedTransformer
 
-from probe_lens.models import Generation
+from probe_lens.models import Generation, LensModel
 from probe_lens.training.config import ClassifierSFTConfig
 from probe_lens.training.objectives.base import check_config, check_generation
 from probe_lens.training.objectives.probe_sft import SFTObjective
@@ -20,7 +19,7 @@ class FilteredSFTObjective(SFTObjective):
     """LM loss on the rows of ``data`` whose ``scores`` (higher = more toxic) are below ``config.threshold``."""
 
     def __init__(
-        self, model: HookedTransformer, data: Generation, scores: Float[Any, " n"], config: ClassifierSFTConfig
+        self, model: LensModel, data: Generation, scores: Float[Any, " n"], config: ClassifierSFTConfig
     ) -> None:
         check_config(config, ClassifierSFTConfig)
         check_generation(data, "data")
@@ -48,7 +47,7 @@ def kept_rows(scores: Float[Any, " n"], n: int, threshold: float) -> np.ndarray:
 
 
 def train_classifier_sft(
-    model: HookedTransformer,
+    model: LensModel,
     data: Generation,
     scores: Any,
     config: ClassifierSFTConfig,

@@ -9,9 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from transformer_lens import HookedTransformer
-
-from probe_lens.models import Generation
+from probe_lens.models import Generation, LensModel
 from probe_lens.training.config import ClassifierSFTConfig
 from probe_lens.training.objectives.filtered_sft import FilteredSFTObjective
 from probe_lens.training.pairs import probe_scores
@@ -33,7 +31,7 @@ class ProbeFilteredSFTObjective(FilteredSFTObjective):
 
     def __init__(
         self,
-        model: HookedTransformer,
+        model: LensModel,
         data: Generation,
         probes: Any,
         config: ClassifierSFTConfig,
@@ -45,7 +43,7 @@ class ProbeFilteredSFTObjective(FilteredSFTObjective):
 
 
 def train_probe_filtered_sft(
-    model: HookedTransformer,
+    model: LensModel,
     data: Generation,
     probes: Any,
     config: ClassifierSFTConfig,

@@ -12,11 +12,10 @@ from typing import Any
 
 import torch
 from jaxtyping import Float, Int
-from transformer_lens import HookedTransformer
 
 from probe_lens.activations import capture
 from probe_lens.activations.hooks import stop_layer_for
-from probe_lens.models import Generation
+from probe_lens.models import Generation, LensModel
 from probe_lens.models.compat import training_products
 from probe_lens.training.config import ProbeSFTConfig
 from probe_lens.training.losses import kl_per_token, probe_probability, response_token_logps
@@ -45,7 +44,7 @@ class SFTObjective(Objective):
 
     def __init__(
         self,
-        model: HookedTransformer,
+        model: LensModel,
         data: Generation,
         *,
         probes: list[FlatProbe] | None = None,
@@ -54,7 +53,7 @@ class SFTObjective(Objective):
         kl_weight: float = 0.0,
         pooling: str = "mean",
         aggregate: str = "mean",
-        reference_model: HookedTransformer | None = None,
+        reference_model: LensModel | None = None,
     ) -> None:
         self.data = data
         self.probes = probes or []
@@ -152,13 +151,13 @@ class ProbeSFTObjective(SFTObjective):
 
     def __init__(
         self,
-        model: HookedTransformer,
+        model: LensModel,
         data: Generation,
         probes: Any,
         config: ProbeSFTConfig,
         *,
         hook: str | int | None = None,
-        reference_model: HookedTransformer | None = None,
+        reference_model: LensModel | None = None,
     ) -> None:
         check_config(config, ProbeSFTConfig)
         check_generation(data, "data")
@@ -179,14 +178,14 @@ class ProbeSFTObjective(SFTObjective):
 
 
 def train_probe_sft(
-    model: HookedTransformer,
+    model: LensModel,
     data: Generation,
     probes: Any,
     config: ProbeSFTConfig,
     *,
     hook: str | int | None = None,
     telemetry=None,
-    reference_model: HookedTransformer | None = None,
+    reference_model: LensModel | None = None,
     resume: bool = False,
     stop_after: int | None = None,
     on_step: StepCallback | None = None,
