@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from probe_lens._io import atomic_write
+from probe_lens.activations import resid_post_hook
 from probe_lens.behaviours import BehaviourNames
 from probe_lens.experiments.adapters import get_study_objective
 from probe_lens.experiments.cells import CellSpec
@@ -40,6 +41,7 @@ from probe_lens.experiments.stats import (
     random_effects,
     sign_flip_p,
 )
+from probe_lens.training import metric_keys as K
 from probe_lens.training.metric_keys import DRIFT, MetricKey, monitor_key
 
 __all__ = [
@@ -68,7 +70,12 @@ STAT_COLUMNS = [
 
 
 def _probe_cos(name: str, names: Mapping[str, list[str]]) -> str:
-    return f"drift/cosine/{name}/m0" if name in names["ensemble"] else f"drift/cosine/{name}"
+    return str(K.cosine(K.member_name(name, 0) if name in names["ensemble"] else name))
+
+
+def _is_cosine(metric: str) -> bool:
+    key = MetricKey.parse(metric)
+    return key.family == DRIFT and key.name == "cosine"
 
 
 def contrast_specs(config: StudyConfig, names: Mapping[str, list[str]]) -> list[tuple[str, str, str]]:
@@ -79,6 +86,8 @@ def contrast_specs(config: StudyConfig, names: Mapping[str, list[str]]) -> list[
     rate = BehaviourNames.of(config.behaviour_spec).metric_keys["rate"]
     cells = {c.name: c for c in config.cell_specs}
     layer = config.probes.layer
+    which = "curated" if config.eval.curated is not None else "onpolicy"
+    perplexity = str(K.eval_key("perplexity_neutral"))
     out: list[tuple[str, str, str]] = []
     for spec in config.cell_specs:
         if not spec.trains:
@@ -89,23 +98,19 @@ def contrast_specs(config: StudyConfig, names: Mapping[str, list[str]]) -> list[
             controls += [c.name for c in cells.values() if c.signal == "classifier" and c.objective == control]
             probe = spec.trained_against(names["single"][0], names["ensemble"][0])[0]
             metrics = [
-                f"probe/curated_auroc/{probe}",
-                f"probe/onpolicy_auroc/{probe}",
+                str(K.tracked_auroc(which, probe)),
+                str(K.tracked_auroc("onpolicy", probe)),
                 _probe_cos(probe, names),
-                f"probe/curated_auroc/massmean_L{layer}",
+                str(K.tracked_auroc(which, f"massmean_L{layer}")),
                 rate,
-                "eval/perplexity_neutral",
+                perplexity,
             ]
         else:
-            metrics = [f"probe/curated_auroc/{names['single'][0]}", rate, "eval/perplexity_neutral"]
-        if config.eval.curated is None:
-            metrics = [m.replace("curated_auroc", "onpolicy_auroc") for m in metrics]
-            metrics = list(dict.fromkeys(metrics))
+            metrics = [str(K.tracked_auroc(which, names["single"][0])), rate, perplexity]
+        metrics = list(dict.fromkeys(metrics))
         # a drift cosine is 1 by construction in `base` (same rows, same model): compare it with trained
         # controls and with the noise floor, not with base
-        out += [
-            (m, spec.name, c) for c in controls for m in metrics if not (c == "base" and m.startswith("drift/cosine/"))
-        ]
+        out += [(m, spec.name, c) for c in controls for m in metrics if not (c == "base" and _is_cosine(m))]
     return out
 
 
@@ -127,8 +132,8 @@ def primary_specs(
             if not probes:
                 notes.append(f"{a} − {b} ({metric}) skipped: {a} trains against no probe")
                 continue
-            which = metric if config.eval.curated is not None else "onpolicy_auroc"
-            metric = f"probe/{which}/{probes[0]}"
+            which = metric.removesuffix("_auroc") if config.eval.curated is not None else "onpolicy"
+            metric = str(K.tracked_auroc(which, probes[0]))
         out.append((metric, a, b))
     return out, notes
 
@@ -138,9 +143,10 @@ def _example_level(
 ) -> dict[int, tuple[float, float, float, float]]:
     """``{seed: (diff, variance, low, high)}``: each seed's example-level paired AUROC difference ``a - b``,
     its DeLong variance and interval (seeds whose scores are missing are left out)."""
-    if out_dir is None or "_auroc/" not in metric:
+    key = MetricKey.parse(metric)
+    which, probe = key.tracked_set, key.subject
+    if out_dir is None or which is None or probe is None:
         return {}
-    which, probe = metric[len("probe/") :].split("_auroc/", 1)
     out = {}
     for s in seeds:
         fa, fb = (out_dir / "cells" / c / f"seed{s}" / "probe_scores.json" for c in (a, b))
@@ -243,33 +249,29 @@ def headline_columns(config: StudyConfig, names: Mapping[str, list[str]]) -> dic
     words = BehaviourNames.of(config.behaviour_spec)
     cols = {
         words.metric_keys["rate"]: f"{words.noun} rate",
-        "eval/perplexity_neutral": "perplexity (neutral)",
-        "eval/distinct_2": "distinct-2",
-        "eval/response_length": "response tokens",
-        "eval/eos_rate": "EOS rate",
+        str(K.eval_key("perplexity_neutral")): "perplexity (neutral)",
+        str(K.eval_key("distinct_2")): "distinct-2",
+        str(K.eval_key("response_length")): "response tokens",
+        str(K.eval_key("eos_rate")): "EOS rate",
     }
     if config.eval.samples_per_prompt >= 2:
         cols[words.metric_keys["expected_max"]] = f"exp. max {words.noun} (k={config.eval.samples_per_prompt})"
     sets = ["curated", "onpolicy"] if config.eval.curated is not None else ["onpolicy"]
     for which in sets:
         label = "curated" if which == "curated" else "on-policy"
-        cols[f"probe/{which}_auroc/{single}"] = f"{single} AUROC {label}"
-        cols[f"probe/{which}_auroc/{ens}"] = f"{ens} AUROC {label}"
-        cols[f"probe/{which}_auroc/massmean_L{layer}"] = f"massmean_L{layer} (held-out) AUROC {label}"
+        cols[str(K.tracked_auroc(which, single))] = f"{single} AUROC {label}"
+        cols[str(K.tracked_auroc(which, ens))] = f"{ens} AUROC {label}"
+        cols[str(K.tracked_auroc(which, f"massmean_L{layer}"))] = f"massmean_L{layer} (held-out) AUROC {label}"
+    label = "curated" if sets[0] == "curated" else "on-policy"
     for L in config.probes.heldout_layers:
-        cols[f"probe/{sets[0]}_auroc/logistic_L{L}"] = (
-            f"logistic_L{L} (held-out) AUROC {sets[0].replace('onpolicy', 'on-policy')}"
-        )
-    cols[f"probe/{sets[0]}_auroc_retrained/blocks.{layer}.hook_resid_post"] = (
-        f"retrained L{layer} AUROC {sets[0].replace('onpolicy', 'on-policy')}"
-    )
-    label = sets[0].replace("onpolicy", "on-policy")
+        cols[str(K.tracked_auroc(sets[0], f"logistic_L{L}"))] = f"logistic_L{L} (held-out) AUROC {label}"
+    cols[str(K.retrained_auroc(sets[0], resid_post_hook(layer)))] = f"retrained L{layer} AUROC {label}"
     for probe in (single, ens, f"massmean_L{layer}"):
         cols[str(monitor_key(sets[0], "recall", 0.01, probe))] = f"{probe} recall @1% base FPR {label}"
     cols[str(monitor_key(BENIGN, "fpr", 0.01, single))] = f"{single} benign FPR @1% base threshold"
-    cols[f"drift/cosine/{single}"] = f"{single} cos(orig, refit)"
-    cols[f"drift/cosine/{ens}/m0"] = f"{ens} m0 cos(orig, refit)"
-    cols[f"drift/cosine/massmean_L{layer}"] = f"massmean_L{layer} cos(orig, refit)"
+    cols[str(K.cosine(single))] = f"{single} cos(orig, refit)"
+    cols[str(K.cosine(K.member_name(ens, 0)))] = f"{ens} m0 cos(orig, refit)"
+    cols[str(K.cosine(f"massmean_L{layer}"))] = f"massmean_L{layer} cos(orig, refit)"
     return cols
 
 
