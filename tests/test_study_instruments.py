@@ -55,9 +55,9 @@ def test_signal_decomposition_in_every_cell(study):
     results = pd.read_csv(study.out / "results.csv")
     for probe in PROBES:
         on, off, norm = (results[str(evasion_key(k, probe))] for k in ("on_probe", "off_probe", "signal_norm"))
-        np.testing.assert_allclose(on**2 + off**2, norm**2, rtol=1e-9)  # the split is orthogonal
+        np.testing.assert_allclose(on**2 + off**2, norm**2, rtol=1e-6)  # the split is orthogonal (a float32 direction)
         share = results[str(evasion_key("share_on_probe", probe))]
-        np.testing.assert_allclose(share, on**2 / norm**2, rtol=1e-9)
+        np.testing.assert_allclose(share, on**2 / norm**2, rtol=1e-6)
         assert results[str(evasion_key("angle_deg", probe))].between(0, 180).all()
         assert (results[str(evasion_key("n_components", probe))] >= 1).all()
 
