@@ -169,7 +169,23 @@ class EvalSetup:
     behaviour's own set, none if it has none; written out as the behaviour's name), the behaviour's name,
     or None to skip it. Evaluation only: nothing is fit or tuned on it."""
     n_curated: int | None = None
-    """Use a seeded subsample of this many curated rows, stratified by kind (None: all of them)."""
+    """Use a seeded subsample of this many curated rows, stratified by kind (None: all of them; the hard set
+    ``curated_hard`` is subsampled to the same number)."""
+    curated_version: int = 1
+    """Version of a shipped curated set scored as ``curated``: 1 (the original rows) or 2 (those plus the v2
+    rows, see :func:`probe_lens.data.curated.load_curated`); a behaviour file's set has version 1 only."""
+    curated_hard: bool = True
+    """Also score every probe on the lexically hard curated rows as their own set ``curated_hard`` (the
+    shipped v2 hard subset; a behaviour file's rows of the hard kinds ``implicit``, ``lexical_trap``,
+    ``matched_negative``); none when the behaviour has no such rows of both labels."""
+    causal: bool = False
+    """Causal instruments per cell (costly: they sample): steering slope and ablation effect of the
+    trained-against probes and the held-out mass-mean probe on the trained model, and once per seed on the
+    base model (:func:`probe_lens.interventions.causal_metrics`)."""
+    causal_prompts: int = 8
+    """Held-out provocative prompts each steering condition samples (1 sample each)."""
+    causal_alphas: list[float] = dataclasses.field(default_factory=lambda: [-0.25, -0.1, 0.1, 0.25])
+    """Steps along each probe's unit direction, in multiples of the mean residual norm at its hook."""
     ci_method: str = "delong"
     """Interval of each AUROC over examples: ``delong`` or ``bootstrap``."""
 
@@ -186,6 +202,32 @@ class EvalSetup:
             raise ValueError(f"eval.n_curated must be an int >= 8 or null (all rows), got {self.n_curated!r}")
         if self.ci_method not in ("delong", "bootstrap"):
             raise ValueError(f"eval.ci_method must be 'delong' or 'bootstrap', got {self.ci_method!r}")
+        if isinstance(self.curated_version, bool) or self.curated_version not in (1, 2):
+            raise ValueError(f"eval.curated_version must be 1 or 2, got {self.curated_version!r}")
+        if isinstance(self.causal_prompts, bool) or not isinstance(self.causal_prompts, int) or self.causal_prompts < 1:
+            raise ValueError(f"eval.causal_prompts must be an int >= 1, got {self.causal_prompts!r}")
+        if not self.causal_alphas or any(
+            isinstance(a, bool) or not isinstance(a, (int, float)) for a in self.causal_alphas
+        ):
+            raise ValueError(f"eval.causal_alphas must be a non-empty list of numbers, got {self.causal_alphas!r}")
+        if len({float(a) for a in self.causal_alphas} - {0.0}) < 1:
+            raise ValueError("eval.causal_alphas needs at least one non-zero alpha (a slope needs two points)")
+
+
+def has_shipped_v2(b: Any) -> bool:
+    """True if behaviour ``b``'s curated set is a shipped one with a version 2 (toxicity, sentiment)."""
+    from probe_lens.data.curated import CURATED_SETS, CURATED_V2_FILES
+
+    return b.name in CURATED_V2_FILES and b.curated_source == f"probe_lens.data/{CURATED_SETS[b.name]}"
+
+
+def _check_curated_version(ev: EvalSetup, b: Any) -> None:
+    """Version 2 exists only for a behaviour scored on a shipped curated set that has one."""
+    if ev.curated_version == 2 and ev.curated is not None and not has_shipped_v2(b):
+        raise ValueError(
+            f"eval.curated_version=2: behaviour {b.name!r}'s curated set ({b.curated_source}) has no version 2; "
+            "only the shipped toxicity and sentiment sets do (a behaviour file tags its own rows with kinds)"
+        )
 
 
 def _sampling_params(where: str, temperature: Any, top_p: Any) -> None:
@@ -325,6 +367,7 @@ class StudyConfig:
             raise ValueError(
                 f"eval.curated must be {own} for behaviour {b.name!r}, or null to skip it; got {self.eval.curated!r}"
             )
+        _check_curated_version(self.eval, b)
         hooks = set(self.data.hooks)
         need = {self.probes.layer, *self.probes.heldout_layers}
         missing = sorted(need - hooks)

@@ -1,5 +1,6 @@
 """Evaluating a cell: the behaviour's rates, degeneration and fluency of fresh samples, every tracked probe
-on both evaluation sets (with intervals), and the geometry after training; :meth:`CellEvaluation.finish`
+on every evaluation set (with intervals; per row kind on the curated sets), the instruments (evasion
+geometry, causal metrics), and the geometry after training; :meth:`CellEvaluation.finish`
 writes a cell's ``eval.json`` (the cell is then finished), for a cell just trained and for one evaluated
 later from its final checkpoint alike."""
 
@@ -15,12 +16,14 @@ import pandas as pd
 from probe_lens._io import atomic_write
 from probe_lens.behaviours import BehaviourNames
 from probe_lens.experiments.config import StudyConfig
+from probe_lens.experiments.instruments import Instruments
 from probe_lens.experiments.monitor import monitor_metrics
 from probe_lens.experiments.prompt_plan import ONPOLICY, PromptPlan
 from probe_lens.experiments.run_folder import write_json
 from probe_lens.experiments.study_data import sample
 from probe_lens.experiments.study_telemetry import BaseMeasurements, StudyTelemetry
 from probe_lens.experiments.timings import Clock
+from probe_lens.experiments.yardsticks import kind_aurocs
 from probe_lens.models import Generation
 from probe_lens.training import probe_scores, scorer_scores
 from probe_lens.training.metric_keys import (
@@ -50,6 +53,10 @@ class CellEvaluation:
     prelabelled: bool
     progress: bool
     clock: Clock
+    kinds: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    """Each curated set's row kinds (``{set: kind per row}``), for the probes' AUROC per kind."""
+    instruments: Instruments | None = None
+    """The interpretability instruments every cell reports (evasion geometry; causal with ``eval.causal``)."""
 
     def finish(
         self,
@@ -110,6 +117,10 @@ class CellEvaluation:
         scores = tele.scores(model)
         if thresholds is not None:
             out.update(monitor_metrics(scores, thresholds))
+        out.update(kind_aurocs(scores, self.kinds))
+        if self.instruments is not None:
+            with self.clock.timed("instruments_s"):
+                out.update(self.instruments.measure(model, seed, tele))
         out["intervals"] = self._intervals(scores)
         cdir.mkdir(parents=True, exist_ok=True)
         write_json(

@@ -54,8 +54,16 @@ def _monitored(scores: Scores) -> list[str]:
     return list(names)
 
 
+THRESHOLD_SETS = (DRIFT_SET, "curated")
+"""The sets whose benign rows fix the thresholds and make up ``benign``: on-policy clean + curated clean. Other
+sets (the lexically hard ``curated_hard``) are read at those thresholds, never used to set them."""
+
+
 def _benign(scores: Scores, name: str) -> np.ndarray:
-    return np.concatenate([np.asarray(s[name])[np.asarray(s[LABELS]) == 0] for s in scores.values() if name in s])
+    rows = [
+        np.asarray(s[name])[np.asarray(s[LABELS]) == 0] for w, s in scores.items() if w in THRESHOLD_SETS and name in s
+    ]
+    return np.concatenate(rows) if rows else np.empty(0)
 
 
 def base_thresholds(scores: Scores, targets: tuple[float, ...] = FPR_TARGETS) -> dict[str, Any]:

@@ -137,11 +137,13 @@ def write_headline(
     """``contrasts.csv`` and ``headline.md`` (``seeds``: each seed's split record and noise floor);
     ``{"table", "contrasts"}`` for the report."""
     from probe_lens.experiments.headline import contrasts, headline_table, write_headline
+    from probe_lens.experiments.yardsticks import write_yardsticks
 
     con = contrasts(results, config, names, out_dir=folder.root)
     atomic_write(folder.root / "contrasts.csv", lambda p: con.to_csv(p, index=False))
     table = headline_table(summary, config, names)
     write_headline(folder.root / "headline.md", table, con, seeds[0], seeds[1], config, names, n_curated)
+    write_yardsticks(folder.root, results, summary, config, names)  # curated yardsticks, instruments
     return {"table": table, "contrasts": con}
 
 

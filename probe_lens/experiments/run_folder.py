@@ -160,9 +160,13 @@ class RunFolder:
 def _comparable(d: dict[str, Any]) -> dict[str, Any]:
     """Parts of a study config that change results (device and progress do not). A study file written
     before behaviours (no ``behaviour`` key) is a toxicity study."""
+    from probe_lens.experiments.config import EvalSetup
+
     d = copy.deepcopy(d)
     d.pop("device", None)
     d.pop("primary_contrasts", None)  # which contrasts are primary changes the headline's reading, not results
+    if isinstance(d.get("eval"), dict):  # a study written before an eval setting was added: its default
+        d["eval"] = {**{k: v for k, v in vars(EvalSetup()).items() if k != "threshold"}, **d["eval"]}
     d.setdefault("behaviour", DEFAULT_BEHAVIOUR)
     if d.get("behaviour_file") is None:
         d.pop("behaviour_file", None)

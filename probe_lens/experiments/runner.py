@@ -39,6 +39,7 @@ from probe_lens.experiments.cell_training import CellContext, _run_none, _run_ob
 from probe_lens.experiments.cells import CellSpec
 from probe_lens.experiments.config import StudyConfig, model_depth
 from probe_lens.experiments.evaluation import CellEvaluation
+from probe_lens.experiments.instruments import Instruments
 from probe_lens.experiments.probe_suite import ProbeSuite
 from probe_lens.experiments.prompt_plan import (
     PromptPlan,
@@ -49,8 +50,9 @@ from probe_lens.experiments.prompt_plan import (
 )
 from probe_lens.experiments.ranks import Ranks, rank0_only, rank0_then_read, rank_device, under_torchrun
 from probe_lens.experiments.run_folder import RunFolder, StudyFolderError, read_derived_json, write_json
-from probe_lens.experiments.study_telemetry import BaseMeasurements, StudyTelemetry, build_telemetry
+from probe_lens.experiments.study_telemetry import CURATED, BaseMeasurements, StudyTelemetry, build_telemetry
 from probe_lens.experiments.timings import Clock
+from probe_lens.experiments.yardsticks import lexical_baselines
 from probe_lens.models import Generation, LensModel, is_bridge, load_model
 from probe_lens.scorers import get_scorer
 from probe_lens.training import DriftSet, distributed as D
@@ -140,7 +142,7 @@ class Study:
         self._plan: PromptPlan | None = None
         self._splits: dict[int, SeedSplit] = {}
         self._probes: dict[int, dict[str, Any]] = {}
-        self._curated: DriftSet | None = None
+        self._eval_sets: dict[str, DriftSet] | None = None
         self._base = BaseMeasurements()  # the base model's telemetry, shared by every cell of a seed
         self._open_ranks(model)
         self._prepare_folder(resume=resume, overwrite=overwrite)
@@ -276,11 +278,19 @@ class Study:
 
     def curated_set(self) -> DriftSet | None:
         """The behaviour's curated labelled texts as an evaluation-only set (None when ``eval.curated`` is null)."""
-        if self.config.eval.curated is None:
-            return None
-        if self._curated is None:
-            self._curated = study_data.curated_set(self.config, self.behaviour, self.model)
-        return self._curated
+        return self.eval_sets().get(CURATED)
+
+    @functools.cached_property
+    def curated_rows(self) -> dict[str, list[Any]]:
+        """The curated evaluation sets' rows: ``curated`` and ``curated_hard`` (see :func:`study_data.curated_rows`)."""
+        return study_data.curated_rows(self.config, self.behaviour)
+
+    def eval_sets(self) -> dict[str, DriftSet]:
+        """``{name: evaluation-only set}`` every probe is scored on besides the on-policy rows (the curated sets)."""
+        if self._eval_sets is None:
+            rows = self.curated_rows
+            self._eval_sets = {k: study_data.curated_drift_set(v, self.behaviour, self.model) for k, v in rows.items()}
+        return self._eval_sets
 
     @rank0_then_read
     def train_data(self, seed: int) -> tuple[Generation, dict[str, Any]]:
@@ -375,7 +385,7 @@ class Study:
         """Telemetry of one cell: every tracked probe (``trained`` ones as trained-against), both sets."""
         probes = self.fit_probes(seed)
         templates = self.suite.refit_templates(probes, trained, self._layer_hook())
-        sets = (self.drift_set(seed), self.curated_set())
+        sets = (self.drift_set(seed), self.eval_sets())
         rate_prompts = [q.text for q in self.prompt_plan.eval_provocative]
         return build_telemetry(
             self.config,
@@ -396,6 +406,7 @@ class Study:
         tele = self.telemetry(seed, trained)
         self._base.prime(tele, self.model, seed)
         monitor.thresholds_for(self.folder.monitor_thresholds_json(seed), lambda: tele.scores(self.model))
+        self._instruments().prime_base(self.model, seed, tele)
         hooks = [self._layer_hook()]
         return tele, (*self._base.geometry_before(tele, seed, hooks), hooks)
 
@@ -494,7 +505,14 @@ class Study:
             self.prelabelled,
             self.progress,
             self.clock,
+            kinds={k: [r.kind for r in v] for k, v in self.curated_rows.items()},
+            instruments=self._instruments(),
         )
+
+    def _instruments(self) -> Instruments:
+        plan = self.prompt_plan
+        texts = [q.text for q in plan.eval_provocative], [q.text for q in plan.eval_neutral]
+        return Instruments(self.config, self.folder, self.probe_names(), self._signal_scorer(), *texts)
 
     def _eval_inputs(self, spec: CellSpec, seed: int) -> dict[str, Any]:
         trained = self.trained_against(spec)
@@ -580,6 +598,7 @@ class Study:
 
         results = self.results()
         summary = R.write_tables(self.folder, results)
+        lexical_baselines(self.out, self.curated_rows, self._signal_scorer(), self.behaviour.name)
         n_curated = (
             len(self.curated_set().labels) if self.config.eval.curated is not None and self._model is not None else None
         )

@@ -15,9 +15,10 @@ import numpy as np
 from probe_lens.behaviours import Behaviour
 from probe_lens.data import build_dataset
 from probe_lens.data.builder import ActivationDataset, dataset_from_labelled, dataset_from_reference
+from probe_lens.data.curated import CuratedText, curated_arrays, hard_subset, load_curated
 from probe_lens.data.prompts import Prompt
 from probe_lens.data.reference import ReferenceMismatch, ReferenceSet, load_reference, reference_mismatch
-from probe_lens.experiments.config import StudyConfig
+from probe_lens.experiments.config import StudyConfig, has_shipped_v2
 from probe_lens.experiments.prompt_plan import SeedSplit
 from probe_lens.experiments.run_folder import load_generation, read_derived_json, save_generation, write_json
 from probe_lens.experiments.timings import Clock
@@ -27,6 +28,8 @@ from probe_lens.training import DriftSet, probe_scores, scorer_scores
 log = logging.getLogger(__name__)
 
 SCORES = "scores.json"
+CURATED, CURATED_HARD = "curated", "curated_hard"
+"""The curated evaluation sets' names: the behaviour's set and its lexically hard rows."""
 
 
 def check_prelabelled(cfg: StudyConfig) -> None:
@@ -43,6 +46,11 @@ def check_prelabelled(cfg: StudyConfig) -> None:
             f"behaviour {cfg.behaviour!r} is pre-labelled: its labels cover only the rows it was given, so nothing "
             f"labels the fresh samples that cell(s) {bad} rank or filter with the output classifier. Drop them "
             f"(--set cells={json.dumps(keep)}) or name a scorer (--set scorer=NAME)"
+        )
+    if cfg.eval.causal:
+        raise ValueError(
+            f"behaviour {cfg.behaviour!r} is pre-labelled: nothing labels the samples the causal instruments "
+            "steer; set eval.causal: false or name a scorer (--set scorer=NAME)"
         )
     if cfg.data_source != "auto":
         raise ValueError(
@@ -105,13 +113,37 @@ def onpolicy_set(ds: ActivationDataset, split: SeedSplit) -> DriftSet:
 
 def curated_set(cfg: StudyConfig, behaviour: Behaviour, model) -> DriftSet:
     """The behaviour's curated labelled texts (``eval.n_curated`` of them) as an evaluation-only set."""
-    from probe_lens.data.curated import curated_arrays
+    return curated_drift_set(curated_rows(cfg, behaviour)[CURATED], behaviour, model)
 
-    rows = behaviour.load_curated()
-    if cfg.eval.n_curated is not None and cfg.eval.n_curated < len(rows):
-        rows = subsample_by_kind(rows, cfg.eval.n_curated, seed=cfg.prompt_seed)
+
+def curated_drift_set(rows: list[CuratedText], behaviour: Behaviour, model) -> DriftSet:
+    """Curated ``rows`` as an evaluation-only set, each read as the response to the behaviour's prompt."""
     texts, labels = curated_arrays(rows)
     return DriftSet.from_texts(model, behaviour.curated_prompt, texts, labels)
+
+
+def curated_rows(cfg: StudyConfig, behaviour: Behaviour) -> dict[str, list[CuratedText]]:
+    """The curated evaluation sets' rows, ``eval.n_curated`` of each (stratified by kind): ``curated`` (the
+    behaviour's set, version ``eval.curated_version``) and, with ``eval.curated_hard``, ``curated_hard``
+    (the lexically hard rows, when they hold both labels); ``{}`` when ``eval.curated`` is null."""
+    ev = cfg.eval
+    if ev.curated is None:
+        return {}
+    shipped = has_shipped_v2(behaviour)
+    rows = load_curated(behaviour.name, version=2) if ev.curated_version == 2 else behaviour.load_curated()
+    sets = {CURATED: rows}
+    if ev.curated_hard:
+        hard = load_curated(behaviour.name, version=2, subset="hard") if shipped else hard_subset(rows)
+        if len({r.label for r in hard}) == 2:
+            sets[CURATED_HARD] = hard
+        else:
+            log.info(
+                "no curated_hard set: behaviour %r's curated rows hold no hard rows of both labels", behaviour.name
+            )
+    n = ev.n_curated
+    return {
+        k: subsample_by_kind(v, n, seed=cfg.prompt_seed) if n is not None and n < len(v) else v for k, v in sets.items()
+    }
 
 
 def subsample_by_kind(rows: list[Any], n: int, seed: int) -> list[Any]:

@@ -12,20 +12,20 @@ import numpy as np
 from probe_lens.behaviours import BehaviourNames
 from probe_lens.experiments.config import StudyConfig
 from probe_lens.experiments.prompt_plan import ONPOLICY
+from probe_lens.experiments.study_data import CURATED, CURATED_HARD
 from probe_lens.models import generate
 from probe_lens.training import DriftSet, DriftTelemetry
 from probe_lens.training.metric_keys import MetricKey, as_tracked
 from probe_lens.training.telemetry import model_state_key
 
-CURATED = "curated"
-"""The name of the behaviour's curated evaluation set."""
+__all__ = ["CURATED", "CURATED_HARD", "BaseMeasurements", "StudyTelemetry", "build_telemetry", "geometry_points"]
 
 
 class StudyTelemetry(DriftTelemetry):
     """Drift telemetry for a study: every tracked probe under one name in every cell, and the behaviour's rate.
 
-    Probe AUROCs are logged as ``probe/onpolicy_auroc/<probe>`` and ``probe/curated_auroc/<probe>``
-    (retrained: ``probe/<set>_auroc_retrained/<hook>``) whether or not the cell trains against the probe
+    Probe AUROCs are logged as ``probe/onpolicy_auroc/<probe>``, ``probe/curated_auroc/<probe>`` and
+    ``probe/curated_hard_auroc/<probe>`` (the lexically hard curated rows; retrained: ``probe/<set>_auroc_retrained/<hook>``) whether or not the cell trains against the probe
     (which it does is in the cell's ``eval.json`` info), so a probe's curve in a cell that trains against
     it and in its control cells share a column. Adds the rate and mean score (``metric_keys`` roles
     ``rate`` and ``mean``: ``eval/toxicity_rate``, ``eval/mean_toxicity`` for toxicity, the default) of a
@@ -104,13 +104,14 @@ def build_telemetry(
     probes: dict[str, Any],
     trained: list[str],
     templates: dict[str, tuple[Any, int]],
-    sets: tuple[DriftSet, DriftSet | None],
+    sets: tuple[DriftSet, dict[str, DriftSet]],
     rate_prompts: list[str],
     scorer: Any,
     refit_factory: Callable[[], Any],
 ) -> StudyTelemetry:
     """The telemetry of one cell of seed ``seed``: every tracked probe (``trained`` ones as trained-against)
-    on the seed's on-policy set and the curated set (``sets``); the rates of the first
+    on the seed's on-policy set and the curated sets (``sets``: the drift set and ``{name: set}``, e.g.
+    ``curated`` and ``curated_hard``); the rates of the first
     ``eval.n_telemetry_prompts`` of ``rate_prompts``, scored by ``scorer`` (None: a pre-labelled behaviour,
     no rates)."""
     ev = cfg.eval
@@ -123,7 +124,7 @@ def build_telemetry(
         {k_: v for k_, v in probes.items() if k_ not in trained},
         refit_factory=refit_factory,
         refit_templates=templates,
-        eval_sets={CURATED: curated} if curated is not None else None,
+        eval_sets=dict(curated) or None,
         hooks=list(cfg.telemetry_hooks),
         batch_size=cfg.data.batch_size,
         pooling=cfg.data.pooling,

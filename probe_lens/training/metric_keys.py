@@ -15,6 +15,10 @@ A key is ``<family>/<name>[/<subject>]`` (geometry: ``geometry/<hook>/<stat>``),
     drift/cosine_floor/<probe>          the probe's bootstrap noise floor of the drift cosine
     probe/<set>_recall_at_fpr<pp>/<probe>   recall at the threshold giving pp% FPR on the base model's benign rows
     probe/<set>_fpr_at_fpr<pp>/<probe>      false-positive rate at that threshold (``benign``: every benign row)
+    probe/<set>_auroc_kind_<kind>/<probe>  a tracked probe on the rows of one ``kind`` of a curated set
+    causal/<stat>/<probe>               a probe direction's causal role in a cell's model (steer_slope, ...)
+    causal/<stat>_base/<probe>          the same on the seed's base model
+    evasion/<stat>/<probe>              the class signal split along the probe's direction (share_on_probe, ...)
     eval/<name>, baseline/<name>        evaluation and baseline numbers (no subject)
 
 :meth:`MetricKey.parse` reads every one of them back (``str(MetricKey.parse(k)) == k``).
@@ -26,6 +30,7 @@ import dataclasses
 from collections.abc import Collection
 
 PROBE, DRIFT, GEOMETRY, EVAL, BASELINE = "probe", "drift", "geometry", "eval", "baseline"
+CAUSAL, EVASION = "causal", "evasion"
 DRIFT_SET = "drift"
 """Telemetry's name for its own (drift) set; its AUROC keys carry the family ``probe``."""
 AUROC_KINDS = ("frozen", "heldout", "retrained")
@@ -33,6 +38,8 @@ INTERVALS = ("ci_low", "ci_high")
 _AUROC = "auroc"
 _RETRAINED = "retrained"
 _MEMBER = "m"
+_KIND = "_kind_"
+_BASE = "_base"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +102,17 @@ class MetricKey:
         if self.family == PROBE and sep and tail == _AUROC and self.subject is not None:
             return head
         return None
+
+    @property
+    def curated_kind(self) -> tuple[str, str] | None:
+        """``(set, kind)`` of a per-kind AUROC key (``probe/<set>_auroc_kind_<kind>/<probe>``), else None."""
+        head, sep, kind = self.name.partition(f"_{_AUROC}{_KIND}")
+        return (head, kind) if self.family == PROBE and sep and head and kind and self.subject is not None else None
+
+    @property
+    def on_base(self) -> bool:
+        """True for a causal key measured on the base model (``causal/<stat>_base/<probe>``)."""
+        return self.family == CAUSAL and self.name.endswith(_BASE)
 
     def with_interval(self, bound: str) -> MetricKey:
         """This key's interval column (``bound``: ``ci_low`` or ``ci_high``)."""
@@ -173,6 +191,21 @@ def monitor_key(which: str, stat: str, fpr: float, probe: str) -> MetricKey:
     if not 0 < pct < 100 or abs(pct - float(fpr) * 100) > 1e-9:
         raise ValueError(f"a monitor's target false-positive rate is a whole percent in (0, 1), got {fpr!r}")
     return MetricKey(PROBE, f"{which}_{stat}_at_fpr{pct:02d}", probe)
+
+
+def kind_auroc(which: str, kind: str, probe: str) -> MetricKey:
+    """A tracked probe's AUROC on the rows of ``kind`` of curated set ``which``: ``probe/<which>_auroc_kind_<kind>/<probe>``."""
+    return MetricKey(PROBE, f"{which}_{_AUROC}{_KIND}{kind}", probe)
+
+
+def causal_key(stat: str, probe: str, *, base: bool = False) -> MetricKey:
+    """``causal/<stat>/<probe>`` (a cell's model) or ``causal/<stat>_base/<probe>`` (the seed's base model)."""
+    return MetricKey(CAUSAL, stat + (_BASE if base else ""), probe)
+
+
+def evasion_key(stat: str, probe: str) -> MetricKey:
+    """``evasion/<stat>/<probe>``: the class signal relative to ``probe``'s direction (``share_on_probe``, ...)."""
+    return MetricKey(EVASION, stat, probe)
 
 
 def eval_key(name: str) -> MetricKey:
