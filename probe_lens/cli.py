@@ -303,7 +303,7 @@ def _print_summary(study, summary, t0: float) -> None:
         f"\nscorer: {study.scorer.describe().get('name')} {study.scorer.describe().get('version')}; "
         f"seeds: {study.config.seeds}; wall time {time.perf_counter() - t0:.0f} s"
     )
-    print(f"headline (table, paired contrasts, what is resolved): {study.out / 'headline.md'}")
+    print(f"headline (primary contrasts, table, paired contrasts): {study.out / 'headline.md'}")
     print(f"report: {study.out / 'report.html'}  table: {study.out / 'results.csv'}")
 
 

@@ -193,15 +193,19 @@ def _seed_statistics(diffs: Mapping[Any, float], example: Mapping[int, tuple[flo
 
 
 def contrasts(
-    results: pd.DataFrame, config: StudyConfig, names: Mapping[str, list[str]], out_dir: str | Path | None = None
+    results: pd.DataFrame,
+    config: StudyConfig,
+    names: Mapping[str, list[str]],
+    out_dir: str | Path | None = None,
+    specs: Sequence[tuple[str, str, str]] | None = None,
 ) -> pd.DataFrame:
-    """Paired-by-seed contrasts of :func:`contrast_specs` and the primary ones (cells missing from ``results``
-    are skipped), with the statistics over seeds of :data:`STAT_COLUMNS`."""
+    """Paired-by-seed contrasts of :func:`contrast_specs` and the primary ones (or of ``specs``, none of them
+    primary; cells missing from ``results`` are skipped), with the statistics over seeds of :data:`STAT_COLUMNS`."""
     present = set(results["cell"])
-    primary = primary_specs(config, names, present)[0]
+    primary = primary_specs(config, names, present)[0] if specs is None else []
     frames = []
     by_metric: dict[str, list[tuple[str, str]]] = {}
-    for metric, a, b in [*contrast_specs(config, names), *primary]:
+    for metric, a, b in [*(contrast_specs(config, names) if specs is None else specs), *primary]:
         if a in present and b in present and metric in results.columns and (a, b) not in by_metric.get(metric, []):
             by_metric.setdefault(metric, []).append((a, b))
     for metric, pairs in by_metric.items():

@@ -133,20 +133,16 @@ def _kinds_table(summary: pd.DataFrame, probe: str) -> pd.DataFrame | None:
 
 
 def hard_contrasts(results: pd.DataFrame, config: StudyConfig, names: Mapping[str, list[str]]) -> pd.DataFrame:
-    """The headline's curated contrasts (:func:`~probe_lens.experiments.headline.contrast_specs`) on curated-hard."""
-    from probe_lens.experiments.headline import contrast_specs
-    from probe_lens.experiments.stats import paired_contrasts
+    """The headline's curated contrasts (:func:`~probe_lens.experiments.headline.contrast_specs`) on curated-hard,
+    with the same statistics over seeds (none of them primary)."""
+    from probe_lens.experiments.headline import contrast_specs, contrasts
 
-    by_metric: dict[str, list[tuple[str, str]]] = {}
-    present = set(results["cell"])
+    specs = []
     for metric, a, b in contrast_specs(config, names):
         key = MetricKey.parse(metric)
         if key.tracked_set == CURATED and key.subject is not None:
-            hard = str(tracked_auroc(CURATED_HARD, key.subject))
-            if a in present and b in present and hard in results.columns:
-                by_metric.setdefault(hard, []).append((a, b))
-    frames = [paired_contrasts(results, m, pairs) for m, pairs in by_metric.items()]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+            specs.append((str(tracked_auroc(CURATED_HARD, key.subject)), a, b))
+    return contrasts(results, config, names, specs=specs)
 
 
 def _explain(records: Mapping[str, Mapping[str, Any]], config: StudyConfig) -> str:
