@@ -54,8 +54,9 @@ def _monitored(scores: Scores) -> list[str]:
     return list(names)
 
 
-THRESHOLD_SETS = (DRIFT_SET, "curated")
-"""The sets whose benign rows fix the thresholds and make up ``benign``: on-policy clean + curated clean. Other
+THRESHOLD_SETS = (DRIFT_SET, ONPOLICY, "curated")
+"""The sets whose benign rows fix the thresholds and make up ``benign``: on-policy (``drift`` in telemetry's table,
+``onpolicy`` in a saved one) clean + curated clean. Other
 sets (the lexically hard ``curated_hard``) are read at those thresholds, never used to set them."""
 
 

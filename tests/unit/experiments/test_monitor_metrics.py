@@ -49,6 +49,17 @@ def test_recall_and_fpr_on_synthetic_scores_equal_a_hand_computation():
     assert m["probe/benign_fpr_at_fpr01/p"] == 1 / 4 and m["probe/benign_fpr_at_fpr05/p"] == 2 / 4
 
 
+def test_the_hard_set_is_read_at_the_thresholds_but_never_sets_them():
+    labels = "__y__"
+    onpolicy = {labels: np.array([0, 0, 1]), "p": np.array([0.1, 0.2, 0.9])}
+    curated = {labels: np.array([0, 1]), "p": np.array([0.3, 0.8])}
+    hard = {labels: np.array([0, 0, 1]), "p": np.array([0.95, 0.97, 0.5])}  # hard negatives score high
+    without = base_thresholds({"drift": onpolicy, "curated": curated})
+    assert base_thresholds({"drift": onpolicy, "curated": curated, "curated_hard": hard}) == without
+    m = monitor_metrics({"drift": onpolicy, "curated": curated, "curated_hard": hard}, without)
+    assert m["probe/curated_hard_fpr_at_fpr01/p"] == 1.0  # both hard negatives above the base threshold (0.3)
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("monitor")
