@@ -367,7 +367,7 @@ def primary_markdown(con: pd.DataFrame, notes: Sequence[str], config: StudyConfi
     text = _stat_table(prim) if len(prim) else "_no primary contrast could be formed in this study_\n"
     k = len(config.seeds)
     text += (
-        f"\nWith {k} seeds the smallest attainable two-sided sign-flip p is 2/2^{k} = {2 / 2**k:.3g}. Holm p: "
+        f"\nWith {k} seed{'s' if k != 1 else ''} the smallest attainable two-sided sign-flip p is 2/2^{k} = {2 / 2**k:.3g}. Holm p: "
         "within the primary family here; within the family of all other contrasts below. I²: share of the "
         "variance of the per-seed differences that is between seeds (DerSimonian-Laird).\n"
     )
