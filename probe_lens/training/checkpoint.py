@@ -361,8 +361,11 @@ def load_checkpoint(
     scheduler: Any = None,
     *,
     restore_rng: bool = True,
+    verify: bool = True,
 ) -> dict[str, Any]:
     """Load a checkpoint folder into ``model`` (and optimizer/scheduler/RNG); returns its state dict.
+
+    ``verify=False`` skips re-hashing the files, for a folder :func:`latest_checkpoint` has just verified.
 
     The returned dict has ``"step"``, ``"metadata"`` and ``"extra"`` (the run tensors). A checkpoint
     of another model (name or shape), a corrupt one or one from a newer probe_lens raises
@@ -371,7 +374,7 @@ def load_checkpoint(
     ``"optimizer" in state``.
     """
     path = Path(path)
-    state = verify_checkpoint(path)
+    state = verify_checkpoint(path) if verify else read_state(path)
     saved_id, own_id = state.get("model") or {}, model_identity(model)
     differ = {k: (saved_id[k], own_id[k]) for k in saved_id.keys() & own_id.keys() if saved_id[k] != own_id[k]}
     if differ:

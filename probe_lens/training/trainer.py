@@ -270,7 +270,8 @@ class Trainer:
         ckpt = latest_checkpoint(self._ckpt_root) if (resume and self._ckpt_root) else None
         start = 0
         if ckpt is not None:
-            state = load_checkpoint(ckpt, self.model, self.optimizer_, self.scheduler_)
+            # latest_checkpoint has just hashed every file of it: do not hash them again
+            state = load_checkpoint(ckpt, self.model, self.optimizer_, self.scheduler_, verify=False)
             start, self._last_ckpt = int(state["step"]), ckpt
             if "optimizer" not in state and start < self.config.max_steps:
                 warnings.warn(
