@@ -97,10 +97,14 @@ def fit_logistic(
     b0: float = 0.0,
     tol: float = 1e-6,
     max_iter: int = 500,
+    sample_weight: torch.Tensor | None = None,
 ) -> LogisticSolution:
-    """Minimise ``f(w, b)`` above. Z: float64 [n, d] (standardised), y: float64 {0,1} [n]."""
+    """Minimise ``f(w, b)`` above. Z: float64 [n, d] (standardised), y: float64 {0,1} [n];
+    ``sample_weight`` (float64 [n], default ones) multiplies each row's log-loss, as sklearn's
+    ``sample_weight`` / ``class_weight`` do (the penalty is unchanged)."""
     n, d = Z.shape
     lam = 1.0 / (C * n)
+    sw = torch.ones(n, dtype=torch.float64) if sample_weight is None else sample_weight.to(torch.float64)
     if gram is None:
         gram = gram_with_intercept(Z)
     L = preconditioner(gram, lam)
@@ -113,8 +117,8 @@ def fit_logistic(
         theta = to_theta(torch.from_numpy(v_np))
         w = theta[:d]
         z = torch.addmv(theta[d].expand(n), Z, w)
-        loss = (F.softplus(z).sum() - y @ z) / n + 0.5 * lam * (w @ w)
-        r = (torch.sigmoid(z) - y) / n
+        loss = (sw @ (F.softplus(z) - y * z)) / n + 0.5 * lam * (w @ w)
+        r = sw * (torch.sigmoid(z) - y) / n
         g = torch.empty(d + 1, dtype=torch.float64)
         g[:d] = r @ Z + lam * w
         g[d] = r.sum()

@@ -252,6 +252,8 @@ class DiverseProbeEnsemble(Probe):
         mean, scale = standardization(X, base.standardize)
         Z = torch.from_numpy((X - mean) / scale)
         yt = torch.from_numpy(y.astype(np.float64))[:, None]
+        w_rows = base._weights(y)  # the base's class_weight, as each member fit alone would use it
+        sw = (torch.ones(n, dtype=torch.float64) if w_rows is None else w_rows)[:, None]
         L = preconditioner(gram_with_intercept(Z, seed=self.random_state), lam)
         LT = L.T.contiguous()
         inv_scale = torch.from_numpy(1.0 / scale)[:, None]
@@ -266,8 +268,8 @@ class DiverseProbeEnsemble(Probe):
             theta = unpack(torch.from_numpy(v_np))
             W, b = theta[:d], theta[d]
             logits = torch.addmm(b.expand(n, k), Z, W)
-            data = (F.softplus(logits) - yt * logits).sum() / n
-            R = (torch.sigmoid(logits) - yt) / n
+            data = (sw * (F.softplus(logits) - yt * logits)).sum() / n
+            R = sw * (torch.sigmoid(logits) - yt) / n
             raw = W * inv_scale
             norms = raw.norm(dim=0, keepdim=True)
             D = raw / norms

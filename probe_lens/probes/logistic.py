@@ -31,6 +31,9 @@ class LogisticProbe(BaseProbe):
         standardize: standardise each activation dimension before fitting (paper: yes).
         tol: L-BFGS gradient tolerance in whitened coordinates. max_iter: iteration cap.
         Cs, cv, cv_scoring, random_state: cross-validation settings (used when ``C="cv"``).
+        class_weight: None (every row weighs 1) or ``"balanced"``: each row of class c weighs
+            ``n / (2 * n_c)``, as sklearn's ``LogisticRegression(class_weight="balanced")`` (cross-validation
+            folds weigh their own rows so, and score a class-balanced log-loss).
         pos_label, model_name, hook, pooling, label: see ``BaseProbe`` (default positive
             class: the larger label, e.g. 1 or True).
 
@@ -51,6 +54,7 @@ class LogisticProbe(BaseProbe):
         cv: int = 5,
         cv_scoring: str = "log_loss",
         random_state: int = 0,
+        class_weight: str | None = None,
         pos_label: Any = None,
         model_name: str | None = None,
         hook: str | None = None,
@@ -66,8 +70,11 @@ class LogisticProbe(BaseProbe):
         self.cv = cv
         self.cv_scoring = cv_scoring
         self.random_state = random_state
+        self.class_weight = class_weight
 
     def _check_params(self) -> None:
+        if self.class_weight not in (None, "balanced"):
+            raise ValueError(f"class_weight must be None or 'balanced', got {self.class_weight!r}")
         if isinstance(self.C, str):
             if self.C != "cv":
                 raise ValueError(f"C must be a positive float or 'cv', got {self.C!r}")
@@ -98,7 +105,7 @@ class LogisticProbe(BaseProbe):
         self.mean_, self.scale_ = standardization(X, self.standardize)
         Z = torch.from_numpy((X - self.mean_) / self.scale_)
         yt = torch.from_numpy(y.astype(np.float64))
-        sol = fit_logistic(Z, yt, C, tol=self.tol, max_iter=self.max_iter)
+        sol = fit_logistic(Z, yt, C, tol=self.tol, max_iter=self.max_iter, sample_weight=self._weights(y))
         if not sol.converged:
             warnings.warn(
                 f"LogisticProbe did not converge in {self.max_iter} iterations (C={C:g}); the "
@@ -111,6 +118,13 @@ class LogisticProbe(BaseProbe):
         self.converged_ = sol.converged
         coef = sol.w / self.scale_
         return coef, sol.b - float(self.mean_ @ coef)
+
+    def _weights(self, y: np.ndarray) -> torch.Tensor | None:
+        """Row weights ``[n]`` of labels ``y`` (0/1) under ``class_weight`` (None: unweighted)."""
+        if self.class_weight is None:
+            return None
+        counts = np.bincount(y, minlength=2).astype(np.float64)
+        return torch.from_numpy(len(y) / (2.0 * counts[y]))
 
     def _cross_validate(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Mean held-out score for each C in sorted(Cs) (warm-started from small to large C)."""
@@ -131,11 +145,16 @@ class LogisticProbe(BaseProbe):
             gram = gram_with_intercept(Ztr, seed=self.random_state)
             w0, b0 = None, 0.0
             for j, C in enumerate(Cs):
-                sol = fit_logistic(Ztr, ytr, C, gram=gram, w0=w0, b0=b0, tol=self.tol, max_iter=self.max_iter)
+                sw = self._weights(y[tr])
+                sol = fit_logistic(
+                    Ztr, ytr, C, gram=gram, w0=w0, b0=b0, tol=self.tol, max_iter=self.max_iter, sample_weight=sw
+                )
                 w0, b0 = sol.w, sol.b
                 z = Zte @ sol.w + sol.b
                 if self.cv_scoring == "auroc":
                     scores[f, j] = auroc(y[te], z)
-                else:  # negative mean log-loss, computed stably from logits
-                    scores[f, j] = -float(np.mean(np.logaddexp(0.0, z) - y[te] * z))
+                else:  # negative mean log-loss (class-weighted with class_weight), computed stably from logits
+                    wt = self._weights(y[te])
+                    wte = np.ones(len(te)) if wt is None else wt.numpy()
+                    scores[f, j] = -float(np.average(np.logaddexp(0.0, z) - y[te] * z, weights=wte))
         return scores.mean(axis=0)

@@ -95,6 +95,26 @@ def test_logistic_without_standardization_matches_sklearn(data):
     assert probe.bias_ == pytest.approx(ref.intercept_[0], abs=1e-3)
 
 
+def test_class_weighted_logistic_matches_sklearn_class_weight(data):
+    """class_weight='balanced' on imbalanced rows: the same fit as sklearn's, and not the unweighted one."""
+    X, y = data
+    keep = np.concatenate([np.flatnonzero(y == 0), np.flatnonzero(y == 1)[: max(5, int((y == 1).sum()) // 4)]])
+    X, y = X[keep], y[keep]
+    probe = LogisticProbe(C=0.5, class_weight="balanced").fit(X, y)
+    ref = make_pipeline(
+        StandardScaler(), LogisticRegression(C=0.5, class_weight="balanced", tol=1e-10, max_iter=20_000)
+    ).fit(X, y)
+    np.testing.assert_allclose(probe.predict_proba(X), ref.predict_proba(X), atol=1e-3)
+    assert cos(probe.direction_, ref[-1].coef_[0] / ref[0].scale_) > 0.9999
+    unweighted = make_pipeline(StandardScaler(), LogisticRegression(C=0.5, tol=1e-10, max_iter=20_000)).fit(X, y)
+    assert np.abs(probe.predict_proba(X) - unweighted.predict_proba(X)).max() > 1e-2  # the weights mattered
+    raw = LogisticProbe(C=0.5, standardize=False, class_weight="balanced").fit(X / 10, y)
+    ref_raw = LogisticRegression(C=0.5, class_weight="balanced", tol=1e-10, max_iter=20_000).fit(X / 10, y)
+    assert raw.bias_ == pytest.approx(ref_raw.intercept_[0], abs=1e-3)
+    with pytest.raises(ValueError, match="class_weight must be None or 'balanced'"):
+        LogisticProbe(class_weight="auto").fit(X, y)
+
+
 def test_estimator_api(data):
     X, y = data
     probe = LogisticProbe(C=0.3, hook=HOOK, model_name="m", pooling="mean")
