@@ -30,6 +30,10 @@ CELLS: tuple[str, ...] = DEFAULT_GRID
 diverse ensemble, the two output-classifier baselines and probe-filtered SFT (see ``cells.py``)."""
 
 
+FIT_ROWS = ("weighted", "balanced")
+"""``probes.fit_rows``: class-weighted fits on every probe-fit row, or balanced fits on a class-balanced subsample."""
+
+
 @dataclasses.dataclass
 class ProbeSetup:
     """Which probes are trained against, and which are held out (fit once, never trained against)."""
@@ -58,8 +62,14 @@ class ProbeSetup:
     pooling: str | None = None
     """Pooling over response tokens; None = ``data.pooling`` (probes are fit on activations pooled that way,
     and probe-SFT pools the live activations the same way)."""
+    fit_rows: str = "weighted"
+    """Which of the probe-fit prompts' continuations fit the probes: ``weighted`` (all of them, logistic probes
+    with ``class_weight="balanced"``) or ``balanced`` (the old way: the majority class downsampled, per seed,
+    to the minority's size when ``data.balance``; the other rows discarded)."""
 
     def __post_init__(self) -> None:
+        if self.fit_rows not in FIT_ROWS:
+            raise ValueError(f"probes.fit_rows must be one of {FIT_ROWS}, got {self.fit_rows!r}")
         if self.layer < 0:
             raise ValueError(f"probes.layer must be >= 0, got {self.layer}")
         if self.n_ensemble < 2:
@@ -125,15 +135,24 @@ class TrainData:
     """The prompts and samples every training cell of one seed shares."""
 
     n_prompts: int = 64
-    """Training prompts (from the train split; provocative and neutral in proportion)."""
+    """Training prompts per seed (drawn from the train split; ``neutral_share`` of them neutral)."""
     samples_per_prompt: int = 4
     """k samples per prompt: DPO ranks them; SFT trains on all (probe-SFT) or the clean ones (classifier-SFT)."""
     max_new_tokens: int = 24
     temperature: float = 1.0
     top_p: float = 1.0
+    neutral_share: float | None = 0.0
+    """Share of the training prompts that are neutral: 0 (default, the paper's distribution: provocative
+    prompts only), a number in [0, 1], or null for the train split's own proportion (the old behaviour, about
+    0.7 neutral for toxicity)."""
 
     def __post_init__(self) -> None:
         _sampling_params("train_data", self.temperature, self.top_p)
+        ns = self.neutral_share
+        if ns is not None and (isinstance(ns, bool) or not isinstance(ns, (int, float)) or not 0 <= ns <= 1):
+            raise ValueError(
+                f"train_data.neutral_share must be a number in [0, 1] or null (the split's proportion), got {ns!r}"
+            )
         if self.n_prompts < 1:
             raise ValueError(f"train_data.n_prompts must be >= 1, got {self.n_prompts}")
         if self.samples_per_prompt < 2:
@@ -188,6 +207,10 @@ class EvalSetup:
     """Steps along each probe's unit direction, in multiples of the mean residual norm at its hook."""
     ci_method: str = "delong"
     """Interval of each AUROC over examples: ``delong`` or ``bootstrap``."""
+    prompts_per_seed: bool = True
+    """Each seed draws its own provocative evaluation prompts, probe pool and training pool (true: seeds are
+    independent replicates of the prompt draw); false: one set fixed by ``prompt_seed`` for every seed. The
+    neutral perplexity texts stay fixed either way."""
 
     def __post_init__(self) -> None:
         if self.n_provocative < 1 or self.samples_per_prompt < 1 or self.max_new_tokens < 1:

@@ -229,21 +229,57 @@ def contrasts(
 
 def fixed_across_seeds(config: StudyConfig) -> list[str]:
     """What every seed of the study shares (drawn once, by ``prompt_seed``, or shipped): the intervals over
-    seeds are conditional on it. Each seed redraws the rest: the split of the probe pool into probe-fit and
-    on-policy prompts, the balanced probe-fit rows, the training prompts, all sampling and training order."""
+    seeds are conditional on it. Each seed draws the rest: with ``eval.prompts_per_seed`` its provocative
+    evaluation prompts, probe pool and training pool; always its probe-fit / on-policy partition, its
+    continuations of each pool prompt (when the pool holds more than it reads), its training prompts, and all
+    sampling and training order."""
     ev = config.eval
     fixed = [
-        f"the {ev.n_provocative} evaluation prompts (each seed samples its own continuations of them; the first "
-        f"{min(ev.n_telemetry_prompts, ev.n_provocative)} also give the rate at every telemetry step)",
+        f"the model ({config.model or 'the embedded Gemma-3-270M'}) and its base weights",
         f"the {ev.n_fluency_texts} neutral texts whose perplexity measures fluency",
-        "the probe-pool prompts and their base-model continuations (the reference continuations, or one "
-        "sampled set): each seed re-partitions the same rows into probe-fit and on-policy rows",
-        "the training-prompt pool each seed draws its training prompts from",
+        "the output classifier that labels every sampled text",
     ]
+    if not ev.prompts_per_seed:
+        fixed += [
+            f"the {ev.n_provocative} evaluation prompts (eval.prompts_per_seed: false; each seed samples its own "
+            f"continuations of them; the first {min(ev.n_telemetry_prompts, ev.n_provocative)} also give the rate "
+            "at every telemetry step)",
+            "the probe-pool prompts (each seed re-partitions them into probe-fit and on-policy prompts)",
+            "the training-prompt pool each seed draws its training prompts from",
+        ]
+    if config.data_source != "fresh":
+        fixed.append(
+            "the reference continuations the probe pool is read from (one shipped sampling of each prompt; each seed "
+            f"reads its own {config.data.samples_per_prompt} of them per prompt when the set holds more)"
+        )
+    else:
+        fixed.append(
+            "the probe pool's sampled continuations (sampled once: two seeds that draw the same pool prompt read "
+            "the same continuations of it)"
+        )
     if ev.curated is not None:
         size = "all of its rows" if ev.n_curated is None else f"{ev.n_curated} rows, one seeded subsample"
         fixed.insert(2, f"the curated set ({ev.curated}; {size})")
     return fixed
+
+
+def train_data_markdown(config: StudyConfig, shares: Mapping[int, float]) -> str:
+    """A line on what the training cells trained on: each seed's share of positive training samples."""
+    td = config.train_data
+    mix = (
+        "the train split's own proportion of neutral prompts"
+        if td.neutral_share is None
+        else f"{td.neutral_share:g} of them neutral (train_data.neutral_share)"
+    )
+    per_seed = ", ".join(f"seed {s}: {v:.3f}" for s, v in sorted(shares.items()) if v == v)
+    if not per_seed:
+        return f"Training samples: {td.n_prompts} prompts per seed, {mix}; no classifier scored them.\n"
+    vals = [v for v in shares.values() if v == v]
+    return (
+        f"Training samples: {td.n_prompts} prompts x {td.samples_per_prompt} samples per seed, {mix}; share the "
+        f"output classifier scores positive (what every training cell of a seed samples from): {per_seed} "
+        f"(mean {sum(vals) / len(vals):.3f}).\n"
+    )
 
 
 def headline_columns(config: StudyConfig, names: Mapping[str, list[str]]) -> dict[str, str]:
@@ -431,9 +467,11 @@ def write_headline(
     config: StudyConfig,
     names: Mapping[str, list[str]],
     n_curated: int | None = None,
+    train_shares: Mapping[int, float] | None = None,
 ) -> None:
     """``headline.md``: the primary contrasts and what stays fixed across seeds, the cosine drift against its
-    control, yardsticks and noise floors, the headline table, every contrast with its statistics."""
+    control, yardsticks and noise floors, the headline table, every contrast with its statistics
+    (``train_shares``: each seed's share of positive training samples, :func:`train_data_markdown`)."""
     b = config.behaviour_spec
     onpolicy = (
         f"the pre-labelled responses of behaviour {b.name!r} to held-out pool prompts (its own labels; not "
@@ -451,7 +489,9 @@ def write_headline(
         "differences weighted by their within-seed DeLong variances plus the DerSimonian-Laird between-seed "
         "variance), the exact sign-flip permutation p over seeds and I².\n",
         primary_markdown(con, primary_notes, config),
-        f"\nFixed across seeds (every interval and p-value here is conditional on it): {fixed}.\n",
+        f"\nFixed across seeds (every interval and p-value here is conditional on it): {fixed}. Each seed draws "
+        "the rest itself (recorded in seeds/<s>/split.json and prompts.json).\n",
+        train_data_markdown(config, train_shares or {}),
         "## Cosine drift against its control (cell − classifier control, paired by seed)\n",
         cosine_markdown(con),
         "## Yardsticks\n",

@@ -66,6 +66,10 @@ class StudyPlan:
     memory: dict[str, int]
     """Bytes per process: each component, ``training_peak``, ``generation_peak`` and ``peak``."""
     notes: list[str] = dataclasses.field(default_factory=list)
+    wall_s: float = 0.0
+    """Estimated wall time on 2 CPU cores like the one :data:`CPU_RATES` was calibrated on (seconds)."""
+    budget_s: float | None = None
+    """The preset's wall-time budget (:data:`~probe_lens.experiments.presets.PRESET_BUDGET_S`), if it has one."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -169,14 +173,12 @@ def _mean_prompt_tokens(config: Any = None) -> float:
 
 
 def _n_probe_prompts(config: Any) -> int:
-    """Prompts in the probe pool: the runner's own split when it can be computed, else an approximation."""
-    n = getattr(config, "n_probe_prompts", None)
-    if n is not None:
-        return int(n)
+    """Prompts the probe-pool dataset holds (every seed's pool prompts): the runner's own draws when they can be
+    computed, else an approximation."""
     try:
-        from probe_lens.experiments.runner import _prompt_plan
+        from probe_lens.experiments.prompt_plan import pool_union
 
-        return len(_prompt_plan(config).pool)
+        return len(pool_union(config))
     except Exception:  # the runner's split changed shape: approximate it (pool minus evaluation and training reserve)
         from probe_lens.data import load_prompts
 
@@ -184,6 +186,17 @@ def _n_probe_prompts(config: Any) -> int:
         tags = set(getattr(getattr(config, "sampling", None), "probe_tags", ("provocative", "neutral")))
         pool = sum(1 for p in load_prompts() if p.tag in tags)
         return max(4, pool - ev.n_provocative - ev.n_fluency_texts - 2 * td.n_prompts)
+
+
+def _reference_continuations(config: Any) -> int:
+    """Continuations per prompt of the reference set the study reads (the pool dataset holds them all)."""
+    from probe_lens.data.reference import load_reference
+
+    src = getattr(config, "data_source", "auto")
+    try:
+        return int(load_reference(None if src in ("auto", "reference") else src).config.samples_per_prompt)
+    except (FileNotFoundError, ValueError):
+        return int(config.data.samples_per_prompt)
 
 
 def _telemetry_points(steps: int, every: int) -> int:
@@ -232,7 +245,7 @@ def _reference_note(config: Any) -> str:
     if src == "fresh":
         return "probe data is sampled (data_source: fresh)"
     from probe_lens.data.reference import load_reference, settings_mismatch
-    from probe_lens.experiments.runner import _prompt_plan
+    from probe_lens.experiments.prompt_plan import pool_union
     from probe_lens.models.loading import EMBEDDED_ALIASES, EMBEDDED_MODEL_NAME
 
     try:
@@ -243,9 +256,12 @@ def _reference_note(config: Any) -> str:
     name = (
         EMBEDDED_MODEL_NAME if config.model is None or config.model in EMBEDDED_ALIASES else str(config.model)
     ).split("/")[-1]
-    why = settings_mismatch(ref, name, [p.id for p in _prompt_plan(config).pool], config.data)
+    why = settings_mismatch(ref, name, [p.id for p in pool_union(config)], config.data)
     if why is None:
-        return f"probe data comes from the reference set {ref.meta['file']}: no sampling, one teacher-forced pass"
+        return (
+            f"probe data comes from the reference set {ref.meta['file']}: no sampling, one teacher-forced pass over "
+            f"all {ref.config.samples_per_prompt} continuations of each pool prompt"
+        )
     return f"probe data is sampled: the reference set does not cover this study ({why})"
 
 
@@ -273,7 +289,8 @@ def estimate_plan(
     n_probe = _n_probe_prompts(config)
     source_note = _reference_note(config)
     uses_shipped = source_note.startswith("probe data comes from")
-    probe_conts = 0 if uses_shipped else n_probe * data.samples_per_prompt * rounds
+    per_prompt = _reference_continuations(config) if uses_shipped else data.samples_per_prompt * rounds
+    probe_conts = 0 if uses_shipped else n_probe * per_prompt
     notes.append(source_note)
     train_conts = td.n_prompts * td.samples_per_prompt
     training_cells = [(c, o) for c, o in cells if o != "none"]
@@ -313,7 +330,7 @@ def estimate_plan(
         gen_tokens += n * new
         flops[phase] = f
     # teacher-forced passes: probe-data activations, probe scores of the training samples (2 probes)
-    act_rows = n_probe * data.samples_per_prompt * rounds
+    act_rows = n_probe * per_prompt
     seq_probe, seq_train = p_tok + data.max_new_tokens, p_tok + td.max_new_tokens
     tf_tokens = act_rows * seq_probe + n_seeds * 2 * train_conts * seq_train
     fwd_tokens += tf_tokens
@@ -391,7 +408,64 @@ def estimate_plan(
         flops=flops,
         memory=memory,
         notes=notes,
+        wall_s=estimate_wall_s(flops, n_seeds, len(cells)),
+        budget_s=_budget_s(config),
     )
+
+
+CPU_RATES: dict[str, Any] = {
+    "cpu": "AMD EPYC, 2 cores",
+    "train_flops_per_s": 4.6e10,
+    "generate_flops_per_s": 1.1e11,
+    "forward_flops_per_s": 5.4e11,
+    "fixed_s": 60.0,
+    "per_cell_seed_s": 3.0,
+}
+"""Effective rates of each phase, calibrated on the quick preset (3 seeds x 5 cells, 12 min 51 s on a 2-core
+AMD EPYC: ~40 s of training per trained cell-seed, ~5 s of evaluation sampling and ~8 s of evaluation per
+cell-seed); ``fixed_s``: loading, probe fits, reports. Another CPU (or a GPU) is faster or slower in proportion."""
+
+
+def estimate_wall_s(flops: dict[str, float], n_seeds: int, n_cells: int) -> float:
+    """Wall seconds of a study with phase ``flops`` (:class:`StudyPlan.flops`) at :data:`CPU_RATES`."""
+    r = CPU_RATES
+    generate = sum(v for k, v in flops.items() if k.startswith("generate_"))
+    forward = flops.get("teacher_forced", 0.0) + flops.get("perplexity", 0.0)
+    return float(
+        flops.get("training", 0.0) / r["train_flops_per_s"]
+        + generate / r["generate_flops_per_s"]
+        + forward / r["forward_flops_per_s"]
+        + r["fixed_s"]
+        + r["per_cell_seed_s"] * n_seeds * n_cells
+    )
+
+
+def _budget_s(config: Any) -> float | None:
+    from probe_lens.experiments.presets import PRESET_BUDGET_S
+
+    return PRESET_BUDGET_S.get(getattr(config, "preset", ""))
+
+
+def _minutes(s: float) -> str:
+    return f"{s / 60:.0f} min" if s < 5400 else f"{s / 3600:.1f} h"
+
+
+def wall_lines(plan: StudyPlan) -> list[str]:
+    """The dry run's wall-time estimate and, for a preset with a budget, whether the study keeps to it."""
+    where = f"2 CPU cores ({CPU_RATES['cpu']}, the calibration machine)"
+    lines = [f"estimated wall time: ~{_minutes(plan.wall_s)} on {where}"]
+    if plan.device != "cpu":
+        lines[0] += f"; on {plan.device} expect less"
+    if plan.budget_s is not None:
+        budget = _minutes(plan.budget_s)
+        if plan.wall_s <= plan.budget_s:
+            lines.append(f"within the {plan.preset} preset's budget of {budget} on 2 CPU cores")
+        else:
+            lines.append(
+                f"WARNING: over the {plan.preset} preset's budget of {budget} on 2 CPU cores; lower the seeds, "
+                "cells or sizes you raised with --set"
+            )
+    return lines
 
 
 def _gb(n: float) -> str:
@@ -426,5 +500,6 @@ def format_plan(plan: StudyPlan) -> str:
     lines.append(f"  peak (training phase)       {_gb(m['training_peak']):>11}")
     lines.append(f"  peak (generation phase)     {_gb(m['generation_peak']):>11}")
     lines.append(f"  peak                        {_gb(m['peak']):>11}")
+    lines += wall_lines(plan)
     lines += [f"note: {n}" for n in plan.notes]
     return "\n".join(lines)

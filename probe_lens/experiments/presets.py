@@ -1,4 +1,12 @@
-"""Named study sizes: ``demo`` (minutes), ``quick`` (the whole grid on a 2-core CPU), ``paper`` (1B, GPU).
+"""Named study sizes: ``demo`` (minutes), ``quick`` (the single-probe cells on a 2-core CPU), ``contrast``
+(the primary contrasts over 10 independent seeds, under 2 hours on a 2-core CPU), ``standard`` (the whole grid),
+``paper`` (1B, GPU).
+
+``contrast`` is the study the README's headline comes from: base, probe_sft_1, classifier_sft, probe_dpo_1 and
+classifier_dpo (the two pre-declared primary contrasts and their controls) at the ``quick`` preset's sizes, over
+10 seeds, each seed an independent replicate (its own evaluation prompts, probe pool, continuations, probe-fit
+split and training prompts). ``probe-lens reproduce --preset contrast --dry-run`` prints its estimated wall time
+and whether it is within its 2-hour budget (:data:`PRESET_BUDGET_S`); a ``--set`` that pushes it over is flagged.
 
 The CPU presets (``demo``, ``quick``) train the transformer blocks and the final norm and freeze the
 embedding and unembedding matrices (``trainable: "^(blocks|ln_final)\\."``): in the HF model the two
@@ -94,6 +102,14 @@ _QUICK: dict[str, Any] = {
     "telemetry_every": 6,
 }
 
+_CONTRAST: dict[str, Any] = {
+    **copy.deepcopy(_QUICK),
+    "preset": "contrast",
+    # 10 independent replicates: enough for a sign-flip p below 0.05 (2/2^10) and an HKSJ interval on 9 df
+    "seeds": list(range(10)),
+    "cells": ["base", "probe_sft_1", "classifier_sft", "probe_dpo_1", "classifier_dpo"],
+}
+
 _PAPER: dict[str, Any] = {
     "preset": "paper",
     "model": "google/gemma-3-1b-pt",
@@ -148,7 +164,16 @@ _STANDARD: dict[str, Any] = {
     "telemetry_every": 6,
 }
 
-PRESETS: dict[str, dict[str, Any]] = {"demo": _DEMO, "quick": _QUICK, "standard": _STANDARD, "paper": _PAPER}
+PRESETS: dict[str, dict[str, Any]] = {
+    "demo": _DEMO,
+    "quick": _QUICK,
+    "contrast": _CONTRAST,
+    "standard": _STANDARD,
+    "paper": _PAPER,
+}
+
+PRESET_BUDGET_S: dict[str, float] = {"contrast": 2 * 3600.0}
+"""Wall-time budgets (seconds, 2 CPU cores) a preset promises; the dry run says whether a study keeps to its own."""
 
 
 def preset_dict(name: str) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """The probe suite: the probes a study tracks in every cell (names and roles), fitting them on a seed's
-probe-fit rows, saving and loading them, and their noise floors (how far a drift cosine moves from 1 by
+probe-fit rows (class-weighted logistic probes on every row, or unweighted on class-balanced rows:
+``probes.fit_rows``; the mass-mean direction, a difference of class means, is the same either way), saving and loading them, and their noise floors (how far a drift cosine moves from 1 by
 refitting noise alone)."""
 
 from __future__ import annotations
@@ -61,9 +62,14 @@ class ProbeSuite:
         return f"massmean_L{self.setup.layer}"
 
     # ---- estimators ------------------------------------------------------------------------
+    def class_weight(self) -> str | None:
+        """Logistic probes weigh each class equally on every probe-fit row (``probes.fit_rows: weighted``), or
+        fit unweighted on class-balanced rows (``balanced``)."""
+        return "balanced" if self.setup.fit_rows == "weighted" else None
+
     def logistic(self, hook: str | None = None, **meta) -> LogisticProbe:
         p = self.setup
-        return LogisticProbe(C=p.C, standardize=p.standardize, hook=hook, **meta)
+        return LogisticProbe(C=p.C, standardize=p.standardize, class_weight=self.class_weight(), hook=hook, **meta)
 
     def full_ensemble(self, hook: str, **meta) -> DiverseProbeEnsemble:
         """The ensemble the trained-against members and the held-out members are cut from."""
@@ -82,7 +88,7 @@ class ProbeSuite:
         p = self.setup
         if p.retrain_estimator == "massmean":
             return lambda: MassMeanProbe(covariance=p.massmean_covariance)
-        return lambda: LogisticProbe(C=p.C, standardize=p.standardize)
+        return lambda: LogisticProbe(C=p.C, standardize=p.standardize, class_weight=self.class_weight())
 
     def refit_templates(self, probes: dict[str, Any], trained: list[str], hook: str) -> dict[str, tuple[Any, int]]:
         """Telemetry's ``refit_templates``: each held-out member's ensemble (unfitted, at ``hook``) and index."""

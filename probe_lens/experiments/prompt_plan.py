@@ -1,10 +1,17 @@
-"""Prompt plans and seed splits: which of the behaviour's prompts evaluate, fit the probes and train (fixed
-by ``prompt_seed``), and, per seed, which pool prompts fit the probes and which give on-policy rows.
-Each seed redraws that split (stratified by topic), so intervals over seeds include probe-data variance."""
+"""Prompt plans and seed splits: which of the behaviour's prompts evaluate, fit the probes and train, and, per
+seed, which pool prompts fit the probes, which give on-policy rows, and which of each prompt's continuations
+are read.
+
+Seeds are independent replicates of every draw: with ``eval.prompts_per_seed`` (default) each seed draws its
+own provocative evaluation prompts, probe pool and training pool (:func:`make_prompt_plan` with ``seed``);
+each seed draws its own fit / on-policy partition of its pool (stratified by topic), its own ``k`` of the
+continuations the pool dataset holds per prompt (:func:`continuation_draw`) and its own training prompts.
+The neutral perplexity texts stay fixed by ``prompt_seed``."""
 
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,23 +52,35 @@ class SeedSplit:
     """One seed's draw: which pool prompts fit the probes, which give on-policy rows; the training prompts."""
 
     fit_rows: np.ndarray
-    """Balanced rows of the pool dataset the probes are fit on."""
+    """Rows of the pool dataset the probes are fit on (``probes.fit_rows``: every drawn continuation of the
+    probe-fit prompts, or a class-balanced subsample of them)."""
     onpolicy_rows: np.ndarray
     """Every row of the on-policy prompts (evaluation only)."""
     train_prompts: list[Prompt]
     info: dict[str, Any]
 
 
-def make_prompt_plan(cfg: StudyConfig) -> PromptPlan:
+def plan_seed(cfg: StudyConfig, seed: int | None) -> int:
+    """The seed seed ``seed``'s provocative prompts are partitioned with: ``prompt_seed`` when ``seed`` is None
+    or ``eval.prompts_per_seed`` is false, else one mixed from both (each seed its own draw)."""
+    if seed is None or not cfg.eval.prompts_per_seed:
+        return cfg.prompt_seed
+    return int(np.random.SeedSequence([cfg.prompt_seed, 1 + int(seed)]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def make_prompt_plan(cfg: StudyConfig, seed: int | None = None) -> PromptPlan:
     """Evaluation prompts, the probe pool and the training pool of the behaviour's prompts, each tag
-    stratified by topic."""
+    stratified by topic: seed ``seed``'s (see :func:`plan_seed`; None: the one fixed by ``prompt_seed``).
+    Neutral prompts are always partitioned by ``prompt_seed`` (fixed perplexity texts)."""
     prompts = cfg.behaviour_spec.load_prompts()
-    key, seed = cfg.sampling.stratify_by, cfg.prompt_seed
+    key = cfg.sampling.stratify_by
     by_tag = {t: [p for p in prompts if p.tag == t] for t in ("provocative", "neutral")}
     n_eval = {"provocative": cfg.eval.n_provocative, "neutral": cfg.eval.n_fluency_texts}
     pool_tags = cfg.sampling.probe_tags
     td = cfg.train_data
-    prov_share = len(by_tag["provocative"]) / max(1, len(prompts))
+    prov_share = (
+        len(by_tag["provocative"]) / max(1, len(prompts)) if td.neutral_share is None else 1.0 - td.neutral_share
+    )
     # keep enough prompts outside the pool for the training draws (a quarter more, so seeds draw different ones)
     n_train_prov = int(round(td.n_prompts * prov_share))
     reserve = {
@@ -93,27 +112,68 @@ def make_prompt_plan(cfg: StudyConfig) -> PromptPlan:
             raise ValueError(
                 f"not enough {tag} prompts ({len(group)}) for {n_eval[tag]} evaluation + {n_pool} pool prompts"
             )
-        split = stratified_partition(group, {"eval": n_eval[tag], "pool": n_pool, "train": n_train}, seed=seed, key=key)
+        sizes = {"eval": n_eval[tag], "pool": n_pool, "train": n_train}
+        split = stratified_partition(group, sizes, seed=plan_seed(cfg, seed if tag == "provocative" else None), key=key)
         parts[f"eval_{tag}"] = split["eval"]
         parts["pool"] += split["pool"]
         parts["train_pool"] += split["train"]
     return PromptPlan(**parts)
 
 
+def pool_union(cfg: StudyConfig) -> list[Prompt]:
+    """Every pool prompt any of the study's seeds draws, in first-drawn order: the prompts the pool dataset is
+    built over (once, shared by every seed)."""
+    seen: dict[str, Prompt] = {}
+    for seed in cfg.seeds if cfg.eval.prompts_per_seed else [None]:
+        for p in make_prompt_plan(cfg, seed).pool:
+            seen.setdefault(p.id, p)
+    return list(seen.values())
+
+
+def continuation_draw(ds: ActivationDataset, prompt_ids: Sequence[str], k: int, seed: int) -> dict[str, np.ndarray]:
+    """Seed ``seed``'s ``k`` continuations of each prompt: ``{prompt id: rows of ds}``, a seeded draw without
+    replacement of the prompt's rows when the dataset holds more than ``k`` (every row otherwise). Each prompt's
+    draw depends on the seed and the prompt id only, not on which other prompts are drawn."""
+    ex = ds.examples
+    order = np.argsort(ex["prompt_id"].to_numpy(), kind="stable")
+    pid_sorted = ex["prompt_id"].to_numpy()[order]
+    out: dict[str, np.ndarray] = {}
+    missing = []
+    for pid in prompt_ids:
+        lo, hi = np.searchsorted(pid_sorted, pid, "left"), np.searchsorted(pid_sorted, pid, "right")
+        rows = np.sort(order[lo:hi])
+        if len(rows) == 0:
+            missing.append(pid)
+            continue
+        if len(rows) > k:
+            rng = np.random.default_rng([int(seed), zlib.crc32(str(pid).encode())])
+            rows = np.sort(rng.choice(rows, size=k, replace=False))
+        out[pid] = rows
+    if missing:
+        raise StudyDataError(
+            f"seed {seed}: {len(missing)} of its pool prompts (e.g. {missing[0]!r}) have no rows in the probe-pool "
+            "dataset: it was built for other seeds or prompts (a run folder from an older probe_lens, or the seeds "
+            "changed); start a new run folder or rerun with --overwrite"
+        )
+    return out
+
+
 def make_seed_split(
     cfg: StudyConfig, plan: PromptPlan, ds: ActivationDataset, seed: int, names: BehaviourNames
 ) -> SeedSplit:
-    """Seed ``seed``'s draw of probe-fit and on-policy prompts (stratified) and its training prompts, from
-    the probe-pool dataset ``ds``; its record (``info``) is what ``split.json`` holds."""
+    """Seed ``seed``'s draw from its prompt ``plan``: probe-fit and on-policy prompts (stratified), ``k``
+    (``data.samples_per_prompt``) continuations of each from the probe-pool dataset ``ds``, and its training
+    prompts; its record (``info``) is what ``split.json`` holds (every prompt and continuation drawn)."""
     key = cfg.sampling.stratify_by
     parts = stratified_partition(
         plan.pool, {"fit": cfg.sampling.fit_fraction, ONPOLICY: 1.0 - cfg.sampling.fit_fraction}, seed=seed, key=key
     )
-    pid = ds.examples["prompt_id"].to_numpy()
+    drawn = continuation_draw(ds, [p.id for p in plan.pool], cfg.data.samples_per_prompt, seed)
     labels = ds.examples["label"].to_numpy().astype(np.int64)
-    fit_all = np.flatnonzero(np.isin(pid, [p.id for p in parts["fit"]]))
-    onpolicy = np.flatnonzero(np.isin(pid, [p.id for p in parts[ONPOLICY]]))
-    fit = _balanced(fit_all, labels, seed) if cfg.data.balance else fit_all
+    fit_all = np.sort(np.concatenate([drawn[p.id] for p in parts["fit"]]))
+    onpolicy = np.sort(np.concatenate([drawn[p.id] for p in parts[ONPOLICY]]))
+    balanced = cfg.probes.fit_rows == "balanced" and cfg.data.balance
+    fit = _balanced(fit_all, labels, seed) if balanced else fit_all
     for what, rows in (("probe-fit", fit), ("on-policy", onpolicy)):
         if len(np.unique(labels[rows])) < 2:
             raise StudyDataError(
@@ -121,14 +181,20 @@ def make_seed_split(
                 f"{names.positive_label}); sample more (data.samples_per_prompt, data.max_rounds, "
                 "n_probe_prompts) or lower data.threshold"
             )
-    train = train_prompts(plan.train_pool, cfg.train_data.n_prompts, seed, key)
+    train = train_prompts(plan.train_pool, cfg.train_data.n_prompts, seed, key, cfg.train_data.neutral_share)
+    pid = ds.examples["prompt_id"].to_numpy()
     tags = ds.examples["tag"].to_numpy() if "tag" in ds.examples else np.array(["provocative"] * len(ds.examples))
     topics = {p.id: getattr(p, "topic", "") for p in plan.pool}
+    sample = ds.examples["sample"].to_numpy() if "sample" in ds.examples else np.arange(len(ds.examples))
     info = {
         "seed": seed,
         "fit_prompts": [p.id for p in parts["fit"]],
         "onpolicy_prompts": [p.id for p in parts[ONPOLICY]],
         "train_prompts": [p.id for p in train],
+        "eval_prompts": [p.id for p in plan.eval_provocative],
+        "fluency_prompts": [p.id for p in plan.eval_neutral],
+        "continuations": {p: [int(i) for i in sample[rows]] for p, rows in drawn.items()},
+        "fit_rows_mode": "balanced" if balanced else "weighted",
         "n_fit_rows": int(len(fit)),
         names.metric_keys["n_fit_positive"]: int(labels[fit].sum()),
         "n_onpolicy_rows": int(len(onpolicy)),
@@ -149,15 +215,24 @@ def _balanced(rows: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
     return np.sort(np.concatenate([rng.permutation(pos)[:n], rng.permutation(neg)[:n]]))
 
 
-def train_prompts(pool: list[Prompt], n: int, seed: int, key: str) -> list[Prompt]:
-    """``n`` training prompts from ``pool``, tags in the pool's proportion, each tag stratified by ``key``."""
+def train_prompts(pool: list[Prompt], n: int, seed: int, key: str, neutral_share: float | None = None) -> list[Prompt]:
+    """``n`` training prompts from ``pool``, each tag stratified by ``key``: ``neutral_share`` of them neutral
+    (the rest provocative; None: tags in the pool's proportion)."""
     by_tag = {t: [p for p in pool if p.tag == t] for t in sorted({p.tag for p in pool})}
     n = min(n, len(pool))
-    counts = {t: int(round(n * len(g) / len(pool))) for t, g in by_tag.items()}
+    if neutral_share is None:
+        share = {t: len(g) / len(pool) for t, g in by_tag.items()}
+    else:
+        share = {t: (neutral_share if t == "neutral" else 1.0 - neutral_share) for t in by_tag}
+        share = {t: v / max(1e-12, sum(share.values())) for t, v in share.items()}
+    counts = {t: min(len(by_tag[t]), int(round(n * share[t]))) for t in by_tag}
     drift = n - sum(counts.values())
-    if drift and counts:
-        t = max(counts, key=lambda t: len(by_tag[t]))
-        counts[t] += drift
+    if drift and counts:  # rounding (or a tag short of prompts): the tag with the largest share and room takes it
+        for t in sorted(counts, key=lambda t: (-share[t], -len(by_tag[t]))):
+            if share[t] > 0 or neutral_share is None:
+                take = max(-counts[t], min(drift, len(by_tag[t]) - counts[t]))
+                counts[t] += take
+                drift -= take
     chosen: list[Prompt] = []
     for t, g in by_tag.items():
         if counts[t] > 0:

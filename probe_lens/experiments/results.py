@@ -53,6 +53,7 @@ def _result_row(r: dict[str, Any], behaviour: str, names: dict[str, list[str]]) 
             r[str(key.with_interval(bound))] = v
     r.setdefault("behaviour", behaviour)  # a run evaluated before behaviours: its study's
     r["trained_against"] = ",".join(info.get("trained_against") or []) or "none"
+    r["train_toxic_share"] = info.get("train_toxic_share", float("nan"))  # NaN: a cell that does not train
     r.update(headline_probe_metrics(r, info.get("trained_against") or [], names))
     scorer = r.pop(str(eval_key("scorer")), None)
     if isinstance(scorer, dict):
@@ -142,7 +143,14 @@ def write_headline(
     con = contrasts(results, config, names, out_dir=folder.root)
     atomic_write(folder.root / "contrasts.csv", lambda p: con.to_csv(p, index=False))
     table = headline_table(summary, config, names)
-    write_headline(folder.root / "headline.md", table, con, seeds[0], seeds[1], config, names, n_curated)
+    shares = (
+        results.dropna(subset=["train_toxic_share"]).groupby("seed")["train_toxic_share"].first().to_dict()
+        if "train_toxic_share" in results
+        else {}
+    )
+    write_headline(
+        folder.root / "headline.md", table, con, seeds[0], seeds[1], config, names, n_curated, train_shares=shares
+    )
     write_yardsticks(folder.root, results, summary, config, names)  # curated yardsticks, instruments
     return {"table": table, "contrasts": con}
 

@@ -47,6 +47,7 @@ from probe_lens.experiments.prompt_plan import (
     StudyDataError,
     make_prompt_plan,
     make_seed_split,
+    pool_union,
 )
 from probe_lens.experiments.ranks import Ranks, rank0_only, rank0_then_read, rank_device, under_torchrun
 from probe_lens.experiments.run_folder import RunFolder, StudyFolderError, read_derived_json, write_json
@@ -140,6 +141,7 @@ class Study:
             _check_backend_of(model, config.backend)
             self._adopt_model(model)
         self._plan: PromptPlan | None = None
+        self._plans: dict[int, PromptPlan] = {}
         self._splits: dict[int, SeedSplit] = {}
         self._probes: dict[int, dict[str, Any]] = {}
         self._eval_sets: dict[str, DriftSet] | None = None
@@ -228,18 +230,44 @@ class Study:
     # ------------------------------------------------------------------ prompts and data
     @property
     def prompt_plan(self) -> PromptPlan:
-        """Held-out evaluation prompts, the probe pool and the training pool (fixed by ``prompt_seed``)."""
+        """The prompt plan fixed by ``prompt_seed``: every seed's when ``eval.prompts_per_seed`` is false (else
+        each seed draws its own, :meth:`plan_for`)."""
         if self._plan is None:
             self._plan = make_prompt_plan(self.config)
-            path = self.folder.prompts_json
-            if self.dist.is_main and not path.exists():
-                write_json(path, self._plan.as_ids())
+            self._record_plans()
         return self._plan
 
+    def plan_for(self, seed: int) -> PromptPlan:
+        """Seed ``seed``'s evaluation prompts, probe pool and training pool (:func:`make_prompt_plan`)."""
+        if seed not in self._plans:
+            self._plans[seed] = make_prompt_plan(self.config, seed if self.config.eval.prompts_per_seed else None)
+        return self._plans[seed]
+
+    @functools.cached_property
+    def pool_prompts(self) -> list[Any]:
+        """Every seed's pool prompts (the probe-pool dataset holds their continuations)."""
+        return pool_union(self.config)
+
+    def _record_plans(self) -> None:
+        """``prompts.json``: the fixed plan, and with ``eval.prompts_per_seed`` every seed's own plan."""
+        path = self.folder.prompts_json
+        if not self.dist.is_main or path.exists():
+            return
+        record: dict[str, Any] = {**self.prompt_plan.as_ids(), "prompts_per_seed": self.config.eval.prompts_per_seed}
+        if self.config.eval.prompts_per_seed:
+            record = {
+                "prompts_per_seed": True,
+                "seeds": {str(s): self.plan_for(s).as_ids() for s in self.config.seeds},
+                "pool_union": [p.id for p in self.pool_prompts],
+            }
+        write_json(path, record)
+
     def seed_split(self, seed: int) -> SeedSplit:
-        """This seed's draw of probe-fit and on-policy prompts (stratified), and its training prompts."""
+        """This seed's draw of probe-fit and on-policy prompts (stratified), of their continuations, and its
+        training prompts."""
         if seed not in self._splits:
-            split = make_seed_split(self.config, self.prompt_plan, self.build_data(), seed, self.names)
+            self.prompt_plan  # noqa: B018 (writes prompts.json)
+            split = make_seed_split(self.config, self.plan_for(seed), self.build_data(), seed, self.names)
             path = self.folder.split_json(seed)
             if self.dist.is_main and read_derived_json(path) is None:
                 write_json(path, split.info)
@@ -248,7 +276,8 @@ class Study:
 
     @rank0_then_read
     def build_data(self) -> ActivationDataset:
-        """The base model's labelled continuations of the probe pool (built once, shared by every seed)."""
+        """The base model's labelled continuations of every seed's pool prompts (built once, shared by every seed;
+        from a reference set: all of its continuations of each prompt, each seed draws ``k`` of them)."""
         self.clock.start()
         folder = self.folder.probe_pool
         if (folder / "meta.json").exists():
@@ -257,7 +286,7 @@ class Study:
             source = "labelled" if self.prelabelled else self.reference_set()  # labelled: no sampling
             return study_data.build_probe_pool(
                 self.model,
-                self.prompt_plan.pool,
+                self.pool_prompts,
                 self.scorer,
                 self.config,
                 source,
@@ -269,7 +298,7 @@ class Study:
     def reference_set(self) -> ReferenceSet | None:
         """The reference continuations the probe pool is read from (``data_source``), or None to sample
         (see :func:`~probe_lens.experiments.study_data.choose_reference`)."""
-        return study_data.choose_reference(self.config, lambda: self.model, self.prompt_plan.pool)
+        return study_data.choose_reference(self.config, lambda: self.model, self.pool_prompts)
 
     def drift_set(self, seed: int | None = None) -> DriftSet:
         """Seed ``seed``'s on-policy set: probe-fit rows (re-fits read them) + on-policy rows (AUROCs read them)."""
@@ -386,7 +415,7 @@ class Study:
         probes = self.fit_probes(seed)
         templates = self.suite.refit_templates(probes, trained, self._layer_hook())
         sets = (self.drift_set(seed), self.eval_sets())
-        rate_prompts = [q.text for q in self.prompt_plan.eval_provocative]
+        rate_prompts = [q.text for q in self.plan_for(seed).eval_provocative]
         return build_telemetry(
             self.config,
             self.names,
@@ -406,7 +435,7 @@ class Study:
         tele = self.telemetry(seed, trained)
         self._base.prime(tele, self.model, seed)
         monitor.thresholds_for(self.folder.monitor_thresholds_json(seed), lambda: tele.scores(self.model))
-        self._instruments().prime_base(self.model, seed, tele)
+        self._instruments(seed).prime_base(self.model, seed, tele)
         hooks = [self._layer_hook()]
         return tele, (*self._base.geometry_before(tele, seed, hooks), hooks)
 
@@ -451,6 +480,8 @@ class Study:
         ctx = CellContext(self, spec, seed, probes, trained, gen, scores, tele, tdir, resume=bool(resume))
         with self.clock.timed("train_s"):
             info = self._cell_info(spec, seed, trained)
+            if spec.trains:
+                info.update(study_data.train_composition(gen, scores, self.config.eval.threshold))
             # a training cell trains on every rank (data-parallel); one that does not only measures, on rank 0
             info.update((_run_objective(ctx) if spec.trains else self._on_main(lambda: _run_none(ctx))) or {})
 
@@ -495,10 +526,10 @@ class Study:
         return self.folder.final_checkpoint(spec.name, seed, self._train_config(spec).max_steps)
 
     # ------------------------------------------------------------------ evaluation
-    def _evaluation(self) -> CellEvaluation:
+    def _evaluation(self, seed: int) -> CellEvaluation:
         return CellEvaluation(
             self.config,
-            self.prompt_plan,
+            self.plan_for(seed),
             self.names,
             self.behaviour.name,
             self.scorer,
@@ -506,11 +537,11 @@ class Study:
             self.progress,
             self.clock,
             kinds={k: [r.kind for r in v] for k, v in self.curated_rows.items()},
-            instruments=self._instruments(),
+            instruments=self._instruments(seed),
         )
 
-    def _instruments(self) -> Instruments:
-        plan = self.prompt_plan
+    def _instruments(self, seed: int) -> Instruments:
+        plan = self.plan_for(seed)
         texts = [q.text for q in plan.eval_provocative], [q.text for q in plan.eval_neutral]
         return Instruments(self.config, self.folder, self.probe_names(), self._signal_scorer(), *texts)
 
@@ -528,14 +559,14 @@ class Study:
         """The behaviour's rates, degeneration and fluency of fresh samples; every tracked probe on both sets,
         with intervals (no rates for a pre-labelled behaviour: nothing labels fresh samples)."""
         cdir = self.cell_dir(spec.name, seed)
-        return self._evaluation().evaluate(self.model, spec.name, seed, tele, cdir, **self._eval_inputs(spec, seed))
+        return self._evaluation(seed).evaluate(self.model, spec.name, seed, tele, cdir, **self._eval_inputs(spec, seed))
 
     def _finish_cell(self, spec: CellSpec, seed: int, tele: StudyTelemetry, geometry, info: dict) -> dict[str, Any]:
         """Evaluate the model as cell ``spec`` and write its files (``eval.json`` last): the run's and
         :meth:`evaluate_pending`'s one way to finish a cell."""
         cdir = self.cell_dir(spec.name, seed)
         inputs = self._eval_inputs(spec, seed)
-        evaluation = self._evaluation()
+        evaluation = self._evaluation(seed)
         return evaluation.finish(
             self.model, spec.name, seed, tele, self._base, cdir, info=info, geometry=geometry, **inputs
         )

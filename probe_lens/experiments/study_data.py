@@ -4,6 +4,7 @@ training samples, scored by every signal."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -92,12 +93,14 @@ def build_probe_pool(
     model, pool: list[Prompt], scorer, cfg: StudyConfig, source: ReferenceSet | str | None, **common
 ) -> ActivationDataset:
     """The probe-pool dataset from ``source``: ``"labelled"`` (a pre-labelled behaviour's rows, read
-    teacher-forced), a reference set, or None (sampled); ``common``: the builder's ``out_dir``, ``progress``,
+    teacher-forced), a reference set (every continuation it holds of each prompt: each seed draws
+    ``data.samples_per_prompt`` of them), or None (sampled); ``common``: the builder's ``out_dir``, ``progress``,
     ``behaviour``."""
     if source == "labelled":
         return dataset_from_labelled(model, pool, scorer, cfg.data, **common)
     if isinstance(source, ReferenceSet):
-        return dataset_from_reference(model, source, pool, scorer, cfg.data, **common)
+        every = dataclasses.replace(cfg.data, samples_per_prompt=source.config.samples_per_prompt)
+        return dataset_from_reference(model, source, pool, scorer, every, **common)
     return build_dataset(model, pool, scorer, cfg.data, **common)
 
 
@@ -200,6 +203,23 @@ def score_train_data(
         for signal, probe in signal_probes.items():
             scores[signal] = probe_scores(model, gen, probe, batch_size=batch_size, progress=False)
     return scores
+
+
+TRAIN_TOXIC_SHARE = "train_toxic_share"
+"""The column of ``results.csv`` (and key of a training cell's ``eval.json`` ``info``): the share of the seed's
+training samples the output classifier scores positive (at ``eval.threshold``)."""
+
+
+def train_composition(gen: Generation, scores: dict[str, np.ndarray], threshold: float | None) -> dict[str, Any]:
+    """What a training cell samples from: ``train_toxic_share`` (NaN without a classifier: a pre-labelled
+    behaviour), ``train_n_samples`` and ``train_n_prompts``."""
+    cls = scores.get("classifier")
+    share = float(np.mean(np.asarray(cls) >= (0.5 if threshold is None else threshold))) if cls is not None else None
+    return {
+        TRAIN_TOXIC_SHARE: float("nan") if share is None else share,
+        "train_n_samples": len(gen),
+        "train_n_prompts": len(dict.fromkeys(gen.prompts)),
+    }
 
 
 def save_train_data(folder: Path, gen: Generation, scores: dict[str, np.ndarray]) -> None:

@@ -182,11 +182,18 @@ def test_contrasts_carry_statistics_over_seeds_and_holm_per_family():
 
 
 def test_fixed_across_seeds_names_the_shared_sets():
-    cfg = tiny_study_config(seeds=[0, 1])
-    text = " ".join(fixed_across_seeds(cfg))
-    for word in ("evaluation prompts", "neutral texts", "curated set", "probe-pool prompts", "training-prompt pool"):
+    # by default each seed draws its own evaluation prompts, pool and training pool: they are not fixed
+    text = " ".join(fixed_across_seeds(tiny_study_config(seeds=[0, 1])))
+    for word in ("the model", "neutral texts", "curated set", "output classifier", "reference continuations"):
         assert word in text
+    for word in ("evaluation prompts", "probe-pool prompts", "training-prompt pool"):
+        assert word not in text
+    # eval.prompts_per_seed: false restores one fixed prompt draw, and the headline says so
+    fixed = " ".join(fixed_across_seeds(tiny_study_config(seeds=[0, 1], eval={"prompts_per_seed": False})))
+    for word in ("evaluation prompts", "probe-pool prompts", "training-prompt pool"):
+        assert word in fixed
     assert "curated" not in " ".join(fixed_across_seeds(tiny_study_config(eval={"curated": None})))
+    assert "sampled once" in " ".join(fixed_across_seeds(tiny_study_config(data_source="fresh")))
 
 
 def test_intervals_use_the_t_quantile_with_k_minus_1_df():
