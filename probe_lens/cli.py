@@ -315,13 +315,14 @@ def cmd_demo(args) -> int:
     c, names = ds.counts(), study.names
     keys, pos, neg = names.metric_keys, names.positive_label, names.negative_label
     print(
-        f"\nprobe pool: {c['n_examples']} continuations of {len(study.prompt_plan.pool)} provocative prompts, "
+        f"\nprobe pool: {c['n_examples']} continuations of {len(study.pool_prompts)} provocative prompts, "
         f"{c[keys['n_positive']]} {pos} / {c[keys['n_negative']]} {neg} ({names.name}; scorer {ds.meta['scorer']['name']})"
     )
     for seed in study.config.seeds:
         i = study.seed_split(seed).info
         print(
-            f"  seed {seed}: probes fit on {i['n_fit_rows']} balanced rows ({i[keys['n_fit_positive']]} {pos}); "
+            f"  seed {seed}: probes fit on {i['n_fit_rows']} {i.get('fit_rows_mode', 'balanced')} rows "
+            f"({i[keys['n_fit_positive']]} {pos}); "
             f"on-policy evaluation rows {i['n_onpolicy_rows']} ({i[keys['n_onpolicy_positive']]} {pos}); "
             f"prompt-topic-only AUROC {i['baseline/auroc_prompt_topic']:.3f}"
         )

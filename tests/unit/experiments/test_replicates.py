@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 
-from probe_lens.data import load_prompts
 from probe_lens.data.reference import ReferenceConfig, build_reference
 from probe_lens.experiments import Study
 from probe_lens.experiments.prompt_plan import make_prompt_plan, pool_union, train_prompts
@@ -22,7 +21,9 @@ R, K = 4, 2
 @pytest.fixture(scope="module")
 def tiny_reference(tmp_path_factory):
     path = tmp_path_factory.mktemp("ref") / "tiny.jsonl.gz"
-    pool = [p for p in load_prompts() if p.tag == "provocative"]
+    # every pool prompt either seed draws, in both prompt modes (a reference must cover the study's pool)
+    cfgs = [tiny_study_config(seeds=[0, 1], eval={"prompts_per_seed": m}) for m in (True, False)]
+    pool = list({p.id: p for cfg in cfgs for p in pool_union(cfg)}.values())
     cfg = ReferenceConfig(samples_per_prompt=R, max_new_tokens=6, batch_size=64, chunk_prompts=256)
     build_reference(tiny_model(n_layers=4), pool, non_ascii_scorer(), cfg, out=path, progress=False)
     return path
@@ -52,9 +53,9 @@ def test_two_seeds_draw_their_own_prompts_and_continuations(two_seeds):
     assert s0["fluency_prompts"] == s1["fluency_prompts"]
     # every seed reads K of the R continuations of each of its pool prompts, and two seeds read different ones
     shared = sorted(set(s0["continuations"]) & set(s1["continuations"]))
-    assert len(shared) > 10
+    assert len(shared) >= 3  # the seeds' pools of 60 overlap by chance only
     assert all(len(v) == K and len(set(v)) == K and set(v) <= set(range(R)) for v in s0["continuations"].values())
-    assert sum(s0["continuations"][p] != s1["continuations"][p] for p in shared) > len(shared) // 3
+    assert any(s0["continuations"][p] != s1["continuations"][p] for p in shared)
     assert any(max(v) >= K for v in s0["continuations"].values())  # not samples 0..K-1 as before
     # the pool dataset holds all R continuations of every seed's pool prompts, built once
     ds = study.build_data()
@@ -105,7 +106,8 @@ def test_fixed_prompts_mode_shares_the_prompts_but_not_the_continuations(tiny_re
     s0, s1 = study.seed_split(0).info, study.seed_split(1).info
     assert s0["eval_prompts"] == s1["eval_prompts"]
     assert set(s0["fit_prompts"]) | set(s0["onpolicy_prompts"]) == set(s1["fit_prompts"]) | set(s1["onpolicy_prompts"])
-    assert s0["continuations"] != s1["continuations"]
+    differ = [p for p in s0["continuations"] if s0["continuations"][p] != s1["continuations"][p]]
+    assert len(differ) > len(s0["continuations"]) // 2  # a 2-of-4 draw repeats with probability 1/6
 
 
 def test_weighted_fits_every_row_and_balanced_reproduces_the_old_rows(two_seeds, tiny_reference, tmp_path):

@@ -130,6 +130,20 @@ def test_seeds_redraw_probe_data_so_base_intervals_are_not_zero(finished_study):
     assert not np.allclose(d0, d1)
 
 
+def test_training_cells_record_the_toxic_share_of_their_training_samples(finished_study):
+    study, _ = finished_study
+    results = pd.read_csv(study.out / "results.csv")
+    trains = results["cell"].map(lambda c: study.config.cell(c).trains)
+    assert results.loc[~trains, "train_toxic_share"].isna().all()
+    for seed in (0, 1):
+        _, scores = study.train_data(seed)
+        want = float(np.mean(scores["classifier"] >= study.config.eval.threshold))  # by hand, from the saved scores
+        got = results.loc[trains & (results["seed"] == seed), "train_toxic_share"]
+        np.testing.assert_allclose(got.to_numpy(), want)
+    headline = (study.out / "headline.md").read_text()
+    assert "Training samples:" in headline and "0 of them neutral (train_data.neutral_share)" in headline
+
+
 def test_geometry_uses_one_reference_direction_in_every_cell(finished_study):
     study, _ = finished_study
     for seed in (0, 1):
@@ -149,12 +163,13 @@ def test_geometry_uses_one_reference_direction_in_every_cell(finished_study):
 
 def test_prompt_plan_and_seed_splits_are_stratified_disjoint_and_deterministic(finished_study):
     study, _ = finished_study
-    plan = study.prompt_plan
-    parts = [plan.eval_provocative, plan.eval_neutral, plan.pool, plan.train_pool]
-    ids = [p.id for part in parts for p in part]
-    assert len(ids) == len(set(ids))
-    assert {p.tag for p in plan.pool} == {"provocative"}  # one prompt distribution for both classes
+    # each seed draws its own plan (eval.prompts_per_seed, the default): the checks hold for every seed's
     for seed in (0, 1):
+        plan = study.plan_for(seed)
+        parts = [plan.eval_provocative, plan.eval_neutral, plan.pool, plan.train_pool]
+        ids = [p.id for part in parts for p in part]
+        assert len(ids) == len(set(ids))
+        assert {p.tag for p in plan.pool} == {"provocative"}  # one prompt distribution for both classes
         sp = json.loads((study.out / "seeds" / str(seed) / "split.json").read_text())
         fit, onp, train = set(sp["fit_prompts"]), set(sp["onpolicy_prompts"]), set(sp["train_prompts"])
         assert not (fit & onp) and not (fit & train) and not (onp & train)
@@ -174,7 +189,8 @@ def test_prompt_plan_and_seed_splits_are_stratified_disjoint_and_deterministic(f
         progress=False,
         export_png=False,
     )
-    assert again.prompt_plan.as_ids() == plan.as_ids()
+    assert again.prompt_plan.as_ids() == study.prompt_plan.as_ids()
+    assert again.plan_for(1).as_ids() == study.plan_for(1).as_ids()
     assert again.seed_split(1).info["fit_prompts"] == study.seed_split(1).info["fit_prompts"]
 
 
