@@ -188,6 +188,11 @@ class EvalSetup:
     """Steps along each probe's unit direction, in multiples of the mean residual norm at its hook."""
     ci_method: str = "delong"
     """Interval of each AUROC over examples: ``delong`` or ``bootstrap``."""
+    fresh_refit: bool = True
+    """Per cell, also re-fit probes on fresh samples of the trained model (the paper's retrained probes,
+    :mod:`probe_lens.experiments.fresh_refit`); False: only the teacher-forced re-fit."""
+    fresh_refit_samples: int = 2
+    """Fresh samples of the trained model per probe-fit prompt for those probes."""
 
     def __post_init__(self) -> None:
         if self.n_provocative < 1 or self.samples_per_prompt < 1 or self.max_new_tokens < 1:
@@ -202,6 +207,13 @@ class EvalSetup:
             raise ValueError(f"eval.n_curated must be an int >= 8 or null (all rows), got {self.n_curated!r}")
         if self.ci_method not in ("delong", "bootstrap"):
             raise ValueError(f"eval.ci_method must be 'delong' or 'bootstrap', got {self.ci_method!r}")
+        if not isinstance(self.fresh_refit, bool):
+            raise ValueError(f"eval.fresh_refit must be true or false, got {self.fresh_refit!r}")
+        n = self.fresh_refit_samples
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(
+                f"eval.fresh_refit_samples must be an int >= 1 (eval.fresh_refit: false turns them off), got {n!r}"
+            )
         if isinstance(self.curated_version, bool) or self.curated_version not in (1, 2):
             raise ValueError(f"eval.curated_version must be 1 or 2, got {self.curated_version!r}")
         if isinstance(self.causal_prompts, bool) or not isinstance(self.causal_prompts, int) or self.causal_prompts < 1:
