@@ -143,3 +143,18 @@ def test_onpolicy_intervals_are_clustered_by_prompt(study):
     lo, hi = _eval(study, "probe_sft_1")["intervals"][f"probe/onpolicy_auroc/{single}"]
     assert (lo, hi) == pytest.approx(auroc_ci(y, s, clusters=prompts)[1:])
     assert (lo, hi) != pytest.approx(auroc_ci(y, s)[1:])
+
+
+def test_report_figure_shows_both_parts_per_cell(study):
+    from probe_lens.experiments.report import NoFigureData, fig_monitor_split
+
+    results = pd.read_csv(study.out / "results.csv")
+    single = study.probe_names()["single"][0]
+    fig = fig_monitor_split(results, probes=[single])
+    bars = {(t.name.split(" ")[0], t.yaxis): t for t in fig.data}
+    rep = bars[("representation", "y")]
+    want = results.groupby("cell")[str(output_split_key("mean", "representation", single))].mean()
+    assert dict(zip(rep.x, rep.y)) == pytest.approx(want.to_dict())
+    assert 'id="fig-monitor-split"' in (study.out / "report.html").read_text()
+    with pytest.raises(NoFigureData):
+        fig_monitor_split(results.drop(columns=[c for c in results if c.startswith("outputs/")]))
