@@ -191,8 +191,11 @@ class EvalSetup:
     fresh_refit: bool = True
     """Per cell, also re-fit probes on fresh samples of the trained model (the paper's retrained probes,
     :mod:`probe_lens.experiments.fresh_refit`); False: only the teacher-forced re-fit."""
-    fresh_refit_samples: int = 2
-    """Fresh samples of the trained model per probe-fit prompt for those probes."""
+    fresh_refit_samples: int = 1
+    """Fresh samples of the trained model per prompt for those probes."""
+    fresh_refit_prompts: int | None = 64
+    """Probe-fit prompts sampled for them (a seeded draw of the seed's probe-fit prompts; None: all of them).
+    Small by default: ~64 continuations per cell and seed."""
 
     def __post_init__(self) -> None:
         if self.n_provocative < 1 or self.samples_per_prompt < 1 or self.max_new_tokens < 1:
@@ -214,6 +217,9 @@ class EvalSetup:
             raise ValueError(
                 f"eval.fresh_refit_samples must be an int >= 1 (eval.fresh_refit: false turns them off), got {n!r}"
             )
+        p = self.fresh_refit_prompts
+        if p is not None and (isinstance(p, bool) or not isinstance(p, int) or p < 2):
+            raise ValueError(f"eval.fresh_refit_prompts must be an int >= 2 or null (all probe-fit prompts), got {p!r}")
         if isinstance(self.curated_version, bool) or self.curated_version not in (1, 2):
             raise ValueError(f"eval.curated_version must be 1 or 2, got {self.curated_version!r}")
         if isinstance(self.causal_prompts, bool) or not isinstance(self.causal_prompts, int) or self.causal_prompts < 1:

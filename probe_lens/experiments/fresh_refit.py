@@ -2,7 +2,8 @@
 
 The telemetry's re-fit probes (``probe/<set>_auroc_retrained/<hook>``) are fit on the seed's probe-fit rows:
 the *base* model's continuations, teacher-forced through the current model. Here, per cell, the trained model
-samples ``eval.fresh_refit_samples`` continuations of each of the seed's probe-fit prompts, the study's output
+samples ``eval.fresh_refit_samples`` continuations of each of ``eval.fresh_refit_prompts`` of the seed's
+probe-fit prompts (a seeded draw; None: all), the study's output
 classifier labels them (score >= ``data.threshold``, as the probe pool), and a probe of the study's re-fit
 estimator (``probes.retrain_estimator``) is fit per telemetry hook on the trained model's activations of those
 samples; it is read on the same yardsticks as every other probe (the on-policy evaluation rows, curated,
@@ -44,6 +45,9 @@ def fresh_refit_metrics(
     ev = cfg.eval
     if not ev.fresh_refit or scorer is None or not prompts:
         return {}
+    if ev.fresh_refit_prompts is not None and len(prompts) > ev.fresh_refit_prompts:
+        keep = np.random.default_rng(FRESH_SEED + seed).choice(len(prompts), ev.fresh_refit_prompts, replace=False)
+        prompts = [prompts[i] for i in sorted(keep)]
     sets = tele.all_activations(model)
     hooks = sorted(sets[DRIFT_SET])
     gen = sample(model, prompts, ev.fresh_refit_samples, ev, FRESH_SEED + seed, cfg, progress)

@@ -285,6 +285,7 @@ def estimate_plan(
     )
     tele_conts = tele_points * ev.n_telemetry_prompts
     n_fit = int(round(n_probe * config.sampling.fit_fraction))
+    n_fit = min(n_fit, getattr(ev, "fresh_refit_prompts", None) or n_fit)
     fresh_conts = len(cells) * n_fit * ev.fresh_refit_samples if getattr(ev, "fresh_refit", False) else 0
     continuations = {
         "probe_data": probe_conts,

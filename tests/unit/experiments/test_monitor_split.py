@@ -132,6 +132,18 @@ def test_fresh_samples_of_one_class_give_nan_and_say_why(study, caplog):
         {**study.config.to_dict(), "eval": {**study.config.to_dict()["eval"], "fresh_refit": False}}
     )
     assert fresh_refit_metrics(study.model, tele, prompts, Zero(), off, 0) == {}
+    two = off.__class__.from_dict({**off.to_dict(), "eval": {**off.to_dict()["eval"], "fresh_refit": True,
+                                                               "fresh_refit_prompts": 2}})  # fmt: skip
+    assert fresh_refit_metrics(study.model, tele, prompts, Zero(), two, 0)["eval/refit_fresh_n"] == 2.0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"fresh_refit_samples": 0}, {"fresh_refit_prompts": 1}, {"fresh_refit": "yes"}, {"fresh_refit_samples": True}],
+)
+def test_fresh_refit_settings_are_validated(bad):
+    with pytest.raises(ValueError, match="eval.fresh_refit"):
+        tiny_study_config(eval=bad)
 
 
 def test_onpolicy_intervals_are_clustered_by_prompt(study):
