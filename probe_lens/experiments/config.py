@@ -211,6 +211,14 @@ class EvalSetup:
     """Each seed draws its own provocative evaluation prompts, probe pool and training pool (true: seeds are
     independent replicates of the prompt draw); false: one set fixed by ``prompt_seed`` for every seed. The
     neutral perplexity texts stay fixed either way."""
+    fresh_refit: bool = True
+    """Per cell, also re-fit probes on fresh samples of the trained model (the paper's retrained probes,
+    :mod:`probe_lens.experiments.fresh_refit`); False: only the teacher-forced re-fit."""
+    fresh_refit_samples: int = 1
+    """Fresh samples of the trained model per prompt for those probes."""
+    fresh_refit_prompts: int | None = 64
+    """Probe-fit prompts sampled for them (a seeded draw of the seed's probe-fit prompts; None: all of them).
+    Small by default: ~64 continuations per cell and seed."""
 
     def __post_init__(self) -> None:
         if self.n_provocative < 1 or self.samples_per_prompt < 1 or self.max_new_tokens < 1:
@@ -225,6 +233,16 @@ class EvalSetup:
             raise ValueError(f"eval.n_curated must be an int >= 8 or null (all rows), got {self.n_curated!r}")
         if self.ci_method not in ("delong", "bootstrap"):
             raise ValueError(f"eval.ci_method must be 'delong' or 'bootstrap', got {self.ci_method!r}")
+        if not isinstance(self.fresh_refit, bool):
+            raise ValueError(f"eval.fresh_refit must be true or false, got {self.fresh_refit!r}")
+        n = self.fresh_refit_samples
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(
+                f"eval.fresh_refit_samples must be an int >= 1 (eval.fresh_refit: false turns them off), got {n!r}"
+            )
+        p = self.fresh_refit_prompts
+        if p is not None and (isinstance(p, bool) or not isinstance(p, int) or p < 2):
+            raise ValueError(f"eval.fresh_refit_prompts must be an int >= 2 or null (all probe-fit prompts), got {p!r}")
         if isinstance(self.curated_version, bool) or self.curated_version not in (1, 2):
             raise ValueError(f"eval.curated_version must be 1 or 2, got {self.curated_version!r}")
         if isinstance(self.causal_prompts, bool) or not isinstance(self.causal_prompts, int) or self.causal_prompts < 1:

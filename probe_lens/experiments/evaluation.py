@@ -7,6 +7,8 @@ later from its final checkpoint alike."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,10 @@ import pandas as pd
 from probe_lens._io import atomic_write
 from probe_lens.behaviours import BehaviourNames
 from probe_lens.experiments.config import StudyConfig
+from probe_lens.experiments.fresh_refit import fresh_refit_metrics
 from probe_lens.experiments.instruments import Instruments
 from probe_lens.experiments.monitor import monitor_metrics
+from probe_lens.experiments.monitor_split import split_metrics
 from probe_lens.experiments.prompt_plan import ONPOLICY, PromptPlan
 from probe_lens.experiments.run_folder import write_json
 from probe_lens.experiments.study_data import sample
@@ -28,6 +32,7 @@ from probe_lens.models import Generation
 from probe_lens.training import probe_scores, scorer_scores
 from probe_lens.training.metric_keys import (
     DRIFT_SET,
+    GROUPS,
     LABELS,
     as_tracked,
     baseline_key,
@@ -75,8 +80,8 @@ class CellEvaluation:
         its ``geometry.json`` and, last, its ``eval.json`` holding ``info`` (the cell's record).
         ``geometry``: the base model's points, their basis and the hooks (``BaseMeasurements.geometry_before``)."""
         before, basis, hooks = geometry
+        after = base.geometry_after(tele, model, seed, hooks, basis)  # before evaluate swaps weights (cached acts)
         result = self.evaluate(model, cell, seed, tele, cdir, **parts)
-        after = base.geometry_after(tele, model, seed, hooks, basis)
         result["info"] = info
         write_json(cdir / "geometry.json", {"before": before, "after": after})
         write_json(cdir / "eval.json", result)
@@ -94,9 +99,12 @@ class CellEvaluation:
         split_info: dict[str, Any],
         floors: dict[str, dict[str, float]],
         thresholds: dict[str, Any] | None = None,
+        base_weights: Callable[[], AbstractContextManager[Any]] | None = None,
     ) -> dict[str, Any]:
         """The cell's numbers (``probe``: the one whose P(positive) of the samples is ``probe_p``; ``thresholds``:
-        the seed's monitor thresholds, :mod:`~probe_lens.experiments.monitor`, None: no monitor metrics); writes
+        the seed's monitor thresholds, :mod:`~probe_lens.experiments.monitor`, None: no monitor metrics;
+        ``base_weights``: a context in which ``model`` holds the base weights, for the behaviour vs
+        representation split, :mod:`~probe_lens.experiments.monitor_split`, None: no split); writes
         ``probe_scores.json`` and ``eval_samples.parquet`` into ``cdir``."""
         batch = self.config.data.batch_size
         gen = self._samples(model, seed)
@@ -121,12 +129,24 @@ class CellEvaluation:
         if self.instruments is not None:
             with self.clock.timed("instruments_s"):
                 out.update(self.instruments.measure(model, seed, tele))
-        out["intervals"] = self._intervals(scores)
+        with self.clock.timed("refit_fresh_s"):
+            fit_ids = set(split_info.get("fit_prompts", []))
+            prompts = [p for p in self.plan.pool if p.id in fit_ids]
+            out.update(fresh_refit_metrics(model, tele, prompts, None if self.prelabelled else self.scorer,
+                                           self.config, seed, progress=self.progress))  # fmt: skip
+        if base_weights is not None and sample_scores is not None:  # last: it swaps the model's weights
+            with self.clock.timed("monitor_split_s"):
+                flagged = sample_scores >= self.config.eval.threshold
+                probes = {**tele.trained_probes, **tele.heldout_probes}
+                out.update(split_metrics(model, gen, probes, flagged, thresholds, base_weights,
+                                         pooling=self.config.data.pooling, batch_size=batch))  # fmt: skip
+        groups = _groups(tele)
+        out["intervals"] = self._intervals(scores, groups)
         cdir.mkdir(parents=True, exist_ok=True)
-        write_json(
-            cdir / "probe_scores.json",
-            {_set_name(w): {k_: v.tolist() for k_, v in s.items()} for w, s in scores.items()},
-        )
+        saved = {_set_name(w): {k_: v.tolist() for k_, v in s.items()} for w, s in scores.items()}
+        for w, g in groups.items():
+            saved[_set_name(w)][GROUPS] = g.tolist()
+        write_json(cdir / "probe_scores.json", saved)
         _save_samples(cdir, gen, sample_scores)
         return out
 
@@ -157,8 +177,11 @@ class CellEvaluation:
         out[str(eval_key("perplexity_neutral"))] = perplexity(model, fluency, batch_size=self.config.data.batch_size)
         return out
 
-    def _intervals(self, scores: dict[str, dict[str, np.ndarray]]) -> dict[str, list[float]]:
-        """An interval over examples per AUROC of every tracked probe on every set."""
+    def _intervals(
+        self, scores: dict[str, dict[str, np.ndarray]], groups: dict[str, np.ndarray]
+    ) -> dict[str, list[float]]:
+        """An interval over examples per AUROC of every tracked probe on every set (clustered by prompt on a
+        set with ``groups``: the on-policy set, several continuations per prompt)."""
         from probe_lens.experiments.stats import auroc_ci
 
         intervals: dict[str, list[float]] = {}
@@ -166,9 +189,15 @@ class CellEvaluation:
             for name, vals in s.items():
                 if name == LABELS:
                     continue
-                _, lo, hi = auroc_ci(s[LABELS], vals, method=self.config.eval.ci_method)
+                _, lo, hi = auroc_ci(s[LABELS], vals, method=self.config.eval.ci_method, clusters=groups.get(which))
                 intervals[str(as_tracked(score_key(which, name), ONPOLICY))] = [lo, hi]
         return intervals
+
+
+def _groups(tele: StudyTelemetry) -> dict[str, np.ndarray]:
+    """``{set: prompt id per evaluation row}`` of the telemetry's sets that carry prompt ids (in ``scores``' row order)."""
+    sets = {DRIFT_SET: tele.drift_set, **tele.eval_sets}
+    return {w: np.asarray(ds.groups)[ds.is_eval] for w, ds in sets.items() if ds.groups is not None}
 
 
 def _set_name(which: str) -> str:

@@ -31,6 +31,7 @@ from probe_lens.experiments.adapters import get_study_objective
 from probe_lens.experiments.cells import CellSpec
 from probe_lens.experiments.config import TRAINED_AGAINST_METRICS, StudyConfig
 from probe_lens.experiments.monitor import BENIGN
+from probe_lens.experiments.monitor_split import split_contrast_metrics
 from probe_lens.experiments.stats import (
     CONTRAST_COLUMNS,
     format_cells,
@@ -105,6 +106,7 @@ def contrast_specs(config: StudyConfig, names: Mapping[str, list[str]]) -> list[
                 rate,
                 perplexity,
             ]
+            metrics += split_contrast_metrics(probe, f"massmean_L{layer}")
         else:
             metrics = [str(K.tracked_auroc(which, names["single"][0])), rate, perplexity]
         metrics = list(dict.fromkeys(metrics))
@@ -142,7 +144,8 @@ def _example_level(
     out_dir: Path | None, metric: str, a: str, b: str, seeds: Sequence[int]
 ) -> dict[int, tuple[float, float, float, float]]:
     """``{seed: (diff, variance, low, high)}``: each seed's example-level paired AUROC difference ``a - b``,
-    its DeLong variance and interval (seeds whose scores are missing are left out)."""
+    its DeLong variance and interval, clustered by prompt where the saved scores carry prompts (on-policy
+    rows; seeds whose scores are missing are left out)."""
     key = MetricKey.parse(metric)
     which, probe = key.tracked_set, key.subject
     if out_dir is None or which is None or probe is None:
@@ -155,9 +158,10 @@ def _example_level(
         sa, sb = json.loads(fa.read_text()).get(which, {}), json.loads(fb.read_text()).get(which, {})
         if probe not in sa or probe not in sb:
             continue
-        y, va, vb = np.asarray(sa["__y__"]), np.asarray(sa[probe]), np.asarray(sb[probe])
-        d, lo, hi = paired_auroc_diff(y, va, vb)
-        out[s] = (d, paired_auroc_var(y, va, vb)[1], lo, hi)
+        y, va, vb = np.asarray(sa[K.LABELS]), np.asarray(sa[probe]), np.asarray(sb[probe])
+        groups = sa.get(K.GROUPS)
+        d, lo, hi = paired_auroc_diff(y, va, vb, clusters=groups)
+        out[s] = (d, paired_auroc_var(y, va, vb, clusters=groups)[1], lo, hi)
     return out
 
 
@@ -423,6 +427,24 @@ def cosine_markdown(con: pd.DataFrame) -> str:
     )
 
 
+def split_markdown(con: pd.DataFrame) -> str:
+    """The behaviour and representation parts of the monitor's change (:mod:`~probe_lens.experiments.monitor_split`),
+    each cell against its controls."""
+    keys = [MetricKey.parse(str(m)) for m in con["metric"]] if len(con) else []
+    rows = con[[k.output_split is not None for k in keys]] if keys else con
+    if not len(rows):
+        return "_no behaviour/representation split in this study (no probe-trained cell, or no output classifier)_\n"
+    return _stat_table(rows) + (
+        "\nOn each cell's evaluation outputs X_c, the original probe read on the trained model T (what the "
+        "monitor sees) and on the base model B: total change S_T(X_c) − S_B(X_0) = behaviour S_B(X_c) − S_B(X_0) "
+        "(X_0: the base cell's outputs; the new text as the original monitor on the original model reads it) + "
+        "representation S_T(X_c) − S_B(X_c) (the same text, the trained model's activations). S: the mean probe "
+        "score (`mean`) or the recall at the 1% base-FPR threshold over the outputs the output classifier flags "
+        "(`recall01`). Against `base` a contrast is the part itself (0 in base); against the classifier control "
+        "it is the part beyond what training on the classifier alone does. Secondary contrasts (Holm above).\n"
+    )
+
+
 def yardsticks_markdown(
     seeds_info: Mapping[int, Mapping[str, Any]],
     floors: Mapping[int, Mapping[str, Any]],
@@ -494,6 +516,8 @@ def write_headline(
         train_data_markdown(config, train_shares or {}),
         "## Cosine drift against its control (cell − classifier control, paired by seed)\n",
         cosine_markdown(con),
+        "## Behaviour vs representation (the monitor's change on each cell's own outputs)\n",
+        split_markdown(con),
         "## Yardsticks\n",
         f"On-policy rows: {onpolicy}. Curated rows: the {b.name} behaviour's hand-labelled set read as responses "
         "(clean labels, off-policy). Prompt-only baselines: AUROC of a detector that sees only the prompt's "

@@ -18,7 +18,7 @@ from numpy.typing import ArrayLike
 
 from probe_lens.experiments.prompt_plan import ONPOLICY
 from probe_lens.experiments.run_folder import read_derived_json, write_json
-from probe_lens.training.metric_keys import DRIFT_SET, LABELS, monitor_key, retrained_hook
+from probe_lens.training.metric_keys import DRIFT_SET, GROUPS, LABELS, monitor_key, retrained_hook
 
 __all__ = ["FPR_TARGETS", "base_thresholds", "fixed_fpr_threshold", "monitor_metrics", "thresholds_for"]
 
@@ -50,7 +50,7 @@ def _monitored(scores: Scores) -> list[str]:
     """The tracked probes (and ensemble members) of a score table; re-fit probes change per cell, so none."""
     names: dict[str, None] = {}
     for s in scores.values():
-        names.update((n, None) for n in s if n != LABELS and retrained_hook(n) is None)
+        names.update((n, None) for n in s if n not in (LABELS, GROUPS) and retrained_hook(n) is None)
     return list(names)
 
 

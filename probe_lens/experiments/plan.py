@@ -301,13 +301,17 @@ def estimate_plan(
         len(cells) - len(training_cells)
     )
     tele_conts = tele_points * ev.n_telemetry_prompts
+    n_fit = int(round(n_probe * config.sampling.fit_fraction))
+    n_fit = min(n_fit, getattr(ev, "fresh_refit_prompts", None) or n_fit)
+    fresh_conts = len(cells) * n_fit * ev.fresh_refit_samples if getattr(ev, "fresh_refit", False) else 0
     continuations = {
         "probe_data": probe_conts,
         "train_samples": train_conts,
         "evaluation": eval_conts,
         "telemetry": tele_conts,
+        "fresh_refit": fresh_conts,  # probes re-fit on fresh samples of each cell's model
     }
-    per_seed = train_conts + eval_conts + tele_conts
+    per_seed = train_conts + eval_conts + tele_conts + fresh_conts
     total_conts = probe_conts + n_seeds * per_seed
 
     # ---- tokens and FLOPs (whole study)
@@ -324,6 +328,7 @@ def estimate_plan(
         ("generate_train_samples", n_seeds * train_conts, td.max_new_tokens),
         ("generate_evaluation", n_seeds * eval_conts, ev.max_new_tokens),
         ("generate_telemetry", n_seeds * tele_conts, ev.max_new_tokens),
+        ("generate_fresh_refit", n_seeds * fresh_conts, ev.max_new_tokens),
     ):
         t, f = gen_cost(n, new)
         fwd_tokens += t

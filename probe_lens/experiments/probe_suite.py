@@ -122,11 +122,12 @@ class ProbeSuite:
 
         n, rows = self.names(), []
         yo = _labels(ds)[split.onpolicy_rows]
+        prompts = ds.examples["prompt_id"].to_numpy()[split.onpolicy_rows]  # clusters: continuations of a prompt
         for name in self.tracked():
             probe = probes[name]
             h = probe.metadata.hook
             s = np.asarray(probe.predict_proba(_pooled(ds, h, split.onpolicy_rows)))[:, 1]
-            a, lo, hi = auroc_ci(yo, s, method=self.ci_method)
+            a, lo, hi = auroc_ci(yo, s, method=self.ci_method, clusters=prompts)
             role = "trained-against candidate" if name in n["single"] + n["ensemble"] else "held out"
             rows.append(
                 {

@@ -52,6 +52,7 @@ __all__ = [
     "fig_cosine_drift",
     "fig_geometry",
     "fig_geometry_vs_step",
+    "fig_monitor_split",
     "fig_rate_vs_step",
     "fig_results_table",
     "fig_toxicity_vs_step",
@@ -64,7 +65,7 @@ __all__ = [
 AUROC_KINDS = (
     ("frozen", "trained-against (frozen)"),
     ("heldout", "held-out"),
-    ("retrained", "re-fit on trained model"),
+    ("retrained", "re-fit on trained model (base continuations, teacher-forced)"),
 )
 TOXICITY_METRICS = (
     ("eval/toxicity_rate", "toxicity rate (share >= 0.5)"),
@@ -1220,6 +1221,12 @@ def write_report(
             "geometry",
             lambda: fig_geometry(geometry, scorer=scorer, behaviour=names),
         ),
+        (
+            "fig-monitor-split",
+            "Behaviour vs representation",
+            "monitor_split",
+            lambda: fig_monitor_split(results, probes=config.get("headline_probes"), scorer=scorer, behaviour=names),
+        ),
     ]
     from plotly.offline import get_plotlyjs
 
@@ -1290,3 +1297,59 @@ def write_report(
     if png_dir is not None:  # a missing PNG backend is one log line: the HTML report is complete without it
         export_pngs(pngs, png_dir, on_skip=lambda why: log.warning("%s (report.html is complete)", why))
     return out
+
+
+def fig_monitor_split(
+    results: pd.DataFrame,
+    *,
+    probes: Sequence[str] | None = None,
+    scorer: str | None = None,
+    behaviour: Any = None,
+) -> go.Figure:
+    """The monitor's change on each cell's own outputs split into its behaviour part and its representation
+    part (:mod:`~probe_lens.experiments.monitor_split`): per probe (rows; ``probes``, default every probe with
+    split columns) and statistic (columns: mean score, recall at 1% base FPR), mean over seeds per cell with its
+    95% t-interval."""
+    from probe_lens.experiments.monitor_split import STATS
+
+    keys = {c: MetricKey.parse(str(c)) for c in results.columns}
+    split = {c: k for c, k in keys.items() if k.output_split is not None and k.interval is None}
+    have = list(
+        dict.fromkeys(str(k.subject) for k in split.values() if k.output_split and k.output_split[1] == "behaviour")
+    )
+    wanted = [p for p in (have if probes is None else probes) if p in have]
+    if not wanted or "cell" not in results:
+        raise NoFigureData("no cell has a behaviour/representation split (it needs an output classifier)")
+    cells = list(dict.fromkeys(results["cell"]))
+    parts = (("behaviour", "behaviour (new text, base model)", "#ff7f0e"),
+             ("representation", "representation (same text, trained model)", "#1f77b4"))  # fmt: skip
+    titles = [f"{p}: {'mean score' if s == 'mean' else 'recall at 1% base FPR'}" for p in wanted for s in STATS]
+    fig = make_subplots(rows=len(wanted), cols=len(STATS), subplot_titles=titles, vertical_spacing=0.12)
+    for i, probe in enumerate(wanted):
+        for j, stat in enumerate(STATS):
+            for part, label, color in parts:
+                col = str(K.output_split_key(stat, part, probe))
+                if col not in results:
+                    continue
+                summ = summarize(results[["cell", "seed", col]], ["cell"], [col]).set_index("cell").reindex(cells)
+                mean, lo, hi = (summ[f"{col}_{s}"].to_numpy(dtype=float) for s in ("mean", "ci_low", "ci_high"))
+                fig.add_trace(
+                    go.Bar(
+                        x=cells, y=mean, name=label, marker_color=color, legendgroup=part,
+                        showlegend=i == 0 and j == 0,
+                        error_y=dict(type="data", symmetric=False, array=np.nan_to_num(hi - mean),
+                                     arrayminus=np.nan_to_num(mean - lo)),
+                    ),
+                    row=i + 1, col=j + 1,
+                )  # fmt: skip
+    return _style(
+        fig,
+        barmode="group",
+        title=_title(
+            "The monitor's change on each cell's outputs: behaviour vs representation",
+            _scorer_name(None, scorer),
+            "bars: mean over seeds (vs the base cell), whiskers: 95% t-interval over seeds",
+            behaviour,
+        ),
+        height=320 * len(wanted) + 140,
+    )

@@ -13,6 +13,7 @@ import pandas as pd
 
 from probe_lens._io import atomic_write
 from probe_lens.experiments.config import StudyConfig
+from probe_lens.experiments.monitor_split import add_behaviour_parts
 from probe_lens.experiments.prompt_plan import ONPOLICY, SeedSplit
 from probe_lens.experiments.run_folder import RunFolder, read_derived_json, write_json
 from probe_lens.experiments.study_telemetry import CURATED
@@ -37,7 +38,7 @@ def results_table(folder: RunFolder, config: StudyConfig, behaviour: str, names:
     rows = [_result_row(json.loads(f.read_text()), behaviour, names) for _, _, f in folder.cell_files("eval.json")]
     if not rows:
         raise FileNotFoundError(f"no finished cells under {folder.root / 'cells'}; run the study first")
-    df = pd.DataFrame(rows)
+    df = add_behaviour_parts(pd.DataFrame(rows))  # needs every cell of a seed: added over the table
     order = {c.name: i for i, c in enumerate(config.cell_specs)}
     return df.sort_values(["cell", "seed"], key=lambda s: s.map(order) if s.name == "cell" else s).reset_index(
         drop=True

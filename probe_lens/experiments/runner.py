@@ -17,11 +17,12 @@ probes), ``study_telemetry``, ``cell_training``, ``evaluation``, ``results`` and
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +203,20 @@ class Study:
             with self.clock.timed("load_model_s"):
                 self._adopt_model(load_model(self.config.model, backend=self.config.backend, device=self._device))
         return self._model
+
+    @contextlib.contextmanager
+    def base_weights(self) -> Iterator[Any]:
+        """A context in which the model holds the base weights (its own copied to the CPU, restored on exit):
+        the base model without a second model in memory."""
+        model = self.model
+        assert self._base_state is not None
+        own = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        model.load_state_dict(self._base_state)
+        try:
+            yield model
+        finally:
+            model.load_state_dict(own)
+            del own
 
     def reset_model(self) -> None:
         """Restore the base weights (every cell starts from the same model)."""
@@ -553,6 +568,7 @@ class Study:
             "split_info": self.seed_split(seed).info,
             "floors": self.noise_floor(seed),
             "thresholds": read_derived_json(self.folder.monitor_thresholds_json(seed)),
+            "base_weights": self.base_weights,
         }
 
     def evaluate(self, spec: CellSpec, seed: int, tele: StudyTelemetry) -> dict[str, Any]:

@@ -6,7 +6,8 @@ value the interval is undefined (NaN), with none the mean is NaN too.
 
 AUROC intervals (:func:`auroc_ci`, :func:`paired_auroc_diff`) quantify example-level noise of one
 model's probe scores: DeLong's variance (Sun & Xu 2014 midrank algorithm, O(n log n)) or a stratified
-bootstrap. :func:`paired_contrasts` compares cells seed by seed (the seed-level noise).
+bootstrap; with ``clusters`` (several continuations of one prompt) the clustered DeLong variance
+(Obuchowski 1997) or a bootstrap over whole clusters. :func:`paired_contrasts` compares cells seed by seed (the seed-level noise).
 
 Over seeds, :func:`random_effects` combines per-seed estimates and their within-seed variances
 (DerSimonian-Laird tau^2, Hartung-Knapp-Sidik-Jonkman interval, I^2), :func:`sign_flip_p` is the exact
@@ -288,6 +289,78 @@ def _boot_aurocs(labels: NDArray[np.bool_], scores: NDArray[np.float64], n_boot:
     return out
 
 
+def _cluster_ids(clusters: ArrayLike | None, n: int) -> NDArray[np.int64] | None:
+    """``clusters`` (one id per row) as integer codes ``(n,)`` numbered in order of first appearance (one row
+    per cluster: ``arange(n)``); None stays None."""
+    if clusters is None:
+        return None
+    arr = np.asarray(clusters)
+    if arr.ndim != 1 or arr.size != n:
+        raise ValueError(f"clusters must hold one id per example ({n}), got shape {arr.shape}")
+    _, first, inverse = np.unique(arr, return_index=True, return_inverse=True)
+    order = np.empty(len(first), dtype=np.int64)
+    order[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return order[inverse.reshape(-1)]
+
+
+def _clustered_delong(
+    labels: NDArray[np.bool_], scores: NDArray[np.float64], codes: NDArray[np.int64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """AUROCs ``(k,)`` and their clustered DeLong covariance ``(k, k)`` (Obuchowski 1997): DeLong's structural
+    components summed within each cluster, their covariance taken over clusters. With one row per cluster
+    it is DeLong's covariance."""
+    pos, neg = scores[:, labels], scores[:, ~labels]
+    m, n = pos.shape[1], neg.shape[1]
+    tx, ty = _st.rankdata(pos, axis=1), _st.rankdata(neg, axis=1)
+    tz = _st.rankdata(np.concatenate([pos, neg], axis=1), axis=1)
+    v10, v01 = (tz[:, :m] - tx) / n, 1.0 - (tz[:, m:] - ty) / m
+    auc = v10.mean(axis=1)
+    n_clusters = int(codes.max()) + 1
+    cp, cn = codes[labels], codes[~labels]
+    x = np.stack([np.bincount(cp, v, n_clusters) for v in v10])  # (k, I): components summed per cluster
+    yv = np.stack([np.bincount(cn, v, n_clusters) for v in v01])
+    mi, ni = np.bincount(cp, minlength=n_clusters), np.bincount(cn, minlength=n_clusters)
+    dx, dy = x - auc[:, None] * mi, yv - auc[:, None] * ni
+    i10, i01, i_all = int((mi > 0).sum()), int((ni > 0).sum()), int(((mi + ni) > 0).sum())
+    k = len(scores)
+    s10 = i10 / ((i10 - 1) * m) * (dx @ dx.T) if i10 > 1 else np.zeros((k, k))
+    s01 = i01 / ((i01 - 1) * n) * (dy @ dy.T) if i01 > 1 else np.zeros((k, k))
+    s11 = i_all / (i_all - 1) * (dx @ dy.T) if i_all > 1 else np.zeros((k, k))
+    return auc, s10 / m + s01 / n + (s11 + s11.T) / (m * n)
+
+
+def _cluster_boot_aurocs(
+    labels: NDArray[np.bool_], scores: NDArray[np.float64], codes: NDArray[np.int64], n_boot: int, seed: int
+) -> NDArray[np.float64]:
+    """``(n_boot, k)`` AUROCs of cluster resamples: whole clusters drawn with replacement, all their rows
+    kept, stratified by kind (clusters of positives only, of negatives only, mixed ones; drawn in that
+    order). With one row per cluster this draws exactly :func:`_boot_aurocs`' resamples (same seed)."""
+    n_clusters = int(codes.max()) + 1
+    npos = np.bincount(codes, labels.astype(np.int64), n_clusters)
+    size = np.bincount(codes, minlength=n_clusters)
+    present = size > 0
+    strata = [
+        np.flatnonzero(present & (npos == size)),
+        np.flatnonzero(present & (npos == 0)),
+        np.flatnonzero(present & (npos > 0) & (npos < size)),
+    ]
+    members = [np.flatnonzero(codes == c) for c in range(n_clusters)]
+    rng = np.random.default_rng(int(seed))
+    draws = [s[rng.integers(0, len(s), size=(n_boot, len(s)))] for s in strata if len(s)]
+    out = np.full((n_boot, len(scores)), np.nan)
+    for b in range(n_boot):
+        rows = np.concatenate([members[c] for d in draws for c in d[b]])
+        y = labels[rows]
+        m, n = int(y.sum()), int((~y).sum())
+        if m == 0 or n == 0:
+            continue  # a resample of one class has no AUROC (possible only with mixed clusters)
+        for k in range(len(scores)):
+            both = np.concatenate([scores[k][rows[y]], scores[k][rows[~y]]])
+            ranks = _st.rankdata(both)
+            out[b, k] = (ranks[:m].sum() - m * (m + 1) / 2.0) / (m * n)
+    return out[~np.isnan(out).any(axis=1)]
+
+
 def _percentile(values: NDArray[np.float64], confidence: float) -> tuple[float, float]:
     lo, hi = np.quantile(values, [(1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0])
     return float(lo), float(hi)
@@ -302,6 +375,7 @@ def auroc_ci(
     n_boot: int = 2000,
     seed: int = 0,
     transform: str = "logit",
+    clusters: ArrayLike | None = None,
 ) -> tuple[float, float, float]:
     """``(auroc, low, high)``: the AUROC of ``scores`` for labels ``y`` with a confidence interval.
 
@@ -320,16 +394,26 @@ def auroc_ci(
             (0, 1) and is asymmetric near 1, where the plain interval undercovers; ``"identity"`` is the
             textbook ``A ± z se`` clipped to [0, 1]. An AUROC of exactly 0 or 1 has DeLong variance 0
             and gets the point interval ``(A, A, A)`` with either transform.
+        clusters: ``(n,)`` cluster ids (e.g. the prompt of each continuation; None: every row its own). Rows
+            of one cluster are not independent, so the interval resamples whole clusters (``"bootstrap"``,
+            stratified by cluster kind) or uses the clustered DeLong variance (Obuchowski 1997). With one
+            row per cluster either equals the unclustered interval.
     """
     confidence = _check_interval_args(confidence, method, n_boot, seed)
     if transform not in _TRANSFORMS:
         raise ValueError(f"transform must be one of {_TRANSFORMS}, got {transform!r}")
     labels = _binary_labels(y)
     mat = _score_matrix(labels, scores)
-    auc_arr, cov = _delong(labels, mat)
+    codes = _cluster_ids(clusters, labels.size)
+    auc_arr, cov = _delong(labels, mat) if codes is None else _clustered_delong(labels, mat, codes)
     auc = float(auc_arr[0])
     if method == "bootstrap":
-        lo, hi = _percentile(_boot_aurocs(labels, mat, int(n_boot), int(seed))[:, 0], confidence)
+        boots = (
+            _boot_aurocs(labels, mat, int(n_boot), int(seed))
+            if codes is None
+            else _cluster_boot_aurocs(labels, mat, codes, int(n_boot), int(seed))
+        )
+        lo, hi = _percentile(boots[:, 0], confidence)
         return (auc, lo, hi)
     se = math.sqrt(max(float(cov[0, 0]), 0.0))
     z = float(_st.norm.ppf((1.0 + confidence) / 2.0))
@@ -350,36 +434,49 @@ def paired_auroc_diff(
     method: str = "delong",
     n_boot: int = 2000,
     seed: int = 0,
+    clusters: ArrayLike | None = None,
 ) -> tuple[float, float, float]:
     """``(diff, low, high)`` with ``diff = AUROC(scores_a) - AUROC(scores_b)`` on the same examples.
 
     ``"delong"``: normal interval with ``Var(A_a) + Var(A_b) - 2 Cov(A_a, A_b)`` from DeLong's
     structural components (the two AUROCs are correlated because they share examples), clipped to
     [-1, 1]; ``"bootstrap"``: percentile interval of the difference over ``n_boot`` paired stratified
-    resamples (the same examples for both). Identical score vectors give ``(0, 0, 0)``.
+    resamples (the same examples for both). Identical score vectors give ``(0, 0, 0)``. ``clusters``: as in
+    :func:`auroc_ci` (whole clusters resampled, or the clustered DeLong covariance).
     """
     confidence = _check_interval_args(confidence, method, n_boot, seed)
     labels = _binary_labels(y)
     mat = _score_matrix(labels, scores_a, scores_b)
-    diff, var = _paired_delong(labels, mat)
+    codes = _cluster_ids(clusters, labels.size)
+    diff, var = _paired_delong(labels, mat, codes)
     if method == "bootstrap":
-        boots = _boot_aurocs(labels, mat, int(n_boot), int(seed))
+        boots = (
+            _boot_aurocs(labels, mat, int(n_boot), int(seed))
+            if codes is None
+            else _cluster_boot_aurocs(labels, mat, codes, int(n_boot), int(seed))
+        )
         lo, hi = _percentile(boots[:, 0] - boots[:, 1], confidence)
         return (diff, lo, hi)
     half = float(_st.norm.ppf((1.0 + confidence) / 2.0)) * math.sqrt(max(var, 0.0))
     return (diff, max(-1.0, diff - half), min(1.0, diff + half))
 
 
-def _paired_delong(labels: NDArray[np.bool_], mat: NDArray[np.float64]) -> tuple[float, float]:
-    auc, cov = _delong(labels, mat)
+def _paired_delong(
+    labels: NDArray[np.bool_], mat: NDArray[np.float64], codes: NDArray[np.int64] | None = None
+) -> tuple[float, float]:
+    auc, cov = _delong(labels, mat) if codes is None else _clustered_delong(labels, mat, codes)
     return float(auc[0] - auc[1]), float(cov[0, 0] + cov[1, 1] - 2.0 * cov[0, 1])
 
 
-def paired_auroc_var(y: ArrayLike, scores_a: ArrayLike, scores_b: ArrayLike) -> tuple[float, float]:
+def paired_auroc_var(
+    y: ArrayLike, scores_a: ArrayLike, scores_b: ArrayLike, *, clusters: ArrayLike | None = None
+) -> tuple[float, float]:
     """``(diff, variance)``: ``AUROC(scores_a) - AUROC(scores_b)`` on the same examples and its DeLong
-    variance ``Var(A_a) + Var(A_b) - 2 Cov(A_a, A_b)`` (a seed's within-seed variance of a contrast)."""
+    variance ``Var(A_a) + Var(A_b) - 2 Cov(A_a, A_b)`` (a seed's within-seed variance of a contrast;
+    ``clusters``: the clustered DeLong covariance, as in :func:`auroc_ci`)."""
     labels = _binary_labels(y)
-    return _paired_delong(labels, _score_matrix(labels, scores_a, scores_b))
+    mat = _score_matrix(labels, scores_a, scores_b)
+    return _paired_delong(labels, mat, _cluster_ids(clusters, labels.size))
 
 
 # ---- paired contrasts between cells over seeds ----------------------------------------------------

@@ -111,7 +111,8 @@ def onpolicy_set(ds: ActivationDataset, split: SeedSplit) -> DriftSet:
     gen = ds.generation.select(rows.tolist())
     labels = ds.examples["label"].to_numpy()[rows]
     is_eval = np.concatenate([np.zeros(len(split.fit_rows), bool), np.ones(len(split.onpolicy_rows), bool)])
-    return DriftSet(gen.tokens, gen.attention_mask, gen.response_mask, labels, is_eval)
+    groups = ds.examples["prompt_id"].to_numpy()[rows]  # several continuations per prompt: clustered intervals
+    return DriftSet(gen.tokens, gen.attention_mask, gen.response_mask, labels, is_eval, groups=groups)
 
 
 def curated_set(cfg: StudyConfig, behaviour: Behaviour, model) -> DriftSet:

@@ -19,6 +19,9 @@ A key is ``<family>/<name>[/<subject>]`` (geometry: ``geometry/<hook>/<stat>``),
     causal/<stat>/<probe>               a probe direction's causal role in a cell's model (steer_slope, ...)
     causal/<stat>_base/<probe>          the same on the seed's base model
     evasion/<stat>/<probe>              the class signal split along the probe's direction (share_on_probe, ...)
+    outputs/<stat>_<part>/<probe>       a cell's evaluation outputs read by the original probe (``stat``: mean,
+                                        recall01; ``part``: trained, base, representation, behaviour)
+    probe/<set>_auroc_refit_fresh/<hook>  a probe re-fit on fresh samples of the cell's model
     eval/<name>, baseline/<name>        evaluation and baseline numbers (no subject)
 
 :meth:`MetricKey.parse` reads every one of them back (``str(MetricKey.parse(k)) == k``).
@@ -30,7 +33,9 @@ import dataclasses
 from collections.abc import Collection
 
 PROBE, DRIFT, GEOMETRY, EVAL, BASELINE = "probe", "drift", "geometry", "eval", "baseline"
-CAUSAL, EVASION = "causal", "evasion"
+CAUSAL, EVASION, OUTPUTS = "causal", "evasion", "outputs"
+OUTPUT_STATS = ("mean", "recall01")
+OUTPUT_PARTS = ("trained", "base", "representation", "behaviour")
 DRIFT_SET = "drift"
 """Telemetry's name for its own (drift) set; its AUROC keys carry the family ``probe``."""
 AUROC_KINDS = ("frozen", "heldout", "retrained")
@@ -108,6 +113,13 @@ class MetricKey:
         """``(set, kind)`` of a per-kind AUROC key (``probe/<set>_auroc_kind_<kind>/<probe>``), else None."""
         head, sep, kind = self.name.partition(f"_{_AUROC}{_KIND}")
         return (head, kind) if self.family == PROBE and sep and head and kind and self.subject is not None else None
+
+    @property
+    def output_split(self) -> tuple[str, str] | None:
+        """``(stat, part)`` of an outputs key (``outputs/<stat>_<part>/<probe>``), else None."""
+        stat, sep, part = self.name.rpartition("_")
+        ok = self.family == OUTPUTS and sep and stat in OUTPUT_STATS and part in OUTPUT_PARTS and self.subject
+        return (stat, part) if ok else None
 
     @property
     def on_base(self) -> bool:
@@ -208,6 +220,20 @@ def evasion_key(stat: str, probe: str) -> MetricKey:
     return MetricKey(EVASION, stat, probe)
 
 
+def output_split_key(stat: str, part: str, probe: str) -> MetricKey:
+    """A cell's evaluation outputs read by original probe ``probe``: ``outputs/<stat>_<part>/<probe>`` (see
+    :mod:`probe_lens.experiments.monitor_split`)."""
+    if stat not in OUTPUT_STATS or part not in OUTPUT_PARTS:
+        raise ValueError(f"an outputs key is <{'|'.join(OUTPUT_STATS)}>_<{'|'.join(OUTPUT_PARTS)}>, got {stat}_{part}")
+    return MetricKey(OUTPUTS, f"{stat}_{part}", probe)
+
+
+def refit_fresh_auroc(which: str, hook: str) -> MetricKey:
+    """A probe re-fit on fresh samples of the cell's model, on set ``which``: ``probe/<which>_auroc_refit_fresh/<hook>``
+    (the telemetry's re-fit, on the base model's continuations teacher-forced, is ``..._auroc_retrained``)."""
+    return MetricKey(PROBE, f"{which}_{_AUROC}_refit_fresh", hook)
+
+
 def eval_key(name: str) -> MetricKey:
     """``eval/<name>``."""
     return MetricKey(EVAL, name)
@@ -233,6 +259,9 @@ def as_tracked(key: MetricKey, drift_set: str) -> MetricKey:
 # ---- score tables (``DriftTelemetry.scores``: {set: {score name: P(positive) per evaluation row}}) ----
 LABELS = "__y__"
 """The score table's entry holding the rows' 0/1 labels."""
+GROUPS = "__prompt__"
+"""A saved score table's entry holding each row's prompt (on-policy rows: several continuations per prompt),
+the clusters of its intervals; absent where every row is its own."""
 
 
 def retrained_score_name(hook: str) -> str:

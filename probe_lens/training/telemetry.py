@@ -67,6 +67,9 @@ class DriftSet:
     is_eval: np.ndarray
     eval_only: bool = False
     """An evaluation-only set (every row is an eval row; nothing is fit on it)."""
+    groups: np.ndarray | None = None
+    """Each row's cluster id (its prompt, when a prompt has several continuations), for clustered
+    intervals; None: every row independent."""
 
     def __post_init__(self) -> None:
         n = self.tokens.shape[0]
@@ -76,6 +79,10 @@ class DriftSet:
             raise ValueError("tokens, attention_mask and pool_mask must have the same [n, pos] shape")
         if len(self.labels) != n or len(self.is_eval) != n:
             raise ValueError(f"{len(self.labels)} labels / {len(self.is_eval)} eval flags for {n} texts")
+        if self.groups is not None:
+            self.groups = np.asarray(self.groups).reshape(-1)
+            if len(self.groups) != n:
+                raise ValueError(f"{len(self.groups)} group ids for {n} texts; pass one per text (or None)")
         if not np.isin(self.labels, [0, 1]).all():
             raise ValueError("labels must be 0/1 (1 = toxic)")
         if self.eval_only and not self.is_eval.all():
@@ -123,7 +130,8 @@ class DriftSet:
         gen = dataset.generation.select(rows.tolist())
         is_eval = dataset.examples["split"].to_numpy()[rows] == "test"
         labels = dataset.examples["label"].to_numpy()[rows]
-        return cls(gen.tokens, gen.attention_mask, gen.response_mask, labels, is_eval)
+        groups = dataset.examples["prompt_id"].to_numpy()[rows] if "prompt_id" in dataset.examples else None
+        return cls(gen.tokens, gen.attention_mask, gen.response_mask, labels, is_eval, groups=groups)
 
     @classmethod
     def from_texts(cls, model, prompt: str, texts: Sequence[str], labels: Any) -> DriftSet:
@@ -145,6 +153,7 @@ class DriftSet:
             self.labels[idx.numpy()],
             self.is_eval[idx.numpy()],
             eval_only=self.eval_only,
+            groups=None if self.groups is None else self.groups[idx.numpy()],
         )
 
 
