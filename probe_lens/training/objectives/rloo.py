@@ -77,11 +77,16 @@ class RLOOConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("samples_per_prompt", "max_new_tokens"):
-            v, low = getattr(self, name), 2 if name == "samples_per_prompt" else 1
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                raise ValueError(f"RLOOConfig.{name} must be an int >= {low}, got {v!r}")
-        for name, (low, high) in {"temperature": (0, None), "top_p": (0, 1), "beta": (None, None)}.items():
+        for name, least in (("samples_per_prompt", 2), ("max_new_tokens", 1)):
+            n = getattr(self, name)
+            if isinstance(n, bool) or not isinstance(n, int) or n < least:
+                raise ValueError(f"RLOOConfig.{name} must be an int >= {least}, got {n!r}")
+        bounds: dict[str, tuple[float | None, float | None]] = {
+            "temperature": (0.0, None),
+            "top_p": (0.0, 1.0),
+            "beta": (None, None),
+        }
+        for name, (low, high) in bounds.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"RLOOConfig.{name} must be a finite number >= 0, got {v!r}")
@@ -223,7 +228,9 @@ class RLOOObjective(Objective):
         if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError("prompts must be a non-empty list of strings")
         if not callable(reward) or not hasattr(reward, "hooks"):
-            raise TypeError(f"reward must be a ProbeReward, ScorerReward or another Reward, got {type(reward).__name__}")
+            raise TypeError(
+                f"reward must be a ProbeReward, ScorerReward or another Reward, got {type(reward).__name__}"
+            )
         if config.beta > 0 and reference_model is None:
             raise ValueError("beta > 0 needs reference_model (a frozen copy of the starting model), or set beta=0")
         if model.tokenizer is None:
