@@ -26,12 +26,11 @@ from typing import Any, ClassVar, Protocol
 import torch
 from jaxtyping import Float, Int
 
-from probe_lens.activations import capture, pool
+from probe_lens.activations import capture
 from probe_lens.models import Generation, LensModel, generate
 from probe_lens.models.compat import training_products
-from probe_lens.probes import TokenProbe
 from probe_lens.training.config import TrainConfig
-from probe_lens.training.losses import response_token_logps
+from probe_lens.training.losses import probe_probability, response_token_logps
 from probe_lens.training.objectives.base import MicroBatch, Objective, StepOutput, check_config, model_device
 from probe_lens.training.pairs import scorer_scores
 from probe_lens.training.probes_util import FlatProbe, flatten_probes
@@ -136,18 +135,13 @@ class ProbeReward:
         self.hooks = tuple(sorted({p.hook for p in probes}))
 
     def probability(self, samples: Generation, acts: dict[str, torch.Tensor]) -> Float[torch.Tensor, " n"]:
-        """The probes' combined P(positive) of each sample (computed without gradient)."""
+        """The probes' combined P(positive) of each sample (computed without gradient, on detached activations)."""
         with torch.no_grad():
-            out = [self._one(f, acts, samples.response_mask) for f in self.probes]
-            stacked = torch.stack(out)
-            return stacked.mean(0) if self.aggregate == "mean" else stacked.max(0).values
-
-    def _one(self, f: FlatProbe, acts: dict[str, torch.Tensor], rm: torch.Tensor) -> torch.Tensor:
-        a = acts[f.hook].detach()
-        mask = rm.to(a.device)
-        if isinstance(f.probe, TokenProbe):
-            return f.probe.forward(a, mask.bool()).float().reshape(-1)
-        return f.probe.forward(pool(a, mask, self.pooling)).float().reshape(-1)
+            detached = {h: a.detach() for h, a in acts.items()}
+            pairs = [(f.hook, f.probe) for f in self.probes]
+            return probe_probability(
+                detached, samples.response_mask, pairs, pooling=self.pooling, aggregate=self.aggregate
+            )
 
     def __call__(self, samples: Generation, acts: dict[str, torch.Tensor]) -> Float[torch.Tensor, " n"]:
         return -self.probability(samples, acts)

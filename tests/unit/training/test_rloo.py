@@ -146,7 +146,9 @@ def test_the_gradient_is_the_hand_computed_reinforce_with_a_leave_one_out_baseli
     assert_grads_equal(got, reinforce_gradient(model, g, adv))
     # the loss's value is the surrogate -1/N sum A_i log p(y_i)
     seq = token_logps(model, g).sum(1).detach()
-    assert float(out.loss) == pytest.approx(float(-(torch.tensor(adv, dtype=torch.float64) * seq).mean()), rel=1e-5)
+    assert float(out.loss.detach()) == pytest.approx(
+        float(-(torch.tensor(adv, dtype=torch.float64) * seq).mean()), rel=1e-5
+    )
 
 
 @pytest.mark.parametrize("advantage", ["rloo", "grpo"])
