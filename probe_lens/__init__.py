@@ -29,6 +29,7 @@ from probe_lens.training import (
     DriftSet,
     DriftTelemetry,
     ProbeSFTConfig,
+    RLOOConfig,
     Trainer,
     build_pairs,
     read_metrics,
@@ -36,6 +37,7 @@ from probe_lens.training import (
     train_classifier_sft,
     train_dpo,
     train_probe_sft,
+    train_rloo,
 )
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "LogisticProbe",
     "MassMeanProbe",
     "ProbeSFTConfig",
+    "RLOOConfig",
     "Study",
     "StudyConfig",
     "Trainer",
@@ -77,4 +80,5 @@ __all__ = [
     "train_classifier_sft",
     "train_dpo",
     "train_probe_sft",
+    "train_rloo",
 ]

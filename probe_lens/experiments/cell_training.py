@@ -25,9 +25,13 @@ class StudyView(Protocol):
 
     config: StudyConfig
     progress: bool
+    prelabelled: bool
 
     @property
     def model(self) -> Any: ...
+
+    @property
+    def scorer(self) -> Any: ...
 
     @property
     def dist(self) -> DistInfo: ...

@@ -14,6 +14,8 @@ objective          signals         what trains
                                    probe(s), backpropagated through the live activations
 ``filtered_sft``   any but none    LM loss on the samples the signal judges clean (score < threshold)
 ``dpo``            any but none    DPO on k samples per prompt ranked by the signal
+``rloo``           any but none    REINFORCE-LOO on k fresh samples per prompt per step, reward = minus
+                                   the signal's score (no gradient through the probe), KL to the base
 =================  ==============  ===========================================================
 
 ``probe_filtered_sft`` (probe or ensemble) is ``filtered_sft`` with the probe's scores computed by the
@@ -105,10 +107,14 @@ BUILTIN_CELLS: dict[str, CellSpec] = {
         CellSpec("classifier_dpo", "dpo", "classifier"),
         CellSpec("classifier_sft", "filtered_sft", "classifier"),
         CellSpec("probe_filtered_sft", "filtered_sft", "probe"),
+        CellSpec("probe_rloo_1", "rloo", "probe"),
+        CellSpec("classifier_rloo", "rloo", "classifier"),
     )
 }
 """Cells a study file may name by string. ``probe_filtered_sft`` (SFT on the samples the frozen probe
-judges clean) is the probe analogue of ``classifier_sft``: a baseline the paper lacks."""
+judges clean) is the probe analogue of ``classifier_sft``: a baseline the paper lacks. ``probe_rloo_1`` and
+``classifier_rloo`` (RLOO: reward only, fresh samples every step) are declared but in no preset's default grid:
+name them in ``cells`` to run them."""
 
 DEFAULT_GRID: tuple[str, ...] = (
     "base",

@@ -155,6 +155,11 @@ def _cells(config: Any) -> list[tuple[str, str]]:
     return [(c, legacy.get(c, "dpo" if "dpo" in c else "probe_sft")) for c in config.cells]
 
 
+def _rloo_rows(tc: Any) -> int:
+    """Sequences an RLOO step trains on: its prompts times their k samples."""
+    return int(tc.batch_size * tc.grad_accum_steps * tc.samples_per_prompt)
+
+
 def _train_config(config: Any, objective: str) -> Any:
     """The training settings of an ``objective`` cell (its study adapter's section of ``config``)."""
     return study_settings(config, objective)
@@ -311,7 +316,11 @@ def estimate_plan(
         "telemetry": tele_conts,
         "fresh_refit": fresh_conts,  # probes re-fit on fresh samples of each cell's model
     }
-    per_seed = train_conts + eval_conts + tele_conts + fresh_conts
+    # RLOO cells sample k fresh continuations per prompt at every step
+    rloo_conts = sum(_rloo_rows(_train_config(config, o)) * steps[c] for c, o in training_cells if o == "rloo")
+    if rloo_conts:
+        continuations["rloo_samples"] = rloo_conts
+    per_seed = train_conts + eval_conts + tele_conts + fresh_conts + rloo_conts
     total_conts = probe_conts + n_seeds * per_seed
 
     # ---- tokens and FLOPs (whole study)
@@ -334,6 +343,14 @@ def estimate_plan(
         fwd_tokens += t
         gen_tokens += n * new
         flops[phase] = f
+    if rloo_conts:
+        new = max(int(_train_config(config, o).max_new_tokens) for _, o in training_cells if o == "rloo")
+        t, f = gen_cost(n_seeds * rloo_conts, new)
+        fwd_tokens, gen_tokens, flops["generate_rloo_samples"] = (
+            fwd_tokens + t,
+            gen_tokens + n_seeds * rloo_conts * new,
+            f,
+        )
     # teacher-forced passes: probe-data activations, probe scores of the training samples (2 probes)
     act_rows = n_probe * per_prompt
     seq_probe, seq_train = p_tok + data.max_new_tokens, p_tok + td.max_new_tokens
@@ -343,7 +360,7 @@ def estimate_plan(
     train_flops, n_trainable, train_mem = 0.0, {}, 0
     for _cell, obj in training_cells:
         tc = _train_config(config, obj)
-        rows = tc.batch_size * tc.grad_accum_steps * (2 if obj == "dpo" else 1)
+        rows = _rloo_rows(tc) if obj == "rloo" else tc.batch_size * tc.grad_accum_steps * (2 if obj == "dpo" else 1)
         tokens = tc.max_steps * rows * seq_train
         n_tr = _trainable(arch, tc.trainable)
         n_trainable[obj] = n_tr
@@ -355,10 +372,13 @@ def estimate_plan(
             ref_tokens = n_seeds * td.n_prompts * 2 * seq_train
             fwd_tokens += ref_tokens
             train_flops += _forward_flops(arch, ref_tokens, seq_train)
+        if obj == "rloo" and getattr(tc, "beta", 0) > 0:  # the live reference's forward over every sample
+            fwd_tokens += n_seeds * tokens
+            train_flops += n_seeds * f
         act_bytes = 2 if getattr(tc, "bf16", False) else w_bytes
         train_mem = max(
             train_mem,
-            _activation_bytes(arch, tc.batch_size * (2 if obj == "dpo" else 1), int(math.ceil(seq_train)), act_bytes),
+            _activation_bytes(arch, rows // tc.grad_accum_steps, int(math.ceil(seq_train)), act_bytes),
         )
     flops["training"] = train_flops
     ppl_tokens = n_seeds * len(cells) * ev.n_fluency_texts * p_tok * 2  # neutral texts: ~2 prompts long
@@ -371,6 +391,7 @@ def estimate_plan(
     needs_live_ref = any(
         (o == "dpo" and not getattr(_train_config(config, o), "precompute_reference", True))
         or (o == "probe_sft" and getattr(_train_config(config, o), "kl_weight", 0) > 0)
+        or (o == "rloo" and getattr(_train_config(config, o), "beta", 0) > 0)
         for _, o in training_cells
     )
     memory = {

@@ -5,7 +5,7 @@
 - ``pairs``: preference pairs from k samples per prompt (``build_pairs``).
 - ``objective``: the ``Objective`` interface (``MicroBatch``, ``StepOutput``) the Trainer calls.
 - ``objectives``: the registry (``register_objective``, ``get_objective``) and one file per objective
-  (``train_probe_sft``, ``train_classifier_sft``, ``train_dpo``, ``train_probe_filtered_sft``), each
+  (``train_probe_sft``, ``train_classifier_sft``, ``train_dpo``, ``train_probe_filtered_sft``, ``train_rloo``), each
   knowing its config, examples and loss and nothing of studies.
 - ``trainer``: the ``Trainer``, the loop every objective shares.
 - ``telemetry``: ``DriftSet``, ``DriftTelemetry``, ``read_metrics``.
@@ -20,12 +20,17 @@ from probe_lens.training.objective import MicroBatch, Objective, StepOutput
 from probe_lens.training.objectives import (
     OBJECTIVES,
     ProbeFilteredSFTConfig,
+    ProbeReward,
+    RLOOConfig,
+    ScorerReward,
     get_objective,
+    probe_reward,
     register_objective,
     train_classifier_sft,
     train_dpo,
     train_probe_filtered_sft,
     train_probe_sft,
+    train_rloo,
 )
 from probe_lens.training.pairs import PreferencePairs, build_pairs, probe_scores, scorer_scores
 from probe_lens.training.telemetry import DriftSet, DriftTelemetry
@@ -42,7 +47,10 @@ __all__ = [
     "Objective",
     "PreferencePairs",
     "ProbeFilteredSFTConfig",
+    "ProbeReward",
     "ProbeSFTConfig",
+    "RLOOConfig",
+    "ScorerReward",
     "StepOutput",
     "TrainConfig",
     "TrainResult",
@@ -56,6 +64,7 @@ __all__ = [
     "lm_loss",
     "load_checkpoint",
     "probe_probability",
+    "probe_reward",
     "probe_scores",
     "read_metrics",
     "register_objective",
@@ -68,4 +77,5 @@ __all__ = [
     "train_dpo",
     "train_probe_filtered_sft",
     "train_probe_sft",
+    "train_rloo",
 ]

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 
 from probe_lens.activations import pool
+from probe_lens.probes import TokenProbe
 
 _IGNORE = -100
 
@@ -183,7 +184,9 @@ def probe_probability(
     """P(toxic) from frozen probes on pooled *live* activations (differentiable w.r.t. ``acts``).
 
     ``probes`` is a list of ``(hook, probe)``; each probe's ``forward`` maps ``[batch, d_model]``
-    to probabilities. Several probes combine by ``aggregate`` (``mean`` or ``max``).
+    to probabilities, a token probe's (``TokenProbe``: max-pooled, attention) reads every response token of
+    ``[batch, pos, d_model]`` instead (``pooling`` does not apply to it). Several probes combine by
+    ``aggregate`` (``mean`` or ``max``).
     """
     if not probes:
         raise ValueError("no probes given")
@@ -192,6 +195,9 @@ def probe_probability(
     for hook, probe in probes:
         if hook not in acts:
             raise KeyError(f"no activation captured at {hook!r}; captured: {sorted(acts)}")
+        if isinstance(probe, TokenProbe):
+            out.append(probe.forward(acts[hook], response_mask.to(acts[hook].device).bool()).float().reshape(-1))
+            continue
         if hook not in pooled:
             pooled[hook] = pool(acts[hook], response_mask.to(acts[hook].device), pooling)
         out.append(probe.forward(pooled[hook]).float().reshape(-1))

@@ -121,24 +121,46 @@ def probe_scores(
     """Toxicity score of each response from frozen probe(s) on its pooled response activations.
 
     ``probes``: a probe, an ensemble, a list or a ``{name: probe}`` dict; each reads at its
-    ``metadata.hook``. Several probes combine by ``aggregate`` (``mean``/``max``). Returns float64 [n].
+    ``metadata.hook``; a token probe (``TokenProbe``: max-pooled, attention) reads every response token
+    (``collect_tokens``), the others the pooled response. Several probes combine by ``aggregate``
+    (``mean``/``max``). Returns float64 [n].
     """
-    from probe_lens.activations import collect
+    from probe_lens.activations import collect, collect_tokens
+    from probe_lens.probes import TokenProbe
     from probe_lens.training.probes_util import flatten_probes
 
     flat = flatten_probes(model, probes)
     pooling = pooling or flat[0].pooling or "mean"
-    acts = collect(
-        model,
-        generation.tokens,
-        generation.attention_mask,
-        generation.response_mask,
-        sorted({p.hook for p in flat}),
-        pooling=pooling,
-        batch_size=batch_size,
-        progress=progress,
+    g = generation
+    pooled_hooks = sorted({p.hook for p in flat if not isinstance(p.probe, TokenProbe)})
+    token_hooks = sorted({p.hook for p in flat if isinstance(p.probe, TokenProbe)})
+    acts = (
+        collect(
+            model,
+            g.tokens,
+            g.attention_mask,
+            g.response_mask,
+            pooled_hooks,
+            pooling=pooling,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        if pooled_hooks
+        else {}
     )
-    per = np.stack([np.asarray(p.probe.predict_proba(acts[p.hook].numpy()))[:, 1] for p in flat])
+    tokens = (
+        collect_tokens(
+            model, g.tokens, g.attention_mask, g.response_mask, token_hooks, batch_size=batch_size, progress=progress
+        )[0]
+        if token_hooks
+        else {}
+    )
+
+    def p_positive(f) -> np.ndarray:
+        x = (tokens if isinstance(f.probe, TokenProbe) else acts)[f.hook].numpy()
+        return np.asarray(f.probe.predict_proba(x))[:, 1]
+
+    per = np.stack([p_positive(f) for f in flat])
     return per.mean(axis=0) if aggregate == "mean" else per.max(axis=0)
 
 

@@ -6,7 +6,7 @@ how the study trains a cell of it. Adding an objective to studies: its training 
 ``register_study_objective(name, StudyObjective(...))`` call (here or in your own code).
 """
 
-from probe_lens.experiments.adapters import dpo, filtered_sft, probe_filtered_sft, probe_sft
+from probe_lens.experiments.adapters import dpo, filtered_sft, probe_filtered_sft, probe_sft, rloo
 from probe_lens.experiments.adapters.base import (
     SIGNALS,
     STUDY_OBJECTIVES,
@@ -25,6 +25,7 @@ register_study_objective("probe_sft", probe_sft.ADAPTER)
 register_study_objective("filtered_sft", filtered_sft.ADAPTER)
 register_study_objective("dpo", dpo.ADAPTER)
 register_study_objective("probe_filtered_sft", probe_filtered_sft.ADAPTER)
+register_study_objective("rloo", rloo.ADAPTER)
 
 __all__ = [
     "SIGNALS",

@@ -8,6 +8,9 @@
 - ``dpo``: sigmoid DPO on preference pairs (``train_dpo``).
 - ``probe_filtered_sft``: LM loss on the samples the frozen probe calls clean (scored here;
   ``train_probe_filtered_sft``).
+- ``rloo``: REINFORCE with a leave-one-out baseline over k on-policy samples per prompt, rewarded by minus
+  a frozen probe's score (no gradient through it) or an output classifier's, KL penalty to the reference
+  (``train_rloo``).
 
 A new objective is a new file with an :class:`Objective` subclass (and its config) plus one
 ``register_objective`` line below (or in your own code). Objectives know nothing of studies: a study
@@ -25,11 +28,23 @@ from probe_lens.training.objectives.probe_filtered_sft import (
 )
 from probe_lens.training.objectives.probe_sft import ProbeSFTObjective, SFTObjective, train_probe_sft
 from probe_lens.training.objectives.registry import OBJECTIVES, RegisteredObjective, get_objective, register_objective
+from probe_lens.training.objectives.rloo import (
+    ProbeReward,
+    Reward,
+    RLOOConfig,
+    RLOOObjective,
+    Rollout,
+    ScorerReward,
+    group_advantages,
+    probe_reward,
+    train_rloo,
+)
 
 register_objective("probe_sft", ProbeSFTObjective, ProbeSFTConfig)
 register_objective("filtered_sft", FilteredSFTObjective, ClassifierSFTConfig)
 register_objective("dpo", DPOObjective, DPOConfig)
 register_objective("probe_filtered_sft", ProbeFilteredSFTObjective, ProbeFilteredSFTConfig)
+register_objective("rloo", RLOOObjective, RLOOConfig)
 
 __all__ = [
     "DPOObjective",
@@ -39,14 +54,23 @@ __all__ = [
     "Objective",
     "ProbeFilteredSFTConfig",
     "ProbeFilteredSFTObjective",
+    "ProbeReward",
     "ProbeSFTObjective",
+    "RLOOConfig",
+    "RLOOObjective",
+    "Reward",
+    "Rollout",
+    "ScorerReward",
     "RegisteredObjective",
     "SFTObjective",
     "StepOutput",
     "get_objective",
+    "group_advantages",
+    "probe_reward",
     "register_objective",
     "train_classifier_sft",
     "train_dpo",
     "train_probe_filtered_sft",
     "train_probe_sft",
+    "train_rloo",
 ]

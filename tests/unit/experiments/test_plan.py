@@ -80,6 +80,23 @@ def test_plan_counts_follow_the_config():
     assert "peak" in format_plan(plan)
 
 
+def test_plan_counts_rloo_samples_reference_and_rows():
+    """An RLOO cell samples batch x k continuations at every step and trains on all of them, with a live reference."""
+    base = ["cells=[base, classifier_sft]", "seeds=[0]"]
+    rloo = ["cells=[base, classifier_sft, classifier_rloo]", "seeds=[0]", "objectives.rloo.max_steps=3"]
+    without, plan = (
+        estimate_plan(make_config("demo", overrides=base)),
+        estimate_plan(make_config("demo", overrides=rloo)),
+    )
+    tc = make_config("demo", overrides=rloo).objectives["rloo"]
+    assert "rloo_samples" not in without.continuations
+    assert plan.continuations["rloo_samples"] == 3 * tc.batch_size * tc.samples_per_prompt
+    assert plan.flops["generate_rloo_samples"] > 0 and plan.memory["reference_model"] > 0
+    assert without.memory["reference_model"] == 0
+    no_kl = estimate_plan(make_config("demo", overrides=[*rloo, "objectives.rloo.beta=0"]))
+    assert no_kl.memory["reference_model"] == 0 and no_kl.flops["training"] < plan.flops["training"]
+
+
 # ------------------------------------------------------------------------- memory vs measured
 class _MallocInUse(ctypes.Structure):
     _fields_ = [

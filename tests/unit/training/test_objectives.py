@@ -43,6 +43,8 @@ from probe_lens.training.objectives import (
     FilteredSFTObjective,
     ProbeFilteredSFTObjective,
     ProbeSFTObjective,
+    RLOOObjective,
+    probe_reward,
 )
 
 PROMPTS = [f"Prompt number {i}:" for i in range(8)]
@@ -160,6 +162,17 @@ def _dpo_expected(model, x: Inputs, obj, idx) -> float:
     return float(-F.logsigmoid(0.2 * ((pc - rc) - (pr - rr))).mean())
 
 
+def _rloo_expected(model, x: Inputs, obj, idx) -> float:
+    """-1/N sum_i A_i log p(y_i) on the step's own samples, with r_i = -P(toxic) - beta * (log p - log p_ref)(y_i)
+    and A_i = r_i minus the mean of the other sample of its prompt (k = 2)."""
+    g = obj.last_rollout.samples
+    rows = list(range(len(g)))
+    seq, ref = seq_logps(model, g, rows), seq_logps(x.reference, g, rows)
+    r = -probe_p(model, x.probe, g, rows) - 0.3 * (seq - ref)
+    other = r.view(-1, 2).flip(1).reshape(-1)
+    return float(-((r - other) * seq).mean())
+
+
 CASES: dict[str, Case] = {
     "probe_sft": Case(
         lambda m, x, cfg: ProbeSFTObjective(m, x.data, x.probe, cfg, reference_model=x.reference),
@@ -178,6 +191,11 @@ CASES: dict[str, Case] = {
         lambda m, x, cfg: ProbeFilteredSFTObjective(m, x.data, x.probe, cfg),
         dict(threshold=0.5),
         _filtered_expected(lambda m, x: np.flatnonzero(probe_p(m, x.probe, x.data, list(range(len(x.data)))) < 0.5)),
+    ),
+    "rloo": Case(
+        lambda m, x, cfg: RLOOObjective(m, PROMPTS, probe_reward(m, x.probe, cfg), cfg, reference_model=x.reference),
+        dict(samples_per_prompt=2, max_new_tokens=4, beta=0.3, trainable="all"),
+        _rloo_expected,
     ),
 }
 
