@@ -206,7 +206,7 @@ def run_submitit(study, plugins: list[str]):
     if ex.cluster != "slurm":
         raise ClusterUnavailableError("--executor submitit found no Slurm here (no sbatch); use --executor local")
     params = slurm_parameters(setup)
-    ex.update_parameters(**{f"slurm_{k}": v for k, v in params.items()})
+    ex.update_parameters(job_name=f"probe-lens-{Path(out).resolve().name}", **{f"slurm_{k}": v for k, v in params.items()})
     plug = [str(Path(p).resolve()) if p.endswith(".py") else p for p in plugins]
     after: list[Any] = []
     if not book.is_done(Task("prepare"), study.config):

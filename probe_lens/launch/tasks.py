@@ -95,7 +95,7 @@ class TaskBook:
         record = {**(self.read(task) or {}), "task": task.id, "state": state, **fields}
         write_json(self.record_path(task), record)
 
-    def start(self, task: Task) -> None:
+    def start(self, task: Task, **fields: Any) -> None:
         prev = self.read(task) or {}
         self.write(
             task,
@@ -108,6 +108,7 @@ class TaskBook:
             attempts=int(prev.get("attempts", 0)) + 1,
             log=str(self.log_path(task)),
             slurm_job=os.environ.get("SLURM_JOB_ID"),
+            **fields,
         )
 
     def is_done(self, task: Task, config: StudyConfig) -> bool:

@@ -115,11 +115,10 @@ def run_task(out: str | Path, task_id: str, *, plugins: list[str] | None = None,
     task = Task.parse(task_id, config)
     rank0 = int(os.environ.get("RANK", "0")) == 0
     if rank0:
-        book.start(task)
+        book.start(task, threads=torch.get_num_threads())
     with _task_log(book.log_path(task)):
         try:
             study = study if study is not None else open_study(out, export_png=export_png)
-            log.warning("task %s: pid %d, %d torch threads", task.id, os.getpid(), torch.get_num_threads())
             result = _step(study, book, task)
         except BaseException as e:
             if rank0:
