@@ -62,13 +62,16 @@ class _WandbRun:
         )
 
     def log(self, row: dict[str, float], step: int | None) -> None:
-        self._run.log(row, step=step)
+        self._run.log(row, step=step, commit=True)
 
     def summary(self, values: dict[str, float]) -> None:
         self._run.summary.update(values)
 
     def finish(self) -> None:
+        import wandb
+
         self._run.finish()
+        wandb.teardown()  # stops W&B's service, which writes the run file's last records only then
 
 
 class _TrackioRun:
@@ -133,11 +136,14 @@ def log_cell(config: StudyConfig, root: Path, cell: str, seed: int) -> None:
         if metrics.exists():
             from probe_lens.training import read_metrics
 
+            by_step: dict[int | None, dict[str, float]] = {}  # a step's training and telemetry rows, as one
             for row in read_metrics(metrics).to_dict("records"):
                 step = row.get("step")
-                values = _numbers({k: v for k, v in row.items() if k != "step"})
+                key = int(step) if isinstance(step, (int, float)) and math.isfinite(step) else None
+                by_step.setdefault(key, {}).update(_numbers({k: v for k, v in row.items() if k != "step"}))
+            for step, values in by_step.items():
                 if values:
-                    run.log(values, int(step) if isinstance(step, (int, float)) and math.isfinite(step) else None)
+                    run.log(values, step)
         run.summary(_numbers(json.loads((cdir / "eval.json").read_text())))
     finally:
         run.finish()

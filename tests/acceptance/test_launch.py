@@ -245,8 +245,8 @@ def test_submitit_missing_is_a_clear_error(runs, tmp_path, monkeypatch, capsys):
 # ------------------------------------------------------------------ tracking
 
 
-def _wandb_history(run_file: Path) -> list[dict]:
-    """The history rows of a ``.wandb`` file: LevelDB-log records (32 KiB blocks, 7-byte headers) of W&B's
+def _wandb_records(run_file: Path) -> tuple[list[dict], dict]:
+    """The history rows and the summary of a ``.wandb`` file: LevelDB-log records (32 KiB blocks, 7-byte headers) of W&B's
     protobuf ``Record``s."""
     from wandb.proto import wandb_internal_pb2 as pb
 
@@ -266,13 +266,16 @@ def _wandb_history(run_file: Path) -> list[dict]:
             buf = (buf if kind == 3 else b"") + chunk
         elif kind == 4:
             payloads.append(buf + chunk)
-    rows = []
+    rows, summary = [], {}
     for raw in payloads:
         rec = pb.Record()
         rec.ParseFromString(raw)
-        if rec.WhichOneof("record_type") == "history":
+        kind = rec.WhichOneof("record_type")
+        if kind == "history":
             rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item})
-    return rows
+        elif kind == "summary":
+            summary.update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.summary.update})
+    return rows, summary
 
 
 def test_wandb_offline_run_holds_the_telemetry_rows(runs, tmp_path, monkeypatch):
@@ -291,7 +294,8 @@ def test_wandb_offline_run_holds_the_telemetry_rows(runs, tmp_path, monkeypatch)
     cfg.launch = dataclasses.replace(cfg.launch, log="wandb")
     tracking.log_cell(cfg, run, "probe_sft_1", 0)
     (run_file,) = (run / "launch/tracker/wandb").glob("offline-run-*/run-*.wandb")
-    history = {int(r["_step"]): r for r in _wandb_history(run_file)}
+    rows, summary = _wandb_records(run_file)
+    history = {int(r["_step"]): r for r in rows}
     telemetry = [r for r in _metrics(serial, "probe_sft_1") if any(k.startswith("probe/") for k in r)]
     assert len(telemetry) == 4 and sorted(history) == [0, 1, 2, 3]
     for row in telemetry:
@@ -299,8 +303,8 @@ def test_wandb_offline_run_holds_the_telemetry_rows(runs, tmp_path, monkeypatch)
         for k, v in row.items():
             if k != "step" and isinstance(v, float):
                 assert got[k] == pytest.approx(v, rel=1e-12), k
-    summary = json.loads((run / "cells/probe_sft_1/seed0/eval.json").read_text())
-    assert "eval/toxicity_rate" in summary
+    final = json.loads((run / "cells/probe_sft_1/seed0/eval.json").read_text())
+    assert summary["eval/toxicity_rate"] == pytest.approx(final["eval/toxicity_rate"], rel=1e-12)
 
 
 def test_a_missing_tracker_is_a_clear_error(runs, tmp_path, monkeypatch, capsys):
