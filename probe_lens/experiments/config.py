@@ -318,7 +318,9 @@ class LaunchSetup:
         if self.threads_per_worker is not None and (
             not isinstance(self.threads_per_worker, int) or self.threads_per_worker < 1
         ):
-            raise ValueError(f"launch.threads_per_worker must be a positive integer or null, got {self.threads_per_worker!r}")
+            raise ValueError(
+                f"launch.threads_per_worker must be a positive integer or null, got {self.threads_per_worker!r}"
+            )
         for line in self.sbatch_lines:
             if not isinstance(line, str) or not line.startswith("--"):
                 raise ValueError(f"launch.sbatch_lines holds sbatch options such as '--account=NAME', got {line!r}")

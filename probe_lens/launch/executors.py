@@ -37,8 +37,9 @@ def run_inprocess(study, plugins: list[str]):
     """Today's run: every step in this process (:meth:`Study.run`), then each cell to the tracker."""
     summary = study.run()
     if study.dist.is_main and study.config.launch.log != "none":
-        for task in cell_tasks(study.config):
-            tracking.log_cell(study.config, study.out, task.cell, task.seed)
+        for spec in study.config.cell_specs:
+            for seed in study.config.seeds:
+                tracking.log_cell(study.config, study.out, spec.name, seed)
         tracking.log_headline(study.config, study.out)
     return summary
 
@@ -73,7 +74,8 @@ def _run_processes(tasks: list[Task], argv: list[str], workers: int, book: TaskB
 
     from tqdm.auto import tqdm
 
-    queue, running, failed = list(tasks), {}, []
+    queue, failed = list(tasks), []
+    running: dict[Task, subprocess.Popen] = {}
     with tqdm(total=len(tasks), desc="study tasks", disable=len(tasks) < 2) as bar:
         while queue or running:
             while queue and len(running) < workers:
@@ -109,7 +111,9 @@ def _failed_message(book: TaskBook, failed: list[Task]) -> str:
         rec = book.read(t) or {}
         logs = f"{book.log_path(t)}, {book.log_path(t).with_suffix('.out')}"
         lines.append(f"  {t.id}: {rec.get('error', 'unknown error')} (logs: {logs})")
-    lines.append(f"Rerun one alone with `probe-lens task --out {book.root} ID`, then `probe-lens task --out {book.root} finalise`")
+    lines.append(
+        f"Rerun one alone with `probe-lens task --out {book.root} ID`, then `probe-lens task --out {book.root} finalise`"
+    )
     return "\n".join(lines)
 
 
@@ -206,7 +210,9 @@ def run_submitit(study, plugins: list[str]):
     if ex.cluster != "slurm":
         raise ClusterUnavailableError("--executor submitit found no Slurm here (no sbatch); use --executor local")
     params = slurm_parameters(setup)
-    ex.update_parameters(job_name=f"probe-lens-{Path(out).resolve().name}", **{f"slurm_{k}": v for k, v in params.items()})
+    ex.update_parameters(
+        job_name=f"probe-lens-{Path(out).resolve().name}", **{f"slurm_{k}": v for k, v in params.items()}
+    )
     plug = [str(Path(p).resolve()) if p.endswith(".py") else p for p in plugins]
     after: list[Any] = []
     if not book.is_done(Task("prepare"), study.config):
@@ -216,19 +222,24 @@ def run_submitit(study, plugins: list[str]):
         ex.update_parameters(slurm_gpus_per_node=setup.gpus_per_task, slurm_setup=params["setup"])
     todo = [t for t in cell_tasks(study.config) if not book.is_done(t, study.config)]
     if after:
-        ex.update_parameters(slurm_additional_parameters={**params["additional_parameters"],
-                                                          "dependency": f"afterok:{after[0].job_id}"})
+        ex.update_parameters(
+            slurm_additional_parameters={**params["additional_parameters"], "dependency": f"afterok:{after[0].job_id}"}
+        )
     with ex.batch():
         jobs = [ex.submit(SlurmTask(str(out), t.id, plug)) for t in todo]
     ex.update_parameters(
         slurm_gpus_per_node=min(1, setup.gpus_per_task),
         slurm_setup=list(setup.setup_lines),
-        slurm_additional_parameters={**params["additional_parameters"],
-                                     "dependency": "afterok:" + ":".join(j.job_id for j in jobs or after)},
+        slurm_additional_parameters={
+            **params["additional_parameters"],
+            "dependency": "afterok:" + ":".join(j.job_id for j in jobs or after),
+        },
     )
     final = ex.submit(SlurmTask(str(out), "finalise", plug))
-    print(f"submitted: prepare {[j.job_id for j in after]}, {len(jobs)} cell task(s), finalise {final.job_id}; "
-          f"follow them with `probe-lens status --out {out}`")
+    print(
+        f"submitted: prepare {[j.job_id for j in after]}, {len(jobs)} cell task(s), finalise {final.job_id}; "
+        f"follow them with `probe-lens status --out {out}`"
+    )
     return None
 
 

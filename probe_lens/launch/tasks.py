@@ -129,11 +129,16 @@ class TaskBook:
             rec["state"] = "done"
         elif rec.get("state") == "done":  # a record older than the files (e.g. a cell deleted by hand)
             rec["state"] = "pending"
-        elif rec.get("state") == "running" and rec.get("host") == socket.gethostname() and not rec.get("slurm_job"):
-            if not _alive(int(rec.get("pid", -1))):
-                rec["state"], rec["error"] = "failed", "its process ended without a word (killed?)"
+        elif self._dead(rec):
+            rec["state"], rec["error"] = "failed", "its process ended without a word (killed?)"
         rec.setdefault("log", str(self.log_path(task)))
         return rec
+
+    @staticmethod
+    def _dead(rec: dict[str, Any]) -> bool:
+        """A ``running`` record of a process on this host (not a Slurm job) that is gone."""
+        local = rec.get("host") == socket.gethostname() and not rec.get("slurm_job")
+        return rec.get("state") == "running" and local and not _alive(int(rec.get("pid", -1)))
 
     def missing_cells(self, config: StudyConfig) -> list[Task]:
         return [t for t in cell_tasks(config) if not self.is_done(t, config)]

@@ -55,7 +55,7 @@ class _WandbRun:
                 "launch.log=wandb needs Weights & Biases: pip install 'probe-lens[wandb]' (or choose --log none)"
             ) from e
         # offline unless told otherwise: a cluster node often has no network; `wandb sync` uploads later
-        mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        mode: Any = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
         folder.mkdir(parents=True, exist_ok=True)
         self._run = wandb.init(
             project=project, group=group, name=name, config=config, dir=str(folder), mode=mode, reinit="create_new"
@@ -157,7 +157,11 @@ def log_headline(config: StudyConfig, root: Path) -> None:
 
     table = pd.read_csv(Path(root) / "contrasts.csv")
     run = TRACKERS.get(config.launch.log)(
-        "headline", study_group(root), {"study": config.to_dict()}, Path(root) / "launch" / "tracker", config.launch.project
+        "headline",
+        study_group(root),
+        {"study": config.to_dict()},
+        Path(root) / "launch" / "tracker",
+        config.launch.project,
     )
     try:
         values: dict[str, float] = {}

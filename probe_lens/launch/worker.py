@@ -100,8 +100,15 @@ def _task_log(path: Path) -> Iterator[None]:
         handler.close()
 
 
-def run_task(out: str | Path, task_id: str, *, plugins: list[str] | None = None, threads: int | None = None,
-             export_png: bool = False, study=None):
+def run_task(
+    out: str | Path,
+    task_id: str,
+    *,
+    plugins: list[str] | None = None,
+    threads: int | None = None,
+    export_png: bool = False,
+    study=None,
+):
     """Run task ``task_id`` of the study in ``out``, recording its state; returns what the step returns
     (``finalise``: the summary table). ``study``: an open :class:`Study` to use instead of opening one."""
     import torch

@@ -83,7 +83,9 @@ def runs(tmp_path_factory):
     study.write_text(yaml.safe_dump(d, sort_keys=False))
     serial, local = root / "serial", root / "local"
     with _one_thread():
-        rc, out = _cli("reproduce", "--config", str(study), "--out", str(serial), "--no-progress", "--plugin", str(plugin))
+        rc, out = _cli(
+            "reproduce", "--config", str(study), "--out", str(serial), "--no-progress", "--plugin", str(plugin)
+        )
     assert rc == 0, out
     cmd = [sys.executable, "-m", "probe_lens.cli", "reproduce", "--config", str(study), "--out", str(local)]
     cmd += ["--no-progress", "--plugin", str(plugin), "--executor", "local", "--workers", "2"]
@@ -100,7 +102,9 @@ def _records(run: Path) -> dict[str, dict]:
 
 def test_local_executor_equals_the_serial_run_in_separate_processes(runs):
     _, _, serial, local, coordinator = runs
-    pd.testing.assert_frame_equal(pd.read_csv(local / "results.csv"), pd.read_csv(serial / "results.csv"), check_exact=True)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(local / "results.csv"), pd.read_csv(serial / "results.csv"), check_exact=True
+    )
     recs = _records(local)
     assert set(recs) == {"prepare", "cell/base/seed0", CELL, "finalise"}
     assert all(r["state"] == "done" for r in recs.values())
@@ -198,7 +202,12 @@ def test_submitit_scripts_hold_partition_gpus_time_and_torchrun(runs, tmp_path, 
     monkeypatch.setenv("FAKE_SLURM_DIR", str(scripts))
     cfg = StudyConfig.load(serial / "study.json")
     cfg.launch = dataclasses.replace(
-        cfg.launch, executor="submitit", partition="gpu-long", gpus_per_task=2, time_min=90, sbatch_lines=["--account=lab"]
+        cfg.launch,
+        executor="submitit",
+        partition="gpu-long",
+        gpus_per_task=2,
+        time_min=90,
+        sbatch_lines=["--account=lab"],
     )
     assert launch(Study(cfg, tmp_path / "run", progress=False), [str(plugin)]) is None
     prepare, cells, finalise = (scripts / f"script_{i}.sh" for i in range(3))
