@@ -116,10 +116,14 @@ class TaskBook:
         if task.kind == "cell":
             assert task.cell is not None and task.seed is not None
             return self.folder.is_done(task.cell, task.seed)
-        rec = self.read(task) or {}
+        rec = self.read(task)
+        # a study run in one process keeps no records: its files say what was done
+        by_record = rec is None or rec.get("state") == "done"
         if task.kind == "finalise":
-            return rec.get("state") == "done" and (self.root / "results.csv").exists()
-        return rec.get("state") == "done" and all(self.folder.probes(s).exists() for s in config.seeds)
+            return by_record and (self.root / "results.csv").exists()
+        if rec is None:
+            return not self.missing_cells(config)
+        return by_record and all(self.folder.probes(s).exists() for s in config.seeds)
 
     def state(self, task: Task, config: StudyConfig) -> dict[str, Any]:
         """The task's record with its state as of now: done by files; a ``running`` record whose process
