@@ -356,3 +356,17 @@ def test_task_names_and_launch_settings_are_checked(runs, capsys):
         LaunchSetup(sbatch_lines=["#SBATCH --account=x"])
     assert main(["task", "--out", str(serial), "cell/nope/seed0"]) == 2
     assert "no task 'cell/nope/seed0'" in capsys.readouterr().err
+
+
+def test_sbatch_preview_of_one_task(tmp_path):
+    pytest.importorskip("submitit", reason="pip install 'probe-lens[cluster]'")
+    from probe_lens.experiments.config import LaunchSetup
+    from probe_lens.launch import sbatch_script
+
+    one = sbatch_script(LaunchSetup(partition="short", gpus_per_task=1, time_min=30), tmp_path)
+    two = sbatch_script(LaunchSetup(partition="short", gpus_per_task=2, time_min=30, mem_gb=80), tmp_path)
+    for line in ("--partition=short", "--time=30", "--signal=USR2@120"):
+        assert f"#SBATCH {line}\n" in one and f"#SBATCH {line}\n" in two
+    assert "#SBATCH --gpus-per-node=1\n" in one and "torchrun" not in one
+    assert "#SBATCH --gpus-per-node=2\n" in two and "#SBATCH --mem=80GB\n" in two
+    assert "export PROBE_LENS_TORCHRUN='torchrun --standalone --nproc_per_node=2'" in two
