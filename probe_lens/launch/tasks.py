@@ -144,6 +144,14 @@ class TaskBook:
         local = rec.get("host") == socket.gethostname() and not rec.get("slurm_job")
         return rec.get("state") == "running" and local and not _alive(int(rec.get("pid", -1)))
 
+    def running_elsewhere(self, task: Task) -> dict[str, Any] | None:
+        """The record of another live process on this host running ``task`` (else None)."""
+        rec = self.read(task)
+        if rec is None or rec.get("state") != "running" or rec.get("host") != socket.gethostname():
+            return None
+        pid = int(rec.get("pid", -1))
+        return rec if pid != os.getpid() and not rec.get("slurm_job") and _alive(pid) else None
+
     def missing_cells(self, config: StudyConfig) -> list[Task]:
         return [t for t in cell_tasks(config) if not self.is_done(t, config)]
 

@@ -121,6 +121,12 @@ def run_task(
     config = study.config if study is not None else StudyConfig.load(out / "study.json")
     task = Task.parse(task_id, config)
     rank0 = int(os.environ.get("RANK", "0")) == 0
+    busy = book.running_elsewhere(task)
+    if busy is not None:
+        raise ValueError(
+            f"task {task.id} is running already (pid {busy['pid']} on {busy['host']}); two runs of one task would "
+            f"write the same files. Wait for it (probe-lens status --out {out}) or stop that process first"
+        )
     if rank0:
         book.start(task, threads=torch.get_num_threads())
     with _task_log(book.log_path(task)):

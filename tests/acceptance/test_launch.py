@@ -370,3 +370,24 @@ def test_sbatch_preview_of_one_task(tmp_path):
     assert "#SBATCH --gpus-per-node=1\n" in one and "torchrun" not in one
     assert "#SBATCH --gpus-per-node=2\n" in two and "#SBATCH --mem=80GB\n" in two
     assert "export PROBE_LENS_TORCHRUN='torchrun --standalone --nproc_per_node=2'" in two
+
+
+def test_a_task_running_elsewhere_is_not_run_twice(runs, tmp_path, capsys):
+    import socket
+
+    from probe_lens.launch import Task, TaskBook
+
+    *_, local, _ = runs
+    run = tmp_path / "run"
+    shutil.copytree(local, run)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        TaskBook(run).write(
+            Task("cell", "base", 0), "running", pid=other.pid, host=socket.gethostname(), slurm_job=None
+        )
+        assert main(["task", "--out", str(run), "cell/base/seed0"]) == 2
+        assert f"running already (pid {other.pid}" in capsys.readouterr().err
+    finally:
+        other.kill()
+        other.wait()
+    assert main(["task", "--out", str(run), "cell/base/seed0"]) == 0  # its process gone: rerun (read back)
