@@ -335,9 +335,71 @@ def cmd_reproduce(args) -> int:
     if getattr(args, "dry_run", False):
         return _dry_run(args)
     t0 = time.perf_counter()
-    study = _study(args)
-    summary = study.run()
+    cfg = _with_launch_flags(_config(args), args)
+    if cfg.launch.executor == "inprocess" and cfg.launch.log == "none":
+        study = _study(args, cfg=cfg)
+        summary = study.run()
+    else:
+        from probe_lens.launch import launch
+
+        study = _study(args, cfg=cfg)
+        summary = launch(study, args.plugins)
+        if summary is None:  # submitted to Slurm: nothing finished here
+            return 0
     _print_summary(study, summary, t0)
+    return 0
+
+
+def _with_launch_flags(cfg, args):
+    """``--executor`` / ``--workers`` / ``--log`` over the study's ``launch`` section."""
+    import dataclasses
+
+    changes = {k: v for k in ("executor", "workers", "log") if (v := getattr(args, k, None)) is not None}
+    if changes:
+        try:
+            cfg.launch = dataclasses.replace(cfg.launch, **changes)
+        except ValueError as e:
+            raise UsageError(str(e)) from e
+    return cfg
+
+
+def cmd_status(args) -> int:
+    """Each task of the study in --out: its state, attempts, process and log; how to rerun a failed one."""
+    from probe_lens.experiments.config import StudyConfig
+    from probe_lens.launch import TaskBook, study_tasks
+
+    out = Path(args.out)
+    if not (out / "study.json").is_file():
+        raise UsageError(f"{out} holds no study (no study.json); point --out at a run folder")
+    cfg = StudyConfig.load(out / "study.json")
+    book = TaskBook(out)
+    rows = [book.state(t, cfg) for t in study_tasks(cfg)]
+    width = max(len(r["task"]) for r in rows)
+    counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "running", "failed", "pending")}
+    print(f"{out}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    for r in rows:
+        where = f"pid {r['pid']} on {r.get('host')}" if r.get("pid") else ""
+        if r.get("slurm_job"):
+            where += f" (Slurm job {r['slurm_job']})"
+        line = f"  {r['task']:<{width}}  {r['state']:<8} {where}"
+        if r["state"] == "failed":
+            line += f"\n      error: {r.get('error')}\n      log: {r['log']}\n      rerun: probe-lens task --out {out} {r['task']}"
+        print(line)
+    return 0
+
+
+def cmd_task(args) -> int:
+    """Run one task of the study in --out in this process (a failed or missing one, alone)."""
+    from probe_lens.launch import run_task
+
+    out = Path(args.out)
+    if not (out / "study.json").is_file():
+        raise UsageError(f"{out} holds no study (no study.json); point --out at a run folder")
+    _import_plugins(args.plugins)
+    result = run_task(out, args.task, plugins=[], export_png=False)
+    print(f"task {args.task}: done")
+    if args.task == "finalise" and result is not None:
+        print(f"headline: {out / 'headline.md'}  report: {out / 'report.html'}")
     return 0
 
 
@@ -553,10 +615,32 @@ def build_parser() -> argparse.ArgumentParser:
                 choices=["float32", "bfloat16", "float16"],
                 help="weight dtype of the --dry-run estimate (default float32)",
             )
+        if name == "reproduce":
+            p.add_argument(
+                "--executor",
+                choices=("inprocess", "local", "submitit"),
+                default=None,
+                help="where the (cell, seed) tasks run: this process (default), --workers local processes, or a "
+                "Slurm job array (the study's launch section holds the Slurm settings)",
+            )
+            p.add_argument("--workers", type=int, default=None, help="worker processes of --executor local (default 2)")
+            p.add_argument(
+                "--log", choices=("none", "wandb", "trackio"), default=None, help="experiment tracker (default none)"
+            )
         if name == "train":
             p.add_argument("--cell", action="append", default=[], help="cell(s) to run (default: all in the study)")
             p.add_argument("--seed", type=int, action="append", default=[], help="seed(s) to run (default: all)")
         p.set_defaults(func=fn)
+    p = sub.add_parser("status", help="each task of a study: pending, running, done or failed (with its log)")
+    p.add_argument("--out", required=True, help="the run folder")
+    p.add_argument("--debug", action="store_true")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("task", help="run one task of a study alone: prepare, cell/<cell>/seed<s> or finalise")
+    p.add_argument("task", help="the task, as `probe-lens status` names it")
+    p.add_argument("--out", required=True, help="the run folder")
+    p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE")
+    p.add_argument("--debug", action="store_true")
+    p.set_defaults(func=cmd_task)
     return parser
 
 

@@ -311,6 +311,62 @@ def _primary_contrasts(given: Any) -> list[dict[str, str]]:
     return out
 
 
+_EXECUTORS = ("inprocess", "local", "submitit")
+_TRACKERS = ("none", "wandb", "trackio")
+
+
+@dataclasses.dataclass
+class LaunchSetup:
+    """How the study's tasks run and where their numbers are tracked (``probe_lens.launch``). Not part of
+    the study's identity: a study resumed under another executor is the same study."""
+
+    executor: str = "inprocess"
+    """``inprocess`` (one process, the default), ``local`` (``workers`` processes on this machine) or
+    ``submitit`` (a Slurm job array; ``pip install probe-lens[cluster]``)."""
+    workers: int = 2
+    """Worker processes of the ``local`` executor."""
+    threads_per_worker: int | None = None
+    """torch threads of each local worker (None: the machine's cores over ``workers``, at least 1)."""
+    log: str = "none"
+    """Experiment tracker: ``none``, ``wandb`` (offline unless ``WANDB_API_KEY`` or ``WANDB_MODE`` says
+    otherwise; ``pip install probe-lens[wandb]``) or ``trackio``. One run per (cell, seed), grouped by study."""
+    project: str = "probe-lens"
+    """The tracker's project."""
+    partition: str | None = None
+    """Slurm partition (None: the cluster's default)."""
+    gpus_per_task: int = 1
+    """GPUs of each (cell, seed) task; more than 1 runs the task under torchrun (data-parallel)."""
+    cpus_per_task: int = 8
+    mem_gb: int = 64
+    time_min: int = 240
+    """Time limit of one task in minutes; a task timed out or preempted is requeued and resumes."""
+    array_parallelism: int = 64
+    """At most this many tasks of the job array run at once."""
+    sbatch_lines: list[str] = dataclasses.field(default_factory=list)
+    """Extra ``#SBATCH`` options, e.g. ``["--account=myproj", "--qos=high"]``."""
+    setup_lines: list[str] = dataclasses.field(default_factory=list)
+    """Shell lines run in each job before the task (e.g. ``module load cuda``, ``source .venv/bin/activate``)."""
+
+    def __post_init__(self) -> None:
+        if self.executor not in _EXECUTORS:
+            raise ValueError(f"launch.executor must be one of {_EXECUTORS}, got {self.executor!r}")
+        if self.log not in _TRACKERS:
+            raise ValueError(f"launch.log must be one of {_TRACKERS}, got {self.log!r}")
+        for name in ("workers", "gpus_per_task", "cpus_per_task", "mem_gb", "time_min", "array_parallelism"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "gpus_per_task" else 1):
+                raise ValueError(f"launch.{name} must be a positive integer, got {v!r}")
+        if self.threads_per_worker is not None and (
+            not isinstance(self.threads_per_worker, int) or self.threads_per_worker < 1
+        ):
+            raise ValueError(
+                f"launch.threads_per_worker must be a positive integer or null, got {self.threads_per_worker!r}"
+            )
+        for line in self.sbatch_lines:
+            if not isinstance(line, str) or not line.startswith("--"):
+                raise ValueError(f"launch.sbatch_lines holds sbatch options such as '--account=NAME', got {line!r}")
+
+
 @dataclasses.dataclass
 class StudyConfig:
     """Everything a study does. ``from_dict`` rejects unknown keys, naming them."""
@@ -376,6 +432,8 @@ class StudyConfig:
     trains against, on that set; on-policy when the study has no curated set) or any results column. Every
     other contrast is secondary (Holm-corrected as one family); one whose cells the study lacks is skipped
     with a note."""
+    launch: LaunchSetup = dataclasses.field(default_factory=LaunchSetup)
+    """Executor (in-process, local workers, Slurm) and experiment tracker: see :class:`LaunchSetup`."""
 
     def __post_init__(self) -> None:
         check_backend(self.backend)

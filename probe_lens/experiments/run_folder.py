@@ -165,6 +165,7 @@ def _comparable(d: dict[str, Any]) -> dict[str, Any]:
     d = copy.deepcopy(d)
     d.pop("device", None)
     d.pop("primary_contrasts", None)  # which contrasts are primary changes the headline's reading, not results
+    d.pop("launch", None)  # where and how the tasks ran, not what they compute
     if isinstance(d.get("eval"), dict):  # a study written before an eval setting was added: its default
         d["eval"] = {**{k: v for k, v in vars(EvalSetup()).items() if k != "threshold"}, **d["eval"]}
     d.setdefault("behaviour", DEFAULT_BEHAVIOUR)

@@ -24,6 +24,7 @@ LAYERS: list[set[str]] = [  # lowest first; a module may import its own layer an
     {"behaviours"},
     {"training"},
     {"experiments"},
+    {"launch"},
     {"report", "cli", "plots", "testing", "__main__"},
 ]
 
