@@ -84,6 +84,8 @@ class Study:
         model, scorer: use these instead of loading ``config.model`` / the scorer ``config.scorer`` names
             (``auto``: the behaviour's own).
         export_png: also write static PNGs of the key figures to ``assets/`` (needs kaleido + Chromium).
+        lock: hold the run folder's writer lock for the rest of the process (one writer per folder; another
+            is refused with ``FolderLockedError``); a reader of a study already there passes False.
 
     The behaviour (``config.behaviour``) gives the prompts, the scorer, the curated set, the threshold
     and every metric name and word. A pre-labelled behaviour (its scorer a
@@ -110,6 +112,7 @@ class Study:
         model=None,
         scorer=None,
         export_png: bool = True,
+        lock: bool = True,
     ) -> None:
         self.config = config
         self.behaviour = config.behaviour_spec
@@ -145,7 +148,7 @@ class Study:
         self._eval_sets: dict[str, DriftSet] | None = None
         self._base = BaseMeasurements()  # the base model's telemetry, shared by every cell of a seed
         self._open_ranks(model)
-        self._prepare_folder(resume=resume, overwrite=overwrite)
+        self._prepare_folder(resume=resume, overwrite=overwrite, lock=lock)
         if self.dist.enabled and not self.folder.study_json.exists():
             raise RuntimeError(
                 f"rank {self.dist.rank} cannot see {self.folder.study_json}, which rank 0 wrote: under torchrun "
@@ -184,8 +187,8 @@ class Study:
 
     # ------------------------------------------------------------------ folder, model, scorer
     @rank0_only
-    def _prepare_folder(self, *, resume: bool, overwrite: bool) -> None:
-        self.folder.prepare(self.config, self.behaviour.describe(), resume=resume, overwrite=overwrite)
+    def _prepare_folder(self, *, resume: bool, overwrite: bool, lock: bool = True) -> None:
+        self.folder.prepare(self.config, self.behaviour.describe(), resume=resume, overwrite=overwrite, lock=lock)
 
     def _adopt_model(self, model) -> None:
         self._model = model
