@@ -347,6 +347,20 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=_json_default)))
 
 
+def read_json(path: Path) -> Any:
+    """A run-folder JSON file the study cannot rebuild by itself; a corrupt one raises a
+    :class:`StudyFolderError` naming it."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        hint = (
+            " Delete it and rerun the same command with --resume: that cell is run again"
+            if path.name == "eval.json"
+            else ""
+        )
+        raise StudyFolderError(f"{path} is corrupt or truncated ({type(e).__name__}: {e}).{hint}") from e
+
+
 def read_derived_json(path: Path) -> Any | None:
     """A file the study derives and can rebuild (split, noise floor, scores): its JSON, or None when it
     is missing or unreadable (e.g. truncated by a full disk), named in a warning, so it is rebuilt."""

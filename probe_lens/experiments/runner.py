@@ -18,7 +18,6 @@ probes), ``study_telemetry``, ``cell_training``, ``evaluation``, ``results`` and
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import shutil
 from collections.abc import Callable
@@ -49,7 +48,7 @@ from probe_lens.experiments.prompt_plan import (
     make_seed_split,
 )
 from probe_lens.experiments.ranks import Ranks, rank0_only, rank0_then_read, rank_device, under_torchrun
-from probe_lens.experiments.run_folder import RunFolder, StudyFolderError, read_derived_json, write_json
+from probe_lens.experiments.run_folder import RunFolder, StudyFolderError, read_derived_json, read_json, write_json
 from probe_lens.experiments.study_telemetry import CURATED, BaseMeasurements, StudyTelemetry, build_telemetry
 from probe_lens.experiments.timings import Clock
 from probe_lens.experiments.yardsticks import lexical_baselines
@@ -432,9 +431,7 @@ class Study:
         if seed not in self.config.seeds:
             raise ValueError(f"unknown seed {seed}; this study's seeds: {self.config.seeds}")
         cdir = self.cell_dir(cell, seed)
-        done = self._on_main(
-            lambda: json.loads((cdir / "eval.json").read_text()) if self.is_done(cell, seed) else None, share=True
-        )
+        done = self._on_main(lambda: read_json(cdir / "eval.json") if self.is_done(cell, seed) else None, share=True)
         if done is not None:
             return done
         probes = self.fit_probes(seed)
