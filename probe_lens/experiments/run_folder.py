@@ -98,8 +98,8 @@ def lock_folder(root: str | Path) -> None:
     previous = _read_holder(fd)
     if previous:
         log.warning(
-            "%s: taking over the lock left by %s, which no longer holds it (killed or crashed); "
-            "finished steps are kept", root, _describe_holder(previous)
+            "%s: taking over the lock left by %s, which no longer holds it (it was killed or crashed, or the "
+            "folder was copied); finished steps are kept", root, _describe_holder(previous)
         )  # fmt: skip
     me = {
         "pid": os.getpid(),
