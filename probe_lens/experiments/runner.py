@@ -129,6 +129,11 @@ class Study:
         n_layers = model.cfg.n_layers if model is not None else model_depth(config.model)
         if n_layers is not None:
             config.check_layers(n_layers, model.cfg.model_name if model is not None else None)
+        elif overwrite and (Path(out_dir) / "study.json").exists():  # deleting a study for one that cannot start
+            raise ValueError(
+                f"--overwrite would replace the study in {out_dir}, but model {config.model!r} cannot be found here "
+                "(its config does not load); check the name (or load it once online) before deleting anything"
+            )
         self.export_png, self.progress = export_png, progress
         self.out, self.folder = Path(out_dir), RunFolder(out_dir)
         self.suite = ProbeSuite(

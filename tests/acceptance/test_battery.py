@@ -39,6 +39,7 @@ FAST = dict(
 def _test_scorer():
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("probe_lens.experiments.runner.get_scorer", lambda name="auto", **kw: non_ascii_scorer())
+        mp.setenv("HF_HUB_OFFLINE", "1")  # an unknown model name is unknown here, as in CI
         yield
 
 
@@ -110,6 +111,9 @@ CASES: dict[str, Case] = {
     "overwrite with a layer the model lacks": Case(
         ["reproduce", "--config", "{dir}/bad.yaml", "--out", "{run}", "--overwrite"], ["has 4 layers"],
         breaks=_write_config("bad.yaml", probes={"layer": 5, "heldout_layers": [1, 3]}, data={"hooks": [1, 2, 3, 5]})),
+    "overwrite with a model that cannot be found": Case(
+        ["reproduce", "--config", "{study}", "--out", "{run}", "--overwrite", "--model", "no-such-org/no-such-model"],
+        ["--overwrite would replace", "cannot be found"]),
     # row 13: every value checked before anything is written
     "negative temperature (overwrite)": Case(
         ["reproduce", "--config", "{study}", "--out", "{run}", "--overwrite", "--set", "data.temperature=-1"],
