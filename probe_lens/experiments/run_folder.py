@@ -237,6 +237,17 @@ class RunFolder:
         ``lock``: take the writer lock first (a reader passes False: it writes nothing when the folder
         already holds this study). ``overwrite`` of another study is two-phase (:meth:`_replace`).
         """
+        held_before = self.root.resolve() in _HELD
+        try:
+            self._prepare(config, behaviour_record, resume=resume, overwrite=overwrite, lock=lock)
+        except BaseException:
+            if not held_before:  # a refused open leaves no lock behind (a notebook process lives on)
+                unlock_folder(self.root)
+            raise
+
+    def _prepare(
+        self, config: Any, behaviour_record: dict[str, Any], *, resume: bool, overwrite: bool, lock: bool
+    ) -> None:
         self._warn_leftovers()
         spec, wanted = self.study_json, config.to_dict()
         if lock and self.root.is_dir():

@@ -164,3 +164,14 @@ def test_an_overwrite_killed_midway_leaves_the_old_study_whole_and_named(tmp_pat
         Study(tiny_study_config(n_probe_prompts=40), root, progress=False)
     unlock_folder(root)
     assert str(aside) in caplog.text and "interrupted --overwrite" in caplog.text
+
+
+def test_a_refused_open_keeps_no_lock(tmp_path):
+    """A notebook that was told "holds a different study" must not block the folder's owner afterwards."""
+    from probe_lens.experiments import StudyFolderError
+
+    root = _study_folder(tmp_path / "run")
+    with pytest.raises(StudyFolderError, match="different study"):
+        Study(tiny_study_config(n_probe_prompts=40), root, progress=False)
+    assert (root / LOCK_NAME).read_text() == ""  # given back
+    _holder(root).communicate("")  # another process can take it
