@@ -255,8 +255,9 @@ def _config(args):
     return cfg
 
 
-def _study(args, *, resume: bool | None = None, cfg=None, need_study: bool = False):
-    """Open the study in ``--out`` (default ``runs/<preset>``); ``need_study``: refuse a folder without one."""
+def _study(args, *, resume: bool | None = None, cfg=None, need_study: bool = False, reader: bool = False):
+    """Open the study in ``--out`` (default ``runs/<preset>``); ``need_study``: refuse a folder without one;
+    ``reader``: take no writer lock (unless --overwrite)."""
     from probe_lens.experiments import Study
 
     cfg = cfg if cfg is not None else _config(args)
@@ -280,6 +281,7 @@ def _study(args, *, resume: bool | None = None, cfg=None, need_study: bool = Fal
         resume=args.resume if resume is None else resume,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        lock=not reader or args.overwrite,
     )
 
 
@@ -540,7 +542,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    study = _study(args, resume=True, need_study=True)
+    cfg = _config(args)
+    finished = all((Path(args.out or f"runs/{cfg.preset}") / "cells" / c / f"seed{s}" / "eval.json").exists()
+                   for c in cfg.cells for s in cfg.seeds)  # fmt: skip
+    study = _study(args, resume=True, cfg=cfg, need_study=True, reader=finished)  # a finished study: only read
     n = study.evaluate_pending()
     print(f"evaluated {n} cell(s) whose training had finished without an evaluation")
     return 0
@@ -548,7 +553,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_report(args) -> int:
     t0 = time.perf_counter()
-    study = _study(args, resume=True, need_study=True)
+    study = _study(args, resume=True, need_study=True, reader=True)
     summary = study.report()
     _print_summary(study, summary, t0)
     return 0

@@ -26,12 +26,21 @@ def read_text(path: str | Path) -> tuple[str, str]:
         raise BehaviourFileError(f"{p}: not UTF-8 text ({exc})") from exc
 
 
+MAX_LINE_CHARS = 20_000
+"""A row is a prompt and a short response: a longer line is a mistake (refused before it is parsed)."""
+
+
 def json_objects(text: str, source: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, object)`` per non-blank line; malformed lines raise :class:`BehaviourFileError`."""
     seen = False
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
+        if len(line) > MAX_LINE_CHARS:
+            raise BehaviourFileError(
+                f"{source}:{lineno}: the line is {len(line):,} characters long, over the limit of {MAX_LINE_CHARS:,}; "
+                "a row holds one prompt and one short response (split or shorten it)"
+            )
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:

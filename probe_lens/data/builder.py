@@ -104,6 +104,11 @@ class BuildConfig:
                 raise ValueError(f"BuildConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.min_minority < 0:
             raise ValueError(f"BuildConfig.min_minority must be >= 0, got {self.min_minority}")
+        t, p = self.temperature, self.top_p
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:  # NaN fails too
+            raise ValueError(f"BuildConfig.temperature must be a number > 0, got {t!r}")
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
+            raise ValueError(f"BuildConfig.top_p must be a number in (0, 1], got {p!r}")
 
     @property
     def decision_threshold(self) -> float:
@@ -197,16 +202,26 @@ class ActivationDataset:
             raise FileNotFoundError(
                 f"{path} holds no finished dataset (no meta.json); build it with build_dataset(..., out_dir={str(path)!r})"
             )
-        meta = json.loads((path / "meta.json").read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
+        file = path / "meta.json"
+        try:
+            meta = json.loads(file.read_text())
+            if not isinstance(meta, dict):
+                raise ValueError(f"it holds a JSON {type(meta).__name__}")
+            if meta.get("format_version") != FORMAT_VERSION:
+                raise ValueError(f"dataset format {meta.get('format_version')}, this probe_lens reads {FORMAT_VERSION}")
+            file = path / "activations.safetensors"
+            tensors = load_file(str(file))
+            file = path / "examples.parquet"
+            examples = pd.read_parquet(file)
+            file = path / "activations.safetensors"
+            acts = {k[len("acts/") :]: v for k, v in tensors.items() if k.startswith("acts/")}
+            acts = {h: acts[h] for h in meta["hooks"]}
+            gen = _saved_generation(examples, tensors, meta["prompt_len"])
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:  # json errors are ValueErrors
             raise ValueError(
-                f"{path} was written by dataset format {meta.get('format_version')}, expected {FORMAT_VERSION}"
-            )
-        tensors = load_file(str(path / "activations.safetensors"))
-        examples = pd.read_parquet(path / "examples.parquet")
-        acts = {k[len("acts/") :]: v for k, v in tensors.items() if k.startswith("acts/")}
-        acts = {h: acts[h] for h in meta["hooks"]}
-        gen = _saved_generation(examples, tensors, meta["prompt_len"])
+                f"{file} cannot be read ({type(e).__name__}: {e}): the dataset in {path} is truncated or corrupt; "
+                f"delete {path} and rerun (a study: the same command with --resume) to build it again"
+            ) from e
         return cls(acts=acts, examples=examples, generation=gen, meta=meta)
 
 
@@ -612,7 +627,7 @@ def dataset_from_reference(
     def read() -> _GivenRows:
         t0 = time.perf_counter()
         rows = reference.select([p.id for p in prompts], cfg.samples_per_prompt)
-        gen = reference.generation(rows, tokenizer_of(model).pad_token_id)
+        gen = reference.generation(rows, tokenizer_of(model).pad_token_id, model.cfg.d_vocab)
         sub = reference.rows.loc[rows]
         if who == source["reference_scorer"]:
             scores = sub["score"].to_numpy(dtype=np.float64)
@@ -656,6 +671,7 @@ def dataset_from_labelled(
 
     def read() -> _GivenRows:
         gen = tokenize_pairs(model, [p.text for p, _, _ in rows], [r for _, r, _ in rows])
+        _check_row_lengths(model, gen, rows, labelled.source)
         sample: list[int] = []
         seen: Counter[str] = Counter()
         for p, _, _ in rows:  # the k-th labelled response of its prompt
@@ -674,6 +690,23 @@ def dataset_from_labelled(
     meta_base = _meta_base(model, cfg, hooks, prompts, labelled.describe(), source)
     return _teacher_forced(model, cfg, hooks, meta_base, read, out_dir=out_dir, progress=progress,
                            behaviour=behaviour, check_saved=same_rows)  # fmt: skip
+
+
+MAX_LABELLED_TOKENS = 512
+"""Prompt + response tokens of one labelled row: rows are read whole, padded to the longest, in a forward
+pass whose memory grows with the square of that length (a study's continuations are tens of tokens)."""
+
+
+def _check_row_lengths(model: LensModel, gen: Generation, rows: list[tuple[Any, str, Any]], source: str) -> None:
+    """Refuse rows longer than :data:`MAX_LABELLED_TOKENS` or the model's context, naming the file and row."""
+    limit = min(MAX_LABELLED_TOKENS, int(model.cfg.n_ctx))
+    lengths = gen.attention_mask.sum(dim=1).tolist()
+    for (p, r, _), n in zip(rows, lengths):
+        if n > limit:
+            raise ValueError(
+                f"{source}: the row with prompt {p.text[:40]!r} and response {r[:40]!r}... is {n} tokens, over the "
+                f"limit of {limit} (prompt + response; the model's context is {model.cfg.n_ctx}); shorten it"
+            )
 
 
 @dataclasses.dataclass

@@ -123,11 +123,25 @@ class ReferenceSet:
         sub = sub.assign(_o=sub["prompt_id"].map(order)).sort_values(["_o", "sample"], kind="stable")
         return sub.index.to_numpy()
 
-    def generation(self, rows: Sequence[int] | np.ndarray, pad_id: int) -> Generation:
-        """The rows as a :class:`Generation` (prompt left-padded, response right-padded), ready for a forward pass."""
+    def generation(self, rows: Sequence[int] | np.ndarray, pad_id: int, d_vocab: int | None = None) -> Generation:
+        """The rows as a :class:`Generation` (prompt left-padded, response right-padded), ready for a forward pass.
+
+        ``d_vocab``: the model's vocabulary size; a token id at or past it is refused (names file and row).
+        """
         sub = self.rows.loc[list(rows)]
         p_ids = [self.prompts[p]["ids"] for p in sub["prompt_id"]]
         r_ids = sub["ids"].tolist()
+        if d_vocab is not None:
+            for where, ids in [
+                *zip(sub.index, r_ids),
+                *((f"prompt {p}", self.prompts[p]["ids"]) for p in sub["prompt_id"]),
+            ]:
+                if ids and max(ids) >= d_vocab:
+                    raise ValueError(
+                        f"reference set {self.meta.get('file', '')}: row {where} holds token id {max(ids)}, but the "
+                        f"model's vocabulary has {d_vocab} tokens; the set was built for another model "
+                        f"({self.meta.get('model_name')}) or is corrupt: rebuild it with `probe-lens build-reference`"
+                    )
         tok, attn = left_pad(p_ids, pad_id)
         r_len = max(1, max(len(r) for r in r_ids))
         resp = torch.full((len(r_ids), r_len), pad_id, dtype=torch.long)
@@ -182,6 +196,7 @@ class ReferenceSet:
             ) from e
         if header.get("format") != FORMAT:
             raise ValueError(f"{path} has reference format {header.get('format')}, this probe_lens reads {FORMAT}")
+        _check_records(path, header, recs)
         rows = pd.DataFrame(recs, columns=["prompt_id", "sample", "row_seed", "ids", "response", "score"])
         meta = dict(header["meta"], file=path.name, sha256=sha256_file(path))
         prov = provenance_path(path)
@@ -206,6 +221,35 @@ class ReferenceSet:
         can flip and the continuation diverge from there (the rows stay the reference either way).
         """
         return same_cpu_kind(self.cpu)
+
+
+def _check_records(path: Path, header: Any, recs: list[Any]) -> None:
+    """Every row a mapping with token ids (ints >= 0, at least one) and a score in [0, 1]; errors name the
+    file and the line (line 1 is the header)."""
+
+    def ids_ok(ids: Any) -> bool:
+        return isinstance(ids, list) and bool(ids) and all(type(t) is int and t >= 0 for t in ids)
+
+    def bad(line: int, what: str) -> ValueError:
+        return ValueError(
+            f"{path} line {line}: {what}; the file is corrupt: rebuild it with `probe-lens build-reference`"
+        )
+
+    if not isinstance(header, dict) or not isinstance(header.get("prompts"), dict):
+        raise bad(1, "the header is not a mapping with 'prompts'")
+    for pid, prompt in header["prompts"].items():
+        if not isinstance(prompt, dict) or not ids_ok(prompt.get("ids")):
+            raise bad(1, f"prompt {pid!r} has no valid token ids (a non-empty list of integers >= 0)")
+    for i, rec in enumerate(recs, start=2):
+        if not isinstance(rec, dict):
+            raise bad(i, f"a row is a mapping, not a JSON {type(rec).__name__}")
+        if not ids_ok(rec.get("ids")):
+            raise bad(i, f"'ids' must be a non-empty list of integers >= 0, got {str(rec.get('ids'))[:60]}")
+        score = rec.get("score")
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0.0 <= score <= 1.0:
+            raise bad(i, f"'score' must be a number in [0, 1], got {score!r}")
+        if rec.get("prompt_id") not in header["prompts"]:
+            raise bad(i, f"prompt_id {rec.get('prompt_id')!r} is not among the header's prompts")
 
 
 def load_reference(path: str | Path | None = None) -> ReferenceSet:

@@ -10,7 +10,7 @@ from probe_lens.experiments.cells import BUILTIN_CELLS, CellSpec
 from probe_lens.experiments.config import CELLS, EvalSetup, ProbeSetup, SamplingSetup, StudyConfig, TrainData
 from probe_lens.experiments.presets import PRESETS, make_config
 from probe_lens.experiments.prompt_plan import StudyDataError
-from probe_lens.experiments.run_folder import StudyFolderError
+from probe_lens.experiments.run_folder import FolderLockedError, StudyFolderError
 from probe_lens.experiments.runner import Study
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "StudyDataError",
     "PRESETS",
     "EvalSetup",
+    "FolderLockedError",
     "ProbeSetup",
     "Study",
     "StudyConfig",

@@ -147,7 +147,14 @@ def resolve_cell(spec: Any) -> CellSpec:
             raise ValueError(f"unknown key(s) {unknown} in cell {spec!r}; a cell has name, objective, signal")
         if "name" not in spec or "objective" not in spec:
             raise ValueError(f"cell {spec!r} needs at least 'name' and 'objective'")
-        return CellSpec(**spec)
+        cell = CellSpec(**spec)
+        builtin = BUILTIN_CELLS.get(cell.name)
+        if builtin is not None and builtin != cell:  # e.g. a 'base' that trains: every pairing would break
+            raise ValueError(
+                f"cell name {cell.name!r} is reserved for the built-in cell (objective {builtin.objective!r}, "
+                f"signal {builtin.signal!r}); give your cell {spec!r} another name"
+            )
+        return cell
     raise TypeError(f"a cell is a name or a {{name, objective, signal}} mapping, got {type(spec).__name__}")
 
 

@@ -15,7 +15,7 @@ from probe_lens._io import atomic_write
 from probe_lens.experiments.config import StudyConfig
 from probe_lens.experiments.monitor_split import add_behaviour_parts
 from probe_lens.experiments.prompt_plan import ONPOLICY, SeedSplit
-from probe_lens.experiments.run_folder import RunFolder, read_derived_json, write_json
+from probe_lens.experiments.run_folder import RunFolder, read_derived_json, read_json, write_json
 from probe_lens.experiments.study_telemetry import CURATED
 from probe_lens.training import read_metrics
 from probe_lens.training.metric_keys import (
@@ -35,7 +35,7 @@ _LABELS = ("cell", "seed", "scorer", "trained_against", "behaviour")
 def results_table(folder: RunFolder, config: StudyConfig, behaviour: str, names: dict[str, list[str]]) -> pd.DataFrame:
     """One row per finished (cell, seed), in the study's cell order: every number of its ``eval.json``,
     its intervals as ``<metric>/ci_low|ci_high``, and the summary columns of :func:`headline_probe_metrics`."""
-    rows = [_result_row(json.loads(f.read_text()), behaviour, names) for _, _, f in folder.cell_files("eval.json")]
+    rows = [_result_row(read_json(f), behaviour, names) for _, _, f in folder.cell_files("eval.json")]
     if not rows:
         raise FileNotFoundError(f"no finished cells under {folder.root / 'cells'}; run the study first")
     df = add_behaviour_parts(pd.DataFrame(rows))  # needs every cell of a seed: added over the table

@@ -20,14 +20,28 @@ Layout::
     headline.md, contrasts.csv      the headline table and the paired contrasts, in words
     metrics.parquet                 every telemetry row of every run
     report.html, assets/*.png       the drift report
+    .lock                           the writer lock: the holder's pid, host and start time (empty when free)
+
+One writer per folder: a process that writes a study holds an advisory lock (``fcntl.flock`` on ``.lock``)
+for the rest of its life (under torchrun, rank 0 alone); a second writer is refused naming the holder, and
+a lock left by a process that died is taken over with a warning. Readers (``report``) take no lock.
+``--overwrite`` is two-phase: the old folder is renamed aside (``<out>.old-<time>``) and deleted only after
+the new study has written its ``study.json``.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import copy
+import errno
+import fcntl
 import json
 import logging
+import os
 import shutil
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +57,105 @@ log = logging.getLogger(__name__)
 
 class StudyFolderError(ValueError):
     """The output folder holds another study, or a finished one without --resume."""
+
+
+class FolderLockedError(StudyFolderError):
+    """Another live process holds the run folder's writer lock."""
+
+
+LOCK_NAME = ".lock"
+_HELD: dict[Path, int] = {}  # resolved folder -> open fd of its locked .lock file (this process's locks)
+
+
+def lock_folder(root: str | Path) -> None:
+    """Hold ``root``'s writer lock until this process exits (a no-op when this process holds it already).
+
+    Raises :class:`FolderLockedError` naming the holder when another live process holds it. A lock file
+    left by a process that no longer holds it (killed, crashed) is taken over with a warning.
+    """
+    root = Path(root)
+    key = root.resolve()
+    if key in _HELD:
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _read_holder(fd)
+        os.close(fd)
+        raise FolderLockedError(
+            f"{root} is being written by another process ({_describe_holder(holder)}): one writer per run "
+            "folder. Wait for it to finish (or stop it), or choose another --out; reading it (`probe-lens "
+            "report`) needs no lock"
+        ) from None
+    except OSError as e:
+        if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+            os.close(fd)
+            raise
+        _check_holder_alive(root, fd)  # a filesystem without flock: the pid in the file is all there is
+    previous = _read_holder(fd)
+    if previous:
+        log.warning(
+            "%s: taking over the lock left by %s, which no longer holds it (it was killed or crashed, or the "
+            "folder was copied); finished steps are kept", root, _describe_holder(previous)
+        )  # fmt: skip
+    me = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(me).encode(), 0)
+    os.fsync(fd)
+    _HELD[key] = fd
+
+
+def unlock_folder(root: str | Path) -> None:
+    """Give back ``root``'s writer lock if this process holds it (the file is emptied: nobody holds it)."""
+    fd = _HELD.pop(Path(root).resolve(), None)
+    if fd is not None:
+        _release(fd)
+
+
+def _release(fd: int) -> None:
+    with contextlib.suppress(OSError):  # a folder already deleted, a read-only remount: the flock goes anyway
+        os.ftruncate(fd, 0)
+    os.close(fd)
+
+
+@atexit.register
+def _release_all() -> None:
+    while _HELD:
+        _release(_HELD.popitem()[1])
+
+
+def _read_holder(fd: int) -> dict[str, Any]:
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except (ValueError, OSError):
+        return {"pid": "?", "host": "?", "started": "?"}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _describe_holder(h: dict[str, Any]) -> str:
+    return f"pid {h.get('pid', '?')} on host {h.get('host', '?')}, started {h.get('started', '?')}"
+
+
+def _check_holder_alive(root: Path, fd: int) -> None:
+    """Without ``flock``: refuse when the recorded holder runs on this host and its pid is alive."""
+    h = _read_holder(fd)
+    if h.get("host") != socket.gethostname() or not isinstance(h.get("pid"), int) or h["pid"] == os.getpid():
+        return
+    try:
+        os.kill(h["pid"], 0)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        pass  # alive, another user's
+    os.close(fd)
+    raise FolderLockedError(f"{root} is being written by another process ({_describe_holder(h)}); wait for it")
 
 
 class RunFolder:
@@ -115,10 +228,30 @@ class RunFolder:
             check_free_disk(self.root, need, "the training checkpoints of one cell (kept until it is evaluated)")
 
     # ---- identity ----------------------------------------------------------------------
-    def prepare(self, config: Any, behaviour_record: dict[str, Any], *, resume: bool, overwrite: bool) -> None:
+    def prepare(
+        self, config: Any, behaviour_record: dict[str, Any], *, resume: bool, overwrite: bool, lock: bool = True
+    ) -> None:
         """Make the folder hold ``config``'s study: refuse another study (or a finished one without
-        ``resume``) unless ``overwrite``, then write ``study.json`` and ``behaviour.json``."""
+        ``resume``) unless ``overwrite``, then write ``study.json`` and ``behaviour.json``.
+
+        ``lock``: take the writer lock first (a reader passes False: it writes nothing when the folder
+        already holds this study). ``overwrite`` of another study is two-phase (:meth:`_replace`).
+        """
+        held_before = self.root.resolve() in _HELD
+        try:
+            self._prepare(config, behaviour_record, resume=resume, overwrite=overwrite, lock=lock)
+        except BaseException:
+            if not held_before:  # a refused open leaves no lock behind (a notebook process lives on)
+                unlock_folder(self.root)
+            raise
+
+    def _prepare(
+        self, config: Any, behaviour_record: dict[str, Any], *, resume: bool, overwrite: bool, lock: bool
+    ) -> None:
+        self._warn_leftovers()
         spec, wanted = self.study_json, config.to_dict()
+        if lock and self.root.is_dir():
+            lock_folder(self.root)
         if spec.exists():
             saved = self._saved_study(overwrite)
             if saved is None or _comparable(saved) != _comparable(wanted):
@@ -129,15 +262,61 @@ class RunFolder:
                         f"{self.root} holds a different study (differs in: {', '.join(diff)}). "
                         "Choose another --out, or pass --overwrite to delete it."
                     )
-                shutil.rmtree(self.root)
-            elif not resume and any((self.root / "cells").glob("*/*/eval.json")):
+                if not lock:
+                    lock_folder(self.root)  # deleting is writing
+                self._replace(config, behaviour_record)
+                return
+            if not resume and any((self.root / "cells").glob("*/*/eval.json")):
                 raise StudyFolderError(
                     f"{self.root} already holds (part of) this study; pass --resume to continue it "
                     "(finished cells are kept) or --overwrite to start again"
                 )
+            if not lock:
+                return  # a reader: the folder holds this study already
+        if lock:
+            lock_folder(self.root)
+        self._write_identity(config, behaviour_record)
+
+    def _write_identity(self, config: Any, behaviour_record: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        config.save(spec)
+        config.save(self.study_json)
         write_json(self.root / "behaviour.json", behaviour_record)
+
+    def _replace(self, config: Any, behaviour_record: dict[str, Any]) -> None:
+        """``--overwrite``: rename the old folder aside (atomic), start the new study in a fresh folder, and
+        delete the old one only once the new ``study.json`` is written; on any failure before that, the old
+        folder is put back. A process killed in between leaves it whole at ``<out>.old-<time>`` (named in
+        a warning on the next run)."""
+        aside = self.root.with_name(f"{self.root.name}.old-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+        old_fd = _HELD.pop(self.root.resolve(), None)  # our lock on the old folder moves aside with it
+        os.rename(self.root, aside)
+        log.warning(
+            "--overwrite: moved the previous study in %s aside to %s; it is deleted once the new study.json is "
+            "written (if this run is stopped before that, it stays there: `mv %s %s` puts it back)",
+            self.root, aside, aside, self.root,
+        )  # fmt: skip
+        try:
+            lock_folder(self.root)
+            self._write_identity(config, behaviour_record)
+        except BaseException:
+            unlock_folder(self.root)
+            shutil.rmtree(self.root, ignore_errors=True)
+            os.rename(aside, self.root)
+            if old_fd is not None:
+                _HELD[self.root.resolve()] = old_fd
+            log.warning("--overwrite failed before the new study was written; %s is back in place", self.root)
+            raise
+        if old_fd is not None:
+            _release(old_fd)
+        shutil.rmtree(aside)
+
+    def _warn_leftovers(self) -> None:
+        """Name an old study an interrupted ``--overwrite`` left beside this folder."""
+        for old in sorted(self.root.parent.glob(f"{self.root.name}.old-*")) if self.root.parent.is_dir() else []:
+            log.warning(
+                "%s holds the study an interrupted --overwrite of %s moved aside; move it back (`mv %s %s`) "
+                "or delete it", old, self.root, old, self.root,
+            )  # fmt: skip
 
     def _saved_study(self, overwrite: bool) -> dict[str, Any] | None:
         """The saved ``study.json``; None when it is corrupt and ``overwrite`` (else a :class:`StudyFolderError`)."""
@@ -178,6 +357,20 @@ def _comparable(d: dict[str, Any]) -> dict[str, Any]:
 def write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=_json_default)))
+
+
+def read_json(path: Path) -> Any:
+    """A run-folder JSON file the study cannot rebuild by itself; a corrupt one raises a
+    :class:`StudyFolderError` naming it."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        hint = (
+            " Delete it and rerun the same command with --resume: that cell is run again"
+            if path.name == "eval.json"
+            else ""
+        )
+        raise StudyFolderError(f"{path} is corrupt or truncated ({type(e).__name__}: {e}).{hint}") from e
 
 
 def read_derived_json(path: Path) -> Any | None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import shutil
 from collections.abc import Callable, Iterator
@@ -51,7 +50,7 @@ from probe_lens.experiments.prompt_plan import (
     pool_union,
 )
 from probe_lens.experiments.ranks import Ranks, rank0_only, rank0_then_read, rank_device, under_torchrun
-from probe_lens.experiments.run_folder import RunFolder, StudyFolderError, read_derived_json, write_json
+from probe_lens.experiments.run_folder import RunFolder, StudyFolderError, read_derived_json, read_json, write_json
 from probe_lens.experiments.study_telemetry import CURATED, BaseMeasurements, StudyTelemetry, build_telemetry
 from probe_lens.experiments.timings import Clock
 from probe_lens.experiments.yardsticks import lexical_baselines
@@ -86,6 +85,8 @@ class Study:
         model, scorer: use these instead of loading ``config.model`` / the scorer ``config.scorer`` names
             (``auto``: the behaviour's own).
         export_png: also write static PNGs of the key figures to ``assets/`` (needs kaleido + Chromium).
+        lock: hold the run folder's writer lock for the rest of the process (one writer per folder; another
+            is refused with ``FolderLockedError``); a reader of a study already there passes False.
 
     The behaviour (``config.behaviour``) gives the prompts, the scorer, the curated set, the threshold
     and every metric name and word. A pre-labelled behaviour (its scorer a
@@ -112,6 +113,7 @@ class Study:
         model=None,
         scorer=None,
         export_png: bool = True,
+        lock: bool = True,
     ) -> None:
         self.config = config
         self.behaviour = config.behaviour_spec
@@ -129,6 +131,11 @@ class Study:
         n_layers = model.cfg.n_layers if model is not None else model_depth(config.model)
         if n_layers is not None:
             config.check_layers(n_layers, model.cfg.model_name if model is not None else None)
+        elif overwrite and (Path(out_dir) / "study.json").exists():  # deleting a study for one that cannot start
+            raise ValueError(
+                f"--overwrite would replace the study in {out_dir}, but model {config.model!r} cannot be found here "
+                "(its config does not load); check the name (or load it once online) before deleting anything"
+            )
         self.export_png, self.progress = export_png, progress
         self.out, self.folder = Path(out_dir), RunFolder(out_dir)
         self.suite = ProbeSuite(
@@ -148,7 +155,7 @@ class Study:
         self._eval_sets: dict[str, DriftSet] | None = None
         self._base = BaseMeasurements()  # the base model's telemetry, shared by every cell of a seed
         self._open_ranks(model)
-        self._prepare_folder(resume=resume, overwrite=overwrite)
+        self._prepare_folder(resume=resume, overwrite=overwrite, lock=lock)
         if self.dist.enabled and not self.folder.study_json.exists():
             raise RuntimeError(
                 f"rank {self.dist.rank} cannot see {self.folder.study_json}, which rank 0 wrote: under torchrun "
@@ -187,8 +194,8 @@ class Study:
 
     # ------------------------------------------------------------------ folder, model, scorer
     @rank0_only
-    def _prepare_folder(self, *, resume: bool, overwrite: bool) -> None:
-        self.folder.prepare(self.config, self.behaviour.describe(), resume=resume, overwrite=overwrite)
+    def _prepare_folder(self, *, resume: bool, overwrite: bool, lock: bool = True) -> None:
+        self.folder.prepare(self.config, self.behaviour.describe(), resume=resume, overwrite=overwrite, lock=lock)
 
     def _adopt_model(self, model) -> None:
         self._model = model
@@ -473,9 +480,7 @@ class Study:
         if seed not in self.config.seeds:
             raise ValueError(f"unknown seed {seed}; this study's seeds: {self.config.seeds}")
         cdir = self.cell_dir(cell, seed)
-        done = self._on_main(
-            lambda: json.loads((cdir / "eval.json").read_text()) if self.is_done(cell, seed) else None, share=True
-        )
+        done = self._on_main(lambda: read_json(cdir / "eval.json") if self.is_done(cell, seed) else None, share=True)
         if done is not None:
             return done
         probes = self.fit_probes(seed)

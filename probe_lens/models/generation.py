@@ -206,6 +206,9 @@ def generate(
     (up to floating-point differences between batch shapes, which can flip a near-tie token).
     """
     prompts = _validate_prompts(prompts)
+    for name, value in (("max_new_tokens", max_new_tokens), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not hasattr(value, "__index__"):  # int, numpy int: yes; 2.5, "3": no
+            raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if batch_size < 1:

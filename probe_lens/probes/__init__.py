@@ -25,7 +25,14 @@ from probe_lens.probes.base import (
     layer_of_hook,
 )
 from probe_lens.probes.ensemble import DiverseProbeEnsemble, EnsembleModule
-from probe_lens.probes.io import PROBE_CLASSES, load_probe, probe_classes, register_probe_class, save_probe
+from probe_lens.probes.io import (
+    PROBE_CLASSES,
+    ProbeFileError,
+    load_probe,
+    probe_classes,
+    register_probe_class,
+    save_probe,
+)
 from probe_lens.probes.logistic import LogisticProbe
 from probe_lens.probes.mass_mean import MassMeanProbe
 from probe_lens.probes.max_pooled import MaxPooledLogisticProbe
@@ -33,6 +40,7 @@ from probe_lens.probes.metrics import auroc, cosine
 from probe_lens.probes.tokens import TokenProbe
 
 __all__ = [
+    "ProbeFileError",
     "PROBE_CLASSES",
     "AttentionProbe",
     "BaseProbe",

@@ -166,27 +166,64 @@ def load_probe(
     if not json_path.is_file():
         hint = " (pass the folder, not a file inside it)" if path.name in (JSON_NAME, TENSORS_NAME) else ""
         raise FileNotFoundError(f"no probe at {path}: expected {json_path}{hint}")
+    record = _read_record(json_path)
+    tensors_path = path / TENSORS_NAME
+    if not tensors_path.is_file():
+        raise ProbeFileError(f"{tensors_path} is missing: the probe folder is incomplete; save or fit the probe again")
+    if sha256_file(tensors_path) != record.get("tensors_sha256"):
+        raise ProbeFileError(f"{tensors_path} does not match the checksum in {json_path}: corrupted file")
+    try:
+        tensors = load_file(str(tensors_path))
+    except Exception as e:  # safetensors raises its own SafetensorError (and OSError, ValueError) on a bad file
+        raise ProbeFileError(f"{tensors_path} is not a readable safetensors file ({type(e).__name__}: {e})") from e
+    for name, t in tensors.items():
+        if np.issubdtype(t.dtype, np.floating) and not np.isfinite(t).all():
+            raise ProbeFileError(f"{tensors_path}: tensor {name!r} holds NaN or infinite values; fit the probe again")
+    try:
+        with np.errstate(all="raise"):
+            probe = _decode(record, tensors)
+        check = getattr(probe, "_check_params", None)
+        if check is not None:
+            check()
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, FloatingPointError) as e:
+        raise ProbeFileError(
+            f"{json_path}: cannot build a {record.get('class')!r} probe from it ({type(e).__name__}: {e}); "
+            "the file was edited or is corrupt: save or fit the probe again"
+        ) from e
+    _check_compatible(probe, path, expect_d_model=expect_d_model, expect_hook=expect_hook, model=model)
+    return probe
+
+
+class ProbeFileError(ValueError):
+    """A probe folder that cannot be loaded: the message names the file and the field."""
+
+
+def _read_record(json_path: Path) -> dict[str, Any]:
+    """``probe.json`` as a mapping of a supported format (errors: :class:`ProbeFileError` naming the field)."""
     try:
         with open(json_path) as f:
             record = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(
+        raise ProbeFileError(
             f"{json_path} is not valid JSON ({e}): the probe file is truncated or corrupt; save or fit the probe again"
         ) from e
+    if not isinstance(record, dict):
+        raise ProbeFileError(f"{json_path} holds a JSON {type(record).__name__}, not a probe record (a mapping)")
     if record.get("format") != FORMAT:
-        raise ValueError(f"{json_path} is not a probe_lens probe file (format={record.get('format')!r})")
-    if int(record.get("format_version", -1)) > FORMAT_VERSION:
-        raise ValueError(
-            f"{path} uses probe format v{record['format_version']}, newer than this probe_lens "
-            f"(v{FORMAT_VERSION}); upgrade probe_lens."
+        raise ProbeFileError(f"{json_path} is not a probe_lens probe file (format={record.get('format')!r})")
+    version = record.get("format_version", 1)
+    if type(version) is not int:
+        raise ProbeFileError(f"{json_path}: format_version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise ProbeFileError(
+            f"{json_path} uses probe format v{version}, newer than this probe_lens (v{FORMAT_VERSION}); upgrade probe_lens."
         )
-    tensors_path = path / TENSORS_NAME
-    if sha256_file(tensors_path) != record.get("tensors_sha256"):
-        raise ValueError(f"{tensors_path} does not match the checksum in {json_path}: corrupted file")
-    tensors = load_file(str(tensors_path))
-    probe = _decode(record, tensors)
-    _check_compatible(probe, path, expect_d_model=expect_d_model, expect_hook=expect_hook, model=model)
-    return probe
+    if not isinstance(record.get("class"), str) or record["class"] not in PROBE_CLASSES:
+        raise ProbeFileError(
+            f"{json_path}: class {record.get('class')!r} is not a registered probe class "
+            f"({', '.join(PROBE_CLASSES)}); register it before loading"
+        )
+    return record
 
 
 def _decode(record: dict[str, Any], tensors: dict[str, np.ndarray]) -> Probe:

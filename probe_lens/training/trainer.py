@@ -143,8 +143,9 @@ def _prepare_out_dir(config: TrainConfig, resume: bool, info: D.DistInfo) -> Pat
     if resume and cfg_path.exists():
         saved = json.loads(cfg_path.read_text())
         now = config.to_dict()
-        # fields that change neither the weights nor the metrics may differ
-        free = ("progress", "save_optimizer_final")
+        # fields that change neither the weights nor the metrics may differ; out_dir is where config.json
+        # was just read from (the same folder, given another way or moved with its study)
+        free = ("progress", "save_optimizer_final", "out_dir")
         diff = sorted(k for k in set(saved) | set(now) if k not in free and saved.get(k) != now.get(k))
         if diff:
             detail = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {now.get(k)!r}" for k in diff)
