@@ -52,11 +52,13 @@ def import_plugins(plugins: list[str]) -> None:
 
 
 def open_study(out: Path, *, progress: bool = False, export_png: bool = False):
-    """The study saved in ``out`` (its ``study.json``), opened to resume."""
+    """The study saved in ``out`` (its ``study.json``), opened to resume, without the run folder's writer lock:
+    the launching coordinator holds it (local executor) or has exited (Slurm), and one process per task is
+    enforced by the task records, each task writing only its own cell folder and record."""
     from probe_lens.experiments import Study
 
     config = StudyConfig.load(Path(out) / "study.json")
-    return Study(config, out, resume=True, progress=progress, export_png=export_png)
+    return Study(config, out, resume=True, progress=progress, export_png=export_png, lock=False)
 
 
 def prepare(study) -> None:
