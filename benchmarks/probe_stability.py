@@ -101,7 +101,7 @@ def main() -> None:
     summary.to_csv(out / "probe_stability_summary.csv", index=False)
     (out / "probe_stability.json").write_text(json.dumps({"cpu": cpu, "seeds": args.seeds, "tiny": args.tiny}))
     print(f"CPU: {cpu}; {args.seeds} seeds per mode; base cell only ({'tiny model' if args.tiny else args.preset})")
-    print(summary.to_markdown(index=False, floatfmt=".4f"))
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 
 if __name__ == "__main__":
