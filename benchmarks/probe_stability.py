@@ -24,6 +24,7 @@ import pandas as pd
 from probe_lens._cpu import cpu_info
 from probe_lens.experiments import Study
 from probe_lens.experiments.presets import make_config
+from probe_lens.experiments.run_folder import RunFolder
 
 MODES = ("balanced", "weighted")
 
@@ -51,10 +52,10 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     rows = []
     for i, mode in enumerate(MODES):
         out = root / mode
-        first = root / MODES[0] / "probe_pool"
-        if i > 0 and first.exists() and not (out / "probe_pool").exists():
-            out.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(first, out / "probe_pool")
+        first, mine = RunFolder(root / MODES[0]).probe_pool, RunFolder(out).probe_pool
+        if i > 0 and (first / "meta.json").exists() and not mine.exists():
+            mine.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(first, mine)
         study = _study(args, mode, out)
         study.run()
         res = study.results()
@@ -100,7 +101,7 @@ def main() -> None:
     summary.to_csv(out / "probe_stability_summary.csv", index=False)
     (out / "probe_stability.json").write_text(json.dumps({"cpu": cpu, "seeds": args.seeds, "tiny": args.tiny}))
     print(f"CPU: {cpu}; {args.seeds} seeds per mode; base cell only ({'tiny model' if args.tiny else args.preset})")
-    print(summary.to_markdown(index=False, floatfmt=".4f"))
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 
 if __name__ == "__main__":

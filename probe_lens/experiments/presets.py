@@ -137,9 +137,10 @@ _STANDARD: dict[str, Any] = {
     "preset": "standard",
     "seeds": [0, 1, 2],
     "cells": list(CELLS),
-    "n_probe_prompts": 300,
-    # probe pool: 300 provocative prompts x 3 reference continuations (read, not sampled): ~540 probe-fit rows
-    # (~120 balanced) and ~360 on-policy rows per seed
+    "n_probe_prompts": 280,
+    # probe pool: 280 provocative prompts per seed x 3 of the reference's 10 continuations (read, not sampled):
+    # ~500 probe-fit rows and ~340 on-policy rows per seed (280: 477 provocative prompts less 100 evaluation and
+    # the 80 reserved for training now that the 64 training prompts are all provocative)
     "data": {
         "hooks": [4, 6, 9],
         "samples_per_prompt": 3,

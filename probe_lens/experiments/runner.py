@@ -275,20 +275,21 @@ class Study:
         path = self.folder.prompts_json
         if not self.dist.is_main or path.exists():
             return
-        record: dict[str, Any] = {**self.prompt_plan.as_ids(), "prompts_per_seed": self.config.eval.prompts_per_seed}
         if self.config.eval.prompts_per_seed:
-            record = {
+            record: dict[str, Any] = {
                 "prompts_per_seed": True,
                 "seeds": {str(s): self.plan_for(s).as_ids() for s in self.config.seeds},
                 "pool_union": [p.id for p in self.pool_prompts],
             }
+        else:
+            record = {**self.prompt_plan.as_ids(), "prompts_per_seed": False}
         write_json(path, record)
 
     def seed_split(self, seed: int) -> SeedSplit:
         """This seed's draw of probe-fit and on-policy prompts (stratified), of their continuations, and its
         training prompts."""
         if seed not in self._splits:
-            self.prompt_plan  # noqa: B018 (writes prompts.json)
+            self._record_plans()
             split = make_seed_split(self.config, self.plan_for(seed), self.build_data(), seed, self.names)
             path = self.folder.split_json(seed)
             if self.dist.is_main and read_derived_json(path) is None:

@@ -31,9 +31,9 @@ class LogisticProbe(BaseProbe):
         standardize: standardise each activation dimension before fitting (paper: yes).
         tol: L-BFGS gradient tolerance in whitened coordinates. max_iter: iteration cap.
         Cs, cv, cv_scoring, random_state: cross-validation settings (used when ``C="cv"``).
-        class_weight: None (every row weighs 1) or ``"balanced"``: each row of class c weighs
-            ``n / (2 * n_c)``, as sklearn's ``LogisticRegression(class_weight="balanced")`` (cross-validation
-            folds weigh their own rows so, and score a class-balanced log-loss).
+        class_weight: None (every row weighs 1), ``"balanced"`` (each row of class c weighs ``n / (2 * n_c)``)
+            or ``{label: weight}`` (labels not named weigh 1), as sklearn's ``LogisticRegression(class_weight=...)``
+            (cross-validation folds weigh their own rows so, and score a class-weighted log-loss).
         pos_label, model_name, hook, pooling, label: see ``BaseProbe`` (default positive
             class: the larger label, e.g. 1 or True).
 
@@ -54,7 +54,7 @@ class LogisticProbe(BaseProbe):
         cv: int = 5,
         cv_scoring: str = "log_loss",
         random_state: int = 0,
-        class_weight: str | None = None,
+        class_weight: str | dict[Any, float] | None = None,
         pos_label: Any = None,
         model_name: str | None = None,
         hook: str | None = None,
@@ -73,8 +73,9 @@ class LogisticProbe(BaseProbe):
         self.class_weight = class_weight
 
     def _check_params(self) -> None:
-        if self.class_weight not in (None, "balanced"):
-            raise ValueError(f"class_weight must be None or 'balanced', got {self.class_weight!r}")
+        cw = self.class_weight
+        if not (cw is None or cw == "balanced" or isinstance(cw, dict)):
+            raise ValueError(f"class_weight must be None, 'balanced' or a {{label: weight}} dict, got {cw!r}")
         if isinstance(self.C, str):
             if self.C != "cv":
                 raise ValueError(f"C must be a positive float or 'cv', got {self.C!r}")
@@ -121,10 +122,14 @@ class LogisticProbe(BaseProbe):
 
     def _weights(self, y: np.ndarray) -> torch.Tensor | None:
         """Row weights ``[n]`` of labels ``y`` (0/1) under ``class_weight`` (None: unweighted)."""
-        if self.class_weight is None:
+        cw = self.class_weight
+        if cw is None:
             return None
-        counts = np.bincount(y, minlength=2).astype(np.float64)
-        return torch.from_numpy(len(y) / (2.0 * counts[y]))
+        if isinstance(cw, dict):
+            per_class = np.array([float(cw.get(c, 1.0)) for c in self.classes_])
+        else:
+            per_class = len(y) / (2.0 * np.bincount(y, minlength=2).astype(np.float64))
+        return torch.from_numpy(per_class[y])
 
     def _cross_validate(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Mean held-out score for each C in sorted(Cs) (warm-started from small to large C)."""

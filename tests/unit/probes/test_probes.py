@@ -111,7 +111,7 @@ def test_class_weighted_logistic_matches_sklearn_class_weight(data):
     raw = LogisticProbe(C=0.5, standardize=False, class_weight="balanced").fit(X / 10, y)
     ref_raw = LogisticRegression(C=0.5, class_weight="balanced", tol=1e-10, max_iter=20_000).fit(X / 10, y)
     assert raw.bias_ == pytest.approx(ref_raw.intercept_[0], abs=1e-3)
-    with pytest.raises(ValueError, match="class_weight must be None or 'balanced'"):
+    with pytest.raises(ValueError, match="class_weight must be None, 'balanced'"):
         LogisticProbe(class_weight="auto").fit(X, y)
 
 
