@@ -75,6 +75,7 @@ def runs(tmp_path_factory):
         scorer="non-ascii-test",
         probe_sft=train,
         probes={"noise_floor_resamples": 2},
+        data={"samples_per_prompt": 3},  # per-seed pools: 2 leave seed 0's on-policy rows without a positive
         eval={"n_curated": 8, "n_telemetry_prompts": 2, "n_provocative": 4},
         telemetry_every=1,
     ).to_dict()
