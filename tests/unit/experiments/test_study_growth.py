@@ -1,6 +1,8 @@
 """Studies grow (issue 25): more seeds or more cells extend a finished study with --resume and compute only
 what is new; any other change is refused, naming the keys that differ and what to do."""
 
+import logging
+
 import pytest
 
 from probe_lens.experiments import Study, StudyFolderError
@@ -41,7 +43,7 @@ def _study(cfg, out, **kw):
     )
 
 
-def test_a_finished_study_grows_by_a_cell(tmp_path):
+def test_a_finished_study_grows_by_a_cell(tmp_path, caplog):
     """One new cell (a new seed goes through the same finished-cell check; kept out to keep CI cheap)."""
     first = _study(_config(seeds=[0], cells=["base", "probe_sft_1"]), tmp_path)
     first.run()
@@ -51,7 +53,12 @@ def test_a_finished_study_grows_by_a_cell(tmp_path):
     with pytest.raises(StudyFolderError, match="fewer cells; pass --resume"):
         _study(grown, tmp_path)
     study = _study(grown, tmp_path, resume=True)
-    study.run()
+    with caplog.at_level(logging.INFO, logger="probe_lens"):
+        study.run()
+    # log lines (shown by the CLI under --no-progress) say which cells were kept and which ran
+    said = caplog.text
+    assert "cell 2/3 probe_sft_1 seed 0: finished earlier, kept" in said
+    assert "cell 3/3 classifier_sft seed 0: running" in said and "cell 3/3 classifier_sft seed 0: done" in said
     assert {f: f.stat().st_mtime_ns for f in stamps} == stamps, "finished cells were recomputed"
     results = study.results()
     assert sorted(zip(results["cell"], results["seed"])) == sorted(
