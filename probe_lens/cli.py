@@ -97,7 +97,7 @@ def _add_study_args(
         help="sample the probe pool anew instead of reading the shipped reference continuations "
         "(same as --set data_source=fresh)",
     )
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars; print log lines instead")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error (also PROBE_LENS_DEBUG=1)")
     p.set_defaults(default_preset=default_preset)
 
@@ -690,6 +690,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    if getattr(args, "no_progress", False):  # no progress bars: plain log lines say where a long run is
+        logging.getLogger("probe_lens").setLevel(logging.INFO)
     debug = args.debug or os.environ.get("PROBE_LENS_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
     prog = f"probe-lens {args.command}"
     try:

@@ -25,6 +25,9 @@ fig_geometry               activations before vs after training, in 2-D projecti
 fig_steering_curves        rate and neutral KL vs steering alpha, ablation as a level (interventions)
 fig_attribution_heatmap    per-component probe-logit gap: base, trained, difference (interventions)
 fig_signal_decomposition   class signal on vs off the probe direction per model (interventions)
+fig_training_curves        training loss, probe term, KL per step and cell (report_sections)
+fig_yardsticks             lexical baselines beside the probes on each curated set (report_sections)
+fig_instruments            steering slope, ablation effect, evasion geometry per cell (report_sections)
 ========================== =============================================================================
 
 The same functions build ``report.html`` (``Study.report()``); they live in
@@ -66,3 +69,13 @@ from probe_lens.interventions.figures import (  # noqa: E402
 )
 
 __all__ += ["fig_attribution_heatmap", "fig_signal_decomposition", "fig_steering_curves"]
+
+# The report's training-curve, yardstick and instrument figures (probe_lens.experiments.report_sections);
+# they raise ValueError on empty input.
+from probe_lens.experiments.report_sections import (  # noqa: E402
+    fig_instruments,
+    fig_training_curves,
+    fig_yardsticks,
+)
+
+__all__ += ["fig_instruments", "fig_training_curves", "fig_yardsticks"]

@@ -632,8 +632,9 @@ def fig_geometry_vs_step(metrics: pd.DataFrame, *, scorer: str | None = None, be
         rows=2,
         cols=len(hooks),
         shared_xaxes=True,
-        subplot_titles=[f"{h}: class means · original direction" for h in hooks]
-        + [f"{h}: cos(mean difference, original direction)" for h in hooks],
+        subplot_titles=[f"{h}<br>class means · original direction" for h in hooks]
+        + [f"{h}<br>cos(mean difference, original direction)" for h in hooks],
+        vertical_spacing=0.14,
     )
     colors = _colors(_cell_order(metrics["cell"].astype(str)))
     shown: set[str] = set()
@@ -742,7 +743,7 @@ def fig_geometry(geometry: Mapping[str, Any] | None, *, scorer: str | None = Non
     views = [("x_dir", "x_pc1", "original direction", "PC1")] + ([("x_pc1", "x_pc2", "PC1", "PC2")] if with_pc2 else [])
     ncols = 2 * len(views)
     titles = [
-        f"{when}: {vx} × {vy}" if r == 0 else when
+        f"{when}<br>{vx} × {vy}" if r == 0 else when
         for r in range(len(panels))
         for (_, _, vx, vy) in views
         for when in ("before", "after")
@@ -1145,6 +1146,23 @@ def _headline_section(
     )
 
 
+def _extra_sections(
+    run_dir: Path, results: pd.DataFrame, metrics: pd.DataFrame, config: Mapping[str, Any], pngs: dict[str, go.Figure]
+) -> list[str]:
+    """Training curves, the curated yardsticks (``run_dir/yardsticks.json``) and the instruments, where the
+    study has them (:mod:`probe_lens.experiments.report_sections`)."""
+    from probe_lens.experiments import report_sections as S
+
+    listed = config.get("headline_probes")
+    probes = [str(p) for p in listed] if isinstance(listed, list) else []
+    built = [
+        S.training_section(metrics, pngs),
+        S.yardsticks_section(run_dir, results, probes, pngs),
+        S.instruments_section(results, pngs),
+    ]
+    return [_section(sec_id, title, body, note) for sec_id, title, body, note in filter(None, built)]
+
+
 def write_report(
     run_dir: str | Path,
     *,
@@ -1260,6 +1278,7 @@ def write_report(
         )
         sections.append(_section(sec_id, title, div))
         pngs[png_name] = fig
+    sections += _extra_sections(run_dir, results, metrics, config, pngs)
 
     rows = []
     v: str | None

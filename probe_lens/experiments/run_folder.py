@@ -254,19 +254,27 @@ class RunFolder:
             lock_folder(self.root)
         if spec.exists():
             saved = self._saved_study(overwrite)
-            if saved is None or _comparable(saved) != _comparable(wanted):
+            changes = study_changes(saved, wanted) if saved is not None else {"invalidating": ["study.json"]}
+            if changes["invalidating"]:
                 if not overwrite:
-                    assert saved is not None  # a corrupt study.json without overwrite raised
-                    diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
                     raise StudyFolderError(
-                        f"{self.root} holds a different study (differs in: {', '.join(diff)}). "
-                        "Choose another --out, or pass --overwrite to delete it."
+                        f"{self.root} holds a different study (differs in: {', '.join(changes['invalidating'])}): "
+                        "its finished cells would not be comparable. Only more seeds or more cells extend a study "
+                        "(with --resume). Choose another --out to write the new study beside it, or pass "
+                        "--overwrite to delete it."
                     )
                 if not lock:
                     lock_folder(self.root)  # deleting is writing
                 self._replace(config, behaviour_record)
                 return
-            if not resume and any((self.root / "cells").glob("*/*/eval.json")):
+            if changes["additive"] and not resume:
+                raise StudyFolderError(
+                    f"{self.root} holds this study with fewer {' and '.join(changes['additive'])}; pass --resume "
+                    "to extend it (finished cells are kept, only the new ones run)"
+                )
+            elif changes["additive"]:
+                log.info("extending the study in %s (more %s)", self.root, " and ".join(changes["additive"]))
+            elif not resume and any((self.root / "cells").glob("*/*/eval.json")):
                 raise StudyFolderError(
                     f"{self.root} already holds (part of) this study; pass --resume to continue it "
                     "(finished cells are kept) or --overwrite to start again"
@@ -334,6 +342,45 @@ class RunFolder:
                     "or pass --overwrite to delete the folder and start again"
                 ) from e
             return None  # --overwrite: start again
+
+
+GROWABLE = ("seeds", "cells")
+"""Study keys a finished study may grow along: a superset of its seeds or cells adds work, changes none."""
+
+
+def _dotted(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict) or not d:
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_dotted(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _grows(saved: Any, wanted: Any) -> bool:
+    """``wanted`` keeps every entry of ``saved`` (a list of seeds or cell specs) and adds some."""
+    if not isinstance(saved, list) or not isinstance(wanted, list):
+        return False
+    return all(x in wanted for x in saved) and len(wanted) > len(saved)
+
+
+def study_changes(saved: dict[str, Any], wanted: dict[str, Any]) -> dict[str, list[str]]:
+    """How the study ``wanted`` differs from the ``saved`` one (both ``StudyConfig.to_dict()``).
+
+    ``additive``: the :data:`GROWABLE` keys that only grow (more seeds, more cells: the finished work stays
+    valid); ``invalidating``: every other differing key, dotted (``probes.layer``, ``model``), and a growable
+    key that drops or changes an entry. Keys that do not change results (device, primary contrasts) are
+    ignored."""
+    a, b = _comparable(saved), _comparable(wanted)
+    additive = [k for k in GROWABLE if a.get(k) != b.get(k) and _grows(a.get(k), b.get(k))]
+    for k in additive:
+        a.pop(k, None), b.pop(k, None)
+    flat_a, flat_b = _dotted(a), _dotted(b)
+    invalidating = sorted(k for k in set(flat_a) | set(flat_b) if flat_a.get(k, _MISSING) != flat_b.get(k, _MISSING))
+    return {"additive": additive, "invalidating": invalidating}
+
+
+_MISSING = object()
 
 
 def _comparable(d: dict[str, Any]) -> dict[str, Any]:

@@ -610,10 +610,15 @@ class Study:
         self.check_disk()
         self._on_main(self.build_data)  # the other ranks never need the dataset itself
         todo = [(c.name, s) for s in cfg.seeds for c in cfg.cell_specs]
-        for cell, seed in tqdm(todo, desc="study cells", disable=not (self.progress and self.dist.is_main)):
+        for i, (cell, seed) in enumerate(
+            tqdm(todo, desc="study cells", disable=not (self.progress and self.dist.is_main)), start=1
+        ):
             if self._on_main(functools.partial(self.is_done, cell, seed), share=True):
+                log.info("cell %d/%d %s seed %d: finished earlier, kept", i, len(todo), cell, seed)
                 continue
+            log.info("cell %d/%d %s seed %d: running", i, len(todo), cell, seed)
             self.run_cell(cell, seed)
+            log.info("cell %d/%d %s seed %d: done", i, len(todo), cell, seed)
         # from this object's first step (a caller may have built the data or loaded the model before run())
         self.clock.stop()
         return self.report()

@@ -26,6 +26,7 @@ EXPECTED = [
     "02_training_against_probes.ipynb",
     "03_drift_visualizations.ipynb",
     "04_bring_your_own_behaviour.ipynb",
+    "05_where_did_it_hide.ipynb",
 ]
 CELL_TIMEOUT_S = 300
 KERNEL = "probe-lens-tutorials"
