@@ -83,7 +83,8 @@ def contrast_specs(config: StudyConfig, names: Mapping[str, list[str]]) -> list[
     """``(metric, cell, control)`` triples: each probe-trained cell against ``base`` and against the
     classifier cells of its control objective (its adapter's ``control``, else its own objective: the
     trained-against probe's AUROC, its cosine (classifier control only), the held-out mass-mean probe's
-    AUROC, the behaviour's rate, perplexity); each classifier cell against ``base``."""
+    AUROC, both probes' recall at the base model's 1%-FPR threshold, the behaviour-vs-representation parts,
+    the behaviour's rate, perplexity); each classifier cell against ``base``."""
     rate = BehaviourNames.of(config.behaviour_spec).metric_keys["rate"]
     cells = {c.name: c for c in config.cell_specs}
     layer = config.probes.layer
@@ -103,6 +104,9 @@ def contrast_specs(config: StudyConfig, names: Mapping[str, list[str]]) -> list[
                 str(K.tracked_auroc("onpolicy", probe)),
                 _probe_cos(probe, names),
                 str(K.tracked_auroc(which, f"massmean_L{layer}")),
+                # the field's monitor reading: recall at the threshold fixed on the base model (1% FPR)
+                str(K.monitor_key(which, "recall", 0.01, probe)),
+                str(K.monitor_key(which, "recall", 0.01, f"massmean_L{layer}")),
                 rate,
                 perplexity,
             ]

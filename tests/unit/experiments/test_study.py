@@ -336,6 +336,9 @@ def test_contrast_specs_pair_each_probe_cell_with_its_controls():
     assert ("probe/curated_auroc/ensemble2_L2", "probe_dpo_ens", "classifier_dpo") in specs
     assert ("probe/curated_auroc/logistic_L2", "probe_filtered_sft", "classifier_sft") in specs
     assert ("eval/toxicity_rate", "classifier_dpo", "base") in specs
+    # the field's monitor reading of the trained-against and held-out probes, against the same control
+    assert ("probe/curated_recall_at_fpr01/logistic_L2", "probe_sft_1", "classifier_sft") in specs
+    assert ("probe/curated_recall_at_fpr01/massmean_L2", "probe_dpo_1", "classifier_dpo") in specs
     # a drift cosine is 1 by construction in base: only trained controls
     assert ("drift/cosine/logistic_L2", "probe_sft_1", "classifier_sft") in specs
     assert not any(m.startswith("drift/cosine/") and b == "base" for m, _, b in specs)
