@@ -445,11 +445,15 @@ CPU_RATES: dict[str, Any] = {
     "generate_flops_per_s": 1.1e11,
     "forward_flops_per_s": 5.4e11,
     "fixed_s": 60.0,
-    "per_cell_seed_s": 3.0,
+    "per_cell_seed_s": 50.0,
 }
 """Effective rates of each phase, calibrated on the quick preset (3 seeds x 5 cells, 12 min 51 s on a 2-core
 AMD EPYC: ~40 s of training per trained cell-seed, ~5 s of evaluation sampling and ~8 s of evaluation per
-cell-seed); ``fixed_s``: loading, probe fits, reports. Another CPU (or a GPU) is faster or slower in proportion."""
+cell-seed) and, for ``per_cell_seed_s``, on the contrast preset's first seeds (session 8: ~8.5 min a seed,
+where the quick-calibrated rates said ~4.6: the fresh-sample re-fit, the behaviour-vs-representation pass
+and the monitor statistics add ~47 s to every cell-seed); ``fixed_s``: loading, probe fits, reports. The
+causal instruments (``eval.causal``) are not counted: on the same CPU they add ~60-90 s per cell-seed.
+Another CPU (or a GPU) is faster or slower in proportion."""
 
 
 def estimate_wall_s(flops: dict[str, float], n_seeds: int, n_cells: int) -> float:

@@ -151,7 +151,7 @@ def test_contrast_preset_resolves_and_its_dry_run_states_the_budget(capsys):
     ]
     assert cfg.eval.prompts_per_seed and cfg.train_data.neutral_share == 0.0 and cfg.probes.fit_rows == "weighted"
     plan = estimate_plan(cfg)
-    assert 30 * 60 <= plan.wall_s <= 2 * 3600  # ~43 min at the quick preset's measured rates
+    assert 60 * 60 <= plan.wall_s <= 2 * 3600  # ~87 min at the rates measured on quick and contrast (AMD EPYC)
     assert main(["reproduce", "--preset", "contrast", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "estimated wall time: ~" in out and "within the contrast preset's budget of 2.0 h" in out
