@@ -64,6 +64,10 @@ def tiny_study_config(**overrides):
             "n_fluency_texts": 4,
             "threshold": 0.75,
             "n_curated": 24,
+            # one prompt draw for every seed: the tiny model's positives are rare (~7% of its continuations),
+            # and a per-seed draw can leave a seed's 24 on-policy prompts without one (test_replicates tests
+            # the per-seed draws, the default of real studies)
+            "prompts_per_seed": False,
         },
         "probes": {
             "layer": 2,

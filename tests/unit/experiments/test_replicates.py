@@ -30,6 +30,7 @@ def tiny_reference(tmp_path_factory):
 
 
 def _study(out, reference, **overrides) -> Study:
+    overrides["eval"] = {"prompts_per_seed": True, **overrides.get("eval", {})}  # real studies' default
     cfg = tiny_study_config(seeds=[0, 1], data_source=str(reference), **overrides)
     return Study(
         cfg, out, resume=True, model=tiny_model(n_layers=4), scorer=non_ascii_scorer(), progress=False, export_png=False
