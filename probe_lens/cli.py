@@ -654,8 +654,28 @@ def cmd_config(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """An unrecognized flag is refused by the subcommand it was given to (its usage, exit 2), naming the
+    subcommands that have it."""
+
+    commands: dict[str, argparse.ArgumentParser] = {}
+
+    def parse_args(self, args=None, namespace=None):
+        ns, extra = self.parse_known_args(args, namespace)
+        if extra:
+            cmd = self.commands.get(getattr(ns, "command", None) or "", self)
+            elsewhere = {
+                flag: [n for n, p in self.commands.items() if flag in p._option_string_actions]
+                for flag in (x.split("=", 1)[0] for x in extra)
+                if flag.startswith("--")
+            }
+            notes = [f"{f} is a flag of: {', '.join(names)}" for f, names in elsewhere.items() if names]
+            cmd.error(f"unrecognized arguments: {' '.join(extra)}" + (f" ({'; '.join(notes)})" if notes else ""))
+        return ns
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="probe-lens", description="Fine-tune against probes; see whether they keep working.", allow_abbrev=False
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -740,6 +760,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE")
     p.add_argument("--debug", action="store_true")
     p.set_defaults(func=cmd_task)
+    parser.commands = dict(sub.choices)
     return parser
 
 
