@@ -247,14 +247,14 @@ def test_an_internal_bug_is_reported_as_one_not_hidden(capsys, monkeypatch):
         return {}["missing"].value
 
     monkeypatch.setattr(cli, "cmd_report", buggy)
-    assert main(["report"]) == 1
+    assert main(["report", "--out", "x"]) == 1  # (report reads the study in --out: it needs one)
     err = _err(capsys)
     assert "probe-lens report: internal error (please report): KeyError: 'missing'" in err and "--debug" in err
     with pytest.raises(KeyError):
-        main(["report", "--debug"])
+        main(["report", "--out", "x", "--debug"])
     monkeypatch.setenv("PROBE_LENS_DEBUG", "1")
     with pytest.raises(KeyError):
-        main(["report"])
+        main(["report", "--out", "x"])
 
 
 def test_a_full_disk_is_a_user_error(capsys, monkeypatch):
