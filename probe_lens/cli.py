@@ -50,7 +50,10 @@ def _preset_names() -> list[str]:
 # (_COMMAND_FLAGS) and gets the others' defaults, so every attribute _config/_study read exists on ``args``
 _STUDY_FLAGS: tuple[tuple[str, str, object, dict], ...] = (
     ("--preset", "preset", None, {}),
-    ("--config", "config_file", None, {"metavar": "FILE", "help": "a YAML/JSON study file (keys as in `probe-lens config`)"}),
+    ("--config", "config_file", None, {
+        "metavar": "FILE",
+        "help": "a YAML/JSON study file (keys as in `probe-lens config`)",
+    }),
     ("--model", "model", None, {"help": "TransformerLens name or local HF folder; 'embedded' = Gemma-3-270M"}),
     ("--behaviour", "behaviour", None, {
         "metavar": "NAME",
