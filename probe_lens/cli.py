@@ -4,13 +4,15 @@
     probe-lens reproduce --preset quick|paper [--model NAME] [--seeds N] [--out DIR] [--resume]
     probe-lens reproduce --behaviour sentiment --preset demo     # another behaviour (default: toxicity)
     probe-lens reproduce --behaviour-file my_behaviour.yaml      # your own (see probe_lens.behaviours.spec)
-    probe-lens build-data | fit-probes | train | evaluate | report   (the steps on their own)
+    probe-lens build-data | fit-probes | train [--cell C --seed S]   (the steps on their own, on --out)
+    probe-lens evaluate | report --out DIR           # read the study saved in DIR (its study.json)
     probe-lens config --preset quick > study.yaml    # a study file to edit and pass back with --config
     probe-lens reproduce --plugin my_objective --config study.yaml   # your registrations imported first
 
+Each subcommand offers only the flags it uses (``probe-lens <cmd> --help``); another's is refused by argparse.
 A mistake a user can fix (bad flag or study file, unavailable model, a folder holding another study,
 ...) prints one ``probe-lens <cmd>: error: ...`` paragraph and exits with 2; Ctrl-C exits with 130
-(every step is resumable: rerun with --resume); anything else is an internal error (exit 1).
+(every step is resumable: rerun it, ``reproduce`` with --resume); anything else is an internal error (exit 1).
 ``--debug`` or ``PROBE_LENS_DEBUG=1`` shows the traceback instead.
 """
 
@@ -44,61 +46,141 @@ def _preset_names() -> list[str]:
     return list(PRESETS)
 
 
-def _add_study_args(
-    p: argparse.ArgumentParser, *, default_preset: str = "quick", default_out: str | None = None
-) -> None:
-    p.add_argument(
-        "--preset",
-        default=None,
-        help=f"{' | '.join(_preset_names())} (default: {default_preset}, or the --config file alone)",
-    )
-    p.add_argument(
-        "--config", dest="config_file", default=None, help="a YAML/JSON study file (keys as in `probe-lens config`)"
-    )
-    p.add_argument("--model", default=None, help="TransformerLens name or local HF folder; 'embedded' = Gemma-3-270M")
-    p.add_argument(
-        "--behaviour",
-        default=None,
-        metavar="NAME",
-        help="what the study detects and trains against: toxicity (default) | sentiment | a registered name",
-    )
-    p.add_argument(
-        "--behaviour-file",
-        default=None,
-        metavar="PATH",
-        help="a JSON/YAML behaviour spec (your prompts + a scorer name, or pre-labelled rows); "
+# the study flags: (flag, dest, default, argparse keywords); each subcommand offers the ones its code uses
+# (_COMMAND_FLAGS) and gets the others' defaults, so every attribute _config/_study read exists on ``args``
+_STUDY_FLAGS: tuple[tuple[str, str, object, dict], ...] = (
+    ("--preset", "preset", None, {}),
+    ("--config", "config_file", None, {
+        "metavar": "FILE",
+        "help": "a YAML/JSON study file (keys as in `probe-lens config`)",
+    }),
+    ("--model", "model", None, {"help": "TransformerLens name or local HF folder; 'embedded' = Gemma-3-270M"}),
+    ("--behaviour", "behaviour", None, {
+        "metavar": "NAME",
+        "help": "what the study detects and trains against: toxicity (default) | sentiment | a registered name",
+    }),
+    ("--behaviour-file", "behaviour_file", None, {
+        "metavar": "PATH",
+        "help": "a JSON/YAML behaviour spec (your prompts + a scorer name, or pre-labelled rows); "
         "see probe_lens.behaviours.spec",
-    )
-    p.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1)")
-    p.add_argument("--out", default=default_out, help="run folder (default: runs/<preset>)")
-    p.add_argument("--resume", action="store_true", help="continue the study in --out; finished cells are kept")
-    p.add_argument("--overwrite", action="store_true", help="delete --out first if it holds a different study")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one field, e.g. --set probe_sft.max_steps=20 (repeatable)",
-    )
-    p.add_argument(
-        "--plugin",
-        dest="plugins",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="import your module (or .py file) first: its objective / behaviour / scorer registrations (repeatable)",
-    )
-    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
-    p.add_argument("--backend", choices=("hooked", "bridge"), default=None, help="model backend (default: the study's)")
-    p.add_argument(
-        "--fresh-data",
-        action="store_true",
-        help="sample the probe pool anew instead of reading the shipped reference continuations "
+    }),
+    ("--seeds", "seeds", None, {"type": int, "metavar": "N", "help": "number of seeds (0..N-1)"}),
+    ("--set", "overrides", [], {
+        "action": "append",
+        "metavar": "KEY=VALUE",
+        "help": "override one field, e.g. --set probe_sft.max_steps=20 (repeatable)",
+    }),
+    ("--fresh-data", "fresh_data", False, {
+        "action": "store_true",
+        "help": "sample the probe pool anew instead of reading the shipped reference continuations "
         "(same as --set data_source=fresh)",
-    )
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars; print log lines instead")
-    p.add_argument("--debug", action="store_true", help="show the full traceback of an error (also PROBE_LENS_DEBUG=1)")
+    }),
+    ("--out", "out", None, {"metavar": "DIR", "help": "run folder (default: runs/<preset>)"}),
+    ("--resume", "resume", False, {
+        "action": "store_true",
+        "help": "continue the study in --out (its study.json unless --preset/--config is given); finished cells "
+        "are kept, more --seeds or cells extend it",
+    }),
+    ("--overwrite", "overwrite", False, {
+        "action": "store_true",
+        "help": "delete --out first if it holds a different study",
+    }),
+    ("--plugin", "plugins", [], {
+        "action": "append",
+        "metavar": "MODULE",
+        "help": "import your module (or .py file) first: its objective / behaviour / scorer registrations (repeatable)",
+    }),
+    ("--device", "device", None, {"help": "cpu | cuda | cuda:N | mps (default: cuda when available)"}),
+    ("--backend", "backend", None, {"choices": ("hooked", "bridge"), "help": "model backend (default: the study's)"}),
+    ("--no-progress", "no_progress", False, {
+        "action": "store_true",
+        "help": "hide progress bars; print log lines instead",
+    }),
+    ("--debug", "debug", False, {
+        "action": "store_true",
+        "help": "show the full traceback of an error (also PROBE_LENS_DEBUG=1)",
+    }),
+)  # fmt: skip
+
+_DEFINE = ("--preset", "--config", "--model", "--behaviour", "--behaviour-file", "--seeds", "--set", "--fresh-data")
+"""The flags that say which study: they matter wherever a study can be started or grown."""
+_RUNTIME = ("--plugin", "--device", "--backend", "--no-progress", "--debug")
+
+_COMMAND_FLAGS: dict[str, tuple[str, ...]] = {
+    # demo, build-data, fit-probes and train always continue the study in --out (finished work is kept), so
+    # --resume would change nothing; evaluate and report read the study saved in --out and change none of it;
+    # config only prints a study file
+    "demo": (*_DEFINE, "--out", "--overwrite", *_RUNTIME),
+    "reproduce": (*_DEFINE, "--out", "--resume", "--overwrite", *_RUNTIME),
+    "build-data": (*_DEFINE, "--out", "--overwrite", *_RUNTIME),
+    "fit-probes": (*_DEFINE, "--out", "--overwrite", *_RUNTIME),
+    "train": (*_DEFINE, "--out", "--overwrite", *_RUNTIME),
+    "evaluate": ("--out", "--plugin", "--device", "--no-progress", "--debug"),
+    "report": ("--out", "--set", "--plugin", "--device", "--no-progress", "--debug"),
+    "config": (*_DEFINE, "--plugin", "--backend", "--debug"),
+}
+
+REPORT_SET_KEYS = ("primary_contrasts",)
+"""The study keys ``report --set`` may change: how the finished study is read, not what it computed."""
+
+
+def _command_help(command: str, default_preset: str) -> dict[str, str]:
+    """Help texts that say what a study flag does for ``command`` (over the generic ones of _STUDY_FLAGS)."""
+    presets = " | ".join(_preset_names())
+    if command == "config":
+        return {
+            "--preset": f"the preset to print: {presets} (default: {default_preset}, or the --config file alone)",
+            "--config": "a YAML/JSON study file to check and print complete (keys as printed here)",
+            "--seeds": "number of seeds (0..N-1) written to the study file",
+            "--backend": "model backend written to the study file (default: hooked)",
+            "--plugin": "import your module (or .py file) first, so the study file may name its objectives / "
+            "behaviours / scorers (repeatable)",
+        }
+    if command in ("evaluate", "report"):
+        return {
+            "--out": "the run folder holding the study (its study.json) "
+            + ("whose trained cells to evaluate" if command == "evaluate" else "to report"),
+            "--plugin": "import your module (or .py file) first: the registrations the study in --out names "
+            "(repeatable)",
+            "--device": "where the cells are evaluated (default: cuda when available)"
+            if command == "evaluate"
+            else "where the model runs if a missing per-seed file (split, noise floor) must be rebuilt; the "
+            "report itself loads no model (default: cuda when available)",
+            "--set": f"change how the finished study is read, not its results: only {', '.join(REPORT_SET_KEYS)} "
+            "(the contrasts the headline reads as primary), e.g. "
+            "--set 'primary_contrasts=[{a: probe_sft_1, b: base, metric: curated_auroc}]'",
+        }
+    if command == "demo":
+        return {
+            "--preset": f"the study to run a demo of: {presets} (default: demo)",
+            "--out": "run folder (default: runs/<preset>); a demo continues the study already there (finished "
+            "cells are kept)",
+        }
+    if command in ("build-data", "fit-probes", "train"):
+        return {
+            "--preset": f"{presets}: the study to start in a new --out (default: the study.json in --out; "
+            f"without --out: {default_preset} in runs/{default_preset})",
+            "--config": "a YAML/JSON study file to start in --out (default: the study.json in --out)",
+            "--seeds": "number of seeds (0..N-1); more than the study in --out has extends it",
+            "--out": "the run folder this step works on and continues (default: runs/<preset>)",
+        }
+    return {"--preset": f"{presets} (default: {default_preset}, or the --config file alone)"}
+
+
+def _add_study_args(p: argparse.ArgumentParser, command: str, *, default_preset: str = "quick") -> None:
+    """The study flags ``command`` uses (:data:`_COMMAND_FLAGS`), with help for that command; the defaults of
+    the others, so the shared code reads every attribute."""
+    offered, helps = _COMMAND_FLAGS[command], _command_help(command, default_preset)
+    specs = {flag: (dest, default, kw) for flag, dest, default, kw in _STUDY_FLAGS}
+    for flag in offered:  # in the command's order
+        dest, default, kw = specs[flag]
+        kw = {**kw, "help": helps.get(flag, kw.get("help"))}
+        if flag == "--out" and command in ("evaluate", "report"):  # they read a study that must exist
+            kw["required"] = True
+        p.add_argument(flag, dest=dest, default=list(default) if isinstance(default, list) else default, **kw)
+    for flag, (dest, default, _) in specs.items():
+        if flag not in offered:
+            p.set_defaults(**{dest: list(default) if isinstance(default, list) else default})
     p.set_defaults(default_preset=default_preset)
 
 
@@ -553,6 +635,14 @@ def cmd_evaluate(args) -> int:
 
 def cmd_report(args) -> int:
     t0 = time.perf_counter()
+    changed = [k for o in args.overrides if (k := o.split("=", 1)[0].strip()) not in REPORT_SET_KEYS]
+    if changed:  # anything else would be another study than the one whose cells are in --out
+        raise UsageError(
+            f"report --set {changed[0]}: the report reads the study in --out as it ran; --set here changes only "
+            f"{', '.join(REPORT_SET_KEYS)} (which contrasts the headline reads as primary). To change "
+            f"{changed[0]}, run it as a new study: probe-lens reproduce --config {Path(args.out) / 'study.json'} "
+            f"--set {changed[0]}=... --out ANOTHER_FOLDER"
+        )
     study = _study(args, resume=True, need_study=True, reader=True)
     summary = study.report()
     _print_summary(study, summary, t0)
@@ -567,9 +657,29 @@ def cmd_config(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """An unrecognized flag is refused by the subcommand it was given to (its usage, exit 2), naming the
+    subcommands that have it."""
+
+    commands: dict[str, argparse.ArgumentParser] = {}
+
+    def parse_args(self, args=None, namespace=None):
+        ns, extra = self.parse_known_args(args, namespace)
+        if extra:
+            cmd = self.commands.get(getattr(ns, "command", None) or "", self)
+            elsewhere = {
+                flag: [n for n, p in self.commands.items() if flag in p._option_string_actions]
+                for flag in (x.split("=", 1)[0] for x in extra)
+                if flag.startswith("--")
+            }
+            notes = [f"{f} is a flag of: {', '.join(names)}" for f, names in elsewhere.items() if names]
+            cmd.error(f"unrecognized arguments: {' '.join(extra)}" + (f" ({'; '.join(notes)})" if notes else ""))
+        return ns
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="probe-lens", description="Fine-tune against probes; see whether they keep working."
+    parser = _Parser(
+        prog="probe-lens", description="Fine-tune against probes; see whether they keep working.", allow_abbrev=False
     )
     sub = parser.add_subparsers(dest="command", required=True)
     specs = [
@@ -584,6 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
     ]
     p = sub.add_parser(
         "build-reference",
+        allow_abbrev=False,
         help="sample the reference continuations a study reads instead of sampling",
         description="Sample every embedded prompt with the given tags, score the continuations and "
         "write them (tokens, texts, scores, per-row seeds) as a gzipped JSONL with a provenance file.",
@@ -606,8 +717,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true")
     p.set_defaults(func=cmd_build_reference)
     for name, fn, help_, default in specs:
-        p = sub.add_parser(name, help=help_, description=help_)
-        _add_study_args(p, default_preset=default)
+        # allow_abbrev=False: a flag this subcommand lacks is refused, not read as a prefix of another
+        # (``fit-probes --seed 2`` is not ``--seeds 2``)
+        p = sub.add_parser(name, help=help_, description=help_, allow_abbrev=False)
+        _add_study_args(p, name, default_preset=default)
         if name == "reproduce":
             p.add_argument(
                 "--dry-run",
@@ -636,16 +749,21 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--cell", action="append", default=[], help="cell(s) to run (default: all in the study)")
             p.add_argument("--seed", type=int, action="append", default=[], help="seed(s) to run (default: all)")
         p.set_defaults(func=fn)
-    p = sub.add_parser("status", help="each task of a study: pending, running, done or failed (with its log)")
+    p = sub.add_parser(
+        "status", allow_abbrev=False, help="each task of a study: pending, running, done or failed (with its log)"
+    )
     p.add_argument("--out", required=True, help="the run folder")
     p.add_argument("--debug", action="store_true")
     p.set_defaults(func=cmd_status)
-    p = sub.add_parser("task", help="run one task of a study alone: prepare, cell/<cell>/seed<s> or finalise")
+    p = sub.add_parser(
+        "task", allow_abbrev=False, help="run one task of a study alone: prepare, cell/<cell>/seed<s> or finalise"
+    )
     p.add_argument("task", help="the task, as `probe-lens status` names it")
     p.add_argument("--out", required=True, help="the run folder")
     p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE")
     p.add_argument("--debug", action="store_true")
     p.set_defaults(func=cmd_task)
+    parser.commands = dict(sub.choices)
     return parser
 
 
@@ -677,11 +795,20 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-def _describe(e: BaseException) -> str:
+def _rerun(command: str) -> str:
+    """How to continue after an interruption: only ``reproduce`` has ``--resume`` (the other steps always continue)."""
+    return (
+        "rerun the same command with --resume"
+        if "--resume" in _COMMAND_FLAGS.get(command, ())
+        else ("rerun the same command (finished work is kept)")
+    )
+
+
+def _describe(e: BaseException, command: str) -> str:
     if isinstance(e, json.JSONDecodeError):
         return f"a JSON file of the run folder is truncated or corrupt ({e}); rerun with --debug to see which"
     if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-        return f"the disk is full ({e}); free some space, then rerun the same command with --resume"
+        return f"the disk is full ({e}); free some space, then {_rerun(command)}"
     return str(e)
 
 
@@ -699,13 +826,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if debug:
             raise
-        print(f"\n{prog}: interrupted; rerun the same command with --resume to continue", file=sys.stderr)
+        print(f"\n{prog}: interrupted; {_rerun(args.command)} to continue", file=sys.stderr)
         return 130
     except Exception as e:
         if debug:
             raise
         if isinstance(e, _user_errors()) or (isinstance(e, OSError) and e.errno == errno.ENOSPC):
-            print(f"{prog}: error: {_describe(e)}", file=sys.stderr)
+            print(f"{prog}: error: {_describe(e, args.command)}", file=sys.stderr)
             return 2
         print(
             f"{prog}: internal error (please report): {type(e).__name__}: {e}\n"

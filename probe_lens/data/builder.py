@@ -220,7 +220,7 @@ class ActivationDataset:
         except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:  # json errors are ValueErrors
             raise ValueError(
                 f"{file} cannot be read ({type(e).__name__}: {e}): the dataset in {path} is truncated or corrupt; "
-                f"delete {path} and rerun (a study: the same command with --resume) to build it again"
+                f"delete {path} and rerun (a study: the same step, or reproduce with --resume) to build it again"
             ) from e
         return cls(acts=acts, examples=examples, generation=gen, meta=meta)
 

@@ -412,9 +412,11 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        hint = (
-            " Delete it and rerun the same command with --resume: that cell is run again"
-            if path.name == "eval.json"
+        root = path.parents[3] if len(path.parents) > 3 and path.parents[2].name == "cells" else None
+        hint = (  # `report` and `evaluate` cannot rerun a cell: the study goes on where cells are trained
+            f" Delete it and continue the study (probe-lens reproduce --out {root} --resume, or train --out {root}): "
+            "that cell is run again"
+            if path.name == "eval.json" and root is not None
             else ""
         )
         raise StudyFolderError(f"{path} is corrupt or truncated ({type(e).__name__}: {e}).{hint}") from e

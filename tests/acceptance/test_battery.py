@@ -32,6 +32,7 @@ FAST = dict(
     probe_sft={"max_steps": 1},
     probes={"noise_floor_resamples": 2},
     eval={"n_curated": 8, "n_telemetry_prompts": 2, "n_provocative": 4},
+    data={"samples_per_prompt": 3},  # per-seed pools: 2 leave seed 0's on-policy rows without a positive
 )
 
 

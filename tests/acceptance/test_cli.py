@@ -34,6 +34,7 @@ FAST = dict(
     probe_sft={"max_steps": 1},
     probes={"noise_floor_resamples": 2},
     eval={"n_curated": 8, "n_telemetry_prompts": 2, "n_provocative": 4},
+    data={"samples_per_prompt": 3},  # per-seed pools: 2 leave seed 0's on-policy rows without a positive
 )
 
 
@@ -247,14 +248,14 @@ def test_an_internal_bug_is_reported_as_one_not_hidden(capsys, monkeypatch):
         return {}["missing"].value
 
     monkeypatch.setattr(cli, "cmd_report", buggy)
-    assert main(["report"]) == 1
+    assert main(["report", "--out", "x"]) == 1  # (report reads the study in --out: it needs one)
     err = _err(capsys)
     assert "probe-lens report: internal error (please report): KeyError: 'missing'" in err and "--debug" in err
     with pytest.raises(KeyError):
-        main(["report", "--debug"])
+        main(["report", "--out", "x", "--debug"])
     monkeypatch.setenv("PROBE_LENS_DEBUG", "1")
     with pytest.raises(KeyError):
-        main(["report"])
+        main(["report", "--out", "x"])
 
 
 def test_a_full_disk_is_a_user_error(capsys, monkeypatch):

@@ -97,5 +97,7 @@ def test_build_reference_checks_its_output_before_sampling(capsys, tmp_path):
 def test_preset_help_lists_every_preset(capsys):
     with pytest.raises(SystemExit):
         main(["reproduce", "--help"])
+    from probe_lens.experiments.presets import PRESETS
+
     out = " ".join(capsys.readouterr().out.split())
-    assert "demo | quick | standard | paper" in out
+    assert " | ".join(PRESETS) in out and "contrast" in out
