@@ -409,7 +409,8 @@ def primary_markdown(con: pd.DataFrame, notes: Sequence[str], config: StudyConfi
     """The primary contrasts: estimate, HKSJ interval, sign-flip p, I²; the skipped ones; the smallest p."""
     prim = con[con["primary"]] if "primary" in con else con.iloc[:0]
     text = _stat_table(prim) if len(prim) else "_no primary contrast could be formed in this study_\n"
-    k = len(config.seeds)
+    # the seeds the contrasts actually pair (a study stopped early has fewer than its config names)
+    k = int(prim["n_seeds"].max()) if len(prim) and "n_seeds" in prim else len(config.seeds)
     text += (
         f"\nWith {k} seed{'s' if k != 1 else ''} the smallest attainable two-sided sign-flip p is 2/2^{k} = {2 / 2**k:.3g}. Holm p: "
         "within the primary family here; within the family of all other contrasts below. I²: share of the "
