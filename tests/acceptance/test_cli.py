@@ -274,7 +274,9 @@ def test_set_probes_C_cv_builds_and_runs_a_study(tmp_path):
     f, out = _study_file(tmp_path), tmp_path / "run"
     buf = io.StringIO()
     with redirect_stdout(buf):
-        rc = main(["reproduce", "--config", f, "--set", "probes.C=cv", "--out", str(out), "--no-progress"])
+        # 5-fold CV needs 5 positives among the fit rows: the tiny model at threshold 0.5 gives them
+        args = ["--set", "probes.C=cv", "--set", "data.threshold=0.5", "--set", "data.samples_per_prompt=4"]
+        rc = main(["reproduce", "--config", f, *args, "--out", str(out), "--no-progress"])
     assert rc == 0, buf.getvalue()
     assert json.loads((out / "study.json").read_text())["probes"]["C"] == "cv"
     assert json.loads((out / "probes" / "seed0" / "logistic_L2" / "probe.json").read_text())["params"]["C"] == "cv"
