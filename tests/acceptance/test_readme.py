@@ -55,6 +55,15 @@ SKIPPED = {
     # a demo study of a custom behaviour on the embedded model; test_behaviour_study.py runs Behaviour.from_jsonl
     # with a scorer object end to end on the tiny model
     "Behaviours / python / from probe_lens.behaviours import Behaviour, register_behavi": "embedded study",
+    # a fragment continuing the API block (`model`, `prompts`, `probe` are the reader's); tests/unit/training/
+    # test_rloo.py runs train_rloo with both rewards on the tiny model
+    "Programmatic API / python / import copy": "fragment",
+    # RLOO studies on the embedded model (tens of minutes); test_rloo_study.py runs both RLOO cells on the tiny model
+    "Programmatic API / bash / .venv/bin/probe-lens reproduce --preset quick --out runs/rlo": "embedded study",
+    # a study file's Slurm section: test_launch.py checks the scripts submitit writes from such settings
+    "Running on a cluster / yaml / launch:": "needs Slurm",
+    # submits to a Slurm cluster / runs the paper grid; test_launch.py runs the local executor on the tiny model
+    "Running on a cluster / bash / # the paper's grid on Slurm: 3 seeds x 8 cells = 24 tasks (2": "needs Slurm",
 }
 
 # The study commands' lines that run here (the others start studies of minutes to hours): the plan of the
