@@ -163,7 +163,8 @@ def test_geometry_uses_one_reference_direction_in_every_cell(finished_study):
 
 def test_prompt_plan_and_seed_splits_are_stratified_disjoint_and_deterministic(finished_study):
     study, _ = finished_study
-    # each seed draws its own plan (eval.prompts_per_seed, the default): the checks hold for every seed's
+    # the checks hold for every seed's plan (shared here: the tiny config fixes eval.prompts_per_seed=false;
+    # tests/unit/experiments/test_replicates.py covers per-seed plans)
     for seed in (0, 1):
         plan = study.plan_for(seed)
         parts = [plan.eval_provocative, plan.eval_neutral, plan.pool, plan.train_pool]
