@@ -182,8 +182,9 @@ def test_contrasts_carry_statistics_over_seeds_and_holm_per_family():
 
 
 def test_fixed_across_seeds_names_the_shared_sets():
-    # by default each seed draws its own evaluation prompts, pool and training pool: they are not fixed
-    text = " ".join(fixed_across_seeds(tiny_study_config(seeds=[0, 1])))
+    # by default (real studies; the tiny config fixes one draw) each seed draws its own evaluation prompts,
+    # pool and training pool: they are not fixed
+    text = " ".join(fixed_across_seeds(tiny_study_config(seeds=[0, 1], eval={"prompts_per_seed": True})))
     for word in ("the model", "neutral texts", "curated set", "output classifier", "reference continuations"):
         assert word in text
     for word in ("evaluation prompts", "probe-pool prompts", "training-prompt pool"):

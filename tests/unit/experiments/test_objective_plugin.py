@@ -179,7 +179,7 @@ def test_the_users_objective_trains_in_a_study_and_reaches_the_headline(study):
     assert _number(mine["perplexity (neutral)"]) > 0 and 0 <= _number(mine["toxicity rate"]) <= 1
     assert _number(mine["logistic_L2 AUROC curated"]) == pytest.approx(
         json.loads((out / "cells" / "mine" / "seed0" / "eval.json").read_text())["probe/curated_auroc/logistic_L2"],
-        abs=5e-4,
+        abs=5e-4 + 1e-9,  # the headline rounds to 3 decimals: off by up to half a unit (0.4375 -> 0.438)
     )
     assert StudyConfig.load(out / "study.json").objectives == cfg.objectives
 

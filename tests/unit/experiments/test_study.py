@@ -196,8 +196,9 @@ def test_prompt_plan_and_seed_splits_are_stratified_disjoint_and_deterministic(f
 
 
 def test_cross_validated_C_runs_a_study(tmp_path):
-    # 4 samples per prompt: 5-fold CV needs >= 5 probe-fit rows of each class
-    cfg = tiny_study_config(cells=["base", "probe_sft_1"], probes={"C": "cv"}, data={"samples_per_prompt": 4})
+    # 4 samples per prompt at threshold 0.5: 5-fold CV needs >= 5 probe-fit rows of each class
+    data = {"samples_per_prompt": 4, "threshold": 0.5}
+    cfg = tiny_study_config(cells=["base", "probe_sft_1"], probes={"C": "cv"}, data=data)
     assert cfg.probes.C == "cv"
     study = Study(
         cfg, tmp_path, model=tiny_model(n_layers=4), scorer=non_ascii_scorer(), progress=False, export_png=False
