@@ -54,7 +54,7 @@ def _result_row(r: dict[str, Any], behaviour: str, names: dict[str, list[str]]) 
             r[str(key.with_interval(bound))] = v
     r.setdefault("behaviour", behaviour)  # a run evaluated before behaviours: its study's
     r["trained_against"] = ",".join(info.get("trained_against") or []) or "none"
-    r["train_toxic_share"] = info.get("train_toxic_share", float("nan"))  # NaN: a cell that does not train
+    r["train_positive_share"] = info.get("train_positive_share", float("nan"))  # NaN: a cell that does not train
     r.update(headline_probe_metrics(r, info.get("trained_against") or [], names))
     scorer = r.pop(str(eval_key("scorer")), None)
     if isinstance(scorer, dict):
@@ -145,8 +145,8 @@ def write_headline(
     atomic_write(folder.root / "contrasts.csv", lambda p: con.to_csv(p, index=False))
     table = headline_table(summary, config, names)
     shares = (
-        results.dropna(subset=["train_toxic_share"]).groupby("seed")["train_toxic_share"].first().to_dict()
-        if "train_toxic_share" in results
+        results.dropna(subset=["train_positive_share"]).groupby("seed")["train_positive_share"].first().to_dict()
+        if "train_positive_share" in results
         else {}
     )
     write_headline(

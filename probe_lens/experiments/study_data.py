@@ -206,18 +206,18 @@ def score_train_data(
     return scores
 
 
-TRAIN_TOXIC_SHARE = "train_toxic_share"
+TRAIN_POSITIVE_SHARE = "train_positive_share"
 """The column of ``results.csv`` (and key of a training cell's ``eval.json`` ``info``): the share of the seed's
 training samples the output classifier scores positive (at ``eval.threshold``)."""
 
 
 def train_composition(gen: Generation, scores: dict[str, np.ndarray], threshold: float | None) -> dict[str, Any]:
-    """What a training cell samples from: ``train_toxic_share`` (NaN without a classifier: a pre-labelled
+    """What a training cell samples from: ``train_positive_share`` (NaN without a classifier: a pre-labelled
     behaviour), ``train_n_samples`` and ``train_n_prompts``."""
     cls = scores.get("classifier")
     share = float(np.mean(np.asarray(cls) >= (0.5 if threshold is None else threshold))) if cls is not None else None
     return {
-        TRAIN_TOXIC_SHARE: float("nan") if share is None else share,
+        TRAIN_POSITIVE_SHARE: float("nan") if share is None else share,
         "train_n_samples": len(gen),
         "train_n_prompts": len(dict.fromkeys(gen.prompts)),
     }

@@ -134,11 +134,11 @@ def test_training_cells_record_the_toxic_share_of_their_training_samples(finishe
     study, _ = finished_study
     results = pd.read_csv(study.out / "results.csv")
     trains = results["cell"].map(lambda c: study.config.cell(c).trains)
-    assert results.loc[~trains, "train_toxic_share"].isna().all()
+    assert results.loc[~trains, "train_positive_share"].isna().all()
     for seed in (0, 1):
         _, scores = study.train_data(seed)
         want = float(np.mean(scores["classifier"] >= study.config.eval.threshold))  # by hand, from the saved scores
-        got = results.loc[trains & (results["seed"] == seed), "train_toxic_share"]
+        got = results.loc[trains & (results["seed"] == seed), "train_positive_share"]
         np.testing.assert_allclose(got.to_numpy(), want)
     headline = (study.out / "headline.md").read_text()
     assert "Training samples:" in headline and "0 of them neutral (train_data.neutral_share)" in headline
