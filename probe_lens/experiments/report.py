@@ -1173,6 +1173,7 @@ def write_report(
     out_name: str = "report.html",
     png_dir: str | Path | None = None,
     headline: Mapping[str, Any] | None = None,
+    figures: dict[str, go.Figure] | None = None,
 ) -> Path:
     """Write ``run_dir/out_name``: one self-contained, offline HTML with every figure; return its path.
 
@@ -1193,6 +1194,8 @@ def write_report(
     :mod:`probe_lens.experiments.headline`) opens the report: section ``fig-headline`` with the headline
     table, the paired contrasts and their forest plot (``contrasts.png``); with it, ``fig-auroc`` shows
     every tracked probe in every cell (:func:`fig_tracked_auroc_vs_step`).
+
+    ``figures``, if given, receives every figure the report drew, by its PNG name (for an experiment tracker).
     """
     if not isinstance(config, Mapping):
         raise TypeError(
@@ -1313,6 +1316,8 @@ def write_report(
     )
     out = run_dir / out_name
     atomic_write_text(out, page)
+    if figures is not None:
+        figures.update(pngs)
     if png_dir is not None:  # a missing PNG backend is one log line: the HTML report is complete without it
         export_pngs(pngs, png_dir, on_skip=lambda why: log.warning("%s (report.html is complete)", why))
     return out

@@ -154,6 +154,7 @@ class Study:
         self._probes: dict[int, dict[str, Any]] = {}
         self._eval_sets: dict[str, DriftSet] | None = None
         self._base = BaseMeasurements()  # the base model's telemetry, shared by every cell of a seed
+        self.report_figures: dict[str, Any] = {}  # the last report's figures, by name (for experiment trackers)
         self._open_ranks(model)
         self._prepare_folder(resume=resume, overwrite=overwrite, lock=lock)
         if self.dist.enabled and not self.folder.study_json.exists():
@@ -684,6 +685,7 @@ class Study:
             timings=R.timings_record(self.folder, self.clock.timings),
         )
         png_dir = self.out / "assets" if self.export_png else None
+        self.report_figures.clear()
         write_report(
             self.out,
             results=results,
@@ -692,5 +694,6 @@ class Study:
             config=config,
             png_dir=png_dir,
             headline=headline,
+            figures=self.report_figures,
         )
         return summary

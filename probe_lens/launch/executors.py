@@ -40,7 +40,7 @@ def run_inprocess(study, plugins: list[str]):
         for spec in study.config.cell_specs:
             for seed in study.config.seeds:
                 tracking.log_cell(study.config, study.out, spec.name, seed)
-        tracking.log_headline(study.config, study.out)
+        tracking.log_headline(study.config, study.out, study.report_figures)
     return summary
 
 

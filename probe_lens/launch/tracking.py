@@ -10,6 +10,7 @@ shows is exactly what the study wrote, whichever executor ran it.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from probe_lens._registry import Registry
 from probe_lens.experiments.config import StudyConfig
 from probe_lens.experiments.run_folder import RunFolder
 
+log = logging.getLogger(__name__)
+
 
 class TrackerUnavailableError(ValueError):
     """The chosen tracker's package is not installed."""
@@ -28,6 +31,7 @@ class TrackerUnavailableError(ValueError):
 class TrackerRun(Protocol):
     def log(self, row: dict[str, float], step: int | None) -> None: ...
     def summary(self, values: dict[str, float]) -> None: ...
+    def figures(self, figures: dict[str, Any]) -> None: ...
     def finish(self) -> None: ...
 
 
@@ -67,6 +71,13 @@ class _WandbRun:
     def summary(self, values: dict[str, float]) -> None:
         self._run.summary.update(values)
 
+    def figures(self, figures: dict[str, Any]) -> None:
+        """Each plotly figure as an interactive W&B chart ``report/<name>``."""
+        import wandb
+
+        if figures:
+            self._run.log({f"report/{k}": wandb.Plotly(f) for k, f in figures.items()}, commit=True)
+
     def finish(self) -> None:
         import wandb
 
@@ -90,6 +101,10 @@ class _TrackioRun:
 
     def summary(self, values: dict[str, float]) -> None:
         self._trackio.log({f"final/{k}": v for k, v in values.items()})
+
+    def figures(self, figures: dict[str, Any]) -> None:
+        if figures:  # trackio logs numbers, tables and images; the interactive figures stay in report.html
+            log.warning("trackio: the report's %d figures are not sent (see report.html)", len(figures))
 
     def finish(self) -> None:
         self._trackio.finish()
@@ -149,8 +164,9 @@ def log_cell(config: StudyConfig, root: Path, cell: str, seed: int) -> None:
         run.finish()
 
 
-def log_headline(config: StudyConfig, root: Path) -> None:
-    """The study's paired contrasts (``contrasts.csv``) as one tracker run named ``headline``."""
+def log_headline(config: StudyConfig, root: Path, figures: dict[str, Any] | None = None) -> None:
+    """The study's paired contrasts (``contrasts.csv``) as one tracker run named ``headline``, with the
+    report's ``figures`` (:attr:`Study.report_figures`, by name) where given."""
     if config.launch.log == "none" or not (Path(root) / "contrasts.csv").exists():
         return
     import pandas as pd
@@ -169,5 +185,6 @@ def log_headline(config: StudyConfig, root: Path) -> None:
             key = "/".join(str(r[c]) for c in ("a", "b", "metric") if c in table.columns) or str(r.name)
             values.update({f"contrast/{key}/{k}": v for k, v in _numbers(r.to_dict()).items()})
         run.summary(values)
+        run.figures(dict(figures or {}))
     finally:
         run.finish()

@@ -83,7 +83,7 @@ def finalise(study, book: TaskBook):
             f"`probe-lens task --out {book.root} ID`"
         )
     summary = study.report()
-    tracking.log_headline(study.config, book.root)
+    tracking.log_headline(study.config, book.root, study.report_figures)
     return summary
 
 

@@ -327,6 +327,37 @@ def test_wandb_offline_run_holds_the_telemetry_rows(runs, tmp_path, monkeypatch)
     assert summary["eval/toxicity_rate"] == pytest.approx(final["eval/toxicity_rate"], rel=1e-12)
 
 
+def test_wandb_headline_run_holds_the_contrasts_and_the_report_figures(runs, tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason="pip install 'probe-lens[wandb]'")
+    import dataclasses
+
+    from probe_lens.launch import tracking
+    from probe_lens.launch.worker import open_study
+
+    *_, serial, _, _ = runs
+    run = tmp_path / "run"
+    shutil.copytree(serial, run)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    study = open_study(run)
+    study.report()
+    figures = study.report_figures
+    assert {"cosine_drift", "auroc_vs_step", "results_table"} <= set(figures)
+    cfg = dataclasses.replace(study.config, launch=dataclasses.replace(study.config.launch, log="wandb"))
+    tracking.log_headline(cfg, run, figures)
+    (run_file,) = (run / "launch/tracker/wandb").glob("offline-run-*/run-*.wandb")
+    rows, summary = _wandb_records(run_file)
+    charts = {k: v for r in rows for k, v in r.items() if k.startswith("report/")}
+    assert set(charts) == {f"report/{k}" for k in figures}
+    for name, fig in figures.items():  # each chart's file holds the figure's own traces
+        (path,) = run_file.parent.glob(f"files/{charts[f'report/{name}']['path']}")
+        assert len(json.loads(path.read_text())["data"]) == len(fig.data), name
+    contrasts = pd.read_csv(run / "contrasts.csv")
+    r = contrasts.iloc[0]
+    key = f"contrast/{r['a']}/{r['b']}/{r['metric']}/mean_diff"
+    assert summary[key] == pytest.approx(float(r["mean_diff"]), rel=1e-12)
+
+
 def test_a_missing_tracker_is_a_clear_error(runs, tmp_path, monkeypatch, capsys):
     _, study, *_ = runs
     monkeypatch.setitem(sys.modules, "trackio", None)
