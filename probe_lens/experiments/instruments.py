@@ -9,7 +9,7 @@ mass-mean probe at the same layer, every cell reports:
 * with ``eval.causal``, the direction's causal role (:func:`~probe_lens.interventions.causal_metrics`):
   steering slope and ablation effect on the cell's model (``causal/<stat>/<probe>``) and on the seed's base
   model (``causal/<stat>_base/<probe>``, measured once per seed, saved as ``seeds/<seed>/causal_base.json``);
-* with ``eval.attribution``, each component's share of the probe's toxic-minus-clean logit gap on the cell's
+* with ``eval.attribution``, each component's share of the probe's positive-minus-negative logit gap on the cell's
   model and once per seed on the base model (:mod:`~probe_lens.experiments.score_attribution`: JSON files, not
   results columns), timed as ``attribution_s``.
 

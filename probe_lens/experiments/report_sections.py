@@ -433,7 +433,7 @@ def fig_attribution_contrast(contrasts: pd.DataFrame, cell: str, control: str | 
     fig.update_yaxes(autorange="reversed")
     return _style(
         fig,
-        f"Probe-score attribution: {cell} vs {control} (toxic-minus-clean logit gap per component, mean over seeds)",
+        f"Probe-score attribution: {cell} vs {control} (positive-minus-negative logit gap per component, mean over seeds)",
         height=320 * len(probes) + 110,
     )
 

@@ -197,7 +197,7 @@ def attribution_markdown(contrasts: pd.DataFrame, *, top: int = 8) -> str:
     if contrasts.empty:
         return ""
     text = [
-        "## Attribution: which components moved the probe's toxic-minus-clean gap?\n",
+        "## Attribution: which components moved the probe's positive-minus-negative gap?\n",
         "Each component's direct contribution to the probe's logit, mean on positive minus mean on negative "
         "curated rows (the same rows in every cell and seed). `cell − control`: the paired difference, mean over "
         "seeds ± between-seed SD; `agree`: seeds whose difference has that sign. Read it as a diagnostic of where "
