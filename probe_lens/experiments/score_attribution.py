@@ -3,7 +3,7 @@
 Per cell and seed (``cells/<cell>/seed<s>/attribution.json``) and once per seed on the base model
 (``seeds/<s>/attribution_base.json``), for each measured probe (:func:`~probe_lens.experiments.instruments.
 instrument_probes`: the trained-against probes and the held-out mass-mean probe), each component's mean
-direct contribution (:func:`~probe_lens.interventions.probe_attribution`: embedding, every head, every
+direct contribution (:func:`~probe_lens.interventions.probe_attributions`: embedding, every head, every
 attention bias and MLP up to the probe's hook) to the probe's logit on positive rows minus on negative rows.
 
 Rows: a fixed draw of ``eval.attribution_rows`` curated rows per class, the same texts in every cell and
@@ -29,7 +29,7 @@ import pandas as pd
 from probe_lens.activations import resolve_hook
 from probe_lens.experiments.config import StudyConfig
 from probe_lens.experiments.run_folder import RunFolder, read_derived_json, write_json
-from probe_lens.interventions import component_gap, probe_attribution
+from probe_lens.interventions import component_gap, probe_attributions
 from probe_lens.training import DriftSet
 
 __all__ = [
@@ -87,18 +87,18 @@ def measure_attribution(
     y = rows_set.labels[rows]
     out: dict[str, Any] = {"rows": rows.tolist(), "n_positive": int(y.sum()), "n_negative": int((y == 0).sum())}
     out["probes"] = {}
+    tables = probe_attributions(
+        model,
+        probes,
+        rows_set.tokens[rows],
+        rows_set.attention_mask[rows],
+        rows_set.pool_mask[rows],
+        pooling=pooling,
+        batch_size=batch_size,
+    )  # one forward pass per batch for the probes at one hook
     for name, probe in probes.items():
         hook = resolve_hook(model, probe.hook)
-        att = probe_attribution(
-            model,
-            probe,
-            rows_set.tokens[rows],
-            rows_set.attention_mask[rows],
-            rows_set.pool_mask[rows],
-            hook=hook,
-            pooling=pooling,
-            batch_size=batch_size,
-        )
+        att = tables[name]
         gap = component_gap(att, y)
         logit = probe.decision_function(np.asarray(acts[hook])[rows])
         logit_gap = float(logit[y == 1].mean() - logit[y == 0].mean())
