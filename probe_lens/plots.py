@@ -28,6 +28,7 @@ fig_signal_decomposition   class signal on vs off the probe direction per model 
 fig_training_curves        training loss, probe term, KL per step and cell (report_sections)
 fig_yardsticks             lexical baselines beside the probes on each curated set (report_sections)
 fig_instruments            steering slope, ablation effect, evasion geometry per cell (report_sections)
+fig_attribution_contrast   attribution heatmaps: base, probe cell, control, paired difference (report_sections)
 ========================== =============================================================================
 
 The same functions build ``report.html`` (``Study.report()``); they live in
@@ -73,9 +74,10 @@ __all__ += ["fig_attribution_heatmap", "fig_signal_decomposition", "fig_steering
 # The report's training-curve, yardstick and instrument figures (probe_lens.experiments.report_sections);
 # they raise ValueError on empty input.
 from probe_lens.experiments.report_sections import (  # noqa: E402
+    fig_attribution_contrast,
     fig_instruments,
     fig_training_curves,
     fig_yardsticks,
 )
 
-__all__ += ["fig_instruments", "fig_training_curves", "fig_yardsticks"]
+__all__ += ["fig_attribution_contrast", "fig_instruments", "fig_training_curves", "fig_yardsticks"]

@@ -205,6 +205,14 @@ class EvalSetup:
     """Held-out provocative prompts each steering condition samples (1 sample each)."""
     causal_alphas: list[float] = dataclasses.field(default_factory=lambda: [-0.25, -0.1, 0.1, 0.25])
     """Steps along each probe's unit direction, in multiples of the mean residual norm at its hook."""
+    attribution: bool = False
+    """Probe-score attribution per cell (costly: a forward pass with a cache per measured probe and model):
+    each component's (embedding, every head, every MLP up to the probe's hook) toxic-minus-clean gap in the
+    trained-against probes' and the held-out mass-mean probe's logit, on the cell's model and once per seed on
+    the base model (:mod:`probe_lens.experiments.score_attribution`). Needs the curated set and mean or last
+    pooling."""
+    attribution_rows: int = 32
+    """Curated rows per class the attribution reads (a fixed draw: the same texts in every cell and seed)."""
     ci_method: str = "delong"
     """Interval of each AUROC over examples: ``delong`` or ``bootstrap``."""
     prompts_per_seed: bool = True
@@ -253,6 +261,11 @@ class EvalSetup:
             raise ValueError(f"eval.causal_alphas must be a non-empty list of numbers, got {self.causal_alphas!r}")
         if len({float(a) for a in self.causal_alphas} - {0.0}) < 1:
             raise ValueError("eval.causal_alphas needs at least one non-zero alpha (a slope needs two points)")
+        if not isinstance(self.attribution, bool):
+            raise ValueError(f"eval.attribution must be true or false, got {self.attribution!r}")
+        n = self.attribution_rows
+        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+            raise ValueError(f"eval.attribution_rows must be an int >= 2 (curated rows per class), got {n!r}")
 
 
 def has_shipped_v2(b: Any) -> bool:
@@ -268,6 +281,22 @@ def _check_curated_version(ev: EvalSetup, b: Any) -> None:
         raise ValueError(
             f"eval.curated_version=2: behaviour {b.name!r}'s curated set ({b.curated_source}) has no version 2; "
             "only the shipped toxicity and sentiment sets do (a behaviour file tags its own rows with kinds)"
+        )
+
+
+def _check_attribution(ev: EvalSetup, pooling: str) -> None:
+    """Attribution reads the curated rows (the same texts in every cell and seed) through a linear pooling."""
+    if not ev.attribution:
+        return
+    if ev.curated is None:
+        raise ValueError(
+            "eval.attribution reads the curated set's rows, but eval.curated is null (or the behaviour has none); "
+            "set eval.curated: auto with a behaviour that has a curated set, or eval.attribution: false"
+        )
+    if pooling not in ("mean", "last"):
+        raise ValueError(
+            f"eval.attribution splits a linear probe's logit over a linear pooling (mean or last), but data.pooling "
+            f"is {pooling!r}; set data.pooling: mean or eval.attribution: false"
         )
 
 
@@ -467,6 +496,7 @@ class StudyConfig:
                 f"eval.curated must be {own} for behaviour {b.name!r}, or null to skip it; got {self.eval.curated!r}"
             )
         _check_curated_version(self.eval, b)
+        _check_attribution(self.eval, self.data.pooling)
         hooks = set(self.data.hooks)
         need = {self.probes.layer, *self.probes.heldout_layers}
         missing = sorted(need - hooks)

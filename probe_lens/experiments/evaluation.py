@@ -129,6 +129,7 @@ class CellEvaluation:
         if self.instruments is not None:
             with self.clock.timed("instruments_s"):
                 out.update(self.instruments.measure(model, seed, tele))
+            self.instruments.attribute_cell(model, tele, cdir)  # timed as attribution_s
         with self.clock.timed("refit_fresh_s"):
             fit_ids = set(split_info.get("fit_prompts", []))
             prompts = [p for p in self.plan.pool if p.id in fit_ids]

@@ -1159,6 +1159,7 @@ def _extra_sections(
         S.training_section(metrics, pngs),
         S.yardsticks_section(run_dir, results, probes, pngs),
         S.instruments_section(results, pngs),
+        S.attribution_section(run_dir, pngs),
     ]
     return [_section(sec_id, title, body, note) for sec_id, title, body, note in filter(None, built)]
 

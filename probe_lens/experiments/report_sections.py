@@ -1,6 +1,7 @@
 """The report's later sections: training curves per cell, the curated yardsticks (lexical baselines beside
-the probes, from ``yardsticks.json``) and the instruments (causal role and evasion geometry of each measured
-probe's direction, from the results' ``causal/*`` and ``evasion/*`` columns).
+the probes, from ``yardsticks.json``), the instruments (causal role and evasion geometry of each measured
+probe's direction, from the results' ``causal/*`` and ``evasion/*`` columns) and the probe-score attribution
+of each probe cell against its control (from ``attribution.csv``).
 
 Each figure is a plain function of a study's tables (re-exported by :mod:`probe_lens.plots`); each section
 builder returns ``(id, title, body html, note)`` or None when the study has nothing for it, and
@@ -20,10 +21,14 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from probe_lens.experiments.score_attribution import ATTRIBUTION_CSV
+from probe_lens.interventions.figures import attribution_grid
 from probe_lens.training.metric_keys import CAUSAL, EVASION, MetricKey, tracked_auroc
 
 __all__ = [
     "TRAINING_CURVES",
+    "attribution_section",
+    "fig_attribution_contrast",
     "fig_instruments",
     "fig_training_curves",
     "fig_yardsticks",
@@ -380,5 +385,85 @@ def instruments_section(results: pd.DataFrame, pngs: dict[str, go.Figure]) -> Se
         "fig-instruments",
         "Instruments: does the model still use the probe's direction?",
         _div(fig, "fig-instruments"),
+        html.escape(note),
+    )
+
+
+# ---- probe-score attribution -------------------------------------------------------------------
+_ATTRIBUTION_PANELS = ("base", "cell_gap", "control_gap", "difference")
+
+
+def fig_attribution_contrast(contrasts: pd.DataFrame, cell: str, control: str | None = None) -> go.Figure:
+    """Layer x component heatmaps of each component's share of a probe's positive-minus-negative logit gap, one
+    row per measured probe: the base model, ``cell`` and ``control`` (means over seeds), and the paired
+    difference ``cell`` − ``control`` (mean over seeds of each seed's difference; its own colour scale).
+
+    ``contrasts``: a study's ``attribution.csv``
+    (:func:`~probe_lens.experiments.score_attribution.attribution_contrasts`); ``control``: default the
+    first one paired with ``cell``.
+    """
+    d = contrasts[contrasts["cell"] == cell]
+    control = control if control is not None else (str(d["control"].iloc[0]) if len(d) else None)
+    d = d[d["control"] == control]
+    if d.empty:
+        raise ValueError(f"no attribution of cell {cell!r} against control {control!r}")
+    probes = list(dict.fromkeys(d["probe"]))
+    titles = ("base model", cell, control, f"{cell} − {control}")
+    fig = make_subplots(
+        rows=len(probes),
+        cols=4,
+        subplot_titles=[f"{p}: {t}" for p in probes for t in titles],
+        horizontal_spacing=0.04,
+        vertical_spacing=0.3 / len(probes),
+    )
+    for r, probe in enumerate(probes, start=1):
+        g = d[d["probe"] == probe]
+        for c, column in enumerate(_ATTRIBUTION_PANELS, start=1):
+            grid, rows, cols = attribution_grid(g, column)
+            axis = "coloraxis2" if column == "difference" else "coloraxis"
+            fig.add_trace(go.Heatmap(z=grid, x=cols, y=rows, coloraxis=axis, name=f"{probe}: {titles[c - 1]}"), r, c)
+    level = float(np.nanmax(np.abs(d[list(_ATTRIBUTION_PANELS[:3])].to_numpy(float)))) or 1.0
+    diff = float(np.nanmax(np.abs(d["difference"].to_numpy(float)))) or 1.0
+    fig.update_layout(
+        coloraxis={"colorscale": "RdBu_r", "cmin": -level, "cmax": level,
+                   "colorbar": {"title": "gap", "x": 1.02, "y": 0.78, "len": 0.45}},
+        coloraxis2={"colorscale": "PuOr_r", "cmin": -diff, "cmax": diff,
+                    "colorbar": {"title": "cell − control", "x": 1.02, "y": 0.22, "len": 0.45}},
+    )  # fmt: skip
+    fig.update_yaxes(autorange="reversed")
+    return _style(
+        fig,
+        f"Probe-score attribution: {cell} vs {control} (positive-minus-negative logit gap per component, mean over seeds)",
+        height=320 * len(probes) + 110,
+    )
+
+
+def attribution_section(run_dir: Path, pngs: dict[str, go.Figure]) -> Section | None:
+    """The attribution section (``fig-attribution``): one figure per probe cell and control in
+    ``run_dir/attribution.csv``, or None when the study attributed nothing."""
+    path = Path(run_dir) / ATTRIBUTION_CSV
+    if not path.exists():
+        return None
+    contrasts = pd.read_csv(path)
+    pairs = list(dict.fromkeys(zip(contrasts["cell"], contrasts["control"], strict=True)))
+    if not pairs:
+        return None
+    body = ""
+    for cell, control in pairs:
+        fig = fig_attribution_contrast(contrasts, cell, control)
+        pngs[f"attribution_{cell}_vs_{control}"] = fig
+        body += _div(fig, f"fig-attribution-{cell}-{control}")
+    note = (
+        "Each component's direct contribution (embedding; every attention head, H0..; the attention output bias, "
+        "b_O; the MLP, out) to the probe's logit, mean on positive minus mean on negative curated rows (the same "
+        "rows in every cell and seed). Left to right: the base model, the probe cell, its control, and their "
+        "difference paired by seed (mean over seeds; its own colour scale). Direct effects only: what a head "
+        "writes and a later MLP reads is credited to the MLP. instruments.md lists the components that moved most "
+        "with how many seeds agree in sign."
+    )
+    return (
+        "fig-attribution",
+        "Attribution: which components moved the probe's score gap?",
+        body,
         html.escape(note),
     )

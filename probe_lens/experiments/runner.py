@@ -565,7 +565,9 @@ class Study:
     def _instruments(self, seed: int) -> Instruments:
         plan = self.plan_for(seed)
         texts = [q.text for q in plan.eval_provocative], [q.text for q in plan.eval_neutral]
-        return Instruments(self.config, self.folder, self.probe_names(), self._signal_scorer(), *texts)
+        return Instruments(
+            self.config, self.folder, self.probe_names(), self._signal_scorer(), *texts, clock=self.clock
+        )
 
     def _eval_inputs(self, spec: CellSpec, seed: int) -> dict[str, Any]:
         trained = self.trained_against(spec)

@@ -212,7 +212,7 @@ def write_yardsticks(
         atomic_write(root / YARDSTICKS_MD, lambda p: p.write_text(text))
         atomic_write(root / HARD_CONTRASTS_CSV, lambda p: con.to_csv(p, index=False))
         _append(root / "headline.md", text)
-    section = write_instruments(root, summary, config)
+    section = write_instruments(root, summary, config, results)
     if section:
         _append(root / "headline.md", section)
 

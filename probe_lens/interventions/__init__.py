@@ -4,7 +4,7 @@
 - :mod:`~probe_lens.interventions.causal`: :func:`steering_curve`, :func:`steering_slope`,
   :func:`causal_metrics` (behaviour and neutral KL vs alpha, and under ablation).
 - :mod:`~probe_lens.interventions.attribution`: :func:`probe_attribution` (a probe's logit split into
-  embedding, per-head, attention-bias and MLP terms), :func:`component_gap`, :func:`attribution_gap`.
+  embedding, per-head, attention-bias and MLP terms; :func:`probe_attributions`: several probes, one pass), :func:`component_gap`, :func:`attribution_gap`.
 - :mod:`~probe_lens.interventions.geometry`: :func:`signal_decomposition`, :func:`angle_degrees`,
   :func:`between_class_components`.
 - :mod:`~probe_lens.interventions.figures`: the plots (re-exported by :mod:`probe_lens.plots`).
@@ -18,6 +18,7 @@ from probe_lens.interventions.attribution import (
     component_gap,
     components,
     probe_attribution,
+    probe_attributions,
 )
 from probe_lens.interventions.causal import (
     DEFAULT_ALPHAS,
@@ -41,6 +42,7 @@ __all__ = [
     "components",
     "direction_vector",
     "probe_attribution",
+    "probe_attributions",
     "residual_norm",
     "signal_decomposition",
     "steer",

@@ -18,7 +18,7 @@ which is counted in those layers' terms, not in the head's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +31,7 @@ from probe_lens.activations import pool, resolve_hook, trim_left_padding
 from probe_lens.activations.hooks import hook_layer
 from probe_lens.probes.base import BaseProbe, Probe
 
-__all__ = ["Component", "attribution_gap", "component_gap", "components", "probe_attribution"]
+__all__ = ["Component", "attribution_gap", "component_gap", "components", "probe_attribution", "probe_attributions"]
 
 _STAGES = {"hook_resid_pre": 0, "hook_resid_mid": 1, "hook_resid_post": 2}
 
@@ -95,38 +95,37 @@ def _names(model: HookedTransformer, comps: Sequence[Component]) -> list[str]:
 
 def _token_terms(
     model: HookedTransformer, cache: ActivationCache, comps: Sequence[Component], w: torch.Tensor
-) -> Float[torch.Tensor, "batch pos n_components"]:
-    """Each component's per-token dot product with the probe weight ``w`` (float64)."""
+) -> Float[torch.Tensor, "batch pos n_components n_probes"]:
+    """Each component's per-token dot product with each probe weight (``w``: [d_model, n_probes], float64)."""
     cols: list[torch.Tensor] = []
     pos_embed = cache["hook_pos_embed"].double() if _adds_pos_embed(model) else None
     for c in comps:
         if c.kind == "embed":
             embed = cache["blocks.0.hook_resid_pre"].double() - (0 if pos_embed is None else pos_embed)
-            cols.append((embed @ w)[..., None])
+            cols.append((embed @ w)[..., None, :])
         elif c.kind == "pos_embed" and pos_embed is not None:
-            cols.append((pos_embed @ w)[..., None])
+            cols.append((pos_embed @ w)[..., None, :])
         elif c.kind == "attn_bias":
             cols.append(_attention_terms(model, cache, int(c.layer or 0), w))
         elif c.kind == "mlp":
-            cols.append((cache[f"blocks.{c.layer}.hook_mlp_out"].double() @ w)[..., None])
-    return torch.cat(cols, dim=-1)
+            cols.append((cache[f"blocks.{c.layer}.hook_mlp_out"].double() @ w)[..., None, :])
+    return torch.cat(cols, dim=2)
 
 
 def _attention_terms(
     model: HookedTransformer, cache: ActivationCache, layer: int, w: torch.Tensor
-) -> Float[torch.Tensor, "batch pos n_heads_plus_1"]:
+) -> Float[torch.Tensor, "batch pos n_heads_plus_1 n_probes"]:
     """Per-head terms then the b_O term of one layer: ``z_h @ W_O[h] @ w`` (post-norm scale held)."""
     block = model.blocks[layer]
     read = w
     if model.cfg.use_normalization_before_and_after:
-        read = w * block.ln1_post.w.double()
-    v = block.attn.W_O.double() @ read  # [n_heads, d_head]
+        read = w * block.ln1_post.w.double()[:, None]
+    v = block.attn.W_O.double() @ read  # [n_heads, d_head, n_probes]
     z = cache[f"blocks.{layer}.attn.hook_z"].double()  # [batch, pos, n_heads, d_head]
-    terms = torch.cat(
-        [torch.einsum("bphd,hd->bph", z, v), (block.attn.b_O.double() @ read).expand(z.shape[:2])[..., None]], dim=-1
-    )
+    bias = (block.attn.b_O.double() @ read).expand(*z.shape[:2], -1)[:, :, None, :]
+    terms = torch.cat([torch.einsum("bphd,hdk->bphk", z, v), bias], dim=2)
     if model.cfg.use_normalization_before_and_after:
-        terms = terms / cache[f"blocks.{layer}.ln1_post.hook_scale"].double()
+        terms = terms / cache[f"blocks.{layer}.ln1_post.hook_scale"].double()[..., None]
     return terms
 
 
@@ -165,11 +164,55 @@ def probe_attribution(
         ``layer`` and ``head`` (nullable ints), ``label`` (e.g. ``"L3H1"``), ``contribution``
         (float64). Per text the contributions, the probe's ``bias`` row included, sum to its logit.
     """
-    probe, hook, pooling = _probe_parts(probe, hook, pooling)
-    hook = resolve_hook(model, hook)
+    return probe_attributions(
+        model, {"probe": probe}, tokens, attention_mask, pool_mask, hook=hook, pooling=pooling, batch_size=batch_size
+    )["probe"]
+
+
+@torch.no_grad()
+def probe_attributions(
+    model: HookedTransformer,
+    probes: Mapping[str, Probe],
+    tokens: Int[torch.Tensor, "n pos"],
+    attention_mask: Int[torch.Tensor, "n pos"],
+    pool_mask: Int[torch.Tensor, "n pos"],
+    *,
+    hook: str | None = None,
+    pooling: str | None = None,
+    batch_size: int = 8,
+) -> dict[str, pd.DataFrame]:
+    """:func:`probe_attribution` of several probes, ``{name: table}``: one forward pass per batch for all the
+    probes that read the same hook (``hook``/``pooling``: as there, for every probe)."""
+    parts = {name: _probe_parts(p, hook, pooling) for name, p in probes.items()}
+    groups: dict[tuple[str, str], list[str]] = {}
+    for name, (_, h, pl) in parts.items():
+        groups.setdefault((resolve_hook(model, h), pl), []).append(name)
+    out: dict[str, pd.DataFrame] = {}
+    for (h, pl), names in groups.items():
+        fitted = [parts[n][0] for n in names]
+        values = _pooled_terms(model, fitted, h, pl, tokens, attention_mask, pool_mask, batch_size)
+        comps = components(model, h)
+        out.update(
+            {n: _tidy(values[..., i], comps, p.bias_) for i, (n, p) in enumerate(zip(names, fitted, strict=True))}
+        )
+    return {name: out[name] for name in probes}
+
+
+def _pooled_terms(
+    model: HookedTransformer,
+    probes: Sequence[BaseProbe],
+    hook: str,
+    pooling: str,
+    tokens: Int[torch.Tensor, "n pos"],
+    attention_mask: Int[torch.Tensor, "n pos"],
+    pool_mask: Int[torch.Tensor, "n pos"],
+    batch_size: int,
+) -> np.ndarray:
+    """[n, n_components, n_probes]: each component's pooled contribution to each probe's logit (no bias)."""
     comps = components(model, hook)
     names = _names(model, comps)
-    w = torch.as_tensor(probe.coef_raw_, dtype=torch.float64, device=model.cfg.device)
+    w = torch.stack([torch.as_tensor(p.coef_raw_, dtype=torch.float64) for p in probes], dim=1)
+    w = w.to(model.cfg.device)
     stop = (hook_layer(hook) or 0) + 1
     parts = []
     for start in range(0, tokens.shape[0], batch_size):
@@ -181,9 +224,10 @@ def probe_attribution(
             names_filter=names,
             stop_at_layer=stop if stop < model.cfg.n_layers else None,
         )
-        parts.append(pool(_token_terms(model, cache, comps, w), pm, pooling).cpu())
-    values = torch.cat(parts).numpy()
-    return _tidy(values, comps, probe.bias_)
+        terms = _token_terms(model, cache, comps, w)  # [batch, pos, n_components, n_probes]
+        pooled = pool(terms.flatten(2), pm.to(terms.device), pooling)
+        parts.append(pooled.reshape(terms.shape[0], *terms.shape[2:]).cpu())
+    return torch.cat(parts).numpy()
 
 
 def _tidy(values: np.ndarray, comps: Sequence[Component], bias: float) -> pd.DataFrame:

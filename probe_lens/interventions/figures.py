@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-__all__ = ["fig_attribution_heatmap", "fig_signal_decomposition", "fig_steering_curves"]
+__all__ = ["attribution_grid", "fig_attribution_heatmap", "fig_signal_decomposition", "fig_steering_curves"]
 
 
 def _style(fig: go.Figure, **layout: Any) -> go.Figure:
@@ -79,8 +79,10 @@ def fig_steering_curves(curves: pd.DataFrame, *, series: str | None = None) -> g
     return _style(fig, title="Steering along the probe direction")
 
 
-def _grid(gap: pd.DataFrame, column: str) -> tuple[np.ndarray, list[str], list[str]]:
-    """[rows, cols] of ``column``: rows embed, L0, L1..; columns H0.., b_O, out (MLP; the embedding)."""
+def attribution_grid(gap: pd.DataFrame, column: str) -> tuple[np.ndarray, list[str], list[str]]:
+    """``(grid, rows, cols)``: ``column`` of a per-component table (component, layer, head) as a
+    [rows, cols] array; rows embed, L0, L1..; columns H0.., b_O, out (the MLP; on the embed row, the
+    embedding)."""
     layers = sorted(int(v) for v in gap["layer"].dropna().unique())
     n_heads = int(gap["head"].max()) + 1 if gap["head"].notna().any() else 0
     cols = [f"H{h}" for h in range(n_heads)] + ["b_O", "out"]
@@ -108,7 +110,7 @@ def fig_attribution_heatmap(gap: pd.DataFrame) -> go.Figure:
     panels = [c for c in ("base", "trained", "difference", "gap") if c in gap.columns]
     if gap.empty or not panels:
         raise ValueError("no attribution gap to draw (need base/trained/difference or gap columns)")
-    grids = [_grid(gap, c) for c in panels]
+    grids = [attribution_grid(gap, c) for c in panels]
     bound = max(float(np.nanmax(np.abs(g[0]))) for g in grids) or 1.0
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=panels, shared_yaxes=True)
     for i, (grid, rows, cols) in enumerate(grids, start=1):

@@ -19,6 +19,7 @@ from probe_lens.interventions import (
     component_gap,
     direction_vector,
     probe_attribution,
+    probe_attributions,
     signal_decomposition,
     steer,
     steering_curve,
@@ -264,6 +265,27 @@ def test_attribution_sums_to_the_probe_logit(arch, layer):
     per_text = df[df["text"] == 0]["component"].value_counts()
     assert per_text["mlp"] == layer + 1 and per_text["attn_bias"] == layer + 1
     assert ("pos_embed" in per_text) == (arch == "gpt2-like")
+
+
+@pytest.mark.parametrize("arch", list(ARCHES))
+def test_several_probes_in_one_pass_sum_to_each_probe_logit(arch):
+    model = ARCHES[arch]()
+    gen = generate(model, PROMPTS * 2, max_new_tokens=6, seed=0, progress=False)
+    hooks = ["blocks.1.hook_resid_post", "blocks.2.hook_resid_mid"]
+    X = collect(model, gen.tokens, gen.attention_mask, gen.response_mask, hooks, progress=False)
+    y = np.arange(len(gen.tokens)) % 2
+    probes = {
+        "logistic": LogisticProbe(hook=hooks[0]).fit(X[hooks[0]], y),
+        "massmean": MassMeanProbe(hook=hooks[0]).fit(X[hooks[0]], y),
+        "other_hook": MassMeanProbe(hook=hooks[1]).fit(X[hooks[1]], y),
+    }
+    tables = probe_attributions(model, probes, gen.tokens, gen.attention_mask, gen.response_mask, batch_size=5)
+    assert list(tables) == list(probes)
+    for name, probe in probes.items():
+        total = tables[name].groupby("text")["contribution"].sum().to_numpy()
+        assert np.abs(total - probe.decision_function(X[probe.hook])).max() < 1e-4  # oracle: collected acts
+        single = probe_attribution(model, probe, gen.tokens, gen.attention_mask, gen.response_mask, batch_size=5)
+        np.testing.assert_allclose(tables[name]["contribution"], single["contribution"], atol=1e-10)
 
 
 def test_attribution_at_resid_pre_and_mid(tiny4):
