@@ -152,6 +152,7 @@ class Study:
         self._plans: dict[int, PromptPlan] = {}
         self._splits: dict[int, SeedSplit] = {}
         self._probes: dict[int, dict[str, Any]] = {}
+        self._pool_tokens: Any = None
         self._eval_sets: dict[str, DriftSet] | None = None
         self._base = BaseMeasurements()  # the base model's telemetry, shared by every cell of a seed
         self._open_ranks(model)
@@ -393,12 +394,31 @@ class Study:
                 self._probes[seed] = self.load_probes(seed)
                 return self._probes[seed]
             ds, split = self.build_data(), self.seed_split(seed)
+            tokens = self.pool_tokens()
             with self.clock.timed("fit_probes_s"):
                 p = self.config.probes
-                probes = self.suite.fit(ds, split, {L: self._layer_hook(L) for L in (p.layer, *p.heldout_layers)})
-                self.suite.save(probes, ds, split, folder)
+                hooks = {L: self._layer_hook(L) for L in (p.layer, *p.heldout_layers)}
+                probes = self.suite.fit(ds, split, hooks, tokens)
+                self.suite.save(probes, ds, split, folder, tokens)
             self._probes[seed] = probes
         return self._probes[seed]
+
+    def pool_tokens(self) -> Any:
+        """The probe pool's response-token activations at the trained-against layer (base model; collected once,
+        kept in ``data/probe_pool_tokens.safetensors``), or None without ``probes.token_probes``."""
+        if not self.config.probes.token_probes:
+            return None
+        if self._pool_tokens is None:
+            with self.clock.timed("pool_tokens_s"), self.base_weights() as model:
+                self._pool_tokens = study_data.pool_token_acts(
+                    model,
+                    self.build_data(),
+                    self._layer_hook(),
+                    self.folder.probe_pool_tokens,
+                    batch_size=self.config.data.batch_size,
+                    progress=self.progress,
+                )
+        return self._pool_tokens
 
     def load_probes(self, seed: int | None = None) -> dict[str, Any]:
         seed = self.config.seeds[0] if seed is None else seed
@@ -415,7 +435,8 @@ class Study:
         if self.config.probes.noise_floor_resamples == 0:
             return {}
         with self.clock.timed("noise_floor_s"):
-            out = self.suite.noise_floor(self.build_data(), self.seed_split(seed), self.fit_probes(seed), seed)
+            probes, tokens = self.fit_probes(seed), self.pool_tokens()
+            out = self.suite.noise_floor(self.build_data(), self.seed_split(seed), probes, seed, tokens)
             write_json(path, out)
         return out
 
