@@ -1,0 +1,134 @@
+"""Token probes (max-pooled, attention) tracked in a study: ``probes.token_probes`` adds ``maxpool_L<layer>`` and
+``attention_L<layer>`` to every cell, fit on the base model's response-token activations of the probe-fit rows,
+scored on every set at every telemetry step, and reported like the other probes (issue 27's required test: a tiny
+study with ``probe_rloo_1`` and the new probe families runs and reports them in every cell)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from probe_lens.activations import collect_tokens
+from probe_lens.experiments import Study
+from probe_lens.experiments.probe_suite import ProbeSuite
+from probe_lens.probes import AttentionProbe, MaxPooledLogisticProbe, load_probe
+from probe_lens.testing import non_ascii_scorer, tiny_model, tiny_study_config
+from probe_lens.training import read_metrics
+
+CELLS_RUN = ["base", "probe_rloo_1"]
+SETTINGS = {"rloo": {"max_steps": 2, "batch_size": 2, "samples_per_prompt": 2, "max_new_tokens": 4, "lr": 1e-3}}
+TOKEN = ["maxpool_L2", "attention_L2"]
+SETS = ("onpolicy", "curated", "curated_hard")
+
+
+def _study(out, **kw):
+    # no fresh re-fit (token probes get none; it would only cost time here)
+    cfg = tiny_study_config(cells=CELLS_RUN, objectives=SETTINGS, telemetry_every=2, eval={"fresh_refit": False})
+    return Study(cfg, out, model=tiny_model(n_layers=4), scorer=non_ascii_scorer(), progress=False, export_png=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tokenprobes") / "study"
+    _study(out).run()
+    return out
+
+
+def test_token_probes_config_names_and_clear_errors():
+    cfg = tiny_study_config()
+    assert cfg.probes.token_probes == ["maxpool", "attention"]  # on by default
+    suite = ProbeSuite(cfg.probes, "mean", "percentile")
+    assert suite.names()["token"] == TOKEN and suite.tracked()[-2:] == TOKEN
+    assert not set(TOKEN) & set(suite.names()["heldout"])  # outside the held-out average
+    off = tiny_study_config(probes={"token_probes": []})
+    assert ProbeSuite(off.probes, "mean", "percentile").names()["token"] == []
+    assert not any("maxpool" in n for n in ProbeSuite(off.probes, "mean", "percentile").tracked())
+    with pytest.raises(ValueError, match=r"probes.token_probes must list distinct families of \['maxpool', 'attention'\]"):
+        tiny_study_config(probes={"token_probes": ["maxpool", "meanpool"]})
+    with pytest.raises(ValueError, match="repeated"):
+        tiny_study_config(probes={"token_probes": ["maxpool", "maxpool"]})
+    with pytest.raises(ValueError, match=r"must be a list .*\(\[\] for none\)"):
+        tiny_study_config(probes={"token_probes": "maxpool"})
+
+
+def test_every_cell_reports_the_token_probes_on_every_set(study):
+    results = pd.read_csv(study / "results.csv")
+    assert sorted(results["cell"]) == sorted(CELLS_RUN)
+    summary = pd.read_csv(study / "summary.csv")
+    for name in TOKEN:
+        for which in SETS:
+            col = f"probe/{which}_auroc/{name}"
+            assert results[col].between(0, 1).all(), col  # every cell, finite
+            assert f"{col}_mean" in summary.columns
+        assert results[f"drift/cosine/{name}"].notna().all()
+        assert results[f"drift/cosine_floor/{name}"].notna().all()  # the noise floor covers them
+        assert results[f"outputs/mean_trained/{name}"].notna().all()  # behaviour vs representation
+    base = results[results["cell"] == "base"].iloc[0]
+    for name in TOKEN:  # the base cell reads its own weights: no drift, no representation change
+        assert base[f"drift/cosine/{name}"] == pytest.approx(1.0, abs=1e-6)
+        assert base[f"outputs/mean_representation/{name}"] == 0.0
+    report = pd.read_csv(study / "probes" / "seed0" / "report.csv").set_index("probe")
+    assert report.loc[TOKEN, "role"].tolist() == ["held out (token)"] * 2
+    assert report.loc[TOKEN, "type"].tolist() == ["MaxPooledLogisticProbe", "AttentionProbe"]
+    assert isinstance(load_probe(study / "probes" / "seed0" / "maxpool_L2"), MaxPooledLogisticProbe)
+    assert isinstance(load_probe(study / "probes" / "seed0" / "attention_L2"), AttentionProbe)
+
+
+def test_the_trained_cell_logs_them_at_every_telemetry_step(study):
+    m = read_metrics(study / "cells" / "probe_rloo_1" / "seed0" / "train")
+    tele = m[m["probe/onpolicy_auroc/logistic_L2"].notna()]
+    assert tele["step"].tolist() == [0, 2]
+    for name in TOKEN:
+        for which in SETS:
+            assert tele[f"probe/{which}_auroc/{name}"].notna().all()
+        assert tele[f"drift/cosine/{name}"].notna().all()
+    info = json.loads((study / "cells" / "probe_rloo_1" / "seed0" / "eval.json").read_text())["info"]
+    assert info["trained_against"] == ["logistic_L2"]  # token probes are held out here
+
+
+def _token_scores(model, ds, name, probe):
+    """Oracle: the saved probe on token activations collected here, at its hook, on the set's eval rows."""
+    rows = np.flatnonzero(ds.is_eval)
+    i = torch.as_tensor(rows)
+    acts, _ = collect_tokens(
+        model, ds.tokens[i], ds.attention_mask[i], ds.pool_mask[i], [probe.metadata.hook], progress=False
+    )
+    return probe.predict_proba(acts[probe.metadata.hook].numpy())[:, 1], ds.labels[rows]
+
+
+def test_base_cell_numbers_equal_the_saved_probes_on_independent_token_activations(study):
+    reader = _study(study, resume=True)
+    model = tiny_model(n_layers=4)  # the base weights, loaded afresh
+    ev = json.loads((study / "cells" / "base" / "seed0" / "eval.json").read_text())
+    saved = json.loads((study / "cells" / "base" / "seed0" / "probe_scores.json").read_text())
+    sets = {"onpolicy": reader.drift_set(0), **reader.eval_sets()}
+    for name in TOKEN:
+        probe = load_probe(study / "probes" / "seed0" / name)
+        for which, ds in sets.items():
+            s, y = _token_scores(model, ds, name, probe)
+            np.testing.assert_allclose(saved[which][name], s, rtol=1e-5, atol=1e-6)
+            assert ev[f"probe/{which}_auroc/{name}"] == pytest.approx(roc_auc_score(y, s), abs=1e-9)
+
+
+def test_pool_token_activations_are_cached_and_reused_on_resume(study, monkeypatch):
+    import probe_lens.activations as A
+
+    path = study / "data" / "probe_pool_tokens.safetensors"
+    assert path.exists()
+    reader = _study(study, resume=True)
+    ds = reader.build_data()
+
+    def refuse(*a, **k):
+        raise AssertionError("the pool's token activations were collected again")
+
+    monkeypatch.setattr(A, "collect_tokens", refuse)
+    tokens = reader.pool_tokens()
+    lengths = ds.generation.response_mask.sum(dim=1)
+    assert tokens.shape[:2] == (len(ds), int(lengths.max())) and tokens.dtype == torch.float32
+    real = ~torch.isnan(tokens).all(dim=2)
+    assert torch.equal(real.sum(dim=1), lengths)  # each row holds exactly its response tokens
