@@ -29,7 +29,9 @@ SETS = ("onpolicy", "curated", "curated_hard")
 def _study(out, **kw):
     # no fresh re-fit (token probes get none; it would only cost time here)
     cfg = tiny_study_config(cells=CELLS_RUN, objectives=SETTINGS, telemetry_every=2, eval={"fresh_refit": False})
-    return Study(cfg, out, model=tiny_model(n_layers=4), scorer=non_ascii_scorer(), progress=False, export_png=False, **kw)
+    return Study(
+        cfg, out, model=tiny_model(n_layers=4), scorer=non_ascii_scorer(), progress=False, export_png=False, **kw
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,9 @@ def test_token_probes_config_names_and_clear_errors():
     off = tiny_study_config(probes={"token_probes": []})
     assert ProbeSuite(off.probes, "mean", "percentile").names()["token"] == []
     assert not any("maxpool" in n for n in ProbeSuite(off.probes, "mean", "percentile").tracked())
-    with pytest.raises(ValueError, match=r"probes.token_probes must list distinct families of \['maxpool', 'attention'\]"):
+    with pytest.raises(
+        ValueError, match=r"probes.token_probes must list distinct families of \['maxpool', 'attention'\]"
+    ):
         tiny_study_config(probes={"token_probes": ["maxpool", "meanpool"]})
     with pytest.raises(ValueError, match="repeated"):
         tiny_study_config(probes={"token_probes": ["maxpool", "maxpool"]})
