@@ -457,6 +457,7 @@ class StudyConfig:
         check_backend(self.backend)
         self.primary_contrasts = _primary_contrasts(self.primary_contrasts)
         self.cell_specs: list[CellSpec] = resolve_cells(self.cells)
+        self._check_token_signals()
         self.objectives = _objective_settings(self.objectives, self.cell_specs)
         # keep built-in cells as names (readable study files), declared ones as records
         self.cells = [c.name if BUILTIN_CELLS.get(c.name) == c else c.to_dict() for c in self.cell_specs]
@@ -512,6 +513,17 @@ class StudyConfig:
             raise ValueError(
                 f"probe_sft.pooling ({self.probe_sft.pooling!r}) differs from data.pooling ({self.data.pooling!r}): "
                 "probe-SFT must pool the live activations the way its probe was fit; set both to the same value"
+            )
+
+    def _check_token_signals(self) -> None:
+        """A cell trained against a token probe needs that family in ``probes.token_probes``."""
+        fams = self.probes.token_probes
+        bad = {c.name: c.signal for c in self.cell_specs if c.signal in TOKEN_PROBES and c.signal not in fams}
+        if bad:
+            want = list(dict.fromkeys([*fams, *bad.values()]))
+            raise ValueError(
+                f"cell(s) {bad} train against token probe families that probes.token_probes ({fams}) leaves out; "
+                f"add them (--set probes.token_probes={json.dumps(want)}) or drop those cells"
             )
 
     def _check_training_sections(self) -> None:

@@ -98,7 +98,7 @@ def contrast_specs(config: StudyConfig, names: Mapping[str, list[str]]) -> list[
         if spec.uses_probe:
             control = get_study_objective(spec.objective).control or spec.objective
             controls += [c.name for c in cells.values() if c.signal == "classifier" and c.objective == control]
-            probe = spec.trained_against(names["single"][0], names["ensemble"][0])[0]
+            probe = spec.trained_against(names)[0]
             metrics = [
                 str(K.tracked_auroc(which, probe)),
                 str(K.tracked_auroc("onpolicy", probe)),
@@ -134,7 +134,7 @@ def primary_specs(
             notes.append(f"{a} − {b} ({metric}) skipped: cell(s) {', '.join(missing)} not in this study's results")
             continue
         if metric in TRAINED_AGAINST_METRICS:
-            probes = specs[a].trained_against(names["single"][0], names["ensemble"][0]) if a in specs else []
+            probes = specs[a].trained_against(names) if a in specs else []
             if not probes:
                 notes.append(f"{a} − {b} ({metric}) skipped: {a} trains against no probe")
                 continue
@@ -330,8 +330,7 @@ def headline_table(summary: pd.DataFrame, config: StudyConfig, names: Mapping[st
     table = format_cells(summary, columns=list(cols)).rename(columns=cols)
     specs: dict[str, CellSpec] = {c.name: c for c in config.cell_specs}
     against = {
-        c: ", ".join(s.trained_against(names["single"][0], names["ensemble"][0]))
-        or ("output classifier" if s.signal == "classifier" else "–")
+        c: ", ".join(s.trained_against(names)) or ("output classifier" if s.signal == "classifier" else "–")
         for c, s in specs.items()
     }
     table.insert(1, "trains against", [against.get(c, "?") for c in table["cell"]])

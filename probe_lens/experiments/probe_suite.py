@@ -67,7 +67,8 @@ class ProbeSuite:
     def names(self) -> dict[str, list[str]]:
         """``single`` / ``ensemble``: the trained-against candidates; ``heldout``: never trained against
         (``heldout_members``: later orthogonal-ensemble members, noisy, kept out of headline averages);
-        ``token``: the token probes (``<family>_L<layer>``), held out and outside the held-out average."""
+        ``token``: the token probes (``<family>_L<layer>``), outside the held-out average, and under each family's
+        own key (``maxpool``, ``attention``) the probe a cell with that signal trains against."""
         p = self.setup
         members = [f"ens_heldout{i}_L{p.layer}" for i in range(p.n_heldout_members)]
         return {
@@ -76,6 +77,7 @@ class ProbeSuite:
             "heldout": [f"massmean_L{p.layer}", *[f"logistic_L{L}" for L in p.heldout_layers], *members],
             "heldout_members": members,
             "token": [f"{family}_L{p.layer}" for family in p.token_probes],
+            **{family: [f"{family}_L{p.layer}"] for family in p.token_probes},  # a token signal's probe
         }
 
     def tracked(self) -> list[str]:

@@ -351,20 +351,34 @@ class Study:
         classifier for a pre-labelled behaviour)."""
         folder = self.folder.train_data(seed)
         saved = study_data.load_train_data(folder)
-        if saved is not None:
+        if saved is not None and set(self._signal_probes(None)) <= set(saved[1]):
             return saved
-        prompts = self.seed_split(seed).train_prompts
         probes = self.fit_probes(seed)
+        batch = self.config.data.batch_size
         self.reset_model()
+        if saved is not None:  # a cell added since trains against a token probe: score the samples by it too
+            gen, scores = saved
+            missing = {k: v for k, v in self._signal_probes(probes).items() if k not in scores}
+            scores.update(study_data.score_train_data(self.model, gen, None, missing, batch, self.clock))
+            study_data.save_train_data(folder, gen, scores)
+            return gen, scores
+        prompts = self.seed_split(seed).train_prompts
         td = self.config.train_data
         with self.clock.timed("generate_train_s"):
             gen = study_data.sample(self.model, prompts, td.samples_per_prompt, td, seed, self.config, self.progress)
-        n = self.probe_names()
-        signals = {"probe": probes[n["single"][0]], "ensemble": probes[n["ensemble"][0]]}
-        batch = self.config.data.batch_size
+        signals = self._signal_probes(probes)
         scores = study_data.score_train_data(self.model, gen, self._signal_scorer(), signals, batch, self.clock)
         study_data.save_train_data(folder, gen, scores)
         return gen, scores
+
+    def _signal_probes(self, probes: dict[str, Any] | None) -> dict[str, Any]:
+        """``{signal: probe}`` the training samples are scored by: ``probe`` and ``ensemble`` always, a token
+        probe's signal when a cell trains against it (``probes``: the seed's; None: the signals' names only)."""
+        n = self.probe_names()
+        wanted = {"probe": n["single"][0], "ensemble": n["ensemble"][0]}
+        families = self.config.probes.token_probes
+        wanted |= {c.signal: c.trained_against(n)[0] for c in self.config.cell_specs if c.signal in families}
+        return {s: (name if probes is None else probes[name]) for s, name in wanted.items()}
 
     # ------------------------------------------------------------------ probes
     def probe_names(self) -> dict[str, list[str]]:
@@ -448,8 +462,7 @@ class Study:
         return self.folder.is_done(cell, seed)
 
     def trained_against(self, spec: CellSpec) -> list[str]:
-        n = self.probe_names()
-        return spec.trained_against(n["single"][0], n["ensemble"][0])
+        return spec.trained_against(self.probe_names())
 
     def _train_config(self, spec: CellSpec):
         return _train_config(self.config, spec)

@@ -1,7 +1,8 @@
 """Token probes (max-pooled, attention) tracked in a study: ``probes.token_probes`` adds ``maxpool_L<layer>`` and
 ``attention_L<layer>`` to every cell, fit on the base model's response-token activations of the probe-fit rows,
 scored on every set at every telemetry step, and reported like the other probes (issue 27's required test: a tiny
-study with ``probe_rloo_1`` and the new probe families runs and reports them in every cell)."""
+study with ``probe_rloo_1`` and the new probe families runs and reports them in every cell); a cell trained against
+the max-pooled probe (``probe_sft_max``) records it as trained against and the mean-pooled probe as held out."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from probe_lens.experiments.probe_suite import ProbeSuite
 from probe_lens.probes import AttentionProbe, MaxPooledLogisticProbe, load_probe
 from probe_lens.testing import non_ascii_scorer, tiny_model, tiny_study_config
 from probe_lens.training import read_metrics
+from probe_lens.training.metric_keys import output_split_key
 
-CELLS_RUN = ["base", "probe_rloo_1"]
+CELLS_RUN = ["base", "probe_rloo_1", "probe_sft_max"]
 SETTINGS = {"rloo": {"max_steps": 2, "batch_size": 2, "samples_per_prompt": 2, "max_new_tokens": 4, "lr": 1e-3}}
 TOKEN = ["maxpool_L2", "attention_L2"]
 SETS = ("onpolicy", "curated", "curated_hard")
@@ -136,3 +138,49 @@ def test_pool_token_activations_are_cached_and_reused_on_resume(study, monkeypat
     assert tokens.shape[:2] == (len(ds), int(lengths.max())) and tokens.dtype == torch.float32
     real = ~torch.isnan(tokens).all(dim=2)
     assert torch.equal(real.sum(dim=1), lengths)  # each row holds exactly its response tokens
+
+
+def test_a_cell_trained_against_the_max_pooled_probe(study):
+    cell = study / "cells" / "probe_sft_max" / "seed0"
+    info = json.loads((cell / "eval.json").read_text())["info"]
+    assert (info["objective"], info["signal"], info["trained_against"]) == ("probe_sft", "maxpool", ["maxpool_L2"])
+    run = json.loads((cell / "train" / "run_info.json").read_text())
+    assert run["probes"] == {"maxpool_L2": "blocks.2.hook_resid_post"}  # the loss's probe: the token probe alone
+    results = pd.read_csv(study / "results.csv").set_index("cell")
+    row = results.loc["probe_sft_max"]
+    assert row["trained_against"] == "maxpool_L2"
+    assert row["probe/curated_auroc_trained_against"] == row["probe/curated_auroc/maxpool_L2"]
+    assert np.isfinite(row["probe/curated_auroc/logistic_L2"])  # the mean-pooled probe: held out, still measured
+    m = read_metrics(cell / "train")
+    tele = m[m["probe/curated_auroc/logistic_L2"].notna()]  # the telemetry rows (not loss-only ones)
+    assert len(tele) >= 2 and tele["drift/cosine/maxpool_L2"].notna().all()
+    con = pd.read_csv(study / "contrasts.csv")
+    pairs = set(zip(con["a"], con["b"], con["metric"]))
+    assert ("probe_sft_max", "base", "probe/curated_auroc/maxpool_L2") in pairs
+    assert ("probe_sft_max", "base", str(output_split_key("mean", "representation", "maxpool_L2"))) in pairs
+
+
+def test_training_samples_are_scored_by_the_token_signal_on_response_tokens(study):
+    """The seed's training samples carry the ``maxpool`` signal's scores (what probe-DPO/filtered SFT rank by):
+    the saved probe's own ``predict_proba`` on token activations collected here from the base model."""
+    from probe_lens.experiments.study_data import load_train_data
+
+    gen, scores = load_train_data(study / "seeds" / "0" / "train_data")
+    assert set(scores) >= {"classifier", "probe", "ensemble", "maxpool"} and "attention" not in scores
+    probe = load_probe(study / "probes" / "seed0" / "maxpool_L2")
+    model = tiny_model(n_layers=4)
+    acts, _ = collect_tokens(
+        model, gen.tokens, gen.attention_mask, gen.response_mask, [probe.metadata.hook], progress=False
+    )
+    np.testing.assert_allclose(
+        scores["maxpool"], probe.predict_proba(acts[probe.metadata.hook].numpy())[:, 1], atol=1e-5
+    )
+
+
+def test_a_token_signal_needs_its_family():
+    with pytest.raises(
+        ValueError, match=r"cell\(s\) \{'probe_sft_max': 'maxpool'\} train against token probe families"
+    ):
+        tiny_study_config(cells=["base", "probe_sft_max"], probes={"token_probes": ["attention"]})
+    with pytest.raises(ValueError, match="takes signal probe or ensemble or maxpool or attention"):
+        tiny_study_config(cells=[{"name": "x", "objective": "probe_sft", "signal": "classifier"}])
