@@ -84,7 +84,14 @@ def contrast_specs(config: StudyConfig, names: Mapping[str, list[str]]) -> list[
     classifier cells of its control objective (its adapter's ``control``, else its own objective: the
     trained-against probe's AUROC, its cosine (classifier control only), the held-out mass-mean probe's
     AUROC, both probes' recall at the base model's 1%-FPR threshold, the behaviour-vs-representation parts,
-    the behaviour's rate, perplexity); each classifier cell against ``base``."""
+    the behaviour's rate, perplexity, and the pooling families it does not train against (:func:`pooling_probes`:
+    the mean-pooled logistic probe and the token probes, held out) on the same set); each classifier cell
+    against ``base``. All are secondary: Holm-corrected as one family.
+
+    The study questions of issue 27 read off these: gradient-through vs reward-only is probe_sft_1,
+    probe_dpo_1, probe_rloo_1 each minus its classifier control (trained-against probe, held-out probes,
+    behaviour); pooling robustness is the same rows for cells trained against the mean, max and attention
+    probes, each pooling family read as trained-against in its own cell and held out in the others."""
     rate = BehaviourNames.of(config.behaviour_spec).metric_keys["rate"]
     cells = {c.name: c for c in config.cell_specs}
     layer = config.probes.layer
@@ -111,6 +118,7 @@ def contrast_specs(config: StudyConfig, names: Mapping[str, list[str]]) -> list[
                 perplexity,
             ]
             metrics += split_contrast_metrics(probe, f"massmean_L{layer}")
+            metrics += [str(K.tracked_auroc(which, p)) for p in pooling_probes(names) if p != probe]
         else:
             metrics = [str(K.tracked_auroc(which, names["single"][0])), rate, perplexity]
         metrics = list(dict.fromkeys(metrics))
@@ -118,6 +126,12 @@ def contrast_specs(config: StudyConfig, names: Mapping[str, list[str]]) -> list[
         # controls and with the noise floor, not with base
         out += [(m, spec.name, c) for c in controls for m in metrics if not (c == "base" and _is_cosine(m))]
     return out
+
+
+def pooling_probes(names: Mapping[str, list[str]]) -> list[str]:
+    """One probe per pooling at the trained-against layer: the mean-pooled logistic probe and the token probes
+    (max-pooled, attention; those ``probes.token_probes`` lists)."""
+    return [names["single"][0], *names.get("token", [])]
 
 
 def primary_specs(
