@@ -184,3 +184,47 @@ def test_a_token_signal_needs_its_family():
         tiny_study_config(cells=["base", "probe_sft_max"], probes={"token_probes": ["attention"]})
     with pytest.raises(ValueError, match="takes signal probe or ensemble or maxpool or attention"):
         tiny_study_config(cells=[{"name": "x", "objective": "probe_sft", "signal": "classifier"}])
+
+
+def test_every_probe_cell_is_contrasted_on_the_pooling_families_it_does_not_train_against(study):
+    con = pd.read_csv(study / "contrasts.csv")
+    pairs = set(zip(con["a"], con["b"], con["metric"]))
+    # trained against the mean-pooled probe: the max and attention probes held out
+    for name in TOKEN:
+        assert ("probe_rloo_1", "base", f"probe/curated_auroc/{name}") in pairs
+    # trained against the max-pooled probe: the mean-pooled and attention probes held out
+    assert ("probe_sft_max", "base", "probe/curated_auroc/logistic_L2") in pairs
+    assert ("probe_sft_max", "base", "probe/curated_auroc/attention_L2") in pairs
+    assert not con["primary"].loc[con["metric"].str.endswith("attention_L2")].any()  # secondary: Holm as one family
+
+
+def test_obfuscation_presets_resolve_and_keep_to_the_budget(capsys):
+    from probe_lens.cli import main
+    from probe_lens.experiments.headline import contrast_specs
+    from probe_lens.experiments.plan import estimate_plan
+    from probe_lens.experiments.presets import PRESET_BUDGET_S, make_config
+
+    cfg = make_config("obfuscation")
+    cells = [c.name for c in cfg.cell_specs]
+    assert cells == ["base", "probe_sft_1", "classifier_sft", "probe_rloo_1", "classifier_rloo", "probe_sft_max"]
+    assert cfg.probes.token_probes == ["maxpool", "attention"] and len(cfg.seeds) == 3
+    assert {(c["a"], c["b"]) for c in cfg.primary_contrasts} == {
+        ("probe_sft_1", "classifier_sft"),
+        ("probe_rloo_1", "classifier_rloo"),
+    }
+    names = ProbeSuite(cfg.probes, "mean", "percentile").names()
+    specs = set(contrast_specs(cfg, names))
+    behaviour = "eval/toxicity_rate"
+    for cell, control in (("probe_sft_1", "classifier_sft"), ("probe_rloo_1", "classifier_rloo")):
+        for metric in ("probe/curated_auroc/logistic_L6", "probe/curated_auroc/maxpool_L6", behaviour):
+            assert (metric, cell, control) in specs  # gradient-through vs reward-only: each minus its control
+    assert ("probe/curated_auroc/maxpool_L6", "probe_sft_max", "classifier_sft") in specs
+    assert ("probe/curated_auroc/logistic_L6", "probe_sft_max", "classifier_sft") in specs
+    plan = estimate_plan(cfg)
+    assert plan.flops["token_probes"] > 0 and plan.wall_s <= PRESET_BUDGET_S["obfuscation"]
+    assert main(["reproduce", "--preset", "obfuscation", "--dry-run"]) == 0
+    assert "within the obfuscation preset's budget of 2.0 h" in capsys.readouterr().out
+    paper = make_config("paper_obfuscation")
+    assert {"probe_rloo_1", "probe_dpo_1", "probe_sft_max", "probe_rloo_max", "probe_sft_attn"} <= {
+        c.name for c in paper.cell_specs
+    }
