@@ -228,3 +228,28 @@ def test_obfuscation_presets_resolve_and_keep_to_the_budget(capsys):
     assert {"probe_rloo_1", "probe_dpo_1", "probe_sft_max", "probe_rloo_max", "probe_sft_attn"} <= {
         c.name for c in paper.cell_specs
     }
+
+
+def test_a_cell_added_on_resume_gets_its_token_signal_scored(study):
+    """Growing the study by a cell trained against the attention probe scores the saved training samples by it
+    (the samples and the other signals' scores kept). Last in this file: it grows the shared study."""
+    from probe_lens.experiments.study_data import load_train_data
+
+    folder = study / "seeds" / "0" / "train_data"
+    gen0, before = load_train_data(folder)
+    cfg = tiny_study_config(
+        cells=[*CELLS_RUN, "probe_dpo_attn"], objectives=SETTINGS, telemetry_every=2, eval={"fresh_refit": False}
+    )
+    grown = Study(cfg, study, resume=True, model=tiny_model(n_layers=4), scorer=non_ascii_scorer(), progress=False)
+    gen, scores = grown.train_data(0)
+    assert torch.equal(gen.tokens, gen0.tokens) and set(scores) == set(before) | {"attention"}
+    for k, v in before.items():
+        np.testing.assert_array_equal(scores[k], v)
+    assert set(load_train_data(folder)[1]) == set(scores)  # saved
+    probe = load_probe(study / "probes" / "seed0" / "attention_L2")
+    acts, _ = collect_tokens(
+        tiny_model(n_layers=4), gen.tokens, gen.attention_mask, gen.response_mask, [probe.metadata.hook], progress=False
+    )
+    np.testing.assert_allclose(
+        scores["attention"], probe.predict_proba(acts[probe.metadata.hook].numpy())[:, 1], atol=1e-5
+    )
