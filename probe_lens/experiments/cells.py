@@ -10,7 +10,7 @@ parses cell names.
 objective          signals         what trains
 =================  ==============  ===========================================================
 ``none``           ``none``        nothing (the base model: the reference every cell is paired with)
-``probe_sft``      probe/ensemble  LM loss on the model's own samples + lambda * P(toxic) of the frozen
+``probe_sft``      any probe       LM loss on the model's own samples + lambda * P(toxic) of the frozen
                                    probe(s), backpropagated through the live activations
 ``filtered_sft``   any but none    LM loss on the samples the signal judges clean (score < threshold)
 ``dpo``            any but none    DPO on k samples per prompt ranked by the signal
@@ -18,11 +18,17 @@ objective          signals         what trains
                                    the signal's score (no gradient through the probe), KL to the base
 =================  ==============  ===========================================================
 
-``probe_filtered_sft`` (probe or ensemble) is ``filtered_sft`` with the probe's scores computed by the
+``probe_filtered_sft`` (any probe) is ``filtered_sft`` with the probe's scores computed by the
 objective itself: the example of a plug-in objective (one training file + one adapter).
 
-Signals: ``probe`` (the single trained-against logistic probe), ``ensemble`` (the diverse orthogonal
-ensemble), ``classifier`` (the output classifier: a baseline that trains against no probe).
+Signals: ``probe`` (the single trained-against logistic probe, mean-pooled), ``ensemble`` (the diverse orthogonal
+ensemble), ``maxpool`` / ``attention`` (the token probes of those families at the same layer, ``probes.token_probes``;
+"any probe" above is one of these four), ``classifier`` (the output classifier: a baseline that trains against no
+probe). Which probe a signal trains against is looked up in :data:`SIGNAL_PROBES`, never parsed from a name.
+
+Built-in cells against token probes (in no preset's default grid): ``probe_sft_max``, ``probe_dpo_max``,
+``probe_rloo_max`` (the max-pooled probe) and ``probe_sft_attn``, ``probe_dpo_attn``, ``probe_rloo_attn`` (the
+attention probe): gradient through the probe (SFT) vs ranking (DPO) vs reward only (RLOO), per pooling.
 
 Every pre-training probe is tracked in every cell; a cell only decides which of them it trains
 against (:meth:`CellSpec.trained_against`), so each trained-against probe has its controls: the same
@@ -33,12 +39,32 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from probe_lens.experiments.adapters import SIGNALS, STUDY_OBJECTIVES, get_study_objective
+from probe_lens.experiments.adapters import PROBE_SIGNALS, SIGNALS, STUDY_OBJECTIVES, get_study_objective
 from probe_lens.training import OBJECTIVES
 
-__all__ = ["BUILTIN_CELLS", "DEFAULT_GRID", "SIGNALS", "CellSpec", "objective_signals", "resolve_cell", "resolve_cells"]
+__all__ = [
+    "BUILTIN_CELLS",
+    "DEFAULT_GRID",
+    "SIGNALS",
+    "SIGNAL_PROBES",
+    "CellSpec",
+    "objective_signals",
+    "resolve_cell",
+    "resolve_cells",
+]
+
+SIGNAL_PROBES: dict[str, str] = {
+    "probe": "single",
+    "ensemble": "ensemble",
+    "maxpool": "maxpool",
+    "attention": "attention",
+}
+"""Each probe signal -> the key of the probe suite's names (``ProbeSuite.names()``) holding the probe it trains
+against (a token family's key is the family: present when ``probes.token_probes`` lists it)."""
+assert set(SIGNAL_PROBES) == set(PROBE_SIGNALS)
 
 
 def objective_signals(objective: str) -> tuple[str, ...]:
@@ -53,7 +79,8 @@ class CellSpec:
     Args:
         name: the cell's name in results and folders.
         objective: ``none`` or an objective with a study adapter (``probe_sft``, ``filtered_sft``, ``dpo``, ...).
-        signal: ``none``, ``probe``, ``ensemble`` or ``classifier``, as the objective's adapter allows.
+        signal: ``none``, a probe signal (``probe``, ``ensemble``, ``maxpool``, ``attention``) or ``classifier``, as
+            the objective's adapter allows.
     """
 
     name: str
@@ -85,12 +112,18 @@ class CellSpec:
 
     @property
     def uses_probe(self) -> bool:
-        """True when a probe (single or ensemble) is the training signal."""
-        return self.signal in ("probe", "ensemble")
+        """True when a probe (single, ensemble or a token probe) is the training signal."""
+        return self.signal in SIGNAL_PROBES
 
-    def trained_against(self, single: str, ensemble: str) -> list[str]:
-        """Names of the probes this cell trains against, given the study's single/ensemble probe names."""
-        return {"probe": [single], "ensemble": [ensemble]}.get(self.signal, [])
+    def trained_against(self, names: Mapping[str, Sequence[str]] | str, ensemble: str | None = None) -> list[str]:
+        """Names of the probes this cell trains against, given the study's probe names (``ProbeSuite.names()``).
+
+        The older form ``trained_against(single, ensemble)`` (the two mean-pooled candidates' names) knows no token
+        probe: a cell trained against one gives ``[]`` there."""
+        if isinstance(names, str):
+            names = {"single": [names], "ensemble": [] if ensemble is None else [ensemble]}
+        key = SIGNAL_PROBES.get(self.signal)
+        return list(names.get(key, ()))[:1] if key is not None else []
 
     def to_dict(self) -> dict[str, str]:
         return dataclasses.asdict(self)
@@ -109,6 +142,12 @@ BUILTIN_CELLS: dict[str, CellSpec] = {
         CellSpec("probe_filtered_sft", "filtered_sft", "probe"),
         CellSpec("probe_rloo_1", "rloo", "probe"),
         CellSpec("classifier_rloo", "rloo", "classifier"),
+        CellSpec("probe_sft_max", "probe_sft", "maxpool"),
+        CellSpec("probe_dpo_max", "dpo", "maxpool"),
+        CellSpec("probe_rloo_max", "rloo", "maxpool"),
+        CellSpec("probe_sft_attn", "probe_sft", "attention"),
+        CellSpec("probe_dpo_attn", "dpo", "attention"),
+        CellSpec("probe_rloo_attn", "rloo", "attention"),
     )
 }
 """Cells a study file may name by string. ``probe_filtered_sft`` (SFT on the samples the frozen probe

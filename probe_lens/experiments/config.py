@@ -33,6 +33,10 @@ diverse ensemble, the two output-classifier baselines and probe-filtered SFT (se
 FIT_ROWS = ("weighted", "balanced")
 """``probes.fit_rows``: class-weighted fits on every probe-fit row, or balanced fits on a class-balanced subsample."""
 
+TOKEN_PROBES = ("maxpool", "attention")
+"""``probes.token_probes``: the probe families that read every response token (``probe_suite.TOKEN_FAMILIES``
+builds them): ``maxpool`` (``MaxPooledLogisticProbe``) and ``attention`` (``AttentionProbe``)."""
+
 
 @dataclasses.dataclass
 class ProbeSetup:
@@ -66,8 +70,22 @@ class ProbeSetup:
     """Which of the probe-fit prompts' continuations fit the probes: ``weighted`` (all of them, logistic probes
     with ``class_weight="balanced"``) or ``balanced`` (the old way: the majority class downsampled, per seed,
     to the minority's size when ``data.balance``; the other rows discarded)."""
+    token_probes: list[str] = dataclasses.field(default_factory=lambda: list(TOKEN_PROBES))
+    """Held-out probes that read every response token at ``layer`` (``maxpool_L<layer>``, ``attention_L<layer>``),
+    fit on the base model's token activations of the probe-fit rows and tracked in every cell; ``[]``: none."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.token_probes, str) or not isinstance(self.token_probes, (list, tuple)):
+            raise ValueError(
+                f"probes.token_probes must be a list of {list(TOKEN_PROBES)} ([] for none), got {self.token_probes!r}"
+            )
+        bad = [t for t in self.token_probes if t not in TOKEN_PROBES]
+        if bad or len(set(self.token_probes)) != len(self.token_probes):
+            raise ValueError(
+                f"probes.token_probes must list distinct families of {list(TOKEN_PROBES)} ([] for none), got "
+                f"{list(self.token_probes)!r}" + (f" (unknown: {bad})" if bad else " (repeated)")
+            )
+        self.token_probes = list(self.token_probes)
         if self.fit_rows not in FIT_ROWS:
             raise ValueError(f"probes.fit_rows must be one of {FIT_ROWS}, got {self.fit_rows!r}")
         if self.layer < 0:
@@ -468,6 +486,7 @@ class StudyConfig:
         check_backend(self.backend)
         self.primary_contrasts = _primary_contrasts(self.primary_contrasts)
         self.cell_specs: list[CellSpec] = resolve_cells(self.cells)
+        self._check_token_signals()
         self.objectives = _objective_settings(self.objectives, self.cell_specs)
         # keep built-in cells as names (readable study files), declared ones as records
         self.cells = [c.name if BUILTIN_CELLS.get(c.name) == c else c.to_dict() for c in self.cell_specs]
@@ -524,6 +543,17 @@ class StudyConfig:
             raise ValueError(
                 f"probe_sft.pooling ({self.probe_sft.pooling!r}) differs from data.pooling ({self.data.pooling!r}): "
                 "probe-SFT must pool the live activations the way its probe was fit; set both to the same value"
+            )
+
+    def _check_token_signals(self) -> None:
+        """A cell trained against a token probe needs that family in ``probes.token_probes``."""
+        fams = self.probes.token_probes
+        bad = {c.name: c.signal for c in self.cell_specs if c.signal in TOKEN_PROBES and c.signal not in fams}
+        if bad:
+            want = list(dict.fromkeys([*fams, *bad.values()]))
+            raise ValueError(
+                f"cell(s) {bad} train against token probe families that probes.token_probes ({fams}) leaves out; "
+                f"add them (--set probes.token_probes={json.dumps(want)}) or drop those cells"
             )
 
     def _check_training_sections(self) -> None:

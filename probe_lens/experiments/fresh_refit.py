@@ -9,6 +9,11 @@ estimator (``probes.retrain_estimator``) is fit per telemetry hook on the traine
 samples; it is read on the same yardsticks as every other probe (the on-policy evaluation rows, curated,
 curated_hard): ``probe/<set>_auroc_refit_fresh/<hook>``. Samples of one class only give NaN, with the reason
 logged.
+
+Token probes (``probes.token_probes``) get no fresh re-fit: the re-fit here is one pooled estimator per hook, and
+a token family's would need the fresh samples' token activations and (attention) an L-BFGS fit per cell; their
+drift is read by the telemetry's ``drift/cosine/<probe>`` (re-fit on the probe-fit rows' tokens) instead. A
+cell with token probes logs this once (:data:`TOKEN_PROBES_SKIPPED`).
 """
 
 from __future__ import annotations
@@ -27,12 +32,17 @@ from probe_lens.experiments.study_data import sample
 from probe_lens.training import scorer_scores
 from probe_lens.training.metric_keys import DRIFT_SET, eval_key, refit_fresh_auroc
 
-__all__ = ["FRESH_SEED", "fresh_refit_metrics"]
+__all__ = ["FRESH_SEED", "TOKEN_PROBES_SKIPPED", "fresh_refit_metrics"]
 
 log = logging.getLogger(__name__)
 
 FRESH_SEED = 30_000
 """Fresh samples of seed ``s`` are drawn with sampling seed ``FRESH_SEED + s``."""
+TOKEN_PROBES_SKIPPED = (
+    "token probes %s get no fresh re-fit (probe/<set>_auroc_refit_fresh is one pooled estimator per hook); "
+    "their drift is drift/cosine/<probe>"
+)
+_logged_skip: set[tuple[str, ...]] = set()
 
 
 def fresh_refit_metrics(
@@ -48,6 +58,11 @@ def fresh_refit_metrics(
     if ev.fresh_refit_prompts is not None and len(prompts) > ev.fresh_refit_prompts:
         keep = np.random.default_rng(FRESH_SEED + seed).choice(len(prompts), ev.fresh_refit_prompts, replace=False)
         prompts = [prompts[i] for i in sorted(keep)]
+    probes = {**tele.trained_probes, **tele.heldout_probes}
+    token = tuple(sorted(n for n, p in probes.items() if getattr(p, "reads_tokens", False)))
+    if token and token not in _logged_skip:
+        _logged_skip.add(token)
+        log.info(TOKEN_PROBES_SKIPPED, list(token))
     sets = tele.all_activations(model)
     hooks = sorted(sets[DRIFT_SET])
     gen = sample(model, prompts, ev.fresh_refit_samples, ev, FRESH_SEED + seed, cfg, progress)

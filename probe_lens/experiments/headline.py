@@ -84,7 +84,14 @@ def contrast_specs(config: StudyConfig, names: Mapping[str, list[str]]) -> list[
     classifier cells of its control objective (its adapter's ``control``, else its own objective: the
     trained-against probe's AUROC, its cosine (classifier control only), the held-out mass-mean probe's
     AUROC, both probes' recall at the base model's 1%-FPR threshold, the behaviour-vs-representation parts,
-    the behaviour's rate, perplexity); each classifier cell against ``base``."""
+    the behaviour's rate, perplexity, and the pooling families it does not train against (:func:`pooling_probes`:
+    the mean-pooled logistic probe and the token probes, held out) on the same set); each classifier cell
+    against ``base``. All are secondary: Holm-corrected as one family.
+
+    The study questions of issue 27 read off these: gradient-through vs reward-only is probe_sft_1,
+    probe_dpo_1, probe_rloo_1 each minus its classifier control (trained-against probe, held-out probes,
+    behaviour); pooling robustness is the same rows for cells trained against the mean, max and attention
+    probes, each pooling family read as trained-against in its own cell and held out in the others."""
     rate = BehaviourNames.of(config.behaviour_spec).metric_keys["rate"]
     cells = {c.name: c for c in config.cell_specs}
     layer = config.probes.layer
@@ -98,7 +105,7 @@ def contrast_specs(config: StudyConfig, names: Mapping[str, list[str]]) -> list[
         if spec.uses_probe:
             control = get_study_objective(spec.objective).control or spec.objective
             controls += [c.name for c in cells.values() if c.signal == "classifier" and c.objective == control]
-            probe = spec.trained_against(names["single"][0], names["ensemble"][0])[0]
+            probe = spec.trained_against(names)[0]
             metrics = [
                 str(K.tracked_auroc(which, probe)),
                 str(K.tracked_auroc("onpolicy", probe)),
@@ -111,6 +118,7 @@ def contrast_specs(config: StudyConfig, names: Mapping[str, list[str]]) -> list[
                 perplexity,
             ]
             metrics += split_contrast_metrics(probe, f"massmean_L{layer}")
+            metrics += [str(K.tracked_auroc(which, p)) for p in pooling_probes(names) if p != probe]
         else:
             metrics = [str(K.tracked_auroc(which, names["single"][0])), rate, perplexity]
         metrics = list(dict.fromkeys(metrics))
@@ -118,6 +126,12 @@ def contrast_specs(config: StudyConfig, names: Mapping[str, list[str]]) -> list[
         # controls and with the noise floor, not with base
         out += [(m, spec.name, c) for c in controls for m in metrics if not (c == "base" and _is_cosine(m))]
     return out
+
+
+def pooling_probes(names: Mapping[str, list[str]]) -> list[str]:
+    """One probe per pooling at the trained-against layer: the mean-pooled logistic probe and the token probes
+    (max-pooled, attention; those ``probes.token_probes`` lists)."""
+    return [names["single"][0], *names.get("token", [])]
 
 
 def primary_specs(
@@ -134,7 +148,7 @@ def primary_specs(
             notes.append(f"{a} − {b} ({metric}) skipped: cell(s) {', '.join(missing)} not in this study's results")
             continue
         if metric in TRAINED_AGAINST_METRICS:
-            probes = specs[a].trained_against(names["single"][0], names["ensemble"][0]) if a in specs else []
+            probes = specs[a].trained_against(names) if a in specs else []
             if not probes:
                 notes.append(f"{a} − {b} ({metric}) skipped: {a} trains against no probe")
                 continue
@@ -330,8 +344,7 @@ def headline_table(summary: pd.DataFrame, config: StudyConfig, names: Mapping[st
     table = format_cells(summary, columns=list(cols)).rename(columns=cols)
     specs: dict[str, CellSpec] = {c.name: c for c in config.cell_specs}
     against = {
-        c: ", ".join(s.trained_against(names["single"][0], names["ensemble"][0]))
-        or ("output classifier" if s.signal == "classifier" else "–")
+        c: ", ".join(s.trained_against(names)) or ("output classifier" if s.signal == "classifier" else "–")
         for c, s in specs.items()
     }
     table.insert(1, "trains against", [against.get(c, "?") for c in table["cell"]])

@@ -3,7 +3,7 @@
 Notation, per seed and tracked probe ``p`` (the original, pre-training probe): ``B`` the base model, ``T`` a
 cell's trained model, ``X_c`` the cell's evaluation outputs (its samples on the held-out provocative prompts),
 ``X_0`` the base cell's, and ``S_M(X)`` a statistic of ``p`` read on model ``M``'s activations of the texts
-``X`` (teacher-forced, pooled as the probes were fit):
+``X`` (teacher-forced, pooled as the probes were fit; a token probe reads the response tokens themselves):
 
 * ``mean``: the mean P(positive) of ``p`` over all of ``X``;
 * ``recall01``: the share of ``X``'s outputs the study's output classifier flags (score >= ``eval.threshold``)
@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from probe_lens.activations import collect
+from probe_lens.activations import collect, collect_tokens
 from probe_lens.models import Generation
+from probe_lens.probes import TokenProbe
 from probe_lens.training.metric_keys import OUTPUT_PARTS, OUTPUT_STATS, MetricKey, output_split_key
 from probe_lens.training.probes_util import flatten_probes
 
@@ -50,22 +51,20 @@ def outputs_scores(
     model, gen: Generation, probes: Mapping[str, Any], *, pooling: str, batch_size: int
 ) -> dict[str, np.ndarray]:
     """``{probe: P(positive) per text of gen}`` of every probe of ``probes`` on ``model``'s activations of
-    ``gen`` (teacher-forced; one forward pass to the deepest hook needed)."""
+    ``gen`` (teacher-forced; one forward pass to the deepest hook needed, and for token probes one more to
+    theirs, collecting the response tokens)."""
     flat = flatten_probes(model, dict(probes))
+    grid = (gen.tokens, gen.attention_mask, gen.response_mask)
+    token_hooks = sorted({p.hook for p in flat if isinstance(p.probe, TokenProbe)})
     acts = collect(
-        model,
-        gen.tokens,
-        gen.attention_mask,
-        gen.response_mask,
-        sorted({p.hook for p in flat}),
-        pooling=pooling,
-        batch_size=batch_size,
-        progress=False,
-    )
+        model, *grid, sorted({p.hook for p in flat}), pooling=pooling, batch_size=batch_size, progress=False
+    )  # fmt: skip
+    tokens = collect_tokens(model, *grid, token_hooks, batch_size=batch_size, progress=False)[0] if token_hooks else {}
     out = {}
     for name, probe in probes.items():
         hook = next(p.hook for p in flat if p.parent == name)
-        out[name] = np.asarray(probe.predict_proba(acts[hook].numpy()), dtype=np.float64)[:, 1]
+        X = (tokens if isinstance(probe, TokenProbe) else acts)[hook].numpy()
+        out[name] = np.asarray(probe.predict_proba(X), dtype=np.float64)[:, 1]
     return out
 
 

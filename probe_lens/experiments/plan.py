@@ -357,6 +357,15 @@ def estimate_plan(
     tf_tokens = act_rows * seq_probe + n_seeds * 2 * train_conts * seq_train
     fwd_tokens += tf_tokens
     flops["teacher_forced"] = _forward_flops(arch, tf_tokens, seq_probe)
+    if getattr(config.probes, "token_probes", None):
+        # token probes: the pool's response tokens once, then each seed's on-policy set at every telemetry point
+        # (step 0 shared by a seed's cells): a pass of its own beside the pooled one, stopped after the probes'
+        # layer, no unembedding (the curated sets' passes and the probe fits are not counted)
+        points = max(tele_points - len(cells) + 1, 0)
+        tok_tokens = act_rows * seq_probe + n_seeds * points * n_probe * data.samples_per_prompt * seq_probe
+        depth = min((config.probes.layer + 1) / arch.n_layers, 1.0)
+        fwd_tokens += tok_tokens
+        flops["token_probes"] = depth * _forward_flops(arch, tok_tokens, seq_probe, unembed_tokens=0)
     train_flops, n_trainable, train_mem = 0.0, {}, 0
     for _cell, obj in training_cells:
         tc = _train_config(config, obj)
@@ -460,7 +469,7 @@ def estimate_wall_s(flops: dict[str, float], n_seeds: int, n_cells: int) -> floa
     """Wall seconds of a study with phase ``flops`` (:class:`StudyPlan.flops`) at :data:`CPU_RATES`."""
     r = CPU_RATES
     generate = sum(v for k, v in flops.items() if k.startswith("generate_"))
-    forward = flops.get("teacher_forced", 0.0) + flops.get("perplexity", 0.0)
+    forward = flops.get("teacher_forced", 0.0) + flops.get("perplexity", 0.0) + flops.get("token_probes", 0.0)
     return float(
         flops.get("training", 0.0) / r["train_flops_per_s"]
         + generate / r["generate_flops_per_s"]

@@ -1,6 +1,7 @@
 """Named study sizes: ``demo`` (minutes), ``quick`` (the single-probe cells on a 2-core CPU), ``contrast``
 (the primary contrasts over 10 independent seeds, under 2 hours on a 2-core CPU), ``standard`` (the whole grid),
-``paper`` (1B, GPU).
+``paper`` (1B, GPU); ``obfuscation`` (issue 27: gradient-through vs reward-only and mean vs max pooling, under 2
+hours on a 2-core CPU) and its GPU version ``paper_obfuscation``.
 
 ``contrast`` is the study the README's headline comes from: base, probe_sft_1, classifier_sft, probe_dpo_1 and
 classifier_dpo (the two pre-declared primary contrasts and their controls) at the ``quick`` preset's sizes, over
@@ -168,15 +169,60 @@ _STANDARD: dict[str, Any] = {
     "telemetry_every": 6,
 }
 
+_OBFUSCATION_CELLS = ["base", "probe_sft_1", "classifier_sft", "probe_rloo_1", "classifier_rloo", "probe_sft_max"]
+
+_OBFUSCATION: dict[str, Any] = {
+    **copy.deepcopy(_QUICK),
+    "preset": "obfuscation",
+    # issue 27's two questions at the quick sizes: gradient through the probe (probe_sft_1) vs reward only
+    # (probe_rloo_1), each with its classifier control, and pooling (probe_sft_max: probe-SFT through the
+    # max-pooled probe; every cell tracks the mean, max and attention probes); 3 seeds (the sign-flip p cannot
+    # go below 0.25: read the intervals over seeds, not p)
+    "seeds": [0, 1, 2],
+    "cells": list(_OBFUSCATION_CELLS),
+    "probes": {**_QUICK["probes"], "token_probes": ["maxpool", "attention"]},
+    "objectives": {"rloo": {"max_steps": 6, "batch_size": 4, "samples_per_prompt": 4, "max_new_tokens": 16}},
+    "primary_contrasts": [
+        {"a": "probe_sft_1", "b": "classifier_sft", "metric": "curated_auroc"},
+        {"a": "probe_rloo_1", "b": "classifier_rloo", "metric": "curated_auroc"},
+    ],
+}
+
+_PAPER_OBFUSCATION: dict[str, Any] = {
+    **copy.deepcopy(_PAPER),
+    "preset": "paper_obfuscation",
+    "cells": [*_OBFUSCATION_CELLS, "probe_dpo_1", "classifier_dpo", "probe_rloo_max", "probe_sft_attn"],
+    "probes": {**_PAPER["probes"], "token_probes": ["maxpool", "attention"]},
+    "objectives": {
+        "rloo": {
+            "max_steps": 200,
+            "batch_size": 4,
+            "samples_per_prompt": 4,
+            "max_new_tokens": 48,
+            "lr": 1e-5,
+            "warmup_steps": 10,
+            "bf16": True,
+            "trainable": "all",
+        }
+    },
+    "primary_contrasts": [
+        {"a": "probe_sft_1", "b": "classifier_sft", "metric": "curated_auroc"},
+        {"a": "probe_dpo_1", "b": "classifier_dpo", "metric": "curated_auroc"},
+        {"a": "probe_rloo_1", "b": "classifier_rloo", "metric": "curated_auroc"},
+    ],
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     "demo": _DEMO,
     "quick": _QUICK,
     "contrast": _CONTRAST,
     "standard": _STANDARD,
     "paper": _PAPER,
+    "obfuscation": _OBFUSCATION,
+    "paper_obfuscation": _PAPER_OBFUSCATION,
 }
 
-PRESET_BUDGET_S: dict[str, float] = {"contrast": 2 * 3600.0}
+PRESET_BUDGET_S: dict[str, float] = {"contrast": 2 * 3600.0, "obfuscation": 2 * 3600.0}
 """Wall-time budgets (seconds, 2 CPU cores) a preset promises; the dry run says whether a study keeps to its own."""
 
 

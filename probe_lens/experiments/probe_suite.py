@@ -1,7 +1,12 @@
 """The probe suite: the probes a study tracks in every cell (names and roles), fitting them on a seed's
 probe-fit rows (class-weighted logistic probes on every row, or unweighted on class-balanced rows:
 ``probes.fit_rows``; the mass-mean direction, a difference of class means, is the same either way), saving and loading them, and their noise floors (how far a drift cosine moves from 1 by
-refitting noise alone)."""
+refitting noise alone).
+
+Token probes (``probes.token_probes``: ``maxpool``, ``attention``, built by :data:`TOKEN_FAMILIES`) read the
+response tokens themselves, not a pooled vector: they are fit, saved, reported and floored on the probe pool's
+token activations at the trained-against layer (``tokens``: float ``[n_rows, width, d_model]``, NaN-padded, rows
+in the pool's order; :func:`~probe_lens.experiments.study_data.pool_token_acts`)."""
 
 from __future__ import annotations
 
@@ -17,11 +22,29 @@ from probe_lens._io import atomic_write
 from probe_lens.data.builder import ActivationDataset
 from probe_lens.experiments.config import ProbeSetup
 from probe_lens.experiments.prompt_plan import SeedSplit
-from probe_lens.probes import DiverseProbeEnsemble, LogisticProbe, MassMeanProbe, load_probe, save_probe
+from probe_lens.probes import (
+    AttentionProbe,
+    DiverseProbeEnsemble,
+    LogisticProbe,
+    MassMeanProbe,
+    MaxPooledLogisticProbe,
+    TokenProbe,
+    load_probe,
+    save_probe,
+)
 from probe_lens.probes.metrics import cosine as _cos
 from probe_lens.training.metric_keys import member_name
 
 REPORT = "report.csv"
+
+TOKEN_FAMILIES: dict[str, Callable[[ProbeSetup, float, str | None, dict[str, Any]], TokenProbe]] = {
+    "maxpool": lambda p, C, class_weight, meta: MaxPooledLogisticProbe(
+        C=C, standardize=p.standardize, class_weight=class_weight, **meta
+    ),
+    "attention": lambda p, C, class_weight, meta: AttentionProbe(C=C, standardize=p.standardize, **meta),
+}
+"""``probes.token_probes`` family -> ``(setup, C, class_weight, metadata) -> unfitted token probe``. The
+attention probe takes no class weights (its L-BFGS objective is unweighted; AUROCs ignore the intercept)."""
 
 
 class ProbeSuite:
@@ -43,7 +66,9 @@ class ProbeSuite:
     # ---- names ---------------------------------------------------------------------------
     def names(self) -> dict[str, list[str]]:
         """``single`` / ``ensemble``: the trained-against candidates; ``heldout``: never trained against
-        (``heldout_members``: later orthogonal-ensemble members, noisy, kept out of headline averages)."""
+        (``heldout_members``: later orthogonal-ensemble members, noisy, kept out of headline averages);
+        ``token``: the token probes (``<family>_L<layer>``), outside the held-out average, and under each family's
+        own key (``maxpool``, ``attention``) the probe a cell with that signal trains against."""
         p = self.setup
         members = [f"ens_heldout{i}_L{p.layer}" for i in range(p.n_heldout_members)]
         return {
@@ -51,12 +76,14 @@ class ProbeSuite:
             "ensemble": [f"ensemble{p.n_ensemble}_L{p.layer}"],
             "heldout": [f"massmean_L{p.layer}", *[f"logistic_L{L}" for L in p.heldout_layers], *members],
             "heldout_members": members,
+            "token": [f"{family}_L{p.layer}" for family in p.token_probes],
+            **{family: [f"{family}_L{p.layer}"] for family in p.token_probes},  # a token signal's probe
         }
 
     def tracked(self) -> list[str]:
         """Every pre-training probe, measured in every cell."""
         n = self.names()
-        return n["single"] + n["ensemble"] + n["heldout"]
+        return n["single"] + n["ensemble"] + n["heldout"] + n["token"]
 
     def massmean_name(self) -> str:
         return f"massmean_L{self.setup.layer}"
@@ -99,8 +126,11 @@ class ProbeSuite:
         return {name: (full, p.n_ensemble + i) for i, name in enumerate(members) if name not in trained}
 
     # ---- fit, save, load -------------------------------------------------------------------
-    def fit(self, ds: ActivationDataset, split: SeedSplit, hooks: Mapping[int, str]) -> dict[str, Any]:
-        """Every tracked probe fit on ``split``'s probe-fit rows of ``ds`` (``hooks``: layer -> hook name)."""
+    def fit(
+        self, ds: ActivationDataset, split: SeedSplit, hooks: Mapping[int, str], tokens: Any = None
+    ) -> dict[str, Any]:
+        """Every tracked probe fit on ``split``'s probe-fit rows of ``ds`` (``hooks``: layer -> hook name;
+        ``tokens``: the pool's token activations at ``hooks[layer]``, needed when ``probes.token_probes``)."""
         p, n = self.setup, self.names()
         meta = dict(model_name=ds.meta["model_name"], pooling=self.pooling, label=self.label)
         hook = hooks[p.layer]
@@ -114,10 +144,31 @@ class ProbeSuite:
             probes[f"logistic_L{L}"] = self.logistic(hooks[L], **meta).fit(_pooled(ds, hooks[L], split.fit_rows), yf)
         for i, name in enumerate(n["heldout_members"]):
             probes[name] = full.member(p.n_ensemble + i)
+        probes.update(self.fit_token_probes(tokens, split.fit_rows, yf, hook, probes[n["single"][0]].C_, meta))
         return probes
 
-    def save(self, probes: dict[str, Any], ds: ActivationDataset, split: SeedSplit, folder: Path) -> None:
-        """Save every tracked probe under ``folder`` and ``report.csv``: each probe's on-policy AUROC (with an interval)."""
+    def fit_token_probes(
+        self, tokens: Any, rows: np.ndarray, y: np.ndarray, hook: str, C: float, meta: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``{name: token probe}`` of every ``probes.token_probes`` family fit on ``tokens[rows]`` (C: the single
+        logistic probe's, so ``probes.C: cv`` gives them the cross-validated value)."""
+        names = self.names()["token"]
+        if not names:
+            return {}
+        if tokens is None:
+            raise ValueError(f"token probes {names} need the pool's token activations (tokens=...)")
+        meta = {**meta, "pooling": None}  # they read every token; no pooling applies
+        cw = self.class_weight()
+        return {
+            name: TOKEN_FAMILIES[family](self.setup, float(C), cw, {**meta, "hook": hook}).fit(_tokens(tokens, rows), y)
+            for name, family in zip(names, self.setup.token_probes)
+        }
+
+    def save(
+        self, probes: dict[str, Any], ds: ActivationDataset, split: SeedSplit, folder: Path, tokens: Any = None
+    ) -> None:
+        """Save every tracked probe under ``folder`` and ``report.csv``: each probe's on-policy AUROC (with an
+        interval); ``tokens``: the pool's token activations (the token probes read them)."""
         from probe_lens.experiments.stats import auroc_ci
 
         n, rows = self.names(), []
@@ -126,9 +177,12 @@ class ProbeSuite:
         for name in self.tracked():
             probe = probes[name]
             h = probe.metadata.hook
-            s = np.asarray(probe.predict_proba(_pooled(ds, h, split.onpolicy_rows)))[:, 1]
+            on = split.onpolicy_rows
+            X = _tokens(tokens, on) if isinstance(probe, TokenProbe) else _pooled(ds, h, on)
+            s = np.asarray(probe.predict_proba(X))[:, 1]
             a, lo, hi = auroc_ci(yo, s, method=self.ci_method, clusters=prompts)
             role = "trained-against candidate" if name in n["single"] + n["ensemble"] else "held out"
+            role = "held out (token)" if name in n["token"] else role
             rows.append(
                 {
                     "probe": name,
@@ -152,17 +206,18 @@ class ProbeSuite:
 
     # ---- noise floors ----------------------------------------------------------------------
     def noise_floor(
-        self, ds: ActivationDataset, split: SeedSplit, probes: dict[str, Any], seed: int
+        self, ds: ActivationDataset, split: SeedSplit, probes: dict[str, Any], seed: int, tokens: Any = None
     ) -> dict[str, dict[str, float]]:
         """Each probe's cosine with its own estimator re-fit on bootstrap resamples of its probe-fit rows
-        (``mean``, ``p05``, ``min``, ``n`` per probe; ensemble members ``<probe>/m<i>``)."""
+        (``mean``, ``p05``, ``min``, ``n`` per probe; ensemble members ``<probe>/m<i>``; token probes re-fit on
+        ``tokens`` of the resampled rows)."""
         y = _labels(ds)
         rng = np.random.default_rng(50_000 + seed)
         pos, neg = split.fit_rows[y[split.fit_rows] == 1], split.fit_rows[y[split.fit_rows] == 0]
         cosines: dict[str, list[float]] = {}
         for _ in range(self.setup.noise_floor_resamples):
             rows = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
-            for key, value in self._resample_cosines(ds, probes, rows, y[rows]):
+            for key, value in self._resample_cosines(ds, probes, rows, y[rows], tokens):
                 cosines.setdefault(key, []).append(value)
         return {
             k: {"mean": float(np.mean(v)), "p05": float(np.quantile(v, 0.05)), "min": float(np.min(v)), "n": len(v)}
@@ -170,7 +225,7 @@ class ProbeSuite:
         }
 
     def _resample_cosines(
-        self, ds: ActivationDataset, probes: dict[str, Any], rows: np.ndarray, y: np.ndarray
+        self, ds: ActivationDataset, probes: dict[str, Any], rows: np.ndarray, y: np.ndarray, tokens: Any = None
     ) -> list[tuple[str, float]]:
         """``(name, cosine)`` of each tracked probe (each member of the ensemble) with its re-fit on ``rows``."""
         from sklearn.base import clone
@@ -180,6 +235,9 @@ class ProbeSuite:
         full = None
         for name in self.tracked():
             probe = probes[name]
+            if isinstance(probe, TokenProbe):
+                out.append((name, _cos(probe.direction_, clone(probe).fit(_tokens(tokens, rows), y).direction_)))
+                continue
             Xb = ds.acts[probe.metadata.hook][torch.as_tensor(rows)].numpy()
             if name in n["heldout_members"] or name in n["ensemble"]:
                 if full is None:
@@ -201,3 +259,14 @@ def _labels(ds: ActivationDataset) -> np.ndarray:
 def _pooled(ds: ActivationDataset, hook: str, rows: np.ndarray) -> np.ndarray:
     """Pooled activations ``[len(rows), d_model]`` of the dataset's ``rows`` at ``hook``."""
     return ds.acts[hook][torch.as_tensor(rows)].numpy()
+
+
+def _tokens(tokens: Any, rows: np.ndarray) -> np.ndarray:
+    """Token activations ``[len(rows), width, d_model]`` (NaN-padded) of the pool's ``rows``, trailing columns
+    that are padding in every chosen row dropped."""
+    if tokens is None:
+        raise ValueError("token probes need the pool's token activations (tokens=...)")
+    X = torch.as_tensor(tokens)[torch.as_tensor(rows)]
+    real = ~torch.isnan(X).all(dim=2)
+    width = int(real.sum(dim=1).max()) if len(X) else 0
+    return X[:, :width].numpy()

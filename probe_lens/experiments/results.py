@@ -177,8 +177,9 @@ def report_config(
     record["scorer"] = scorer
     record["behaviour"] = behaviour
     record["heldout_probes"] = names["heldout"]
+    record["token_probes"] = names.get("token", [])
     record["trained_against"] = trained_against
-    tracked = names["single"] + names["ensemble"] + names["heldout"]
+    tracked = names["single"] + names["ensemble"] + names["heldout"] + names.get("token", [])
     record["headline_probes"] = [n for n in tracked if n not in names["heldout_members"]]
     record["timings"] = timings
     return record

@@ -7,6 +7,7 @@ Layout::
     behaviour.json                  the behaviour's record: class names, scorer, threshold, metric keys
     prompts.json                    the fixed prompt plan: evaluation prompts, probe pool, training pool
     data/probe_pool/                the base model's continuations of the pool prompts (builder format)
+    data/probe_pool_tokens.safetensors   the pool's response-token activations at the token probes' hook
     seeds/<s>/split.json            this seed's probe-fit / on-policy prompts and rows, prompt-only baselines
     seeds/<s>/noise_floor.json      cosine between each probe and its bootstrap re-fits on the base model
     seeds/<s>/monitor_thresholds.json   each probe's thresholds at 1% / 5% FPR on the base model's benign rows
@@ -166,6 +167,7 @@ class RunFolder:
 
     study_json = property(lambda self: self.root / "study.json")
     probe_pool = property(lambda self: self.root / "data" / "probe_pool")
+    probe_pool_tokens = property(lambda self: self.root / "data" / "probe_pool_tokens.safetensors")
     prompts_json = property(lambda self: self.root / "prompts.json")
     timings_json = property(lambda self: self.root / "timings.json")
 

@@ -152,6 +152,7 @@ class Study:
         self._plans: dict[int, PromptPlan] = {}
         self._splits: dict[int, SeedSplit] = {}
         self._probes: dict[int, dict[str, Any]] = {}
+        self._pool_tokens: Any = None
         self._eval_sets: dict[str, DriftSet] | None = None
         self._base = BaseMeasurements()  # the base model's telemetry, shared by every cell of a seed
         self.report_figures: dict[str, Any] = {}  # the last report's figures, by name (for experiment trackers)
@@ -351,20 +352,34 @@ class Study:
         classifier for a pre-labelled behaviour)."""
         folder = self.folder.train_data(seed)
         saved = study_data.load_train_data(folder)
-        if saved is not None:
+        if saved is not None and set(self._signal_probes(None)) <= set(saved[1]):
             return saved
-        prompts = self.seed_split(seed).train_prompts
         probes = self.fit_probes(seed)
+        batch = self.config.data.batch_size
         self.reset_model()
+        if saved is not None:  # a cell added since trains against a token probe: score the samples by it too
+            gen, scores = saved
+            missing = {k: v for k, v in self._signal_probes(probes).items() if k not in scores}
+            scores.update(study_data.score_train_data(self.model, gen, None, missing, batch, self.clock))
+            study_data.save_train_data(folder, gen, scores)
+            return gen, scores
+        prompts = self.seed_split(seed).train_prompts
         td = self.config.train_data
         with self.clock.timed("generate_train_s"):
             gen = study_data.sample(self.model, prompts, td.samples_per_prompt, td, seed, self.config, self.progress)
-        n = self.probe_names()
-        signals = {"probe": probes[n["single"][0]], "ensemble": probes[n["ensemble"][0]]}
-        batch = self.config.data.batch_size
+        signals = self._signal_probes(probes)
         scores = study_data.score_train_data(self.model, gen, self._signal_scorer(), signals, batch, self.clock)
         study_data.save_train_data(folder, gen, scores)
         return gen, scores
+
+    def _signal_probes(self, probes: dict[str, Any] | None) -> dict[str, Any]:
+        """``{signal: probe}`` the training samples are scored by: ``probe`` and ``ensemble`` always, a token
+        probe's signal when a cell trains against it (``probes``: the seed's; None: the signals' names only)."""
+        n = self.probe_names()
+        wanted = {"probe": n["single"][0], "ensemble": n["ensemble"][0]}
+        families = self.config.probes.token_probes
+        wanted |= {c.signal: c.trained_against(n)[0] for c in self.config.cell_specs if c.signal in families}
+        return {s: (name if probes is None else probes[name]) for s, name in wanted.items()}
 
     # ------------------------------------------------------------------ probes
     def probe_names(self) -> dict[str, list[str]]:
@@ -394,12 +409,31 @@ class Study:
                 self._probes[seed] = self.load_probes(seed)
                 return self._probes[seed]
             ds, split = self.build_data(), self.seed_split(seed)
+            tokens = self.pool_tokens()
             with self.clock.timed("fit_probes_s"):
                 p = self.config.probes
-                probes = self.suite.fit(ds, split, {L: self._layer_hook(L) for L in (p.layer, *p.heldout_layers)})
-                self.suite.save(probes, ds, split, folder)
+                hooks = {L: self._layer_hook(L) for L in (p.layer, *p.heldout_layers)}
+                probes = self.suite.fit(ds, split, hooks, tokens)
+                self.suite.save(probes, ds, split, folder, tokens)
             self._probes[seed] = probes
         return self._probes[seed]
+
+    def pool_tokens(self) -> Any:
+        """The probe pool's response-token activations at the trained-against layer (base model; collected once,
+        kept in ``data/probe_pool_tokens.safetensors``), or None without ``probes.token_probes``."""
+        if not self.config.probes.token_probes:
+            return None
+        if self._pool_tokens is None:
+            with self.clock.timed("pool_tokens_s"), self.base_weights() as model:
+                self._pool_tokens = study_data.pool_token_acts(
+                    model,
+                    self.build_data(),
+                    self._layer_hook(),
+                    self.folder.probe_pool_tokens,
+                    batch_size=self.config.data.batch_size,
+                    progress=self.progress,
+                )
+        return self._pool_tokens
 
     def load_probes(self, seed: int | None = None) -> dict[str, Any]:
         seed = self.config.seeds[0] if seed is None else seed
@@ -416,7 +450,8 @@ class Study:
         if self.config.probes.noise_floor_resamples == 0:
             return {}
         with self.clock.timed("noise_floor_s"):
-            out = self.suite.noise_floor(self.build_data(), self.seed_split(seed), self.fit_probes(seed), seed)
+            probes, tokens = self.fit_probes(seed), self.pool_tokens()
+            out = self.suite.noise_floor(self.build_data(), self.seed_split(seed), probes, seed, tokens)
             write_json(path, out)
         return out
 
@@ -428,8 +463,7 @@ class Study:
         return self.folder.is_done(cell, seed)
 
     def trained_against(self, spec: CellSpec) -> list[str]:
-        n = self.probe_names()
-        return spec.trained_against(n["single"][0], n["ensemble"][0])
+        return spec.trained_against(self.probe_names())
 
     def _train_config(self, spec: CellSpec):
         return _train_config(self.config, spec)

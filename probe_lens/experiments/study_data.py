@@ -104,6 +104,40 @@ def build_probe_pool(
     return build_dataset(model, pool, scorer, cfg.data, **common)
 
 
+def pool_token_acts(model, ds: ActivationDataset, hook: str, path: Path, *, batch_size: int, progress: bool) -> Any:
+    """The probe pool's response-token activations at ``hook`` (float32 ``[n_rows, width, d_model]``, NaN-padded
+    as :func:`~probe_lens.activations.collect_tokens` returns them; ``model`` holds the base weights), read from
+    ``path`` (safetensors) when it holds this pool's, else collected and written there atomically.
+
+    Memory: ``n_rows * width * d_model * 4`` bytes (width: the longest response), e.g. 800 rows of 32 tokens at
+    d_model 640 is 66 MB."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from probe_lens._io import atomic_write
+    from probe_lens.activations import collect_tokens
+
+    gen = ds.generation
+    stamp = {"hook": hook, "n_rows": str(len(gen)), "n_tokens": str(int(gen.response_mask.sum()))}
+    if path.exists():
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                saved = f.metadata() or {}
+            if saved == stamp:
+                return load_file(str(path))["acts"]
+            log.info("re-collecting the pool's token activations: %s holds %s, this pool needs %s", path, saved, stamp)
+        except Exception as e:  # a torn or foreign file: collect afresh
+            log.warning("re-collecting the pool's token activations: %s could not be read (%s)", path, e)
+    acts, _ = collect_tokens(
+        model, gen.tokens, gen.attention_mask, gen.response_mask, [hook], batch_size=batch_size, progress=progress
+    )
+    out = acts[hook].to(torch.float32).contiguous()
+    atomic_write(path, lambda p: save_file({"acts": out}, str(p), metadata=stamp))
+    return out
+
+
 # ---- evaluation sets ---------------------------------------------------------------------------
 def onpolicy_set(ds: ActivationDataset, split: SeedSplit) -> DriftSet:
     """A seed's on-policy set: probe-fit rows (re-fits read them) + on-policy rows (AUROCs read them)."""

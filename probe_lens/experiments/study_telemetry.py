@@ -143,10 +143,13 @@ def build_telemetry(
 
 class BaseMeasurements:
     """The base model's telemetry per seed (activations and rates of every set) and the seed's reference
-    directions (class-mean difference on the base model's probe-fit rows, per hook), shared by its cells."""
+    directions (class-mean difference on the base model's probe-fit rows, per hook), shared by its cells.
+    The token probes' token activations (``width`` times the pooled ones' size) are kept for the latest
+    seed only: a study runs its cells seed by seed."""
 
     def __init__(self) -> None:
         self.acts: dict[int, dict[str, Any]] = {}
+        self.tokens: dict[int, dict[str, Any]] = {}
         self.rates: dict[int, dict[str, float]] = {}
         self.reference: dict[int, dict[str, np.ndarray]] = {}
 
@@ -154,10 +157,11 @@ class BaseMeasurements:
         """Give ``tele`` the base model's shared telemetry (computed once per seed) and the seed's
         reference directions; ``model`` holds the base weights."""
         if seed in self.acts:
-            tele.prime(model, self.acts[seed])
+            tele.prime(model, self.acts[seed], self.tokens.get(seed))
         if seed in self.rates:
             tele.prime_rates(model, self.rates[seed])
         self.acts[seed] = tele.all_activations(model)
+        self.tokens = {seed: tele.all_token_activations(model)}
         self.rates[seed] = tele.rates(model)
         if seed not in self.reference:
             acts, ds = self.acts[seed]["drift"], tele.drift_set

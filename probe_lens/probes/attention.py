@@ -37,10 +37,12 @@ class AttentionPoolModule(TokenModule):
             return torch.softmax(scores, dim=-1)
 
     def pool_logits(self, acts: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # the readout is linear and the weights sum to 1: (sum_t a_t x_t) @ w + b == sum_t a_t (x_t @ w + b), which
+        # never builds the [batch, pos, d_model] product (the fit's cost was dominated by it)
         a = self.attention(acts, mask)
-        x = acts.to(a.dtype).masked_fill(~mask.unsqueeze(-1), 0.0)  # padding may hold NaN
         with autocast_off(acts.device):
-            return self.token_logits((a.unsqueeze(-1) * x).sum(dim=-2))
+            z = self.token_logits(acts.to(a.dtype)).masked_fill(~mask, 0.0)  # padding may hold NaN
+            return (a * z).sum(dim=-1)
 
 
 class AttentionProbe(TokenProbe):

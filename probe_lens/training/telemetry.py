@@ -24,7 +24,9 @@ compares it with a fresh copy of *the same estimator* (type and hyper-parameters
 member ``i`` of an ensemble with member ``i`` of the re-fit ensemble, so a mass-mean probe or an
 orthogonal ensemble member is compared with its own kind, not with a logistic direction (a probe that
 ``clone`` cannot copy is compared with ``refit_factory()``). A probe cut out of a larger ensemble can
-name that ensemble and its index in ``refit_templates``. The "original direction" at a hook is the one
+name that ensemble and its index in ``refit_templates``. A token probe (``TokenProbe``: max-pooled,
+attention) reads the current model's response-token activations at its hook (:meth:`DriftTelemetry.token_activations`,
+cached like the pooled ones) for its scores and its re-fit. The "original direction" at a hook is the one
 given in ``reference_directions`` (pass the same ones to every run you compare); else the first
 trained-against probe's (else the first held-out probe's) direction; at hooks without either it is
 the class-mean difference at the first measurement (kept in ``state_dict`` for resumes).
@@ -41,9 +43,10 @@ import torch
 from jaxtyping import Int
 
 from probe_lens._common import metric_word
-from probe_lens.activations import collect, resolve_hooks
+from probe_lens.activations import collect, collect_tokens, resolve_hooks
 from probe_lens.models import Generation
 from probe_lens.probes.metrics import auroc, cosine as _cos
+from probe_lens.probes.tokens import TokenProbe
 from probe_lens.training import metric_keys as K
 from probe_lens.training.metric_keys import LABELS, retrained_score_name, score_key
 from probe_lens.training.probes_util import FlatProbe, flatten_probes, named_probes
@@ -251,6 +254,7 @@ class DriftTelemetry:
             if "/" in name or name in ("probe", "drift", "geometry"):
                 raise ValueError(f"eval set name {name!r} must not contain '/' or shadow a metric prefix")
         self._acts_cache: dict[str, tuple[Any, dict[str, np.ndarray]]] = {}
+        self._tokens_cache: dict[str, tuple[Any, dict[str, np.ndarray]]] = {}
         self.pooling = pooling
         self.pca_ks = tuple(int(k) for k in pca_ks)
         if any(k < 1 for k in self.pca_ks):
@@ -327,18 +331,70 @@ class DriftTelemetry:
         """``{"drift": acts, <eval set>: acts, ...}`` of ``model`` now (cached like :meth:`activations`)."""
         return {w: self.activations(model, w) for w in ("drift", *self.eval_sets)}
 
-    def prime(self, model, acts: dict[str, Any]) -> None:
+    def _set(self, which: str) -> DriftSet:
+        if which == "drift":
+            return self.drift_set
+        if which in self.eval_sets:
+            return self.eval_sets[which]
+        raise ValueError(f"unknown set {which!r}; this telemetry has 'drift' and {sorted(self.eval_sets)}")
+
+    def token_hooks(self, model) -> list[str]:
+        """The hooks token probes read (none: no token probe)."""
+        trained, heldout, _ = self._resolve(model)
+        return sorted({p.hook for p in trained + heldout if isinstance(p.probe, TokenProbe)})
+
+    @torch.no_grad()
+    def token_activations(self, model, which: str = "drift") -> dict[str, np.ndarray]:
+        """Response-token activations ``{hook: float32 [n, width, d_model]}`` (NaN-padded, as
+        :func:`~probe_lens.activations.collect_tokens`) of ``model`` now at the token probes' hooks, on the drift
+        set or the evaluation set ``which``; ``{}`` without token probes. Cached like :meth:`activations`."""
+        hooks = self.token_hooks(model)
+        if not hooks:
+            return {}
+        key = model_state_key(model)
+        cached = self._tokens_cache.get(which)
+        if cached is not None and cached[0] == key and set(hooks) <= set(cached[1]):
+            return cached[1]
+        ds = self._set(which)
+        acts, _ = collect_tokens(
+            model, ds.tokens, ds.attention_mask, ds.pool_mask, hooks, batch_size=self.batch_size, progress=self.progress
+        )
+        out = {h: a.float().numpy() for h, a in acts.items()}
+        self._tokens_cache[which] = (key, out)
+        return out
+
+    def all_token_activations(self, model) -> dict[str, dict[str, np.ndarray]]:
+        """``{"drift": tokens, <eval set>: tokens, ...}`` (:meth:`token_activations`) of ``model`` now."""
+        return {w: self.token_activations(model, w) for w in ("drift", *self.eval_sets)}
+
+    def prime(self, model, acts: dict[str, Any], tokens: dict[str, dict[str, np.ndarray]] | None = None) -> None:
         """Declare ``acts`` (from :meth:`activations` or :meth:`all_activations` of an identical model)
-        as ``model``'s current ones. For runners that restore the same base weights many times."""
+        as ``model``'s current ones, and ``tokens`` (from :meth:`all_token_activations`) as its token
+        activations. For runners that restore the same base weights many times."""
         key = model_state_key(model)
         if acts and all(isinstance(v, dict) for v in acts.values()):
             for which, a in acts.items():
                 self._acts_cache[which] = (key, a)
         else:
             self._acts_cache["drift"] = (key, acts)
+        for which, t in (tokens or {}).items():
+            self._tokens_cache[which] = (key, t)
+
+    def _read(self, probe: Any, hook: str, pooled: dict[str, np.ndarray], tokens: dict[str, np.ndarray], rows) -> Any:
+        """The activations ``probe`` reads at ``hook`` for ``rows``: token activations for a token probe
+        (trailing all-padding columns dropped), else pooled."""
+        if not isinstance(probe, TokenProbe):
+            return pooled[hook][rows]
+        X = tokens[hook][rows]
+        width = int((~np.isnan(X[..., 0])).sum(axis=1).max()) if len(X) else 0
+        return X[:, :width]
 
     def _refit_directions(
-        self, acts: dict[str, np.ndarray], fit_rows: np.ndarray, hook_of: dict[str, str]
+        self,
+        acts: dict[str, np.ndarray],
+        fit_rows: np.ndarray,
+        hook_of: dict[str, str],
+        tokens: dict[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
         """``{flat probe name: direction}`` of each probe's own estimator re-fit on ``acts``."""
         from sklearn.base import clone
@@ -357,7 +413,8 @@ class DriftTelemetry:
                         est = self.refit_factory()
                     if hasattr(est, "progress"):
                         est.set_params(progress=False)
-                    fitted[id(template)] = est.fit(acts[hook][fit_rows], y[fit_rows])
+                    X = self._read(template, hook, acts, tokens or {}, fit_rows)
+                    fitted[id(template)] = est.fit(X, y[fit_rows])
                 est = fitted[id(template)]
                 members = getattr(est, "members_", None)
                 if index is not None:
@@ -376,6 +433,7 @@ class DriftTelemetry:
         """
         trained, heldout, hooks = self._resolve(model)
         acts = self.all_activations(model)
+        tokens = self.all_token_activations(model)
         ev = self.drift_set.is_eval
         fit_acts, fit_y = acts["drift"], self.drift_set.labels
         retrained = {h: self.refit_factory().fit(fit_acts[h][~ev], fit_y[~ev]) for h in hooks}
@@ -387,10 +445,12 @@ class DriftTelemetry:
             for flat, named in ((trained, self.trained_probes), (heldout, self.heldout_probes)):
                 for p in flat:
                     if p.name != p.parent:
-                        s[p.name] = np.asarray(p.probe.predict_proba(a[p.hook][rows]))[:, 1]
+                        X = self._read(p.probe, p.hook, a, tokens[which], rows)
+                        s[p.name] = np.asarray(p.probe.predict_proba(X))[:, 1]
                 for name, probe in named.items():
                     hook = next(p.hook for p in flat if p.parent == name)
-                    s[name] = np.asarray(probe.predict_proba(a[hook][rows]))[:, 1]
+                    X = self._read(probe, hook, a, tokens[which], rows)
+                    s[name] = np.asarray(probe.predict_proba(X))[:, 1]
             for h, probe in retrained.items():
                 s[retrained_score_name(h)] = np.asarray(probe.predict_proba(a[h][rows]))[:, 1]
             out[which] = s
@@ -408,7 +468,8 @@ class DriftTelemetry:
             for name, s in scores.items():
                 if name != LABELS:
                     out[str(score_key(which, name, trained_names))] = _auroc(ys, s)
-        refit_dirs = self._refit_directions(acts, ~ev, {p.parent: p.hook for p in trained + heldout})
+        hook_of = {p.parent: p.hook for p in trained + heldout}
+        refit_dirs = self._refit_directions(acts, ~ev, hook_of, self.token_activations(model))
         for p in trained + heldout:
             out[str(K.cosine(p.name))] = _cos(_direction(p.probe), refit_dirs[p.name])
         for h in hooks:  # geometry on the evaluation rows: no probe or reference direction was fit on them

@@ -8,6 +8,7 @@ how the study trains a cell of it. Adding an objective to studies: its training 
 
 from probe_lens.experiments.adapters import dpo, filtered_sft, probe_filtered_sft, probe_sft, rloo
 from probe_lens.experiments.adapters.base import (
+    PROBE_SIGNALS,
     SIGNALS,
     STUDY_OBJECTIVES,
     StudyObjective,
@@ -28,6 +29,7 @@ register_study_objective("probe_filtered_sft", probe_filtered_sft.ADAPTER)
 register_study_objective("rloo", rloo.ADAPTER)
 
 __all__ = [
+    "PROBE_SIGNALS",
     "SIGNALS",
     "STUDY_OBJECTIVES",
     "StudyObjective",

@@ -23,9 +23,12 @@ from typing import Any
 from probe_lens._registry import Registry
 from probe_lens.training import OBJECTIVES, TrainConfig, TrainResult, get_objective
 
-SIGNALS: tuple[str, ...] = ("none", "probe", "ensemble", "classifier")
-"""What ranks, filters or penalises a cell's samples: ``none`` (a cell that trains nothing), ``probe`` (the
-single trained-against probe), ``ensemble`` (the diverse ensemble), ``classifier`` (the output classifier)."""
+PROBE_SIGNALS: tuple[str, ...] = ("probe", "ensemble", "maxpool", "attention")
+"""The signals that are a probe: ``probe`` (the single mean-pooled logistic probe), ``ensemble`` (the diverse
+ensemble), ``maxpool`` and ``attention`` (the token probes of those families, ``probes.token_probes``)."""
+SIGNALS: tuple[str, ...] = ("none", *PROBE_SIGNALS, "classifier")
+"""What ranks, filters or penalises a cell's samples: ``none`` (a cell that trains nothing), a probe
+(:data:`PROBE_SIGNALS`) or ``classifier`` (the output classifier)."""
 TRAINING_SIGNALS: tuple[str, ...] = SIGNALS[1:]
 
 
@@ -34,7 +37,7 @@ class StudyObjective:
     """How a study trains the cells of one registered objective.
 
     Args:
-        signals: the signals a cell of it may train against (some of ``probe``, ``ensemble``, ``classifier``).
+        signals: the signals a cell of it may train against (some of :data:`TRAINING_SIGNALS`).
         train: ``train(context, config) -> TrainResult``: train one cell on ``context.study.model`` with
             ``config`` (the cell's settings, its seed, folder and telemetry filled in). ``context`` holds the
             seed's shared data: ``generation`` (the training samples), ``scores[signal]`` (their scores,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from probe_lens.experiments.adapters.base import StudyObjective, frozen_copy
+from probe_lens.experiments.adapters.base import PROBE_SIGNALS, StudyObjective, frozen_copy
 from probe_lens.training import DPOConfig, TrainResult, build_pairs, train_dpo
 
 
@@ -24,4 +24,4 @@ def _train(context: Any, config: DPOConfig) -> TrainResult:
     )
 
 
-ADAPTER = StudyObjective(signals=("probe", "ensemble", "classifier"), train=_train, section="dpo")
+ADAPTER = StudyObjective(signals=(*PROBE_SIGNALS, "classifier"), train=_train, section="dpo")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from probe_lens.experiments.adapters.base import StudyObjective
+from probe_lens.experiments.adapters.base import PROBE_SIGNALS, StudyObjective
 from probe_lens.training import ClassifierSFTConfig, TrainResult, train_classifier_sft
 
 
@@ -27,5 +27,5 @@ def _train(context: Any, config: ClassifierSFTConfig) -> TrainResult:
 
 
 ADAPTER = StudyObjective(
-    signals=("probe", "ensemble", "classifier"), train=_train, section="classifier_sft", for_cell=for_cell
+    signals=(*PROBE_SIGNALS, "classifier"), train=_train, section="classifier_sft", for_cell=for_cell
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from probe_lens.experiments.adapters.base import StudyObjective
+from probe_lens.experiments.adapters.base import PROBE_SIGNALS, StudyObjective
 from probe_lens.experiments.adapters.filtered_sft import for_cell as filtered_for_cell
 from probe_lens.experiments.adapters.probe_sft import trained_probes
 from probe_lens.training import ClassifierSFTConfig, ProbeFilteredSFTConfig, TrainResult, train_probe_filtered_sft
@@ -28,5 +28,5 @@ def _train(context: Any, config: ProbeFilteredSFTConfig) -> TrainResult:
 
 
 ADAPTER = StudyObjective(
-    signals=("probe", "ensemble"), train=_train, section="classifier_sft", for_cell=_for_cell, control="filtered_sft"
+    signals=PROBE_SIGNALS, train=_train, section="classifier_sft", for_cell=_for_cell, control="filtered_sft"
 )

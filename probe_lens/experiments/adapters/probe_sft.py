@@ -1,11 +1,12 @@
-"""Probe-SFT in a study: against the single probe or the ensemble, pooled as the study's probes were fit."""
+"""Probe-SFT in a study: against the single probe, the ensemble (pooled as the study's probes were fit) or a
+token probe (``maxpool``, ``attention``: the gradient flows through its read of every response token)."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
-from probe_lens.experiments.adapters.base import StudyObjective, frozen_copy
+from probe_lens.experiments.adapters.base import PROBE_SIGNALS, StudyObjective, frozen_copy
 from probe_lens.training import ProbeSFTConfig, TrainResult, train_probe_sft
 
 
@@ -34,5 +35,5 @@ def _train(context: Any, config: ProbeSFTConfig) -> TrainResult:
 
 
 ADAPTER = StudyObjective(
-    signals=("probe", "ensemble"), train=_train, section="probe_sft", for_cell=_for_cell, control="filtered_sft"
+    signals=PROBE_SIGNALS, train=_train, section="probe_sft", for_cell=_for_cell, control="filtered_sft"
 )

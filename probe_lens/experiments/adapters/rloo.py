@@ -1,7 +1,8 @@
 """RLOO in a study: k fresh samples per training prompt at every step, rewarded by the cell's signal.
 
-Against ``probe`` / ``ensemble`` the reward is minus the trained-against probe's P(positive) on the policy's
-own activations (pooled as the study's probes were fit; computed without gradient); against
+Against a probe (``probe``, ``ensemble``, ``maxpool``, ``attention``) the reward is minus the trained-against
+probe's P(positive) on the policy's own activations (pooled as the study's probes were fit, or every response
+token for a token probe; computed without gradient); against
 ``classifier`` it is minus the output classifier's score. Its settings are the study file's
 ``objectives: {rloo: {...}}`` section (``RLOOConfig``); the KL reference is the cell's starting model.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from probe_lens.experiments.adapters.base import StudyObjective, frozen_copy
+from probe_lens.experiments.adapters.base import PROBE_SIGNALS, StudyObjective, frozen_copy
 from probe_lens.experiments.adapters.probe_sft import trained_probes
 from probe_lens.training import RLOOConfig, ScorerReward, TrainResult, probe_reward, train_rloo
 
@@ -49,4 +50,4 @@ def _train(context: Any, config: RLOOConfig) -> TrainResult:
     )
 
 
-ADAPTER = StudyObjective(signals=("probe", "ensemble", "classifier"), train=_train, for_cell=_for_cell)
+ADAPTER = StudyObjective(signals=(*PROBE_SIGNALS, "classifier"), train=_train, for_cell=_for_cell)

@@ -55,3 +55,40 @@ def test_probe_sfts_probe_term_reads_every_token_and_is_differentiable(setup, ki
     assert any(q.grad is not None and float(q.grad.abs().max()) > 0 for q in model.parameters())
     model.zero_grad(set_to_none=True)
     assert torch.is_grad_enabled()
+
+
+def test_drift_telemetry_scores_and_refits_token_probes_on_response_tokens(setup):
+    """Telemetry reads a token probe on the current model's response tokens (not the pooled vector): its scores
+    equal ``predict_proba`` on ``collect_tokens``, its AUROC key is the held-out one, its drift cosine compares it
+    with its own estimator re-fit on the fit rows' tokens, and a pooled probe beside it still reads the pooled
+    activations."""
+    from sklearn.metrics import roc_auc_score
+
+    from probe_lens.training import DriftSet, DriftTelemetry
+
+    model, g, X, probes = setup
+    y = np.array([0, 0, 1, 1] * 2)
+    is_eval = np.array([False] * 4 + [True] * 4)
+    drift = DriftSet(g.tokens, g.attention_mask, g.response_mask, y, is_eval)
+    mean_probe = LogisticProbe(C=0.1, hook=HOOK).fit(np.nanmean(X, axis=1)[:4], y[:4])
+    tele = DriftTelemetry(drift, heldout_probes={"max": probes["max"], "attn": probes["attention"], "mean": mean_probe})
+    assert tele.token_hooks(model) == [HOOK]
+    scores = tele.scores(model)["drift"]
+    for name, kind in (("max", "max"), ("attn", "attention")):
+        np.testing.assert_allclose(scores[name], probes[kind].predict_proba(X[4:])[:, 1], atol=1e-6)
+    np.testing.assert_allclose(scores["mean"], mean_probe.predict_proba(np.nanmean(X[4:], axis=1))[:, 1], atol=1e-5)
+    m = tele.measure(model)
+    assert m["probe/auroc_heldout/max"] == pytest.approx(roc_auc_score(y[4:], scores["max"]))
+    refit_max = MaxPooledLogisticProbe(C=1.0).fit(X[:4], y[:4])  # the clone's fit on the drift set's fit rows
+    cos = float(refit_max.direction_ @ probes["max"].direction_)
+    assert m["drift/cosine/max"] == pytest.approx(cos, abs=1e-6)  # solver tolerance
+    assert tele.token_activations(model) is tele.token_activations(model)  # cached per model state
+
+
+def test_the_monitor_split_reads_token_probes_on_response_tokens(setup):
+    from probe_lens.experiments.monitor_split import outputs_scores
+
+    model, g, X, probes = setup
+    got = outputs_scores(model, g, {"max": probes["max"], "attn": probes["attention"]}, pooling="mean", batch_size=3)
+    np.testing.assert_allclose(got["max"], probes["max"].predict_proba(X)[:, 1], atol=1e-6)
+    np.testing.assert_allclose(got["attn"], probes["attention"].predict_proba(X)[:, 1], atol=1e-6)
