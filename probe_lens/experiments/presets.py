@@ -112,6 +112,9 @@ _CONTRAST: dict[str, Any] = {
     # the cleaner yardstick (v1 + v2 rows, stratified by kind); the causal instruments stay off: on 2 CPU
     # cores they doubled a seed (11.3 vs ~5.5 min; --set eval.causal=true, alphas <= 0.05 x the residual norm)
     "eval": {**_QUICK["eval"], "curated_version": 2},
+    # the mean-pooled answer inside its 2-hour budget: the token probes' re-fits would add ~10-20 min a run on
+    # 2 cores; the pooling families are the `obfuscation` preset's question
+    "probes": {**_QUICK["probes"], "token_probes": []},
 }
 
 _PAPER: dict[str, Any] = {

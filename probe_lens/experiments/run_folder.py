@@ -396,6 +396,8 @@ def _comparable(d: dict[str, Any]) -> dict[str, Any]:
     d.pop("launch", None)  # where and how the tasks ran, not what they compute
     if isinstance(d.get("eval"), dict):  # a study written before an eval setting was added: its default
         d["eval"] = {**{k: v for k, v in vars(EvalSetup()).items() if k != "threshold"}, **d["eval"]}
+    if isinstance(d.get("probes"), dict):  # a study written before token probes were tracked tracked none
+        d["probes"].setdefault("token_probes", [])
     d.setdefault("behaviour", DEFAULT_BEHAVIOUR)
     if d.get("behaviour_file") is None:
         d.pop("behaviour_file", None)

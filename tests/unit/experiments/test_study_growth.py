@@ -37,6 +37,15 @@ def test_study_changes_tells_growth_from_invalidating_keys():
     assert study_changes(saved, swapped) == {"additive": [], "invalidating": ["seeds"]}
 
 
+def test_a_study_written_before_token_probes_tracked_none():
+    saved = _config(seeds=[0], cells=["base"], probes={"token_probes": [], "noise_floor_resamples": 2}).to_dict()
+    del saved["probes"]["token_probes"]  # the study.json of a study run before token probes existed
+    without = _config(seeds=[0], cells=["base"], probes={"token_probes": [], "noise_floor_resamples": 2})
+    assert study_changes(saved, without.to_dict()) == {"additive": [], "invalidating": []}
+    with_them = _config(seeds=[0], cells=["base"], probes={"token_probes": ["maxpool"], "noise_floor_resamples": 2})
+    assert study_changes(saved, with_them.to_dict())["invalidating"] == ["probes.token_probes"]
+
+
 def _study(cfg, out, **kw):
     return Study(
         cfg, out, model=tiny_model(n_layers=4), scorer=non_ascii_scorer(), progress=False, export_png=False, **kw
