@@ -414,6 +414,10 @@ class LaunchSetup:
                 raise ValueError(f"launch.sbatch_lines holds sbatch options such as '--account=NAME', got {line!r}")
 
 
+_BEFORE_TOKEN_PROBES = {f.name for f in dataclasses.fields(ProbeSetup)} - {"token_probes"}
+"""The probe settings a study.json held before token probes were tracked (it lists each; it tracked none)."""
+
+
 @dataclasses.dataclass
 class StudyConfig:
     """Everything a study does. ``from_dict`` rejects unknown keys, naming them."""
@@ -620,6 +624,9 @@ class StudyConfig:
             raise TypeError(f"a study config must be a mapping, got {type(d).__name__}")
         d = dict(d)
         _reject_unknown("study config", d, {f.name for f in dataclasses.fields(cls)})
+        probes = d.get("probes")
+        if isinstance(probes, dict) and "token_probes" not in probes and set(probes) >= _BEFORE_TOKEN_PROBES:
+            d["probes"] = {**probes, "token_probes": []}  # every other probe setting: a study.json that tracked none
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             if f.name not in d:

@@ -44,6 +44,11 @@ def test_a_study_written_before_token_probes_tracked_none():
     assert study_changes(saved, without.to_dict()) == {"additive": [], "invalidating": []}
     with_them = _config(seeds=[0], cells=["base"], probes={"token_probes": ["maxpool"], "noise_floor_resamples": 2})
     assert study_changes(saved, with_them.to_dict())["invalidating"] == ["probes.token_probes"]
+    from probe_lens.experiments.config import StudyConfig
+
+    assert StudyConfig.from_dict(saved).probes.token_probes == []  # report/status/resume read it as it ran
+    partial = {"probes": {"layer": 6}}  # a user's file naming a few settings gets the default families
+    assert StudyConfig.from_dict(partial).probes.token_probes == ["maxpool", "attention"]
 
 
 def _study(cfg, out, **kw):
