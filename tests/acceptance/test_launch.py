@@ -347,10 +347,11 @@ def test_wandb_headline_run_holds_the_contrasts_and_the_report_figures(runs, tmp
     tracking.log_headline(cfg, run, figures)
     (run_file,) = (run / "launch/tracker/wandb").glob("offline-run-*/run-*.wandb")
     rows, summary = _wandb_records(run_file)
-    charts = {k: v for r in rows for k, v in r.items() if k.startswith("report/")}
+    flat = {k: v for r in rows for k, v in r.items() if k.startswith("report/")}  # nested keys: report/<name>/path
+    charts = {k.removesuffix("/path"): v for k, v in flat.items() if k.endswith("/path")}
     assert set(charts) == {f"report/{k}" for k in figures}
     for name, fig in figures.items():  # each chart's file holds the figure's own traces
-        (path,) = run_file.parent.glob(f"files/{charts[f'report/{name}']['path']}")
+        (path,) = run_file.parent.glob(f"files/{charts[f'report/{name}']}")
         assert len(json.loads(path.read_text())["data"]) == len(fig.data), name
     contrasts = pd.read_csv(run / "contrasts.csv")
     r = contrasts.iloc[0]
