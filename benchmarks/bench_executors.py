@@ -33,12 +33,27 @@ if str(ROOT) not in sys.path:
 RUNS = (("inprocess", 1), ("local", 1), ("local", 2))
 
 
-def _tiny_study(folder: Path) -> Path:
-    """The launch tests' tiny study (base + probe-SFT, three steps, a checkpoint after each) as a YAML file."""
+PLUGIN = """
+from probe_lens.scorers import register_scorer
+from probe_lens.testing import non_ascii_scorer
+
+register_scorer("non-ascii-test", lambda device="cpu", **kw: non_ascii_scorer(), replace=True)
+"""
+"""The tiny study's output classifier (the test scorer), a plugin file every worker imports."""
+
+
+def _tiny_study(folder: Path) -> list[str]:
+    """The launch tests' tiny study (base + probe-SFT, three steps, a checkpoint after each; the test scorer):
+    its ``reproduce`` arguments."""
+    from probe_lens.launch.worker import import_plugins
     from probe_lens.testing import tiny_study_config
 
+    plugin = folder / "bench_test_scorer.py"
+    plugin.write_text(PLUGIN)
+    import_plugins([str(plugin)])  # the scorer must be known to build the config
     d = tiny_study_config(
         cells=["base", "probe_sft_1"],
+        scorer="non-ascii-test",
         probe_sft={"max_steps": 3, "checkpoint_every": 1, "keep_checkpoints": 2, "out_dir": "<cell folder>"},
         probes={"noise_floor_resamples": 2},
         data={"samples_per_prompt": 3},
@@ -48,7 +63,7 @@ def _tiny_study(folder: Path) -> Path:
     d["model"] = "probe-lens-tiny:4"
     path = folder / "tiny.yaml"
     path.write_text(yaml.safe_dump(d, sort_keys=False))
-    return path
+    return ["--config", str(path), "--plugin", str(plugin)]
 
 
 def _command(study: list[str], out: Path, executor: str, workers: int, sets: list[str]) -> list[str]:
@@ -86,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
-        study = ["--config", str(_tiny_study(root))] if args.study == "tiny" else ["--preset", args.study]
+        study = _tiny_study(root) if args.study == "tiny" else ["--preset", args.study]
         rows, reference = [], None
         for executor, workers in RUNS:
             out = root / f"{executor}{workers}"
