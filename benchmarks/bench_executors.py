@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
             print(rows[-1], flush=True)
     info = cpu_info()
     print(f"\nstudy: {args.study} {' '.join(args.sets)}; CPU: {info.get('model')}, {os.cpu_count()} cores")
-    print(pd.DataFrame(rows).to_markdown(index=False))
+    print(pd.DataFrame(rows).to_string(index=False))
 
 
 if __name__ == "__main__":
