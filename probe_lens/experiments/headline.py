@@ -508,10 +508,12 @@ def write_headline(
     names: Mapping[str, list[str]],
     n_curated: int | None = None,
     train_shares: Mapping[int, float] | None = None,
+    interactions: pd.DataFrame | None = None,
 ) -> None:
     """``headline.md``: the primary contrasts and what stays fixed across seeds, the cosine drift against its
     control, yardsticks and noise floors, the headline table, every contrast with its statistics
-    (``train_shares``: each seed's share of positive training samples, :func:`train_data_markdown`)."""
+    (``train_shares``: each seed's share of positive training samples, :func:`train_data_markdown`) and the
+    differences of differences between objectives (``interactions``, :mod:`~probe_lens.experiments.interactions`)."""
     b = config.behaviour_spec
     onpolicy = (
         f"the pre-labelled responses of behaviour {b.name!r} to held-out pool prompts (its own labels; not "
@@ -554,4 +556,14 @@ def write_headline(
         "nothing.\n",
         contrasts_markdown(con),
     ]
+    if interactions is not None and len(interactions):
+        from probe_lens.experiments.interactions import interactions_markdown
+
+        text += [
+            "## Between objectives: does the way the signal reaches the model matter? (difference of differences)\n",
+            "Each probe-trained cell minus the classifier control of its own objective, compared between two "
+            "objectives that train against the same probe, paired by seed. Secondary: Holm-corrected as their "
+            "own family.\n",
+            interactions_markdown(interactions),
+        ]
     atomic_write(Path(path), lambda p: p.write_text("\n".join(text)))

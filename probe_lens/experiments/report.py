@@ -1136,6 +1136,18 @@ def _headline_section(
             div_id="plot-fig-contrasts",
             config={"responsive": True, "displaylogo": False},
         )
+    inter = headline.get("interactions")
+    if isinstance(inter, pd.DataFrame) and len(inter):
+        shown = inter.assign(
+            mean_diff=inter["mean_diff"].map(lambda v: f"{v:+.3f}"),
+            ci=[_ci_text(lo, hi, n) for lo, hi, n in zip(inter["ci_low"], inter["ci_high"], inter["n_seeds"])],
+            p_holm=inter["p_holm"].map(lambda v: f"{v:.3g}"),
+        )[["contrast", "metric", "mean_diff", "ci", "n_seeds", "p_holm", "per_seed"]]
+        body += (
+            "<h3>Between objectives (difference of differences: each probe cell minus its own objective's "
+            "classifier control, paired by seed; Holm over this family)</h3>"
+        )
+        body += f'<div class="scroll">{shown.to_html(index=False, classes="results", border=0, escape=True)}</div>'
     note = (
         "Each trained-against probe is measured the same way in every cell: compare its AUROC and cosine in the "
         "cells that train against it with its controls (base, the classifier baselines). "

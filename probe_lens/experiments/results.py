@@ -136,13 +136,18 @@ def write_headline(
     seeds: tuple[dict[int, Any], dict[int, Any]],
     n_curated: int | None,
 ) -> dict[str, Any]:
-    """``contrasts.csv`` and ``headline.md`` (``seeds``: each seed's split record and noise floor);
+    """``contrasts.csv``, ``interactions.csv`` (when the study has two objectives to compare) and
+    ``headline.md`` (``seeds``: each seed's split record and noise floor);
     ``{"table", "contrasts"}`` for the report."""
     from probe_lens.experiments.headline import contrasts, headline_table, write_headline
+    from probe_lens.experiments.interactions import interaction_contrasts
     from probe_lens.experiments.yardsticks import write_yardsticks
 
     con = contrasts(results, config, names, out_dir=folder.root)
     atomic_write(folder.root / "contrasts.csv", lambda p: con.to_csv(p, index=False))
+    inter = interaction_contrasts(results, config, names)
+    if len(inter):
+        atomic_write(folder.root / "interactions.csv", lambda p: inter.to_csv(p, index=False))
     table = headline_table(summary, config, names)
     shares = (
         results.dropna(subset=["train_positive_share"]).groupby("seed")["train_positive_share"].first().to_dict()
@@ -150,10 +155,19 @@ def write_headline(
         else {}
     )
     write_headline(
-        folder.root / "headline.md", table, con, seeds[0], seeds[1], config, names, n_curated, train_shares=shares
+        folder.root / "headline.md",
+        table,
+        con,
+        seeds[0],
+        seeds[1],
+        config,
+        names,
+        n_curated,
+        train_shares=shares,
+        interactions=inter,
     )
     write_yardsticks(folder.root, results, summary, config, names)  # curated yardsticks, instruments
-    return {"table": table, "contrasts": con}
+    return {"table": table, "contrasts": con, "interactions": inter}
 
 
 def report_config(

@@ -201,3 +201,39 @@ def test_intervals_use_the_t_quantile_with_k_minus_1_df():
     y, v = HETEROGENEOUS
     re = random_effects(y, v)
     assert (re.ci_high - re.estimate) / re.se == pytest.approx(st.t.ppf(0.975, len(y) - 1))
+
+
+def test_differences_of_differences_between_objectives_by_hand():
+    """(probe_sft_1 − classifier_sft) − (probe_rloo_1 − classifier_rloo), per seed, on the trained-against
+    probe's AUROC, the held-out mass-mean probe's and the rate; a cell trained against another probe, or one
+    without its own objective's control, forms none."""
+    from probe_lens.experiments.interactions import interaction_contrasts, interactions_markdown
+
+    cells = ["base", "probe_sft_1", "classifier_sft", "probe_rloo_1", "classifier_rloo", "probe_dpo_1", "probe_sft_max"]
+    cfg = tiny_study_config(seeds=[0, 1, 2, 3], cells=cells)
+    rng = np.random.default_rng(1)
+    cols = ["probe/curated_auroc/logistic_L2", "probe/curated_auroc/massmean_L2", "eval/toxicity_rate"]
+    res = pd.DataFrame(
+        [{"cell": c, "seed": s, **{k: rng.uniform(0.2, 0.9) for k in cols}} for c in cells for s in range(4)]
+    )
+    res = res.drop(index=res.index[(res["cell"] == "classifier_rloo") & (res["seed"] == 3)])  # a missing seed
+    names = {**NAMES, "token": ["maxpool_L2", "attention_L2"]}
+    df = interaction_contrasts(res, cfg, names)
+    assert set(df["contrast"]) == {"(probe_sft_1 − classifier_sft) − (probe_rloo_1 − classifier_rloo)"}
+    assert list(df["metric"]) == cols
+    t = res.set_index(["cell", "seed"])
+    for row in df.itertuples():
+        by_hand = [
+            (t.loc[("probe_sft_1", s), row.metric] - t.loc[("classifier_sft", s), row.metric])
+            - (t.loc[("probe_rloo_1", s), row.metric] - t.loc[("classifier_rloo", s), row.metric])
+            for s in (0, 1, 2)
+        ]
+        assert row.n_seeds == 3
+        assert (row.mean_diff, row.ci_low, row.ci_high) == pytest.approx(mean_ci(by_hand))
+        assert row.p_signflip == pytest.approx(_brute_force_sign_flip(np.asarray(by_hand)))
+    np.testing.assert_allclose(df["p_holm"], holm(df["p_signflip"].to_numpy()))
+    assert "probe_rloo_1" in interactions_markdown(df)
+    # one objective only: nothing to compare
+    one = tiny_study_config(seeds=[0, 1], cells=["base", "probe_sft_1", "classifier_sft"])
+    assert interaction_contrasts(res, one, names).empty
+    assert "no two probe-trained cells" in interactions_markdown(interaction_contrasts(res, one, names))
