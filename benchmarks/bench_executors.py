@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -33,37 +32,12 @@ if str(ROOT) not in sys.path:
 RUNS = (("inprocess", 1), ("local", 1), ("local", 2))
 
 
-PLUGIN = """
-from probe_lens.scorers import register_scorer
-from probe_lens.testing import non_ascii_scorer
-
-register_scorer("non-ascii-test", lambda device="cpu", **kw: non_ascii_scorer(), replace=True)
-"""
-"""The tiny study's output classifier (the test scorer), a plugin file every worker imports."""
-
-
 def _tiny_study(folder: Path) -> list[str]:
-    """The launch tests' tiny study (base + probe-SFT, three steps, a checkpoint after each; the test scorer):
-    its ``reproduce`` arguments."""
-    from probe_lens.launch.worker import import_plugins
-    from probe_lens.testing import tiny_study_config
+    """The launch tests' tiny study (:func:`probe_lens.testing.write_launch_study`): its ``reproduce`` arguments."""
+    from probe_lens.testing import write_launch_study
 
-    plugin = folder / "bench_test_scorer.py"
-    plugin.write_text(PLUGIN)
-    import_plugins([str(plugin)])  # the scorer must be known to build the config
-    d = tiny_study_config(
-        cells=["base", "probe_sft_1"],
-        scorer="non-ascii-test",
-        probe_sft={"max_steps": 3, "checkpoint_every": 1, "keep_checkpoints": 2, "out_dir": "<cell folder>"},
-        probes={"noise_floor_resamples": 2},
-        data={"samples_per_prompt": 3},
-        eval={"n_curated": 8, "n_telemetry_prompts": 2, "n_provocative": 4},
-        telemetry_every=1,
-    ).to_dict()
-    d["model"] = "probe-lens-tiny:4"
-    path = folder / "tiny.yaml"
-    path.write_text(yaml.safe_dump(d, sort_keys=False))
-    return ["--config", str(path), "--plugin", str(plugin)]
+    plugin, study = write_launch_study(folder, "tiny.yaml")
+    return ["--config", str(study), "--plugin", str(plugin)]
 
 
 def _command(study: list[str], out: Path, executor: str, workers: int, sets: list[str]) -> list[str]:

@@ -9,10 +9,12 @@ __all__ = [
     "SPECIAL_TOKENS",
     "TINY_MODEL_NAME",
     "non_ascii_scorer",
+    "SCORER_PLUGIN",
     "tiny_config",
     "tiny_model",
     "tiny_study_config",
     "tiny_tokenizer",
+    "write_launch_study",
 ]
 
 
@@ -33,6 +35,45 @@ def non_ascii_scorer(threshold_hint: float = 0.75):
             return [sum(ord(c) > 127 for c in t) / max(1, len(t)) for t in texts]
 
     return NonAsciiScorer()
+
+
+SCORER_PLUGIN = """
+from probe_lens.scorers import register_scorer
+from probe_lens.testing import non_ascii_scorer
+
+register_scorer("non-ascii-test", lambda device="cpu", **kw: non_ascii_scorer(), replace=True)
+"""
+"""A plugin file's text that registers :func:`non_ascii_scorer` as the scorer ``non-ascii-test``: what worker
+processes import (``--plugin``) to know the tiny study's output classifier."""
+
+
+def write_launch_study(folder, name: str = "study.yaml"):
+    """The launch tests' and executor benchmark's tiny study (base + probe-SFT, three steps, a checkpoint after
+    each; the ``non-ascii-test`` scorer) written into ``folder``: ``(plugin file, study file)``, the plugin
+    already imported here."""
+    from pathlib import Path
+
+    import yaml
+
+    from probe_lens.launch.worker import import_plugins
+
+    folder = Path(folder)
+    plugin = folder / "launch_test_scorer.py"
+    plugin.write_text(SCORER_PLUGIN)
+    import_plugins([str(plugin)])  # the scorer must be known to build the config
+    d = tiny_study_config(
+        cells=["base", "probe_sft_1"],
+        scorer="non-ascii-test",
+        probe_sft={"max_steps": 3, "checkpoint_every": 1, "keep_checkpoints": 2, "out_dir": "<cell folder>"},
+        probes={"noise_floor_resamples": 2},
+        data={"samples_per_prompt": 3},  # per-seed pools: 2 leave seed 0's on-policy rows without a positive
+        eval={"n_curated": 8, "n_telemetry_prompts": 2, "n_provocative": 4},
+        telemetry_every=1,
+    ).to_dict()
+    d["model"] = f"{TINY_MODEL_NAME}:4"
+    study = folder / name
+    study.write_text(yaml.safe_dump(d, sort_keys=False))
+    return plugin, study
 
 
 def tiny_study_config(**overrides):

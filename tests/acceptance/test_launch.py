@@ -22,17 +22,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from probe_lens.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-PLUGIN = """
-from probe_lens.scorers import register_scorer
-from probe_lens.testing import non_ascii_scorer
-
-register_scorer("non-ascii-test", lambda device="cpu", **kw: non_ascii_scorer(), replace=True)
-"""
 CELL = "cell/probe_sft_1/seed0"
 
 
@@ -62,26 +55,10 @@ def _cli(*argv: str) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """(plugin file, study file, serial run folder, local run folder, the local coordinator's pid)."""
-    from probe_lens.launch.worker import import_plugins
-    from probe_lens.testing import tiny_study_config
+    from probe_lens.testing import write_launch_study
 
     root = tmp_path_factory.mktemp("launch")
-    plugin = root / "launch_test_scorer.py"
-    plugin.write_text(PLUGIN)
-    import_plugins([str(plugin)])
-    train = {"max_steps": 3, "checkpoint_every": 1, "keep_checkpoints": 2, "out_dir": "<cell folder>"}
-    d = tiny_study_config(
-        cells=["base", "probe_sft_1"],
-        scorer="non-ascii-test",
-        probe_sft=train,
-        probes={"noise_floor_resamples": 2},
-        data={"samples_per_prompt": 3},  # per-seed pools: 2 leave seed 0's on-policy rows without a positive
-        eval={"n_curated": 8, "n_telemetry_prompts": 2, "n_provocative": 4},
-        telemetry_every=1,
-    ).to_dict()
-    d["model"] = "probe-lens-tiny:4"
-    study = root / "study.yaml"
-    study.write_text(yaml.safe_dump(d, sort_keys=False))
+    plugin, study = write_launch_study(root)
     serial, local = root / "serial", root / "local"
     with _one_thread():
         rc, out = _cli(
