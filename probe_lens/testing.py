@@ -13,6 +13,7 @@ __all__ = [
     "tiny_config",
     "tiny_model",
     "tiny_study_config",
+    "run_tiny_study",
     "tiny_tokenizer",
     "write_launch_study",
 ]
@@ -122,6 +123,17 @@ def tiny_study_config(**overrides):
     from probe_lens.experiments.config import StudyConfig
 
     return StudyConfig.from_dict(_deep_merge(d, overrides))
+
+
+def run_tiny_study(config, out, **kwargs):
+    """Run ``config`` on the 4-layer tiny model with :func:`non_ascii_scorer` into ``out`` (no progress bars, no
+    PNG export; ``kwargs`` go to :class:`~probe_lens.experiments.Study`): the finished study."""
+    from probe_lens.experiments import Study
+
+    opts = {"model": tiny_model(n_layers=4), "scorer": non_ascii_scorer(), "progress": False, "export_png": False}
+    study = Study(config, out, **{**opts, **kwargs})
+    study.run()
+    return study
 
 
 def first_divergence_gap(model, prompt_ids: list[int], a: list[int], b: list[int]) -> float | None:

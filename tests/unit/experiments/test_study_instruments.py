@@ -23,7 +23,7 @@ from probe_lens.experiments.score_attribution import (
 from probe_lens.interventions import components
 from probe_lens.interventions.figures import attribution_grid
 from probe_lens.plots import fig_attribution_contrast
-from probe_lens.testing import non_ascii_scorer, tiny_model, tiny_study_config
+from probe_lens.testing import non_ascii_scorer, run_tiny_study, tiny_model, tiny_study_config
 from probe_lens.training.metric_keys import causal_key, evasion_key
 
 CAUSAL = {"causal": True, "causal_prompts": 2, "causal_alphas": [-0.1, 0.1]}
@@ -39,16 +39,7 @@ PROBES = ("logistic_L2", "massmean_L2")
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     cfg = tiny_study_config(cells=list(CELLS), **FAST)
-    s = Study(
-        cfg,
-        tmp_path_factory.mktemp("instruments"),
-        model=tiny_model(n_layers=4),
-        scorer=non_ascii_scorer(),
-        progress=False,
-        export_png=False,
-    )
-    s.run()
-    return s
+    return run_tiny_study(cfg, tmp_path_factory.mktemp("instruments"))
 
 
 def test_causal_metrics_for_every_probe_cell_and_its_controls(study):

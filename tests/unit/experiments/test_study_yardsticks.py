@@ -11,10 +11,9 @@ from sklearn.metrics import roc_auc_score
 
 from probe_lens.behaviours import Behaviour, register_behaviour
 from probe_lens.data.curated import load_curated
-from probe_lens.experiments import Study
 from probe_lens.experiments.study_data import curated_rows
 from probe_lens.experiments.yardsticks import BASELINES, lexical_baselines
-from probe_lens.testing import non_ascii_scorer, tiny_model, tiny_study_config
+from probe_lens.testing import non_ascii_scorer, run_tiny_study, tiny_study_config
 from probe_lens.training.metric_keys import MetricKey, causal_key, evasion_key, kind_auroc, tracked_auroc
 
 FAST = dict(probes={"noise_floor_resamples": 2}, eval={"n_telemetry_prompts": 4, "n_curated": 24})
@@ -23,16 +22,7 @@ FAST = dict(probes={"noise_floor_resamples": 2}, eval={"n_telemetry_prompts": 4,
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     cfg = tiny_study_config(cells=["base", "probe_sft_1"], **FAST)
-    s = Study(
-        cfg,
-        tmp_path_factory.mktemp("yardsticks"),
-        model=tiny_model(n_layers=4),
-        scorer=non_ascii_scorer(),
-        progress=False,
-        export_png=False,
-    )
-    s.run()
-    return s
+    return run_tiny_study(cfg, tmp_path_factory.mktemp("yardsticks"))
 
 
 def _rows_by_id(name="toxicity"):
