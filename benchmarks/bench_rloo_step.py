@@ -1,7 +1,8 @@
 """An RLOO optimizer step beside a probe-SFT and a DPO step on the same sequences, on the embedded Gemma-3-270M.
 
 Every method sees ``--prompts`` prompts x ``--k`` responses of ``--tokens`` new tokens per step: probe-SFT
-trains on those samples (drawn once, before timing), DPO on the ``prompts x k/2`` pairs they make, RLOO
+trains on those samples (drawn once, before timing), DPO on the pairs they make (one per prompt: its lowest- and
+highest-scoring sample, so ``2 x prompts`` sequences a step), RLOO
 draws its k fresh samples per prompt from the policy at every step (its step = sampling + the scoring and
 reference forwards + the policy forward and backward). Each method runs in its own process (its peak RSS is
 its own), fp32, AdamW, the CPU presets' trainable blocks; seconds per step from the median of the steps
@@ -64,6 +65,7 @@ def one(method: str, args: argparse.Namespace) -> dict:
     )
     acts = collect(model, data.tokens, data.attention_mask, data.response_mask, [hook], progress=False)[hook].numpy()
     probe = LogisticProbe(hook=hook).fit(acts, np.arange(len(data)) % 2)
+    trained = len(data)  # sequences a step trains on
     times: list[float] = []
     last = [0.0]
 
@@ -80,6 +82,7 @@ def one(method: str, args: argparse.Namespace) -> dict:
             train_probe_sft(model, data, probe, cfg, on_step=on_step)
         elif method == "dpo":
             pairs = build_pairs(data, probe_scores(model, data, probe, progress=False), k=args.k)
+            trained = 2 * len(pairs)
             cfg = DPOConfig(batch_size=len(pairs), out_dir=out, **common)
             train_dpo(model, pairs, cfg, on_step=on_step)
         else:
@@ -92,7 +95,7 @@ def one(method: str, args: argparse.Namespace) -> dict:
                        on_step=on_step)  # fmt: skip
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return {"method": method, "s_per_step": statistics.median(times[1:] or times), "steps": len(times),
-            "sequences": len(data), "peak_rss_gb": round(rss_gb, 2)}  # fmt: skip
+            "sequences": trained, "peak_rss_gb": round(rss_gb, 2)}  # fmt: skip
 
 
 def main() -> None:
