@@ -292,6 +292,28 @@ def test_the_report_opens_with_the_answer_and_folds_the_metadata(tmp_path, n_see
         assert "resolved" not in body[: body.index('id="fig-headline"')]
 
 
+def test_the_report_shows_the_differences_of_differences_between_objectives(tmp_path):
+    import pandas as pd
+
+    from probe_lens.experiments import report as R
+    from probe_lens.experiments.interactions import INTERACTION_COLUMNS
+
+    contrast = "(probe_sft_1 − classifier_sft) − (probe_rloo_1 − classifier_rloo)"
+    row = [contrast, "probe/curated_auroc/logistic_L2", "probe_sft_1", "classifier_sft", "probe_rloo_1"]
+    row += ["classifier_rloo", -0.123, -0.2, -0.05, 3, 0.25, 0.5, "s0: -0.1, s1: -0.2, s2: -0.07"]
+    inter = pd.DataFrame([row], columns=INTERACTION_COLUMNS)
+    table = pd.DataFrame({"cell": ["base", "probe_sft_1"], "toxicity rate": ["0.2", "0.1"]})
+    metrics = _drift_metrics()
+    results = metrics.groupby(["cell", "seed"], as_index=False).last()
+    for given, shown in ((inter, True), (inter.iloc[:0], False)):
+        headline = {"table": table, "contrasts": _contrasts(3, True), "interactions": given}
+        body = R.write_report(
+            tmp_path, results=results, metrics=metrics, geometry=None, config={"model": "m"}, headline=headline
+        ).read_text()
+        assert ("Between objectives" in body) is shown
+        assert (contrast in body and "-0.123" in body) is shown
+
+
 def test_registry_messages_use_the_right_article():
     from probe_lens._registry import Registry
 
