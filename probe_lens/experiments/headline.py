@@ -557,8 +557,6 @@ def write_headline(
         contrasts_markdown(con),
     ]
     if interactions is not None and len(interactions):
-        from probe_lens.experiments.interactions import interactions_markdown
-
         text += [
             "## Between objectives: does the way the signal reaches the model matter? (difference of differences)\n",
             "Each probe-trained cell minus the classifier control of its own objective, compared between two "
@@ -567,3 +565,25 @@ def write_headline(
             interactions_markdown(interactions),
         ]
     atomic_write(Path(path), lambda p: p.write_text("\n".join(text)))
+
+
+def interactions_markdown(df: pd.DataFrame, digits: int = 3) -> str:
+    """The differences of differences (:func:`~probe_lens.experiments.interactions.interaction_contrasts`) as markdown."""
+    if df.empty:
+        return (
+            "_no two probe-trained cells with different objectives, the same trained-against probe and their "
+            "classifier controls_\n"
+        )
+    shown = pd.DataFrame(
+        {
+            "contrast": df["contrast"],
+            "metric": df["metric"],
+            "mean ΔΔ": [_num(v, digits) for v in df["mean_diff"]],
+            "95% t-CI over seeds": [_interval(lo, hi, digits) for lo, hi in zip(df["ci_low"], df["ci_high"])],
+            "sign-flip p (exact)": [_num(v, 3, "") for v in df["p_signflip"]],
+            "Holm p (this family)": [_num(v, 3, "") for v in df["p_holm"]],
+            "seeds": [str(n) for n in df["n_seeds"]],
+            "per-seed ΔΔ": df["per_seed"],
+        }
+    )
+    return _markdown(shown)

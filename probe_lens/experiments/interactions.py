@@ -117,27 +117,3 @@ def interaction_contrasts(
     df = pd.DataFrame(rows, columns=[c for c in INTERACTION_COLUMNS if c != "p_holm"])
     df["p_holm"] = holm(df["p_signflip"].to_numpy(dtype=np.float64)) if len(df) else []
     return df[INTERACTION_COLUMNS]
-
-
-def interactions_markdown(df: pd.DataFrame, digits: int = 3) -> str:
-    """The difference-of-differences table of :func:`interaction_contrasts` as markdown."""
-    from probe_lens.experiments.headline import _interval, _markdown, _num
-
-    if df.empty:
-        return (
-            "_no two probe-trained cells with different objectives, the same trained-against probe and their "
-            "classifier controls_\n"
-        )
-    shown = pd.DataFrame(
-        {
-            "contrast": df["contrast"],
-            "metric": df["metric"],
-            "mean ΔΔ": [_num(v, digits) for v in df["mean_diff"]],
-            "95% t-CI over seeds": [_interval(lo, hi, digits) for lo, hi in zip(df["ci_low"], df["ci_high"])],
-            "sign-flip p (exact)": [_num(v, 3, "") for v in df["p_signflip"]],
-            "Holm p (this family)": [_num(v, 3, "") for v in df["p_holm"]],
-            "seeds": [str(n) for n in df["n_seeds"]],
-            "per-seed ΔΔ": df["per_seed"],
-        }
-    )
-    return _markdown(shown)

@@ -207,7 +207,8 @@ def test_differences_of_differences_between_objectives_by_hand():
     """(probe_sft_1 − classifier_sft) − (probe_rloo_1 − classifier_rloo), per seed, on the trained-against
     probe's AUROC, the held-out mass-mean probe's and the rate; a cell trained against another probe, or one
     without its own objective's control, forms none."""
-    from probe_lens.experiments.interactions import interaction_contrasts, interactions_markdown
+    from probe_lens.experiments.headline import interactions_markdown
+    from probe_lens.experiments.interactions import interaction_contrasts
 
     cells = ["base", "probe_sft_1", "classifier_sft", "probe_rloo_1", "classifier_rloo", "probe_dpo_1", "probe_sft_max"]
     cfg = tiny_study_config(seeds=[0, 1, 2, 3], cells=cells)
