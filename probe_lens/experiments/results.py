@@ -138,7 +138,7 @@ def write_headline(
 ) -> dict[str, Any]:
     """``contrasts.csv``, ``interactions.csv`` (when the study has two objectives to compare) and
     ``headline.md`` (``seeds``: each seed's split record and noise floor);
-    ``{"table", "contrasts"}`` for the report."""
+    ``{"table", "contrasts", "interactions"}`` for the report."""
     from probe_lens.experiments.headline import contrasts, headline_table, write_headline
     from probe_lens.experiments.interactions import interaction_contrasts
     from probe_lens.experiments.yardsticks import write_yardsticks
