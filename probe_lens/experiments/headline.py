@@ -103,8 +103,7 @@ def contrast_specs(config: StudyConfig, names: Mapping[str, list[str]]) -> list[
             continue
         controls = ["base"] if "base" in cells else []
         if spec.uses_probe:
-            control = get_study_objective(spec.objective).control or spec.objective
-            controls += [c.name for c in cells.values() if c.signal == "classifier" and c.objective == control]
+            controls += classifier_controls(spec, config.cell_specs)
             probe = spec.trained_against(names)[0]
             metrics = [
                 str(K.tracked_auroc(which, probe)),
@@ -126,6 +125,13 @@ def contrast_specs(config: StudyConfig, names: Mapping[str, list[str]]) -> list[
         # controls and with the noise floor, not with base
         out += [(m, spec.name, c) for c in controls for m in metrics if not (c == "base" and _is_cosine(m))]
     return out
+
+
+def classifier_controls(spec: CellSpec, cell_specs: Sequence[CellSpec]) -> list[str]:
+    """The cells of ``cell_specs`` that train with ``spec``'s control objective (its adapter's ``control``, else
+    its own objective) against the output classifier: a probe cell's controls."""
+    control = get_study_objective(spec.objective).control or spec.objective
+    return [c.name for c in cell_specs if c.signal == "classifier" and c.objective == control]
 
 
 def pooling_probes(names: Mapping[str, list[str]]) -> list[str]:

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from probe_lens.behaviours import BehaviourNames
-from probe_lens.experiments.adapters import get_study_objective
 from probe_lens.experiments.config import StudyConfig
+from probe_lens.experiments.headline import _seed_diffs, classifier_controls
 from probe_lens.experiments.stats import holm, mean_ci, sign_flip_p
 from probe_lens.training import metric_keys as K
 
@@ -46,14 +46,13 @@ INTERACTION_COLUMNS = [
 
 
 def _effects(config: StudyConfig, names: Mapping[str, list[str]]) -> list[tuple[str, str, str, str]]:
-    """``(cell, control, objective, probe)`` for each probe-trained cell that has a classifier control of its
-    own objective (its adapter's ``control``, else the objective itself) in the study."""
+    """``(cell, control, objective, probe)`` for each probe-trained cell that has a classifier control
+    (:func:`~probe_lens.experiments.headline.classifier_controls`) in the study."""
     out = []
     for spec in config.cell_specs:
         if not (spec.trains and spec.uses_probe):
             continue
-        control = get_study_objective(spec.objective).control or spec.objective
-        ctrl = [c.name for c in config.cell_specs if c.signal == "classifier" and c.objective == control]
+        ctrl = classifier_controls(spec, config.cell_specs)
         probes = spec.trained_against(names)
         if ctrl and probes:
             out.append((spec.name, ctrl[0], spec.objective, probes[0]))
@@ -78,11 +77,6 @@ def interaction_specs(
     return out
 
 
-def _values(results: pd.DataFrame, metric: str, cell: str) -> pd.Series:
-    t = results.assign(v=pd.to_numeric(results[metric], errors="coerce"))
-    return t[t["cell"] == cell].set_index("seed")["v"].dropna()
-
-
 def interaction_contrasts(
     results: pd.DataFrame, config: StudyConfig, names: Mapping[str, list[str]], confidence: float = 0.95
 ) -> pd.DataFrame:
@@ -94,9 +88,9 @@ def interaction_contrasts(
     for metric, (a, ca), (b, cb) in interaction_specs(config, names):
         if metric not in results.columns or not {a, ca, b, cb} <= present:
             continue
-        va, vca, vb, vcb = (_values(results, metric, c) for c in (a, ca, b, cb))
-        seeds = sorted(set(va.index) & set(vca.index) & set(vb.index) & set(vcb.index))
-        diffs = [float((va[s] - vca[s]) - (vb[s] - vcb[s])) for s in seeds]
+        da, db = _seed_diffs(results, metric, a, ca), _seed_diffs(results, metric, b, cb)
+        seeds = sorted(set(da) & set(db))
+        diffs = [da[s] - db[s] for s in seeds]
         mean, lo, hi = mean_ci(diffs, confidence)
         rows.append(
             {
